@@ -1,0 +1,145 @@
+"""The one preprocessing implementation (numpy + OpenCV).
+
+Training (through ``tf.numpy_function``), int8 calibration, evaluation, benchmarks,
+``leukedge predict`` and the app all call :func:`preprocess`; the steps and their
+parameters come from the model spec's :class:`PreprocessConfig`, so the app repeats
+exactly what training did.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .errors import ConfigError
+from .imageio import load_image
+
+#: Per-backbone input normalisation applied after scaling to [0, 1].
+NORMALIZATIONS = ("unit", "torch", "lite")
+EQUALIZATIONS = ("none", "clahe", "global")
+_TORCH_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+_TORCH_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+@dataclass
+class PreprocessConfig:
+    """Preprocessing steps and parameters, in the order they run.
+
+    Attributes:
+        input_size: square side the image is resized to (the model's input).
+        gaussian_sigma: Gaussian filter sigma in pixels; 0 turns the filter off.
+        gaussian_ksize: Gaussian kernel size (odd).
+        equalize: histogram equalisation on the lightness channel: ``clahe``
+            (contrast-limited, adaptive), ``global`` or ``none``.
+        clahe_clip: CLAHE clip limit.
+        clahe_tiles: CLAHE tile grid (tiles per side).
+        normalize: after scaling to [0, 1]: ``unit`` (keep [0, 1], the paper's),
+            ``torch`` (ImageNet mean/std) or ``lite`` ((x*255 - 127) / 128, EfficientNet-Lite).
+        corner_mask: fraction of the side masked (set to the image median colour) in each
+            corner, for the shortcut audit of scale-bar stamps; 0 for normal use.
+    """
+
+    input_size: int = 224
+    gaussian_sigma: float = 1.0
+    gaussian_ksize: int = 3
+    equalize: str = "clahe"
+    clahe_clip: float = 2.0
+    clahe_tiles: int = 8
+    normalize: str = "unit"
+    corner_mask: float = 0.0
+
+    def __post_init__(self):
+        if self.equalize not in EQUALIZATIONS:
+            raise ConfigError(f"unknown equalisation '{self.equalize}'", f"choose one of {EQUALIZATIONS}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ConfigError(f"unknown normalisation '{self.normalize}'", f"choose one of {NORMALIZATIONS}")
+        if self.gaussian_ksize % 2 != 1 or self.gaussian_ksize < 1:
+            raise ConfigError(f"gaussian_ksize must be odd and positive, got {self.gaussian_ksize}")
+        if not 8 <= int(self.input_size) <= 1024:
+            raise ConfigError(f"input_size must be 8..1024, got {self.input_size}")
+        if not 0.0 <= self.corner_mask < 0.5:
+            raise ConfigError(f"corner_mask must be in [0, 0.5), got {self.corner_mask}")
+
+    def steps(self) -> list[dict]:
+        """The steps in the order :func:`preprocess` runs them, with parameters."""
+        out = [{"step": "decode", "to": "RGB uint8", "exif_orientation": True},
+               {"step": "resize", "size": [self.input_size, self.input_size], "interpolation": "area (down) / linear (up)"}]
+        if self.corner_mask > 0:
+            out.append({"step": "corner_mask", "fraction": self.corner_mask})
+        if self.gaussian_sigma > 0:
+            out.append({"step": "gaussian", "sigma": self.gaussian_sigma, "ksize": self.gaussian_ksize})
+        if self.equalize != "none":
+            out.append({"step": "equalize", "method": self.equalize, "channel": "LAB lightness",
+                        **({"clip": self.clahe_clip, "tiles": self.clahe_tiles} if self.equalize == "clahe" else {})})
+        out.append({"step": "scale", "range": [0, 1]})
+        if self.normalize != "unit":
+            out.append({"step": "normalize", "method": self.normalize})
+        return out
+
+    def replace(self, **changes) -> "PreprocessConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def mask_corners(img: np.ndarray, fraction: float) -> np.ndarray:
+    """Paint the four corner squares (side = fraction of the image side) with the median colour."""
+    if fraction <= 0:
+        return img
+    out = img.copy()
+    h, w = out.shape[:2]
+    ch, cw = max(1, int(round(h * fraction))), max(1, int(round(w * fraction)))
+    fill = np.median(img.reshape(-1, img.shape[-1]), axis=0).astype(img.dtype)
+    for ys in (slice(0, ch), slice(h - ch, h)):
+        for xs in (slice(0, cw), slice(w - cw, w)):
+            out[ys, xs] = fill
+    return out
+
+
+def preprocess_uint8(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Resize, mask, filter and equalise; returns the input_size x input_size x 3 uint8 image.
+
+    This is also the image the app shows under the Grad-CAM overlay.
+    """
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"expected HxWx3 uint8 RGB, got {rgb.dtype} {rgb.shape}; use leukedge.load_image")
+    s = int(cfg.input_size)
+    h, w = rgb.shape[:2]
+    if (h, w) != (s, s):
+        interp = cv2.INTER_AREA if (h > s or w > s) else cv2.INTER_LINEAR
+        img = cv2.resize(rgb, (s, s), interpolation=interp)
+    else:
+        img = rgb
+    img = mask_corners(img, cfg.corner_mask)
+    if cfg.gaussian_sigma > 0:
+        k = int(cfg.gaussian_ksize)
+        img = cv2.GaussianBlur(img, (k, k), float(cfg.gaussian_sigma))
+    if cfg.equalize != "none":
+        lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)
+        if cfg.equalize == "clahe":
+            clahe = cv2.createCLAHE(clipLimit=float(cfg.clahe_clip), tileGridSize=(cfg.clahe_tiles, cfg.clahe_tiles))
+            lab[..., 0] = clahe.apply(np.ascontiguousarray(lab[..., 0]))
+        else:
+            lab[..., 0] = cv2.equalizeHist(np.ascontiguousarray(lab[..., 0]))
+        img = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    return np.ascontiguousarray(img)
+
+
+def normalize(img_u8: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Scale a uint8 image (any leading batch dims) to float32 as the backbone expects."""
+    x = img_u8.astype(np.float32) / np.float32(255.0)
+    if cfg.normalize == "torch":
+        x = (x - _TORCH_MEAN) / _TORCH_STD
+    elif cfg.normalize == "lite":
+        x = (x * np.float32(255.0) - np.float32(127.0)) / np.float32(128.0)
+    return x.astype(np.float32, copy=False)
+
+
+def preprocess(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Full preprocessing of one decoded RGB uint8 image -> float32 (S, S, 3) model input."""
+    return normalize(preprocess_uint8(rgb, cfg), cfg)
+
+
+def preprocess_file(path, cfg: PreprocessConfig) -> np.ndarray:
+    """Decode a file with :func:`leukedge.imageio.load_image` and preprocess it."""
+    return preprocess(load_image(path), cfg)

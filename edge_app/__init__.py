@@ -1,0 +1,1 @@
+"""LeukEdge edge_app stage."""

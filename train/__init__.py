@@ -1,0 +1,1 @@
+"""LeukEdge train stage."""
