@@ -1,0 +1,185 @@
+"""Score images with any LeukEdge model: a run folder (Keras), a ``.tflite`` file, or a release.
+
+Every consumer (evaluate, parity, bench, predict) gets the same interface:
+``predictor.predict(x) -> {"probability": (N,), "probabilities": (N, C), "cam": ..., ...}``
+where ``x`` is a float32 batch made by :func:`leukedge.preprocess.preprocess` with the
+predictor's own spec. The Keras path imports TensorFlow lazily (only when used).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageError, ModelError
+from .preprocess import preprocess
+from .imageio import load_image
+from .progress import progress
+from .runtime import LiteRunner
+from .spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+#: Preferred release file when a release folder is named, in order.
+RELEASE_VARIANTS = ("int8", "pruned-int8", "float32", "float16", "dynamic")
+
+
+class Predictor:
+    """Base class: ``spec``, ``name``, ``kind`` and ``predict``."""
+
+    spec: ModelSpec
+    name: str
+    kind: str
+
+    def raw(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run a float32 batch (N, S, S, 3); returns named outputs with a batch dimension."""
+        out = self.raw(np.asarray(x, dtype=np.float32))
+        probs = np.asarray(out["probability"], dtype=np.float64).reshape(len(x), -1)
+        out["probabilities"] = probs
+        if self.spec.task == "binary":
+            out["probability"] = probs[:, 0]
+        else:
+            out["probability"] = np.array([self.spec.positive_probability(p) for p in probs])
+        return out
+
+
+class TFLitePredictor(Predictor):
+    kind = "tflite"
+
+    def __init__(self, path, spec: ModelSpec, num_threads: int | None = None, runtime: str = "litert",
+                 expected_sha256: str | None = None):
+        self.spec = spec
+        self.runner = LiteRunner(path, num_threads=num_threads, runtime=runtime, expected_sha256=expected_sha256)
+        self.name = Path(path).name
+        if self.runner.input_shape[1] != spec.preprocess.input_size:
+            raise ModelError(f"{path}: input {self.runner.input_shape} does not match the spec's size "
+                             f"{spec.preprocess.input_size}", "use the spec.json released with this file")
+
+    def raw(self, x):
+        return self.runner.predict(x)
+
+
+class KerasPredictor(Predictor):
+    kind = "keras"
+
+    def __init__(self, run_dir, spec: ModelSpec, checkpoint: str = "best.h5"):
+        from leukedge.train.io import load_keras_model  # TensorFlow only here
+
+        self.spec = spec
+        self.run_dir = Path(run_dir)
+        self.model = load_keras_model(self.run_dir / checkpoint)
+        self.name = f"{self.run_dir.name}/{checkpoint}"
+
+    def raw(self, x):
+        return {"probability": self.model.predict(x, verbose=0, batch_size=32)}
+
+
+def _release_file(folder: Path, spec: ModelSpec, variant: str | None) -> Path:
+    variants = (variant,) if variant else RELEASE_VARIANTS
+    for v in variants:
+        f = folder / f"{folder.name}.{v}.tflite"
+        if f.exists():
+            return f
+    found = sorted(p.name for p in folder.glob("*.tflite"))
+    if found and not variant:
+        return folder / found[0]
+    raise ModelError(f"{folder}: no {variant or 'TFLite'} model file" + (f" (found {found})" if found else ""),
+                     "run `leukedge compress RUN --out " + str(folder) + "` first")
+
+
+def card_sha256(folder: Path) -> dict[str, str]:
+    """sha256 of each model file as listed by the release's card.json (empty when no card)."""
+    import json
+
+    card = folder / "card.json"
+    if not card.exists():
+        return {}
+    try:
+        return dict(json.loads(card.read_text()).get("files", {}))
+    except (ValueError, AttributeError):
+        raise ModelError(f"{card}: not a valid model card") from None
+
+
+def load_predictor(path, variant: str | None = None, num_threads: int | None = None,
+                   runtime: str = "litert", verify: bool = True) -> Predictor:
+    """Load a predictor from a release folder, a run folder, or a ``.tflite`` file.
+
+    A ``.tflite`` file reads ``spec.json`` from its folder. In a release folder the files'
+    sha256 are checked against the card (``verify``).
+
+    Raises:
+        ModelError: nothing usable at ``path``.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"{p}: no such model", "pass models/<name>, a .tflite file or a training run folder")
+    if p.is_file():
+        if p.suffix == ".h5":
+            return KerasPredictor(p.parent, ModelSpec.load(p.parent), p.name)
+        spec = ModelSpec.load(p.parent)
+        sha = card_sha256(p.parent).get(p.name) if verify else None
+        return TFLitePredictor(p, spec, num_threads, runtime, sha)
+    if p.is_symlink() or (p / "spec.json").exists():
+        p = p.resolve()
+    spec = ModelSpec.load(p)
+    if (p / "best.h5").exists() and not list(p.glob("*.tflite")):
+        return KerasPredictor(p, spec)
+    f = _release_file(p, spec, variant)
+    sha = card_sha256(p).get(f.name) if verify else None
+    return TFLitePredictor(f, spec, num_threads, runtime, sha)
+
+
+@dataclass
+class Scores:
+    """Outputs of a predictor over a list of images (failed images are listed in ``errors``)."""
+
+    paths: list[str]
+    probability: np.ndarray
+    probabilities: np.ndarray
+    extra: dict = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def score_paths(predictor: Predictor, paths: list[str], batch_size: int = 32, keep=("cam", "features"),
+                desc: str = "scoring", spec: ModelSpec | None = None) -> Scores:
+    """Decode, preprocess (with the predictor's spec) and score image files.
+
+    Unreadable images are skipped and reported in ``Scores.errors``; never a crash.
+    """
+    spec = spec or predictor.spec
+    ok_paths, probs, probv, extra, errors = [], [], [], {}, {}
+    batch, batch_paths = [], []
+
+    def flush():
+        if not batch:
+            return
+        out = predictor.predict(np.stack(batch))
+        probs.append(out["probability"])
+        probv.append(out["probabilities"])
+        for k in keep:
+            if k in out:
+                extra.setdefault(k, []).append(np.asarray(out[k]))
+        ok_paths.extend(batch_paths)
+        batch.clear()
+        batch_paths.clear()
+
+    for path in progress(paths, desc=desc, unit="img"):
+        try:
+            batch.append(preprocess(load_image(path), spec.preprocess))
+            batch_paths.append(str(path))
+        except ImageError as exc:
+            errors[str(path)] = exc.one_line()
+            continue
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    if not ok_paths:
+        return Scores([], np.zeros(0), np.zeros((0, spec.num_outputs)), {}, errors)
+    return Scores(ok_paths, np.concatenate(probs), np.concatenate(probv),
+                  {k: np.concatenate(v) for k, v in extra.items()}, errors)
