@@ -72,8 +72,14 @@ def _keras_app(app_name: str):
     def build(inputs, weights):
         import tf_keras as keras
 
+        from .weights import is_local_file, load_h5_by_name
+
         ctor = getattr(keras.applications, app_name)
-        base = ctor(include_top=False, weights=weights, input_tensor=inputs)
+        local = is_local_file(weights)
+        keras_weights = None if local or weights in (None, "none") else weights
+        base = ctor(include_top=False, weights=keras_weights, input_tensor=inputs)
+        if local:  # a local .h5 (weights file or whole saved model): matched by layer name + shape
+            load_h5_by_name(base.layers, weights)
         return base.output
 
     return build
