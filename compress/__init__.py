@@ -1,1 +1,14 @@
-"""LeukEdge compress stage."""
+"""LeukEdge compress stage: TFLite export with in-graph Grad-CAM, quantization, pruning, parity.
+
+Public API (TensorFlow is imported only inside the functions that need it):
+
+* :func:`leukedge.compress.parity.compare` -> :class:`~leukedge.compress.parity.ParityResult`,
+  with :class:`~leukedge.compress.parity.Gates` and :class:`~leukedge.compress.parity.ParityData`;
+* :class:`leukedge.compress.quantization.QuantizationConfig` (``for_int8``, ``for_float16``,
+  ``for_dynamic``, ``for_float32``);
+* :func:`leukedge.compress.export.convert` / ``calibrate`` / ``quantize_calibrated``;
+* :func:`leukedge.compress.prune.prune_model`;
+* :func:`leukedge.compress.selective.selective_quantize`;
+* :func:`leukedge.compress.pipeline.run_compress` (``leukedge compress``).
+"""
+__all__ = ["export", "quantization", "prune", "selective", "parity", "parity_report", "release", "pipeline"]

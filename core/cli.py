@@ -19,6 +19,11 @@ from .errors import LeukEdgeError
 #: Stage CLI modules, in the order their commands are listed by ``leukedge --help``.
 COMMAND_MODULES = [
     "leukedge.data_cli",
+    "leukedge.evaluate_cli",
+    "leukedge.train.cli",
+    "leukedge.compress.cli",
+    "leukedge.benchmarks.cli",
+    "leukedge.edge_app.cli",
     "leukedge.pipeline",
 ]
 

@@ -287,8 +287,8 @@ def _between(scores_desc: np.ndarray, k: int) -> float:
 def choose_threshold(y_val, p_val, min_sensitivity: float = 0.99) -> list:
     """Operating points chosen on validation data.
 
-    * ``default``: the highest specificity whose sensitivity is >= ``min_sensitivity``
-      (falls back to Youden's J when that sensitivity cannot be reached; the rule says so);
+    * ``default``: the highest specificity whose sensitivity is >= ``min_sensitivity``,
+      ties broken towards the higher sensitivity (falls back to Youden's J when that sensitivity cannot be reached; the rule says so);
     * ``youden``: maximum sensitivity + specificity - 1;
     * ``0.5``: the plain 0.5 threshold, for reference.
 
@@ -312,10 +312,12 @@ def choose_threshold(y_val, p_val, min_sensitivity: float = 0.99) -> list:
     ok = np.flatnonzero(sens >= min_sensitivity - 1e-12)
     n_pos, n_neg = int(np.sum(y == 1)), int(np.sum(y == 0))
     if ok.size:
-        # specificity falls as k grows, so the first k meeting the constraint is the best one
-        k = int(ok[np.argmax(spec[ok])])
+        # highest specificity; among equally specific thresholds the lowest (highest sensitivity)
+        best = spec[ok].max()
+        k = int(ok[spec[ok] >= best - 1e-12][-1])
         t_default = _between(distinct, k)
-        rule = (f"highest specificity with sensitivity >= {min_sensitivity:g} on the validation split "
+        rule = (f"highest specificity with sensitivity >= {min_sensitivity:g} (then highest sensitivity) "
+                f"on the validation split "
                 f"({n_pos} positive, {n_neg} negative images); threshold midway between adjacent validation scores")
     else:
         t_default = t_youden

@@ -1,0 +1,157 @@
+"""`leukedge bench MODEL...` and `leukedge bench compare RESULT.json...`.
+
+Every measurement runs in a fresh child process with ``OPENBLAS_NUM_THREADS=1`` set in its
+environment before numpy loads (numpy's BLAS threads otherwise fight the interpreter's
+threads and double LiteRT latency); this process only plans, collects and reports.
+Exit codes: 0 when the benchmark ran (rows of failing runtimes are in the results with
+``status: "error"``; ``--fail-on-error`` makes that exit 1), 2 for unusable input.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+log = logging.getLogger(__name__)
+
+USAGE = """leukedge bench MODEL... [--json OUT] [--md OUT.md] [--plot OUT.png] [options]
+       leukedge bench compare RESULT.json... [--json MERGED] [--md OUT.md] [--plot OUT.png]"""
+DESCRIPTION = """Measure what a model costs on this device: load time, batch-1 latency (p50/p90/p99,
+mean, std), throughput, peak memory, file and gzip size, a thread sweep, MACs and efficiency
+against a measured matmul peak, end to end (decode -> preprocess -> inference -> Grad-CAM) and
+the harness's own overhead. MODEL: .tflite files, release folders (models/<name>: every .tflite
+in it, spec.json for the preprocessing, the Keras reference rebuilt or read from best.h5) or
+run folders. `bench compare` merges result files from several devices into one table and plot."""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="latency, memory, size and accuracy per model, runtime and device",
+                       usage=USAGE, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="+", metavar="MODEL", help="models to measure, or `compare` followed by result JSON files")
+    p.add_argument("--json", metavar="OUT", help="write the results (schema leukedge-bench v1) / the merged results")
+    p.add_argument("--md", metavar="OUT.md", help="write the Markdown report")
+    p.add_argument("--plot", metavar="OUT.png", help="write the latency / latency-vs-accuracy plot")
+    p.add_argument("--runtimes", metavar="LIST", help="comma list of litert,tflite-runtime,keras "
+                   "(default: litert plus those installed)")
+    p.add_argument("--threads", metavar="LIST", default=None, help="comma list of thread counts, `all` = all cores "
+                   "(default 1,2,all; --quick: all)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--runs", type=int, metavar="N", help="timed invocations per row (fixed count)")
+    g.add_argument("--min-time", type=float, metavar="S", help="seconds of timed invocations per row (default 2)")
+    p.add_argument("--warmup", type=int, default=None, metavar="N", help="warm-up invocations (default 5; --quick 1)")
+    p.add_argument("--quick", action="store_true", help="CI mode: 5 runs, 1 warm-up, all cores only, short e2e/overhead")
+    p.add_argument("--images", metavar="DIR", help="smears for the timed input and end to end "
+                   "(default: $LEUKEDGE_DATA or ../shared/data/aria-all when present)")
+    p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end timing")
+    p.add_argument("--no-overhead", action="store_true", help="skip the harness-overhead measurement")
+    p.add_argument("--no-peak", action="store_true", help="skip the matmul peak probe (no efficiency %%)")
+    p.add_argument("--save-release", action="store_true",
+                   help="also write models/<name>/bench/<device-id>-<runtime>.json for release folders")
+    p.add_argument("--timeout", type=float, default=900.0, metavar="S", help="seconds allowed per measurement (default 900)")
+    p.add_argument("--fail-on-error", action="store_true", help="exit 1 when any row has status error")
+    p.set_defaults(func=cmd_bench, _parser=p)
+
+
+def _threads(text: str | None, quick: bool) -> list[int]:
+    from leukedge.errors import ConfigError
+
+    if text is None:
+        return [0] if quick else [1, 2, 0]
+    out = []
+    for tok in text.split(","):
+        tok = tok.strip().lower()
+        if tok == "all":
+            out.append(0)
+        elif tok.isdigit() and int(tok) > 0:
+            out.append(int(tok))
+        else:
+            raise ConfigError(f"--threads: '{tok}' is not a positive number or 'all'", "e.g. --threads 1,2,all")
+    return out
+
+
+def _default_images(arg: str | None) -> str | None:
+    if arg:
+        return arg
+    from leukedge.data import resolve_data_dir
+
+    try:
+        d = resolve_data_dir(None)
+    except Exception:  # noqa: BLE001 - no default data is fine: the input is then random
+        return None
+    return str(d) if d.is_dir() else None
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.models[0] == "compare":
+        return cmd_compare(args)
+    from leukedge.errors import ConfigError
+    from leukedge.fileio import atomic_write_json
+
+    from . import report
+    from .schema import validate
+    from .suite import BenchConfig, release_files, run_benchmark
+
+    for flag in ("runs", "warmup"):
+        v = getattr(args, flag)
+        if v is not None and v < (1 if flag == "runs" else 0):
+            raise ConfigError(f"--{flag} must be {'positive' if flag == 'runs' else 'zero or more'}, got {v}")
+    if args.min_time is not None and args.min_time <= 0:
+        raise ConfigError(f"--min-time must be positive, got {args.min_time}")
+    cfg = BenchConfig(
+        models=args.models,
+        runtimes=[r.strip() for r in args.runtimes.split(",") if r.strip()] if args.runtimes else None,
+        threads=_threads(args.threads, args.quick),
+        runs=args.runs if args.runs else (5 if args.quick and args.min_time is None else None),
+        min_time=args.min_time if args.min_time else 2.0,
+        warmup=args.warmup if args.warmup is not None else (1 if args.quick else 5),
+        images=_default_images(args.images), quick=args.quick, e2e=not args.no_e2e,
+        overhead=not args.no_overhead, peak=not args.no_peak,
+        e2e_runs=5 if args.quick else 30, overhead_rounds=2 if args.quick else 12, timeout=args.timeout)
+    doc = validate(run_benchmark(cfg), "benchmark result")
+    md = report.markdown(doc)
+    print(md)
+    if args.json:
+        atomic_write_json(args.json, doc)
+        log.info("wrote %s", args.json)
+    if args.md:
+        from leukedge.fileio import atomic_write_text
+
+        atomic_write_text(args.md, md)
+        log.info("wrote %s", args.md)
+    if args.plot:
+        report.plot(doc["results"], args.plot, title=f"LeukEdge benchmark on {doc['device']['id']}")
+        log.info("wrote %s", args.plot)
+    if args.save_release:
+        for path, sub in release_files(doc).items():
+            atomic_write_json(path, validate(sub, str(path)))
+            log.info("wrote %s", path)
+    failed = [r for r in doc["results"] if r["status"] == "error"]
+    if failed:
+        log.warning("%d of %d rows failed (see the status column)", len(failed), len(doc["results"]))
+    return 1 if (failed and args.fail_on_error) else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from leukedge.errors import ConfigError
+    from leukedge.fileio import atomic_write_json, atomic_write_text
+
+    from . import report
+
+    files = args.models[1:]
+    if not files:
+        raise ConfigError("bench compare needs result files", "leukedge bench compare A.json B.json ...")
+    docs = [report.load_result(f) for f in files]
+    merged = report.merge(docs, files)
+    md = report.compare_markdown(merged)
+    print(md)
+    if args.json:
+        atomic_write_json(args.json, merged)
+    if args.md:
+        atomic_write_text(args.md, md)
+    if args.plot:
+        report.plot(merged["results"], args.plot, title="LeukEdge benchmark: devices compared")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use: leukedge bench ...")

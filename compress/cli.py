@@ -1,0 +1,160 @@
+"""`leukedge compress` and `leukedge parity` (argparse only at import; TensorFlow inside the handlers)."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger(__name__)
+
+GATE_HELP = ("override a parity gate, e.g. --gate max_delta_accuracy=0.02 (names: max_delta_accuracy, "
+             "max_delta_sensitivity, max_delta_roc_auc, min_agreement, min_heatmap_correlation)")
+
+
+def register(sub) -> None:
+    c = sub.add_parser("compress", help="export a trained run to TFLite (float32, int8, pruned int8) + parity",
+                       description="Turn a training run into a release folder models/<name>/: float32 and "
+                                   "full-integer int8 TFLite with Grad-CAM computed in the graph, optional pruned int8, "
+                                   "spec.json, split.csv, then parity of each file against float32 on the test split.")
+    c.add_argument("source", metavar="RUN_OR_MODEL", help="training run folder (best.h5, spec.json, split.csv) or a .h5 file")
+    c.add_argument("--out", required=True, help="release folder, e.g. models/efficientnet-lite0-binary")
+    c.add_argument("--variants", default="float32,int8",
+                   help="comma list of float32,int8,float16,dynamic (default float32,int8; float32 always)")
+    c.add_argument("--prune", type=float, nargs="?", const=0.5, default=None, metavar="SPARSITY",
+                   help="also write <name>.pruned-int8.tflite pruned to SPARSITY (default 0.5 when given bare)")
+    c.add_argument("--prune-epochs", type=int, default=1, help="fine-tuning epochs while pruning (default 1)")
+    c.add_argument("--prune-batch-size", type=int, default=16)
+    c.add_argument("--prune-lr", type=float, default=1e-4, help="fine-tuning learning rate (default 1e-4)")
+    c.add_argument("--prune-max-images", type=int, default=None, help="use at most N training images to fine-tune")
+    c.add_argument("--calib", type=int, default=300, help="calibration images from the training split (default 300)")
+    c.add_argument("--data", default=None, help="data folder (default: the run's config.json, else ../shared/data/aria-all)")
+    c.add_argument("--no-parity", action="store_true", help="only write the files (no parity, evaluation or card)")
+    c.add_argument("--no-selective", action="store_true", help="do not keep layers in float when int8 fails a gate")
+    c.add_argument("--no-keras-check", action="store_true", help="skip float32 TFLite vs Keras (GradientTape) parity")
+    c.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the CIs (default 1000)")
+    c.add_argument("--gate", action="append", metavar="NAME=VALUE", help=GATE_HELP)
+    c.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("parity", help="compare two models (e.g. int8 vs float32) on the same images, with gates",
+                       description="Score the same images with a reference and a candidate model and check the parity "
+                                   "gates. Exit 0 when every gate passes, 1 when one fails, 2 for unusable input.")
+    p.add_argument("--reference", required=True,
+                   help="a .tflite file (spec.json beside it), a release folder (its float32 file) or a run folder")
+    p.add_argument("--candidate", required=True, help="a .tflite file, a release folder (its int8 file) or a run folder")
+    p.add_argument("--data", default=None, help="data folder (default $LEUKEDGE_DATA or ../shared/data/aria-all)")
+    p.add_argument("--all", action="store_true", help="every image of every class folder in --data (not the test split)")
+    p.add_argument("--split", default=None, help="split manifest CSV (default: split.csv beside the reference/candidate)")
+    p.add_argument("--json", metavar="OUT", default=None, help="write the result as JSON")
+    p.add_argument("--report", metavar="DIR", default=None, help="write parity.json, parity.md and figures/ into DIR")
+    p.add_argument("--gate", action="append", metavar="NAME=VALUE", help=GATE_HELP)
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the CIs (default 1000)")
+    p.set_defaults(func=cmd_parity)
+
+
+# ----- compress -----------------------------------------------------------------------------------
+def cmd_compress(args: argparse.Namespace) -> int:
+    from .parity import Gates
+    from .pipeline import CompressConfig, run_compress
+    from .quantization import parse_variants
+
+    cfg = CompressConfig(source=args.source, out=args.out, variants=parse_variants(args.variants), prune=args.prune,
+                         prune_epochs=args.prune_epochs, prune_batch_size=args.prune_batch_size, prune_lr=args.prune_lr,
+                         prune_max_images=args.prune_max_images, calib=args.calib, data_dir=args.data,
+                         parity=not args.no_parity, selective=not args.no_selective,
+                         keras_check=not args.no_keras_check, n_boot=args.n_boot, gates=Gates.parse(args.gate))
+    if cfg.prune is not None:
+        from .prune import PruneConfig
+
+        PruneConfig(target_sparsity=cfg.prune)  # validate before minutes of work
+    s = run_compress(cfg)
+    print(f"release {args.out}")
+    for name, d in s["files"].items():
+        ratio = f"  {d['ratio_to_float32']:.1%} of float32" if d.get("ratio_to_float32") is not None else ""
+        print(f"  {name:<48} {d['mib']:>8.2f} MiB  gzip {d['gzip_bytes'] / 2**20:>7.2f} MiB{ratio}")
+    for k, t in s.get("targets", {}).items():
+        print(f"  target {k}: {t['value']:.3f} {'met' if t['met'] else 'NOT met'}")
+    if s.get("parity"):
+        for label, r in s["parity"].items():
+            vals = ", ".join(f"{n}={v:.4f}" if v is not None else f"{n}=n/a" for n, v in r["gates"].items())
+            print(f"  parity {label}: {'PASS' if r['passed'] else 'FAIL ' + str(r['failed'])} ({vals})")
+        if s.get("selective_int8"):
+            sel = s["selective_int8"]
+            print(f"  selective int8: {'kept ' + str(len(sel['kept_float'])) + ' op(s) in float' if sel['passed'] else 'did not pass'}")
+        return 0 if s.get("passed", True) else 1
+    return 0
+
+
+# ----- parity ---------------------------------------------------------------------------------------
+def _load(path: str, prefer: str | None):
+    """A predictor from a .tflite, a release folder (``prefer`` variant if present) or a run folder."""
+    from pathlib import Path
+
+    from leukedge.predictors import load_predictor
+
+    p = Path(path)
+    if p.is_dir() and prefer and (p.resolve() / f"{p.resolve().name}.{prefer}.tflite").exists():
+        return load_predictor(p, variant=prefer)
+    return load_predictor(p)
+
+
+def _split_for(args, ref, cand):
+    from pathlib import Path
+
+    if args.split:
+        return Path(args.split)
+    for arg in (args.reference, args.candidate):
+        p = Path(arg)
+        folder = p if p.is_dir() else p.parent
+        if (folder / "split.csv").exists():
+            return folder / "split.csv"
+    from leukedge.errors import DataError
+
+    raise DataError("no split manifest: neither model folder has split.csv",
+                    "pass --split CSV (the manifest the model was trained with) or --all to use every image in --data")
+
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from leukedge.data import resolve_data_dir
+    from leukedge.errors import DataError
+
+    from .parity import Gates, ParityData, compare
+    from .parity_report import write_json, write_reports
+
+    gates = Gates.parse(args.gate)
+    data_dir = resolve_data_dir(args.data)
+    if not Path(data_dir).is_dir():
+        raise DataError(f"{data_dir}: no such data folder", "pass --data DIR (one subfolder per class)")
+    ref = _load(args.reference, "float32")
+    cand = _load(args.candidate, None)
+    if args.all:
+        data = ParityData.from_folder(data_dir)
+    else:
+        from leukedge.split import read_manifest
+
+        data = ParityData.from_manifest(read_manifest(_split_for(args, ref, cand), data_dir), "test")
+    _check_classes(set(data.classes), ref.spec)
+    res = compare(ref, cand, data, gates, n_boot=args.n_boot)
+    label = f"{Path(args.candidate).name} vs {Path(args.reference).name}"
+    if args.json:
+        write_json({label: res}, args.json)
+    if args.report:
+        write_reports({label: res}, args.report)
+    print(f"parity: {cand.name} vs {ref.name} on {res.n} images ({data.split})")
+    print(res.table())
+    m = res.metrics
+    print(f"|p_ref - p_cand| mean {res.probability_diff['mean_abs']:.5f} max {res.probability_diff['max_abs']:.5f}; "
+          f"McNemar p={res.mcnemar['p_value']:.4f}; accuracy {m['accuracy']['reference']:.4f} -> "
+          f"{m['accuracy']['candidate']:.4f}")
+    print("PASS" if res.passed else "FAIL: " + ", ".join(g.name for g in res.failed))
+    return 0 if res.passed else 1
+
+
+def _check_classes(classes: set, spec) -> None:
+    from leukedge.errors import DataError
+
+    known = set(spec.class_names) if spec.task == "subtype" else {spec.negative_class, *spec.positive_classes}
+    unknown = sorted(classes - known)
+    if unknown:
+        raise DataError(f"class folder(s) {unknown} are not classes of model '{spec.name}'",
+                        f"the model knows {sorted(known)}")

@@ -1,0 +1,209 @@
+"""Export a trained classifier to TFLite with Grad-CAM computed inside the graph.
+
+The exported model has one input, ``image`` (float32, (1, S, S, 3), already preprocessed by
+:mod:`leukedge.preprocess`), and three named signature outputs:
+
+* ``probability``: (1, 1) sigmoid (binary) or (1, C) softmax (subtype);
+* ``cam``: (1, h, w) Grad-CAM map of the positive (binary) or the predicted (subtype) class;
+* ``features``: (1, D) globally pooled features (for the app's out-of-distribution gate).
+
+TFLite has no gradients, but for ``features -> GAP -> Dense(relu) -> Dense`` the Grad-CAM
+weights have a closed form. With pooled features ``p``, hidden pre-activation
+``z = W1^T p + b1`` and pre-activation logit ``y_c = W2[:, c]^T relu(z) + b2[c]``::
+
+    d y_c / d p = W1 @ (W2[:, c] * 1[z > 0])
+    d y_c / d A[i, j, k] = (d y_c / d p_k) / (h * w)          # GAP spreads it evenly
+    cam = relu(sum_k alpha_k * A[..., k]),  alpha_k = mean_ij d y_c / d A[i, j, k]
+
+which is exactly what a GradientTape Grad-CAM on the pre-activation logit computes (not
+normalised; the app normalises for display). ``1[z > 0]`` equals ``1[relu(z) > 0]``, so the
+graph reads the hidden layer's (post-ReLU) output and recomputes nothing.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from leukedge.errors import ModelError
+from leukedge.spec import ModelSpec
+
+from .quantization import QuantizationConfig
+
+log = logging.getLogger(__name__)
+
+#: Names of the exported signature outputs (the contract every consumer reads).
+OUTPUTS = ("probability", "cam", "features")
+#: The trained model's layers the export reads (see leukedge.train.model).
+FEATURE_LAYER, POOL_LAYER, HIDDEN_LAYER, OUTPUT_LAYER = "features", "gap", "head_dense", "probability"
+#: Name of the flatbuffer metadata entry holding spec.json.
+SPEC_METADATA = "leukedge_spec"
+
+
+def _layer(model, name: str):
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        raise ModelError(f"model '{model.name}' has no layer '{name}'",
+                         "export needs a model built by leukedge.train.model.build_classifier "
+                         "(layers features, gap, head_dense, probability)") from None
+
+
+def serving_function(model, spec: ModelSpec):
+    """A ``tf.function`` (input ``image``) returning ``{probability, cam, features}``.
+
+    Args:
+        model: a tf_keras classifier with layers ``features``, ``gap``, ``head_dense`` and
+            ``probability`` (Dropout between the last two is an identity at inference).
+        spec: its spec (task decides the Grad-CAM class).
+
+    Returns:
+        (tf.function, keras sub-model that owns the variables).
+    """
+    import tensorflow as tf
+    import tf_keras as keras
+
+    fmap = _layer(model, FEATURE_LAYER).output
+    pooled = _layer(model, POOL_LAYER).output
+    hidden = _layer(model, HIDDEN_LAYER)
+    out = _layer(model, OUTPUT_LAYER)
+    if getattr(hidden, "activation", None) is not keras.activations.relu:
+        raise ModelError(f"layer '{HIDDEN_LAYER}' must be a Dense with ReLU for the Grad-CAM closed form")
+    if getattr(out, "activation", None) not in (keras.activations.sigmoid, keras.activations.softmax):
+        raise ModelError(f"layer '{OUTPUT_LAYER}' must be a Dense with sigmoid or softmax")
+    sub = keras.Model(model.input, [fmap, pooled, hidden.output, out.output], name=f"{model.name}_export")
+    w1 = tf.constant(hidden.kernel.numpy(), tf.float32)           # (D, U)
+    w2t = tf.constant(out.kernel.numpy().T, tf.float32)           # (C, U)
+    h, w = int(fmap.shape[1]), int(fmap.shape[2])
+    s = int(model.input.shape[1])
+    binary = spec.task == "binary"
+    if binary != (int(out.kernel.shape[1]) == 1):
+        raise ModelError(f"spec task '{spec.task}' does not match the model's {int(out.kernel.shape[1])} outputs")
+
+    @tf.function(input_signature=[tf.TensorSpec((1, s, s, 3), tf.float32, name="image")])
+    def serve(image):
+        a, p, hid, prob = sub(image, training=False)
+        if binary:
+            w2c = w2t[0:1]                                          # (1, U): the positive logit
+        else:
+            w2c = tf.gather(w2t, tf.argmax(prob, axis=-1))          # (1, U): the predicted class
+        gate = w2c * tf.cast(hid > 0.0, tf.float32)                 # W2[:, c] * 1[z > 0]
+        alpha = tf.matmul(gate, w1, transpose_b=True) * (1.0 / (h * w))  # (1, D)
+        cam = tf.nn.relu(tf.reduce_sum(a * alpha[:, None, None, :], axis=-1))
+        return {"probability": prob, "cam": cam, "features": p}
+
+    return serve, sub
+
+
+def keras_outputs(model, spec: ModelSpec, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Run the serving function in TensorFlow (reference outputs for tests and debugging)."""
+    serve, _ = serving_function(model, spec)
+    outs = [serve(np.asarray(xi[None], np.float32)) for xi in x]
+    return {k: np.concatenate([o[k].numpy() for o in outs]) for k in OUTPUTS}
+
+
+def _converter(model, spec: ModelSpec):
+    import tensorflow as tf
+
+    serve, sub = serving_function(model, spec)
+    return tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], sub)
+
+
+def convert(model, spec: ModelSpec, qconfig: QuantizationConfig) -> bytes:
+    """Convert ``model`` with the quantization ``qconfig`` to ``.tflite`` bytes (spec embedded)."""
+    t0 = time.perf_counter()
+    log.info("converting %s to TFLite (%s)...", model.name, qconfig.kind)
+    conv = _converter(model, spec)
+    qconfig.apply(conv)
+    try:
+        data = conv.convert()
+    except Exception as exc:  # the converter raises many types (ConverterError, RuntimeError...)
+        raise ModelError(f"TFLite conversion ({qconfig.kind}) failed: {str(exc).strip().splitlines()[0]}") from None
+    log.info("converted (%s): %.1f MiB in %.1f s", qconfig.kind, len(data) / 2**20, time.perf_counter() - t0)
+    return embed_spec(data, spec)
+
+
+def calibrate(model, spec: ModelSpec, qconfig: QuantizationConfig) -> bytes:
+    """Convert and calibrate only (float model with recorded activation ranges).
+
+    :func:`quantize_calibrated` then makes the int8 file from it, as often as needed (the
+    selective quantizer tries several float-kept layer sets from one calibration).
+    """
+    if qconfig.kind != "int8":
+        raise ValueError("calibrate() needs an int8 QuantizationConfig")
+    t0 = time.perf_counter()
+    log.info("converting and calibrating %s on %d images...", model.name, qconfig.num_samples)
+    conv = _converter(model, spec)
+    qconfig.apply(conv)
+    conv._experimental_calibrate_only = True  # noqa: SLF001 - the documented QuantizationDebugger path
+    try:
+        data = conv.convert()
+    except Exception as exc:
+        raise ModelError(f"TFLite calibration failed: {str(exc).strip().splitlines()[0]}") from None
+    log.info("calibrated in %.1f s", time.perf_counter() - t0)
+    return data
+
+
+def quantize_calibrated(calibrated: bytes, spec: ModelSpec, denylisted_nodes: list[str] | None = None) -> bytes:
+    """Full-integer int8 model (int8 input/output) from a calibrated model.
+
+    Args:
+        calibrated: output of :func:`calibrate`.
+        spec: embedded into the result.
+        denylisted_nodes: output tensor names of ops to keep in float (dequantize/quantize
+            around them); None quantizes everything.
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tfl_convert
+
+    data = tfl_convert.mlir_quantize(calibrated, fully_quantize=True, input_data_type=tf.int8,
+                                     output_data_type=tf.int8, denylisted_nodes=denylisted_nodes or None)
+    return embed_spec(data, spec)
+
+
+# ----- spec inside the flatbuffer --------------------------------------------------------------
+def embed_spec(tflite: bytes, spec: ModelSpec) -> bytes:
+    """Store spec.json in the flatbuffer's ``metadata`` (name :data:`SPEC_METADATA`).
+
+    The runtime ignores metadata; :func:`read_embedded_spec` reads it back. spec.json also
+    travels beside the file in the release folder (the app reads that one).
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
+    model.metadata = [m for m in (model.metadata or []) if _name(m.name) != SPEC_METADATA]
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(spec.to_json().encode("utf-8"), dtype=np.uint8)
+    model.buffers.append(buf)
+    meta = schema.MetadataT()
+    meta.name = SPEC_METADATA
+    meta.buffer = len(model.buffers) - 1
+    model.metadata.append(meta)
+    return flatbuffer_utils.convert_object_to_bytearray(model)
+
+
+def _name(n) -> str:
+    return n.decode() if isinstance(n, bytes) else str(n)
+
+
+def read_embedded_spec(tflite: bytes) -> ModelSpec | None:
+    """The spec stored by :func:`embed_spec`, or None when the file has none."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(bytearray(tflite), 0)
+    for i in range(model.MetadataLength()):
+        meta = model.Metadata(i)
+        if _name(meta.Name()) == SPEC_METADATA:
+            raw = model.Buffers(meta.Buffer()).DataAsNumpy()
+            return ModelSpec.from_json(bytes(raw).decode("utf-8"))
+    return None
+
+
+def export_spec(spec: ModelSpec, name: str) -> ModelSpec:
+    """The release spec: ``spec`` renamed, with the exported output names."""
+    d = spec.to_dict()
+    d["name"] = name
+    d["outputs"] = list(OUTPUTS)
+    return ModelSpec.from_dict(d)

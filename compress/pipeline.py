@@ -1,0 +1,340 @@
+"""``leukedge compress``: a training run -> a release folder with parity proven.
+
+Steps (each logged, the long ones with timings): load the run (``best.h5``, ``spec.json``,
+``split.csv``, ``config.json`` for the data folder) -> float32 TFLite -> calibration on
+training images -> full-integer int8 (+ float16 / dynamic on request) -> optionally prune,
+fine-tune, strip and quantize (``pruned-int8``) -> commit the release folder atomically ->
+parity of every quantized file against float32 on the test split (selective quantization on
+the validation split when int8 fails a gate) -> evaluation and model card when those stages
+are installed.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from leukedge.errors import DataError, ModelError
+from leukedge.spec import ModelSpec
+
+from .parity import Gates
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CompressConfig:
+    """Settings of ``leukedge compress`` (saved as ``compress.json`` in the release).
+
+    Attributes:
+        source: run folder (``best.h5`` + ``spec.json``) or a ``.h5`` file with spec.json beside it.
+        out: release folder ``models/<name>``.
+        variants: TFLite variants besides float32 (``int8``, ``float16``, ``dynamic``).
+        prune: target sparsity for the ``pruned-int8`` file (None: no pruning).
+        prune_epochs: fine-tuning epochs while pruning.
+        prune_batch_size: fine-tuning batch size.
+        prune_lr: fine-tuning learning rate.
+        prune_max_images: cap on training images used for fine-tuning (None: all).
+        calib: calibration images drawn from the training split.
+        data_dir: data folder (None: the run's config.json, else the default).
+        parity: run parity (and evaluation/card) after writing the files.
+        selective: when int8 fails a gate, keep the worst ops in float until it passes.
+        keras_check: also compare float32 TFLite with the Keras model (GradientTape Grad-CAM).
+        n_boot: bootstrap replicates of the parity CIs.
+        gates: parity gates.
+    """
+
+    source: str
+    out: str
+    variants: list[str] = field(default_factory=lambda: ["float32", "int8"])
+    prune: float | None = None
+    prune_epochs: int = 1
+    prune_batch_size: int = 16
+    prune_lr: float = 1e-4
+    prune_max_images: int | None = None
+    calib: int = 300
+    data_dir: str | None = None
+    parity: bool = True
+    selective: bool = True
+    keras_check: bool = True
+    n_boot: int = 1000
+    gates: Gates = field(default_factory=Gates)
+
+
+@dataclass
+class Source:
+    folder: Path
+    model_file: Path
+    spec: ModelSpec
+    split_csv: Path | None
+    config: dict
+
+
+def resolve_source(path) -> Source:
+    """A run folder or a ``.h5`` file -> what compress needs."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"{p}: no such run folder or model", "pass runs/<run> (with best.h5) or a .h5 file")
+    if p.is_dir():
+        p = p.resolve()
+        model_file = p / "best.h5"
+        if not model_file.exists():
+            if list(p.glob("*.tflite")):
+                raise ModelError(f"{p}: is a release folder (TFLite only)", "compress needs the training run folder")
+            raise ModelError(f"{p}: no best.h5", "pass a finished (or checkpointed) training run folder")
+        folder = p
+    else:
+        if p.suffix != ".h5":
+            raise ModelError(f"{p}: not a Keras .h5 model", "pass runs/<run> or its best.h5")
+        folder, model_file = p.resolve().parent, p.resolve()
+    spec = ModelSpec.load(folder)
+    cfg_path = folder / "config.json"
+    config = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+    split = folder / "split.csv"
+    return Source(folder, model_file, spec, split if split.exists() else None, config)
+
+
+def _train_images(rows, spec: ModelSpec, max_images: int | None):
+    """uint8 preprocessed training images and labels for the pruning fine-tune."""
+    from leukedge.errors import ImageError
+    from leukedge.imageio import load_image
+    from leukedge.preprocess import preprocess_uint8
+    from leukedge.progress import progress
+
+    from .quantization import stratified_sample
+
+    train = [r for r in rows if r["split"] == "train"]
+    if max_images:
+        train = stratified_sample(train, max_images, seed=1)
+    xs, ys = [], []
+    for r in progress(train, desc="pruning: training images", unit="img"):
+        try:
+            xs.append(preprocess_uint8(load_image(r["abspath"]), spec.preprocess))
+            ys.append(spec.label_of(r["class"]))
+        except ImageError as exc:
+            log.warning("skipping %s", exc.one_line())
+    if not xs:
+        raise DataError("no training image could be read for the pruning fine-tune")
+    return np.stack(xs), np.array(ys, np.int64)
+
+
+def _class_weights(labels: np.ndarray, n: int) -> dict[int, float]:
+    counts = np.bincount(labels, minlength=n).astype(float)
+    return {i: float(len(labels) / (n * c)) for i, c in enumerate(counts) if c > 0}
+
+
+@dataclass
+class Built:
+    """What :func:`build_files` made (models kept in memory for the later steps)."""
+
+    spec: ModelSpec
+    model: object
+    calibrated: bytes | None = None
+    representative: object = None
+    pruned: object = None
+    record: dict = field(default_factory=dict)
+
+
+def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
+    """Convert (and prune) into the release staging folder."""
+    from leukedge.train.io import load_keras_model
+
+    from . import export
+    from .prune import PruneConfig, prune_model
+    from .quantization import QuantizationConfig, representative_from_split
+
+    spec = export.export_spec(src.spec, release.name)
+    timings: dict[str, float] = {}
+    record: dict = {"source": str(src.model_file), "timings_s": timings}
+
+    def timed(key, fn):
+        t0 = time.perf_counter()
+        out = fn()
+        timings[key] = round(time.perf_counter() - t0, 2)
+        return out
+
+    log.info("loading %s", src.model_file)
+    model = timed("load_keras", lambda: load_keras_model(src.model_file))
+    built = Built(spec, model, record=record)
+    f32 = timed("float32", lambda: export.convert(model, spec, QuantizationConfig.for_float32()))
+    release.write_bytes(release.model_name("float32"), f32)
+    if "int8" in cfg.variants or cfg.prune:
+        built.representative = timed("representative_set", lambda: representative_from_split(rows, spec, cfg.calib))
+        record["calibration"] = {"n_images": len(built.representative), "split": "train",
+                                 "stratified_by_class": True, "preprocessing": "leukedge.preprocess (the spec's)"}
+    if "int8" in cfg.variants:
+        built.calibrated = timed("int8_calibrate", lambda: export.calibrate(
+            model, spec, QuantizationConfig.for_int8(built.representative)))
+        q = timed("int8_quantize", lambda: export.quantize_calibrated(built.calibrated, spec))
+        release.write_bytes(release.model_name("int8"), q)
+    for v in ("float16", "dynamic"):
+        if v in cfg.variants:
+            qc = QuantizationConfig.for_float16() if v == "float16" else QuantizationConfig.for_dynamic()
+            release.write_bytes(release.model_name(v), timed(v, lambda qc=qc: export.convert(model, spec, qc)))
+    if cfg.prune:
+        x_u8, y = timed("prune_load_images", lambda: _train_images(rows, spec, cfg.prune_max_images))
+        pcfg = PruneConfig(target_sparsity=cfg.prune, epochs=cfg.prune_epochs, batch_size=cfg.prune_batch_size,
+                           learning_rate=cfg.prune_lr)
+        n_labels = 2 if spec.task == "binary" else len(spec.class_names)
+        built.pruned, prep = timed("prune_finetune", lambda: prune_model(model, spec, x_u8, y, pcfg,
+                                                                           _class_weights(y, n_labels)))
+        del x_u8
+        record["pruning"] = prep.to_dict()
+        pcal = timed("pruned_int8_calibrate", lambda: export.calibrate(
+            built.pruned, spec, QuantizationConfig.for_int8(built.representative)))
+        pq = timed("pruned_int8_quantize", lambda: export.quantize_calibrated(pcal, spec))
+        release.write_bytes(release.model_name("pruned-int8"), pq)
+    spec.save(release.path("spec.json"))
+    if src.split_csv:
+        release.copy(src.split_csv, "split.csv")
+    return built
+
+
+def size_summary(files: dict[str, dict], name: str) -> dict:
+    """Sizes and the ratios the issue targets (int8 <= 26% and pruned gzip <= 17% of float32)."""
+    f32 = files.get(f"{name}.float32.tflite", {}).get("bytes")
+    out = {}
+    for fname, d in files.items():
+        if not fname.endswith(".tflite"):
+            continue
+        entry = {"bytes": d["bytes"], "mib": round(d["bytes"] / 2**20, 3), "gzip_bytes": d.get("gzip_bytes")}
+        if f32:
+            entry["ratio_to_float32"] = round(d["bytes"] / f32, 4)
+            entry["gzip_ratio_to_float32"] = round(d["gzip_bytes"] / f32, 4) if d.get("gzip_bytes") else None
+        out[fname] = entry
+    targets = {}
+    i8, pi8 = out.get(f"{name}.int8.tflite"), out.get(f"{name}.pruned-int8.tflite")
+    if i8 and f32:
+        targets["int8_le_26pct_of_float32"] = {"value": i8["ratio_to_float32"], "met": i8["ratio_to_float32"] <= 0.26}
+    if pi8 and f32:
+        targets["pruned_int8_gzip_le_17pct_of_float32"] = {"value": pi8["gzip_ratio_to_float32"],
+                                                          "met": pi8["gzip_ratio_to_float32"] <= 0.17}
+    return {"files": out, "targets": targets}
+
+
+def optional_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _parity_set(cfg: CompressConfig, rel, built: Built, src: Source, rows) -> dict:
+    """Parity of each quantized file against float32 on the test split (+ selective int8)."""
+    from leukedge.predictors import KerasPredictor, TFLitePredictor
+
+    from .parity import ParityData, compare
+    from .parity_report import write_reports
+
+    test = ParityData.from_manifest(rows, "test")
+    spec = built.spec
+    ref = TFLitePredictor(rel.path(rel.model_name("float32")), spec)
+    results, extra = {}, {}
+    for variant in ("int8", "pruned-int8", "float16", "dynamic"):
+        f = rel.path(rel.model_name(variant))
+        if not f.exists():
+            continue
+        log.info("parity: %s vs float32 on %d test images", variant, len(test.paths))
+        res = compare(ref, TFLitePredictor(f, spec), test, cfg.gates, n_boot=cfg.n_boot)
+        if variant == "int8" and not res.passed and cfg.selective and built.calibrated is not None:
+            res, extra["selective_int8"] = _selective(cfg, rel, built, rows, ref, test, res)
+        results[f"{variant} vs float32"] = res
+    if cfg.keras_check:
+        log.info("parity: float32 TFLite vs the Keras model (GradientTape Grad-CAM) on the test split")
+        keras_pred = KerasPredictor(src.folder, src.spec, src.model_file.name)
+        results["float32 vs keras"] = compare(keras_pred, ref, test, cfg.gates, n_boot=cfg.n_boot)
+    write_reports(results, rel.out, extra={k: v for k, v in extra.items()})
+    return results, extra
+
+
+def _selective(cfg, rel, built, rows, ref, test, failed):
+    from leukedge.predictors import TFLitePredictor
+
+    from .parity import ParityData, compare
+    from .selective import selective_quantize
+
+    log.info("int8 failed gate(s) %s: searching ops to keep in float (on the validation split)",
+             ", ".join(g.name for g in failed.failed))
+    val = ParityData.from_manifest(rows, "val")
+    data, rep = selective_quantize(built.calibrated, built.spec, ref, val, built.representative, cfg.gates)
+    info = rep.to_dict()
+    info["full_int8_test_gates"] = {g.name: g.value for g in failed.gates}
+    if data is None:
+        return failed, info
+    rel.write_bytes(rel.model_name("int8"), data)
+    info["replaced_int8_file"] = True
+    res = compare(ref, TFLitePredictor(rel.path(rel.model_name("int8")), built.spec), test, cfg.gates, n_boot=cfg.n_boot)
+    return res, info
+
+
+def run_compress(cfg: CompressConfig) -> dict:
+    """Everything ``leukedge compress`` does. Returns the summary (also in ``compress.json``)."""
+    from leukedge.data import resolve_data_dir
+    from leukedge.split import read_manifest
+
+    from .release import Release
+
+    t_start = time.perf_counter()
+    src = resolve_source(cfg.source)
+    data_dir = Path(cfg.data_dir or src.config.get("data_dir") or resolve_data_dir(None))
+    if src.split_csv is None:
+        raise DataError(f"{src.folder}: no split.csv", "compress calibrates on the run's training split; "
+                                                       "copy the manifest used for training to split.csv")
+    rows = read_manifest(src.split_csv, data_dir)
+    log.info("compress %s -> %s (variants %s%s), data %s", src.folder, cfg.out, ",".join(cfg.variants),
+             f", pruned to {cfg.prune:.0%}" if cfg.prune else "", data_dir)
+    with Release(cfg.out) as rel:
+        built = build_files(cfg, src, rows, rel)
+        summary = {"name": rel.name, "source": str(src.model_file), "data_dir": str(data_dir),
+                   "config": {k: v for k, v in asdict(cfg).items()}, **built.record}
+        summary.update(size_summary(rel.files, rel.name))
+        rel.write_json("compress.json", summary)
+        rel.commit()
+    out = rel.out
+    summary["parity"] = None
+    if cfg.parity:
+        t = time.perf_counter()
+        results, extra = _parity_set(cfg, rel, built, src, rows)
+        summary["timings_s"]["parity"] = round(time.perf_counter() - t, 2)
+        summary["parity"] = {k: {"passed": r.passed, "gates": {g.name: g.value for g in r.gates},
+                                 "failed": [g.name for g in r.failed]} for k, r in results.items()}
+        if "selective_int8" in extra:
+            summary["selective_int8"] = {k: v for k, v in extra["selective_int8"].items() if k != "ranking"}
+            summary.update(size_summary(rel.files, rel.name))
+        summary["passed"] = all(r.passed for k, r in results.items() if k.startswith("int8"))
+        rel.write_json("compress.json", summary)
+        _after(out, data_dir, summary)
+    summary["timings_s"]["total"] = round(time.perf_counter() - t_start, 2)
+    from leukedge.fileio import atomic_write_json
+
+    atomic_write_json(out / "compress.json", summary)
+    return summary
+
+
+def _after(out: Path, data_dir: Path, summary: dict) -> None:
+    """Evaluation and model card, when those stages are installed (their failure is recorded)."""
+    if optional_module("leukedge.evaluate"):
+        try:
+            from leukedge.evaluate import run_evaluation
+
+            log.info("evaluating %s on the test split", out)
+            run_evaluation(out, data_dir, split_csv=out / "split.csv", json_out=out / "evaluation.json",
+                           report_dir=out)
+            summary["evaluation"] = "evaluation.json"
+        except Exception as exc:  # another stage's failure must not lose the release
+            log.error("evaluation failed: %s", exc)
+            summary["evaluation_error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if optional_module("leukedge.card"):
+        try:
+            from leukedge.card import write_card
+
+            write_card(out)
+            summary["card"] = "card.json"
+        except Exception as exc:
+            log.error("model card failed: %s", exc)
+            summary["card_error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

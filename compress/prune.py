@@ -1,0 +1,234 @@
+"""Magnitude pruning with tensorflow-model-optimization, sparsity measured and asserted.
+
+``prune_low_magnitude`` wraps every prunable layer (Conv2D, DepthwiseConv2D, Dense) with a
+:class:`PolynomialDecay` schedule that reaches the target sparsity on the last fine-tuning
+step; ``UpdatePruningStep`` advances the schedule; after fine-tuning on the TRAINING split,
+``strip_pruning`` removes the wrappers. The sparsity of every pruned kernel is then measured
+on the stripped model and checked against the target (tfmot's own integration tests do the
+same instead of trusting the schedule). tfmot needs Keras 2 models (``tf_keras``).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from leukedge.errors import ConfigError, ModelError
+from leukedge.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+#: Layer types whose kernels are pruned and measured, with the kernel attribute.
+PRUNED_KERNELS = {"Conv2D": "kernel", "DepthwiseConv2D": "depthwise_kernel", "Dense": "kernel",
+                  "SeparableConv2D": "pointwise_kernel"}
+
+
+@dataclass
+class PruneConfig:
+    """Pruning and fine-tuning settings.
+
+    Attributes:
+        target_sparsity: fraction of zeros in every pruned kernel at the end (0 < s < 1).
+        epochs: fine-tuning epochs over the training images (the schedule spans all of them).
+        batch_size: images per step.
+        learning_rate: Adam learning rate of the fine-tuning.
+        frequency: steps between mask updates (None: ~10 updates over the schedule).
+        freeze_batchnorm: keep BatchNormalization statistics fixed (inference mode) while
+            fine-tuning: small batches would otherwise disturb them.
+        tolerance: allowed |measured - target| sparsity per layer (plus rounding of tiny layers).
+        seed: shuffling seed.
+    """
+
+    target_sparsity: float = 0.5
+    epochs: int = 1
+    batch_size: int = 16
+    learning_rate: float = 1e-4
+    frequency: int | None = None
+    freeze_batchnorm: bool = True
+    tolerance: float = 0.01
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0.0 < float(self.target_sparsity) < 1.0:
+            raise ConfigError(f"target sparsity must be in (0, 1), got {self.target_sparsity}", "e.g. --prune 0.5")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("pruning needs at least 1 epoch and a batch size >= 1")
+
+
+@dataclass
+class PruneReport:
+    """What pruning did: per-layer sparsity of the stripped model, and the fine-tuning."""
+
+    target_sparsity: float
+    steps: int
+    begin_step: int
+    end_step: int
+    frequency: int
+    layers: dict[str, dict] = field(default_factory=dict)
+    overall_sparsity: float = 0.0
+    finetune_loss: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    n_images: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Batches:
+    """A keras Sequence over preprocessed uint8 images, normalised per batch (saves memory)."""
+
+    def __new__(cls, *a, **k):  # built lazily so importing this module needs no TensorFlow
+        import tf_keras as keras
+
+        class Seq(keras.utils.Sequence):
+            def __init__(self, images_u8, labels, spec, batch_size, seed):
+                super().__init__()
+                self.x, self.y, self.spec, self.bs = images_u8, labels, spec, batch_size
+                self.rng = np.random.default_rng(seed)
+                self.order = self.rng.permutation(len(self.x))
+
+            def __len__(self):
+                return math.ceil(len(self.x) / self.bs)
+
+            def __getitem__(self, i):
+                from leukedge.preprocess import normalize
+
+                idx = self.order[i * self.bs:(i + 1) * self.bs]
+                return normalize(self.x[idx], self.spec.preprocess), self.y[idx]
+
+            def on_epoch_end(self):
+                self.order = self.rng.permutation(len(self.x))
+
+        return Seq(*a, **k)
+
+
+def schedule_steps(total_steps: int, frequency: int | None) -> tuple[int, int, int]:
+    """(begin_step, end_step, frequency) so that the last mask update lands on the last step.
+
+    tfmot's wrapper increments its step before masking, so training steps are 1..total and a
+    mask update happens when ``(step - begin) % frequency == 0`` and ``begin <= step <= end``.
+    """
+    total = max(1, int(total_steps))
+    freq = int(frequency) if frequency else max(1, total // 10)
+    freq = min(freq, total)
+    begin = total % freq  # (total - begin) is a multiple of freq
+    return begin, total, freq
+
+
+def measure_sparsity(model) -> dict[str, dict]:
+    """Fraction of exact zeros in every prunable kernel of a (stripped) model."""
+    out = {}
+    for layer in model.layers:
+        attr = PRUNED_KERNELS.get(type(layer).__name__)
+        if attr is None or not hasattr(layer, attr):
+            continue
+        w = getattr(layer, attr).numpy()
+        out[layer.name] = {"type": type(layer).__name__, "size": int(w.size),
+                           "zeros": int(np.sum(w == 0)), "sparsity": float(np.mean(w == 0))}
+    return out
+
+
+def check_sparsity(layers: dict[str, dict], target: float, tolerance: float = 0.01) -> None:
+    """Raise when a pruned kernel's sparsity is off target (half an element of rounding allowed).
+
+    Raises:
+        ModelError: a layer whose measured sparsity differs from the target.
+    """
+    if not layers:
+        raise ModelError("no prunable (Conv2D/Dense) layers found to measure")
+    bad = {n: d["sparsity"] for n, d in layers.items()
+           if abs(d["sparsity"] - target) > tolerance + 1.0 / d["size"]}
+    if bad:
+        first = next(iter(bad.items()))
+        raise ModelError(f"pruning missed the target sparsity {target:.2f} in {len(bad)} layer(s) "
+                         f"(e.g. {first[0]}: {first[1]:.3f})", "fine-tune for more steps or check the schedule")
+
+
+def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarray,
+                config: PruneConfig | None = None, class_weight: dict | None = None):
+    """Prune ``model`` to the target sparsity while fine-tuning on training images.
+
+    Args:
+        model: a flat tf_keras classifier (not modified; a pruned copy is returned).
+        spec: its spec (task, preprocessing used to normalise the images).
+        images_u8: (N, S, S, 3) uint8 training images from :func:`leukedge.preprocess.preprocess_uint8`.
+        labels: (N,) integer targets (``spec.label_of``).
+        config: pruning settings.
+        class_weight: loss weights per label (e.g. inverse frequency).
+
+    Returns:
+        (stripped pruned tf_keras model, :class:`PruneReport`).
+
+    Raises:
+        ModelError: the stripped model's sparsity is off target.
+    """
+    import tensorflow_model_optimization as tfmot
+    import tf_keras as keras
+
+    cfg = config or PruneConfig()
+    t0 = time.perf_counter()
+    seq = _Batches(images_u8, np.asarray(labels), spec, cfg.batch_size, cfg.seed)
+    steps = len(seq) * cfg.epochs
+    begin, end, freq = schedule_steps(steps, cfg.frequency)
+    schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=float(cfg.target_sparsity),
+                                                    begin_step=begin, end_step=end, frequency=freq)
+    base = keras.models.clone_model(model)
+    base.set_weights(model.get_weights())
+    if cfg.freeze_batchnorm:
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+    try:
+        pruned = tfmot.sparsity.keras.prune_low_magnitude(base, pruning_schedule=schedule)
+    except ValueError as exc:
+        raise ModelError(f"tfmot cannot prune this model ({str(exc).splitlines()[0]})",
+                         "build it with tf_keras (TF_USE_LEGACY_KERAS=1 before importing TensorFlow)") from None
+    loss = (keras.losses.BinaryCrossentropy() if spec.task == "binary"
+            else keras.losses.SparseCategoricalCrossentropy())
+    pruned.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=loss)
+    log.info("pruning to %.0f%% sparsity: %d steps (%d epoch(s) x %d batches of %d), mask update every %d "
+             "steps from step %d (the first steps trace the graph and are slow)",
+             100 * cfg.target_sparsity, steps, cfg.epochs, len(seq), cfg.batch_size, freq, begin)
+    hist = pruned.fit(seq, epochs=cfg.epochs, verbose=0, class_weight=class_weight, shuffle=False,
+                      callbacks=[tfmot.sparsity.keras.UpdatePruningStep(), _LogEvery(max(1, len(seq) // 5))])
+    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    # strip_pruning reuses the original layer objects (they keep their nodes in the pre-pruning
+    # graph, so ``layer.output`` would point there): a clean clone has one graph only.
+    clean = keras.models.clone_model(stripped)
+    clean.set_weights(stripped.get_weights())
+    stripped = clean
+    layers = measure_sparsity(stripped)
+    total = sum(d["size"] for d in layers.values())
+    overall = sum(d["zeros"] for d in layers.values()) / max(1, total)
+    report = PruneReport(float(cfg.target_sparsity), steps, begin, end, freq, layers, float(overall),
+                         [float(v) for v in hist.history.get("loss", [])], time.perf_counter() - t0, len(images_u8))
+    check_sparsity(layers, cfg.target_sparsity, cfg.tolerance)
+    log.info("pruned %d layers: overall kernel sparsity %.3f (target %.2f), %.0f s",
+             len(layers), overall, cfg.target_sparsity, report.seconds)
+    return stripped, report
+
+
+class _LogEvery:
+    """A keras callback logging fine-tuning progress every ``n`` batches (rate, ETA)."""
+
+    def __new__(cls, n: int):
+        import tf_keras as keras
+
+        class Cb(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.t0 = time.perf_counter()
+                self.done = 0
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.done += 1
+                total = self.params.get("steps", 0) * self.params.get("epochs", 1)
+                if self.done % n == 0 or self.done == total:
+                    el = time.perf_counter() - self.t0
+                    eta = el / self.done * (total - self.done) if total else float("nan")
+                    log.info("pruning fine-tune step %d/%d loss %.4f (%.1f s elapsed, ETA %.0f s)",
+                             self.done, total, (logs or {}).get("loss", float("nan")), el, eta)
+
+        return Cb()

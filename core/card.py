@@ -1,0 +1,286 @@
+"""The model card of a release folder (``card.json`` + ``card.md``), built only from the files in it.
+
+:func:`write_card` reads ``spec.json`` (required), ``evaluation.json``, ``parity.json``,
+``bench/*.json`` and ``figures/*.png`` when present, hashes every model file, and writes the
+card atomically. ``card.json["files"]`` (``{filename: sha256}``) is what
+:func:`leukedge.predictors.load_predictor` and the app verify model files against.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+from pathlib import Path
+
+from . import __version__
+from .errors import ModelError
+from .fileio import atomic_write_json, atomic_write_text, sha256_file
+from .evaluate import GENERIC_CAVEATS
+from .spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+CARD_SCHEMA = 1
+#: Files that are part of the model (hashed into ``card.json["files"]``).
+MODEL_FILE_SUFFIXES = (".tflite", ".h5", ".keras")
+#: The issue's targets on the test split: (metric path, minimum, what it is).
+TARGETS = (
+    ("accuracy", 0.972, "paper's binary accuracy (floor)"),
+    ("roc_auc", 0.98, "paper's ROC-AUC (floor)"),
+    ("accuracy", 0.99, "aim: binary accuracy"),
+    ("roc_auc", 0.995, "aim: ROC-AUC"),
+    ("recall", 0.99, "aim: sensitivity (with specificity >= 0.97)"),
+    ("specificity", 0.97, "aim: specificity (with sensitivity >= 0.99)"),
+)
+SUBTYPE_TARGET = 0.97
+
+INTENDED_USE = {
+    "use": "Screening aid for trained health workers looking at peripheral blood smear images "
+           "(same magnification and staining as the training data): flags smears suggestive of B-ALL.",
+    "users": "Trained health workers and laboratory staff; not patients.",
+    "action": "Refer every positive (and every image the app flags as out of domain or poor quality) "
+              "to a haematologist for review; a negative result does not rule out leukemia.",
+    "not_for": ["Diagnosis or treatment decisions on its own (it is not a diagnostic device)",
+                "Other cell types, bone-marrow aspirates, other stains or magnifications",
+                "Single-cell crops or images from other labs without re-validation on local data",
+                "Subtype calls for treatment (the subtype output is for research)"],
+}
+
+
+def _load_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("%s: unreadable (%s); left out of the card", path, exc)
+        return None
+
+
+def _compact(obj, max_list: int = 20):
+    """Drop long lists (per-image data) so the card stays readable."""
+    if isinstance(obj, dict):
+        return {k: _compact(v, max_list) for k, v in obj.items()
+                if not (isinstance(v, list) and len(v) > max_list)}
+    if isinstance(obj, list):
+        return [_compact(v, max_list) for v in obj]
+    return obj
+
+
+def model_files(folder: Path, extra: tuple[str, ...] = ()) -> dict[str, dict]:
+    """sha256 and size of every model file in ``folder`` (sorted by name), plus the ``extra`` names
+    (e.g. the OOD statistics file named by the spec)."""
+    out = {}
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and (f.suffix in MODEL_FILE_SUFFIXES or f.name in extra) and not f.name.startswith("."):
+            out[f.name] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
+    return out
+
+
+def weights_statement(spec: ModelSpec) -> str:
+    w = (spec.weights or "none").lower()
+    if w in ("none", "random", ""):
+        return (f"{spec.backbone} trained from random initialisation WITHOUT ImageNet weights "
+                "(they cannot be downloaded on the build machine); the paper fine-tuned ImageNet weights.")
+    if "imagenet" in w:
+        return f"{spec.backbone} initialised from ImageNet weights ({spec.weights}), then fine-tuned on the smears."
+    return f"{spec.backbone} initialised from {spec.weights}, then trained on the smears."
+
+
+def _targets(ev: dict | None) -> list[dict]:
+    if not ev:
+        return []
+    out = []
+    for key, minimum, what in TARGETS:
+        m = ev.get("metrics", {}).get(key, {})
+        v, lo = m.get("value"), (m.get("ci95") or [None])[0]
+        out.append({"target": what, "metric": key, "minimum": minimum, "measured": v, "ci95_low": lo,
+                    "met": v is not None and v >= minimum, "met_by_ci_low": lo is not None and lo >= minimum})
+    sub = ev.get("subtype")
+    if sub:
+        v, lo = sub["accuracy"]["value"], sub["accuracy"]["ci95"][0]
+        out.append({"target": "subtype accuracy", "metric": "subtype.accuracy", "minimum": SUBTYPE_TARGET,
+                    "measured": v, "ci95_low": lo, "met": v >= SUBTYPE_TARGET,
+                    "met_by_ci_low": lo is not None and lo >= SUBTYPE_TARGET})
+    return out
+
+
+def limitations(spec: ModelSpec, ev: dict | None) -> list[str]:
+    out = [
+        "Single hospital (Taleqani Hospital, Tehran), 89 patients, one staining protocol and imaging setup: "
+        "performance on other labs, stains, microscopes or phone cameras is unknown and likely lower.",
+        "No patient IDs are published: the split groups blocks of consecutive file numbers and merges "
+        "near-duplicate images, which only approximates a patient-level split.",
+        "Stain colour differs between classes and many images carry a scale-bar/text stamp in a corner: "
+        "possible shortcuts. The corner-mask audit and the Grad-CAM gallery show how much the model relies on them.",
+        "Out-of-domain inputs (single-cell crops, other cell types, blurred or non-smear photos) give "
+        "meaningless scores; the app's OOD gate flags some of them but is not a guarantee.",
+        "Why the test numbers could be flattering: test images come from the same patients' distribution "
+        "(possibly the same patients) as training; the test split was also used to compare models; "
+        "small benign count makes specificity uncertain (see the CIs).",
+    ]
+    if spec.task == "subtype":
+        out.append("Subtype labels (Early Pre-B, Pre-B, Pro-B) come from flow cytometry of the same patients; "
+                   "images of one patient share a subtype, so subtype accuracy is especially sensitive to patient leakage.")
+    if (spec.weights or "none").lower() in ("none", "random", ""):
+        out.append("Trained without ImageNet pretraining (unlike the paper): the comparison with the paper's "
+                   "DenseNet201 is not like for like.")
+    if ev and ev.get("data", {}).get("mode") == "all":
+        out.append("The evaluation scored every image of a folder (--all), not a held-out test split.")
+    return out
+
+
+def build_card(release_dir) -> dict:
+    """The card dict of a release folder (see module docstring)."""
+    d = Path(release_dir)
+    if not (d / "spec.json").exists():
+        raise ModelError(f"{d}: no spec.json", "a release folder needs the model spec (run `leukedge compress`)")
+    spec = ModelSpec.load(d)
+    ev = _load_json(d / "evaluation.json") if (d / "evaluation.json").exists() else None
+    parity = _load_json(d / "parity.json") if (d / "parity.json").exists() else None
+    bench = {}
+    if (d / "bench").is_dir():
+        for f in sorted((d / "bench").glob("*.json")):
+            b = _load_json(f)
+            if b is not None:
+                bench[f.name] = _compact(b)
+    files = model_files(d, tuple(x for x in (spec.ood.stats_file,) if x))
+    figures = sorted(str(f.relative_to(d)) for f in (d / "figures").rglob("*.png")) if (d / "figures").is_dir() else []
+    default_rule = next((o.rule for o in spec.operating_points if o.name == "default"), "not recorded")
+    card = {
+        "schema": CARD_SCHEMA,
+        "name": spec.name, "version": spec.version, "leukedge_version": __version__,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "model": {"backbone": spec.backbone, "task": spec.task, "class_names": spec.class_names,
+                  "negative_class": spec.negative_class, "positive_classes": spec.positive_classes,
+                  "input_size": spec.preprocess.input_size, "preprocessing": spec.preprocess.steps(),
+                  "outputs": spec.outputs, "head": spec.head},
+        "threshold": {"value": spec.threshold, "rule": default_rule},
+        "operating_points": [o.__dict__ for o in spec.operating_points],
+        "intended_use": INTENDED_USE,
+        "data": {"source": spec.data.source, "doi": spec.data.doi, "license": spec.data.license,
+                 "citation": spec.data.citation, "split_manifest_sha256": spec.data.manifest_sha256
+                 or (ev or {}).get("data", {}).get("split_manifest_sha256"), "split_seed": spec.data.split_seed},
+        "training": {"weights": spec.weights, "statement": weights_statement(spec)},
+        "files": {k: v["sha256"] for k, v in files.items()},
+        "file_sizes": {k: v["bytes"] for k, v in files.items()},
+        "spec_sha256": sha256_file(d / "spec.json"),
+        "figures": figures,
+        "limitations": limitations(spec, ev),
+    }
+    if (d / "config.json").exists():
+        cfg = _load_json(d / "config.json")
+        if cfg:
+            card["training"]["config"] = _compact(cfg)
+    if ev:
+        card["evaluation"] = {
+            "file": "evaluation.json", "model_file": ev.get("model", {}).get("file"),
+            "data": ev.get("data"), "n": ev.get("n"), "n_positive": ev.get("n_positive"),
+            "n_negative": ev.get("n_negative"), "threshold": ev.get("threshold"),
+            "threshold_rule": ev.get("threshold_rule"), "metrics": ev.get("metrics"),
+            "confusion_matrix": ev.get("confusion_matrix"),
+            "calibration": {"ece": ev.get("calibration", {}).get("ece"), "brier": ev.get("calibration", {}).get("brier")},
+            "operating_points": [{k: o[k] for k in ("name", "threshold", "rule", "metrics")}
+                                 for o in ev.get("operating_points", [])],
+            "caveats": [c for c in ev.get("caveats", []) if c not in GENERIC_CAVEATS],
+        }
+        if ev.get("subtype"):
+            s = ev["subtype"]
+            card["evaluation"]["subtype"] = {k: s[k] for k in ("accuracy", "macro_f1", "roc_auc_ovr", "per_class",
+                                                               "confusion_matrix", "class_names")}
+        if ev.get("shortcut_audit"):
+            a = ev["shortcut_audit"]
+            card["evaluation"]["shortcut_audit"] = {"corner_mask": a["corner_mask"], "metrics": a["metrics"],
+                                                    "delta": a["delta"], "decisions_changed": a["decisions_changed"]}
+        card["targets"] = _targets(ev)
+    if parity is not None:
+        card["parity"] = _compact(parity)
+    if bench:
+        card["benchmarks"] = bench
+    return card
+
+
+def card_markdown(card: dict) -> str:
+    from .report import METRIC_LABELS, Page, fmt_ci
+
+    m = card["model"]
+    page = Page(f"Model card: {card['name']} v{card['version']}")
+    page.p(f"{m['backbone']} ({m['task']}: {', '.join(m['class_names'])}), input {m['input_size']}x{m['input_size']} "
+           f"RGB. LeukEdge {card['leukedge_version']}, card made {card['created_utc']}.")
+    iu = card["intended_use"]
+    page.h("Intended use")
+    page.bullets([iu["use"], f"Users: {iu['users']}", f"Action: {iu['action']}"])
+    page.p("Not for:")
+    page.bullets(iu["not_for"])
+    page.h("Decision threshold")
+    page.p(f"{card['threshold']['value']:.4f}: {card['threshold']['rule']}.")
+    if card["operating_points"]:
+        page.table(["name", "threshold", "rule", "validation sensitivity", "validation specificity"],
+                   [[o["name"], f"{o['threshold']:.4f}", o["rule"], _f(o.get("sensitivity")), _f(o.get("specificity"))]
+                    for o in card["operating_points"]])
+    ev = card.get("evaluation")
+    page.h("Performance")
+    if ev:
+        page.p(f"Measured with `{ev['model_file']}` on {ev['n']} images ({ev['n_positive']} leukemia, "
+               f"{ev['n_negative']} benign; {ev['data'].get('mode')}), threshold {ev['threshold']:.4f}. "
+               "95% percentile-bootstrap confidence intervals.")
+        page.table(["metric", "value [95% CI]"], [[lab, fmt_ci(ev["metrics"][k])] for k, lab in METRIC_LABELS.items()])
+        page.p(f"Confusion matrix [[TN, FP], [FN, TP]]: {ev['confusion_matrix']}. Calibration: ECE "
+               f"{_f(ev['calibration']['ece'])}, Brier {_f(ev['calibration']['brier'])}.")
+        if ev.get("subtype"):
+            s = ev["subtype"]
+            page.p(f"Subtypes: accuracy {fmt_ci(s['accuracy'])}, macro F1 {fmt_ci(s['macro_f1'])}, "
+                   f"confusion {s['confusion_matrix']} (rows/columns {s['class_names']}).")
+        if ev.get("shortcut_audit"):
+            a = ev["shortcut_audit"]
+            page.p(f"Shortcut audit (corners masked, {a['corner_mask']:.2f} of the side): " + "; ".join(
+                f"{k} {a['delta'][k]['delta']:+.4f}" for k in METRIC_LABELS if a["delta"][k]["delta"] is not None)
+                + f"; {a['decisions_changed']} decisions changed.")
+        if card.get("targets"):
+            page.table(["target", "minimum", "measured", "95% CI low", "met"],
+                       [[t["target"], t["minimum"], _f(t["measured"]), _f(t["ci95_low"]),
+                         "yes" if t["met"] else "NO"] for t in card["targets"]])
+    else:
+        page.p("No evaluation.json in this release: run `leukedge evaluate --model <this folder> --json "
+               "<folder>/evaluation.json`.")
+    if card.get("parity"):
+        page.h("Parity (int8 vs float32)")
+        page.p("See parity.md / parity.json; summary: " + json.dumps(
+            {k: v for k, v in card["parity"].items() if not isinstance(v, (dict, list))})[:600])
+    if card.get("benchmarks"):
+        page.h("Benchmarks")
+        page.bullets(f"{name}: see bench/{name}" for name in card["benchmarks"])
+    d = card["data"]
+    page.h("Data")
+    page.bullets([f"Source: {d['source']} (DOI {d['doi']}); licence {d['license']}.", f"Citation: {d['citation']}",
+                  f"Split manifest sha256: {d['split_manifest_sha256'] or 'not recorded'}"])
+    page.h("Training")
+    page.p(card["training"]["statement"])
+    page.h("Limitations")
+    page.bullets(card["limitations"])
+    if ev and ev.get("caveats"):
+        page.h("Caveats of this evaluation")
+        page.bullets(ev["caveats"])
+    page.h("Files")
+    page.table(["file", "bytes", "sha256"], [[k, card["file_sizes"][k], v] for k, v in card["files"].items()])
+    if card["figures"]:
+        page.h("Figures")
+        for f in card["figures"]:
+            page.img(f, Path(f).stem)
+    return page.markdown()
+
+
+def _f(v, digits=4):
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def write_card(release_dir) -> tuple[Path, Path]:
+    """Build and write ``card.json`` and ``card.md`` in ``release_dir`` (atomically).
+
+    Raises:
+        ModelError: the folder has no spec.json.
+    """
+    d = Path(release_dir)
+    card = build_card(d)
+    j = atomic_write_json(d / "card.json", card)
+    md = atomic_write_text(d / "card.md", card_markdown(card) + "\n")
+    log.info("wrote %s and %s (%d model files hashed)", j, md, len(card["files"]))
+    return j, md

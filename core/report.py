@@ -1,0 +1,477 @@
+"""Evaluation report (Markdown + HTML + PNG figures), rebuilt from the files of a report folder.
+
+:func:`build_report` reads only files: ``evaluation.json``, ``predictions.csv``, optional
+``cams.npz`` (heatmaps of gallery/error images), ``history.csv`` (training curves), and the
+images named in the predictions (from the data folder recorded in the JSON). So a report can
+be re-made at any time, and what it shows is what was saved. matplotlib runs with Agg.
+"""
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .fileio import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+METRIC_LABELS = {"accuracy": "Accuracy", "precision": "Precision", "recall": "Recall (sensitivity)",
+                 "specificity": "Specificity", "f1": "F1", "roc_auc": "ROC-AUC"}
+CLASS_COLORS = {"Benign": "#1b9e77", "Early": "#d95f02", "Pre": "#7570b3", "Pro": "#e7298a"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.dpi": 110, "font.size": 10, "axes.grid": True, "grid.alpha": 0.3})
+    return plt
+
+
+def _fmt(v, digits=4):
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def fmt_ci(m: dict, digits: int = 4) -> str:
+    """``0.9876 [0.9700, 0.9950]`` from ``{"value", "ci95"}``."""
+    lo, hi = (m.get("ci95") or [None, None])
+    return f"{_fmt(m.get('value'), digits)} [{_fmt(lo, digits)}, {_fmt(hi, digits)}]"
+
+
+class Page:
+    """A report page as blocks, rendered both to Markdown and to a simple HTML file."""
+
+    def __init__(self, title: str):
+        self.title = title
+        self.blocks: list[tuple] = []
+
+    def h(self, text, level=2):
+        self.blocks.append(("h", level, text))
+
+    def p(self, text):
+        self.blocks.append(("p", text))
+
+    def bullets(self, items):
+        self.blocks.append(("ul", list(items)))
+
+    def table(self, header, rows):
+        self.blocks.append(("table", list(header), [list(map(str, r)) for r in rows]))
+
+    def img(self, src, alt):
+        self.blocks.append(("img", src, alt))
+
+    def markdown(self) -> str:
+        out = [f"# {self.title}", ""]
+        for b in self.blocks:
+            if b[0] == "h":
+                out += ["#" * b[1] + " " + b[2], ""]
+            elif b[0] == "p":
+                out += [b[1], ""]
+            elif b[0] == "ul":
+                out += [f"- {x}" for x in b[1]] + [""]
+            elif b[0] == "table":
+                out += ["| " + " | ".join(b[1]) + " |", "|" + "---|" * len(b[1])]
+                out += ["| " + " | ".join(r) + " |" for r in b[2]] + [""]
+            elif b[0] == "img":
+                out += [f"![{b[2]}]({b[1]})", ""]
+        return "\n".join(out)
+
+    def html(self) -> str:
+        e = html.escape
+        out = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{e(self.title)}</title>",
+               "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
+               "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
+               "img{max-width:100%}</style></head><body>", f"<h1>{e(self.title)}</h1>"]
+        for b in self.blocks:
+            if b[0] == "h":
+                out.append(f"<h{b[1]}>{e(b[2])}</h{b[1]}>")
+            elif b[0] == "p":
+                out.append(f"<p>{_links(e(b[1]))}</p>")
+            elif b[0] == "ul":
+                out.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in b[1]) + "</ul>")
+            elif b[0] == "table":
+                out.append("<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in b[1]) + "</tr>"
+                           + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in b[2])
+                           + "</table>")
+            elif b[0] == "img":
+                out.append(f"<p><img src='{e(b[1])}' alt='{e(b[2])}'></p>")
+        out.append("</body></html>")
+        return "\n".join(out)
+
+
+def _links(text: str) -> str:
+    import re
+
+    return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r"<a href='\2'>\1</a>", text)
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+def _arrays(rows):
+    y = np.array([int(r["y_true"]) for r in rows])
+    p = np.array([float(r["probability"]) for r in rows])
+    return y, p
+
+
+def fig_roc(path, curves: list[tuple[str, np.ndarray, np.ndarray, str]], points=(), title="ROC curve"):
+    """ROC curves: ``curves`` = (label, y, p, style); ``points`` = (label, fpr, tpr)."""
+    from sklearn.metrics import roc_curve
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+    for ax, zoom in zip(axes, (False, True)):
+        for label, y, p, style in curves:
+            fpr, tpr, _ = roc_curve(y, p)
+            ax.plot(fpr, tpr, style, lw=1.8, label=label)
+        for label, fx, ty in points:
+            ax.plot([fx], [ty], "o", ms=7, mfc="none", mew=2, label=label)
+        ax.plot([0, 1], [0, 1], ":", color="grey", lw=1)
+        ax.set_xlabel("False positive rate (1 - specificity)")
+        ax.set_ylabel("True positive rate (sensitivity)")
+        if zoom:
+            ax.set_xlim(-0.005, 0.3)
+            ax.set_ylim(0.7, 1.005)
+            ax.set_title("zoom: top-left corner")
+        else:
+            ax.set_xlim(-0.01, 1.01)
+            ax.set_ylim(-0.01, 1.01)
+            ax.set_title(title)
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def fig_confusion(path, cm, labels, title="Confusion matrix"):
+    plt = _plt()
+    cm = np.asarray(cm)
+    k = len(labels)
+    fig, ax = plt.subplots(figsize=(2.2 + 1.1 * k, 1.8 + 1.0 * k))
+    rows = cm.sum(1, keepdims=True).clip(min=1)
+    ax.imshow(cm / rows, cmap="Blues", vmin=0, vmax=1)
+    ax.grid(False)
+    for i in range(k):
+        for j in range(k):
+            frac = cm[i, j] / rows[i, 0]
+            ax.text(j, i, f"{cm[i, j]}\n{frac:.1%}", ha="center", va="center",
+                    color="white" if frac > 0.6 else "black", fontsize=10)
+    ax.set_xticks(range(k), labels)
+    ax.set_yticks(range(k), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def fig_reliability(path, cal: dict):
+    plt = _plt()
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(5.5, 6.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    c = np.array(cal["bin_centers"])
+    frac = np.array([np.nan if v is None else v for v in cal["frac_positive"]])
+    mp = np.array([np.nan if v is None else v for v in cal["mean_predicted"]])
+    width = 1.0 / cal["n_bins"]
+    ax.bar(c, np.nan_to_num(frac), width=width * 0.9, alpha=0.6, label="observed fraction positive")
+    ax.plot(mp, frac, "o-", color="C3", label="mean predicted vs observed")
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+    ax.set_ylabel("fraction positive")
+    ax.set_title(f"Reliability diagram (ECE {_fmt(cal['ece'])}, Brier {_fmt(cal['brier'])})")
+    ax.legend(loc="upper left", fontsize=8)
+    ax2.bar(c, cal["counts"], width=width * 0.9, color="grey")
+    ax2.set_yscale("log")
+    ax2.set_ylabel("images")
+    ax2.set_xlabel("predicted probability of leukemia")
+    ax2.set_xlim(0, 1)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def fig_probabilities(path, rows, threshold):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    classes = sorted({r["class"] for r in rows})
+    bins = np.linspace(0, 1, 41)
+    for c in classes:
+        pc = [float(r["probability"]) for r in rows if r["class"] == c]
+        ax.hist(pc, bins=bins, histtype="step", lw=2, label=f"{c} (n={len(pc)})", color=CLASS_COLORS.get(c))
+    ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:.3f}")
+    ax.set_yscale("log")
+    ax.set_xlabel("predicted probability of leukemia")
+    ax.set_ylabel("images (log scale)")
+    ax.set_title("Predicted probability by true class")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def fig_history(path, hist_csv) -> bool:
+    import csv
+
+    with open(hist_csv, newline="") as fh:
+        h = list(csv.DictReader(fh))
+    if not h:
+        return False
+
+    def col(name):
+        return np.array([float(r[name]) if r.get(name) not in (None, "") else np.nan for r in h])
+
+    plt = _plt()
+    ep = col("epoch")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key in zip(axes, ("accuracy", "loss")):
+        for name, style in ((key, "-o"), (f"val_{key}", "-s")):
+            if name in h[0]:
+                ax.plot(ep, col(name), style, ms=3, label=name.replace("val_", "validation ") if "val_" in name
+                        else f"training {name}")
+        phases = [r.get("phase") for r in h]
+        for i in range(1, len(phases)):
+            if phases[i] != phases[i - 1]:
+                ax.axvline(ep[i] - 0.5, color="grey", ls=":", lw=1)
+                ax.text(ep[i] - 0.4, ax.get_ylim()[1], f" {phases[i]}", va="top", fontsize=8, color="grey")
+        ax.set_xlabel("epoch")
+        ax.set_title(f"Training vs validation {key}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def fig_shortcut(path, ev: dict):
+    a = ev["shortcut_audit"]
+    plt = _plt()
+    keys = list(METRIC_LABELS)
+    x = np.arange(len(keys))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for off, (lab, m) in zip((-0.2, 0.2), (("as trained", ev["metrics"]),
+                                             (f"corners masked ({a['corner_mask']:.2f})", a["metrics"]))):
+        v = np.array([m[k]["value"] or np.nan for k in keys])
+        lo = np.array([(m[k]["ci95"][0] if m[k]["ci95"][0] is not None else np.nan) for k in keys])
+        hi = np.array([(m[k]["ci95"][1] if m[k]["ci95"][1] is not None else np.nan) for k in keys])
+        ax.bar(x + off, v, width=0.38, label=lab)
+        ax.errorbar(x + off, v, yerr=[v - lo, hi - v], fmt="none", color="k", capsize=3, lw=1)
+    ax.set_xticks(x, [METRIC_LABELS[k].split(" ")[0] for k in keys])
+    lo_all = min((ev["metrics"][k]["ci95"][0] or 1) for k in keys) if keys else 0
+    lo_all = min(lo_all, min((a["metrics"][k]["ci95"][0] or 1) for k in keys))
+    ax.set_ylim(max(0.0, lo_all - 0.05), 1.0)
+    ax.set_title("Shortcut audit: metrics with the corner stamp regions masked (95% CI)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def overlay(img_u8: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """The heatmap (normalised to its own max, jet colours) blended over the image."""
+    import cv2
+    from matplotlib import colormaps
+
+    h, w = img_u8.shape[:2]
+    c = cv2.resize(np.asarray(cam, np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    c = np.clip(c, 0, None)
+    c = c / c.max() if c.max() > 0 else c
+    heat = (colormaps["jet"](c)[..., :3] * 255).astype(np.float32)
+    return (img_u8.astype(np.float32) * (1 - alpha) + heat * alpha).clip(0, 255).astype(np.uint8)
+
+
+def _display_image(data_dir: Path, relpath: str, pre: dict):
+    from .imageio import load_image
+    from .preprocess import PreprocessConfig, preprocess_uint8
+
+    cfg = PreprocessConfig(**pre)
+    return preprocess_uint8(load_image(data_dir / relpath), cfg.replace(input_size=max(cfg.input_size, 160)))
+
+
+def fig_gallery(path, panels: list[tuple[str, list]], data_dir: Path, pre: dict, title: str, ncols: int):
+    """Grid of (image, heatmap overlay) pairs; ``panels`` = [(row label, [(relpath, caption, cam)])]."""
+    plt = _plt()
+    nrows = len(panels)
+    fig, axes = plt.subplots(nrows, 2 * ncols, figsize=(2.0 * 2 * ncols, 2.35 * nrows + 0.4), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for r, (label, entries) in enumerate(panels):
+        axes[r, 0].text(-0.08, 0.5, label, transform=axes[r, 0].transAxes, rotation=90, va="center", ha="right",
+                        fontsize=11, fontweight="bold")
+        for j, (rel, cap, cam) in enumerate(entries[:ncols]):
+            try:
+                img = _display_image(data_dir, rel, pre)
+            except Exception as exc:  # an image moved since evaluation: show why instead of failing the report
+                axes[r, 2 * j].text(0.5, 0.5, f"missing\n{Path(rel).name}\n{type(exc).__name__}", ha="center",
+                                    fontsize=7)
+                continue
+            axes[r, 2 * j].imshow(img)
+            axes[r, 2 * j].set_title(f"{Path(rel).parent.name}/{Path(rel).stem}", fontsize=7)
+            axes[r, 2 * j + 1].imshow(overlay(img, cam))
+            axes[r, 2 * j + 1].set_title(cap, fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# The pages
+# --------------------------------------------------------------------------------------------
+def _metrics_table(page: Page, metrics: dict, other: dict | None = None, other_label: str = ""):
+    header = ["metric", "value [95% CI]"] + ([other_label, "change [95% CI]"] if other else [])
+    rows = []
+    for k, lab in METRIC_LABELS.items():
+        row = [lab, fmt_ci(metrics[k])]
+        if other:
+            d = other["delta"][k]
+            row += [fmt_ci(other["metrics"][k]), f"{_fmt(d['delta'], 4)} [{_fmt(d['ci95'][0])}, {_fmt(d['ci95'][1])}]"]
+        rows.append(row)
+    page.table(header, rows)
+
+
+def build_report(report_dir) -> Path:
+    """(Re)build ``evaluation.md``, ``evaluation.html``, ``errors.md``/``errors.html`` and ``figures/``.
+
+    Returns:
+        the path of ``evaluation.md``.
+    """
+    from .evaluate import read_predictions
+
+    d = Path(report_dir)
+    ev = json.loads((d / "evaluation.json").read_text())
+    rows = read_predictions(d / "predictions.csv")
+    figs = d / "figures"
+    figs.mkdir(exist_ok=True)
+    y, p = _arrays(rows)
+    t = float(ev["threshold"])
+    m = ev["metrics"]
+    model = ev.get("model", {})
+    data_dir = Path(ev.get("data", {}).get("dir", "."))
+    pre = ev.get("spec", {}).get("preprocess", {})
+    neg_lab, pos_lab = ev.get("confusion_labels", ["negative", "positive"])
+
+    page = Page(f"Evaluation: {model.get('name', '?')} ({model.get('backbone', '?')}, {model.get('task', '?')})")
+    page.p(f"Model: `{model.get('path')}` ({model.get('kind')}, file `{model.get('file')}`, sha256 "
+           f"`{(model.get('sha256') or '')[:16]}...`). Data: `{ev['data']['dir']}` ({ev['data']['mode']}; "
+           f"manifest sha256 `{(ev['data'].get('split_manifest_sha256') or 'n/a')[:16]}`). "
+           f"n = {ev['n']} ({ev['n_positive']} leukemia, {ev['n_negative']} benign; by folder: "
+           f"{', '.join(f'{k} {v}' for k, v in ev['class_counts'].items())}).")
+    page.p(f"Decision threshold {t:.4f}: {ev['threshold_rule']}. 95% CIs: percentile bootstrap, "
+           f"{ev['n_boot']} stratified resamples of the evaluation images.")
+    page.h("Metrics (leukemia vs benign)")
+    _metrics_table(page, m)
+    curves = [(f"{model.get('name', 'model')} (AUC {fmt_ci(m['roc_auc'])})", y, p, "-")]
+    audit = ev.get("shortcut_audit")
+    if audit and rows and "probability_masked" in rows[0]:
+        pm = np.array([float(r["probability_masked"]) for r in rows])
+        curves.append((f"corners masked (AUC {fmt_ci(audit['metrics']['roc_auc'])})", y, pm, "--"))
+    spec_pt = (f"threshold {t:.3f}", 1 - (m["specificity"]["value"] or 0), m["recall"]["value"] or 0)
+    fig_roc(figs / "roc.png", curves, [spec_pt])
+    page.img("figures/roc.png", "ROC curve")
+    fig_confusion(figs / "confusion.png", ev["confusion_matrix"], [neg_lab, pos_lab],
+                  f"Confusion matrix at threshold {t:.3f}")
+    page.img("figures/confusion.png", "confusion matrix")
+    if ev.get("operating_points"):
+        page.h("Operating points (chosen on the validation split)")
+        page.table(["name", "threshold", "rule", "val sens / spec", "test sensitivity [CI]", "test specificity [CI]",
+                    "test accuracy [CI]"],
+                   [[o["name"], f"{o['threshold']:.4f}", o["rule"],
+                     f"{_fmt(o['validation']['sensitivity'], 3)} / {_fmt(o['validation']['specificity'], 3)}",
+                     fmt_ci(o["metrics"]["recall"]), fmt_ci(o["metrics"]["specificity"]),
+                     fmt_ci(o["metrics"]["accuracy"])] for o in ev["operating_points"]])
+    cr = ev.get("classification_report", {})
+    if cr:
+        page.h("Classification report")
+        page.table(["class", "precision", "recall", "f1", "support"],
+                   [[k, _fmt(v["precision"]), _fmt(v["recall"]), _fmt(v["f1-score"]), int(v["support"])]
+                    for k, v in cr.items() if isinstance(v, dict)])
+    sub = ev.get("subtype")
+    if sub:
+        page.h("Subtypes (4 classes, argmax)")
+        page.p(f"Accuracy {fmt_ci(sub['accuracy'])}; macro F1 {fmt_ci(sub['macro_f1'])}; "
+               f"macro one-vs-rest ROC-AUC {_fmt(sub['roc_auc_ovr'])}.")
+        page.table(["class", "precision", "recall", "specificity", "f1", "ROC-AUC (OvR)", "support"],
+                   [[c, _fmt(v["precision"]), _fmt(v["recall"]), _fmt(v["specificity"]), _fmt(v["f1"]),
+                     _fmt(v["roc_auc"]), v["support"]] for c, v in sub["per_class"].items()])
+        fig_confusion(figs / "confusion_subtype.png", sub["confusion_matrix"], sub["class_names"],
+                      "Subtype confusion matrix")
+        page.img("figures/confusion_subtype.png", "subtype confusion matrix")
+    page.h("Calibration")
+    cal = ev["calibration"]
+    page.p(f"Expected calibration error (10 equal-width bins) {_fmt(cal['ece'])}; Brier score {_fmt(cal['brier'])}.")
+    fig_reliability(figs / "reliability.png", cal)
+    page.img("figures/reliability.png", "reliability diagram")
+    fig_probabilities(figs / "probabilities.png", rows, t)
+    page.img("figures/probabilities.png", "probability histogram per class")
+    if audit:
+        page.h("Shortcut audit: corner stamps masked")
+        page.p(f"The same images re-scored with the four corners (side {audit['corner_mask']:.2f} of the image) "
+               f"painted with the median colour. {audit['decisions_changed']} decisions changed; mean |change in "
+               f"probability| {audit['mean_abs_probability_change']:.4f}; McNemar p = {audit['mcnemar']['p_value']:.3g} "
+               f"(b={audit['mcnemar']['b']}, c={audit['mcnemar']['c']}). Changes are masked minus as trained, "
+               "with paired-bootstrap 95% CIs.")
+        _metrics_table(page, m, audit, "corners masked [95% CI]")
+        fig_shortcut(figs / "shortcut_audit.png", ev)
+        page.img("figures/shortcut_audit.png", "shortcut audit")
+    if (d / "history.csv").exists() and fig_history(figs / "curves.png", d / "history.csv"):
+        page.h("Training curves")
+        page.img("figures/curves.png", "training vs validation accuracy and loss")
+    cams_file = d / "cams.npz"
+    if cams_file.exists():
+        _gallery_pages(page, d, figs, rows, cams_file, data_dir, pre)
+    if ev.get("unreadable"):
+        page.h("Unreadable files")
+        page.bullets(f"{k}: {v}" for k, v in ev["unreadable"].items())
+    page.h("Caveats")
+    page.bullets(ev.get("caveats", []))
+    atomic_write_text(d / "evaluation.md", page.markdown())
+    atomic_write_text(d / "evaluation.html", page.html())
+    return d / "evaluation.md"
+
+
+def _gallery_pages(page: Page, d: Path, figs: Path, rows, cams_file: Path, data_dir: Path, pre: dict):
+    z = np.load(cams_file)
+    cam_of = {int(i): c for i, c in zip(z["index"], z["cams"])}
+    source = str(z["source"])
+
+    def entry(i):
+        r = rows[i]
+        return r["path"], f"p={float(r['probability']):.3f}", cam_of[i]
+
+    names = {"TP": "true positives", "FP": "false positives", "FN": "false negatives", "TN": "true negatives"}
+    panels = [(f"{g} ({len(z['sel_' + g])})", [entry(i) for i in z[f"sel_{g}"]]) for g in names
+              if len(z[f"sel_{g}"])]
+    page.h("Grad-CAM gallery")
+    page.p(f"Heatmaps: {source}; the explained score is the leukemia (positive) class, each map scaled to its own "
+           "maximum. Rows: the most confident true/false positives/negatives. Look for heat on the "
+           "lymphoblasts, not on the background or the corner stamps. Errors: [errors.md](errors.md).")
+    ncols = max((len(e) for _, e in panels), default=1)
+    if panels:
+        fig_gallery(figs / "gradcam_gallery.png", panels, data_dir, pre, "Grad-CAM gallery", min(ncols, 6))
+        page.img("figures/gradcam_gallery.png", "Grad-CAM gallery")
+    err = [int(i) for i in z["sel_errors"]]
+    ep = Page("Error analysis: misclassified images")
+    ep.p(f"{len(err)} misclassified image(s) shown (false positives and false negatives, most confident first), "
+         f"with the probability of leukemia and the heatmap ({source}).")
+    if err:
+        ep.table(["#", "image", "true class", "probability", "error"],
+                 [[n + 1, rows[i]["path"], rows[i]["class"], f"{float(rows[i]['probability']):.4f}",
+                   "false positive" if int(rows[i]["prediction"]) == 1 else "false negative"]
+                  for n, i in enumerate(err)])
+        per = 12
+        for k in range(0, len(err), per):
+            chunk = err[k:k + per]
+            pan = [(f"#{k + 1 + j * 3}-", [entry(i) for i in chunk[j * 3:(j + 1) * 3]])
+                   for j in range((len(chunk) + 2) // 3)]
+            name = f"errors_{k // per + 1}.png"
+            fig_gallery(figs / name, pan, data_dir, pre, f"Misclassified images {k + 1}-{k + len(chunk)}", 3)
+            ep.img(f"figures/{name}", name)
+    else:
+        ep.p("No misclassified images.")
+    atomic_write_text(d / "errors.md", ep.markdown())
+    atomic_write_text(d / "errors.html", ep.html().replace(".md'", ".html'"))

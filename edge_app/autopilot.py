@@ -1,0 +1,301 @@
+"""Drive the real app with simulated touches, frame by frame, and write what happened as JSON.
+
+Used by the app tests, ``scripts/screenshots.py`` and :mod:`leukedge.edge_app.measure`.
+A scenario is a generator taking the :class:`Pilot`; it acts (touches real buttons with
+``UnitTestTouch``, picks files in the real file chooser) and yields what to wait for: an
+``int`` (that many frames) or a predicate (until true). Everything runs on the Kivy main
+thread, between frames; a global timeout stops a stuck run.
+
+Run: ``python -m leukedge.edge_app.autopilot SCENARIO --model DIR --out REPORT.json [...]``
+(with ``SDL_VIDEODRIVER=offscreen`` on a machine without a display).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class Pilot:
+    """Runs a scenario inside the app's main loop and records a report."""
+
+    def __init__(self, app, scenario, out: Path, shots: Path | None = None, timeout_s: float = 90.0):
+        self.app, self.scenario, self.out = app, scenario, Path(out)
+        self.shots = Path(shots) if shots else None
+        self.timeout_s = timeout_s
+        self.report: dict = {"steps": [], "screenshots": {}, "ok": False}
+        self._gen = None
+        self._wait = 0
+        self._t0 = time.monotonic()
+        self._first_flip = None
+
+    # ----- helpers the scenarios use -----------------------------------------------------
+    @property
+    def ctl(self):
+        return self.app.controller
+
+    def screen(self, name):
+        return self.app.root.get_screen(name)
+
+    def touch(self, widget):
+        """A real touch down/up at the widget's centre (through the window's input path)."""
+        from kivy.tests.common import UnitTestTouch
+
+        x, y = widget.to_window(*widget.center)
+        t = UnitTestTouch(x, y)
+        t.touch_down()
+        t.touch_up()
+        self.log(f"touch {widget.__class__.__name__} '{getattr(widget, 'text', '')}'")
+
+    def choose(self, path):
+        """Open the file chooser on the file's folder and select it."""
+        chooser = self.screen("capture").ids.chooser
+        chooser.path = str(Path(path).parent)
+        chooser.selection = [str(path)]
+        self.log(f"choose {path}")
+
+    def rect(self, widget) -> list[int]:
+        """Widget rectangle in screenshot pixels: [left, top, right, bottom] (top-left origin)."""
+        from kivy.core.window import Window
+
+        x0, y0 = widget.to_window(*widget.pos)
+        x1, y1 = widget.to_window(widget.right, widget.top)
+        h = Window.height
+        return [int(x0), int(h - y1), int(x1), int(h - y0)]
+
+    def screenshot(self, name: str) -> str | None:
+        from kivy.core.window import Window
+
+        if self.shots is None:
+            return None
+        self.shots.mkdir(parents=True, exist_ok=True)
+        produced = Window.screenshot(name=str(self.shots / f"{name}.png"))  # Kivy appends a counter
+        target = self.shots / f"{name}.png"
+        if produced and Path(produced) != target:
+            os.replace(produced, target)
+        self.report["screenshots"][name] = str(target)
+        return str(target)
+
+    def log(self, msg: str) -> None:
+        self.report["steps"].append(f"{time.monotonic() - self._t0:7.3f}s {msg}")
+
+    def result_done(self):
+        return not self.ctl.busy and self.app.root.current == "result"
+
+    # ----- loop -------------------------------------------------------------------------
+    def start(self):
+        from kivy.clock import Clock
+        from kivy.core.window import Window
+
+        def first_flip(*_):
+            Window.unbind(on_flip=first_flip)
+            self._first_flip = time.time()
+            self.report["first_frame_unix"] = self._first_flip
+
+        Window.bind(on_flip=first_flip)
+        self._gen = self.scenario(self)
+        self._ev = Clock.schedule_interval(self._tick, 0)
+
+    def _tick(self, dt):
+        if time.monotonic() - self._t0 > self.timeout_s:
+            self.report["error"] = f"timeout after {self.timeout_s}s"
+            return self._finish()
+        if isinstance(self._wait, int):
+            if self._wait > 0:
+                self._wait -= 1
+                return None
+        elif callable(self._wait):
+            if not self._wait():
+                return None
+        try:
+            self._wait = next(self._gen)
+        except StopIteration:
+            self.report["ok"] = True
+            return self._finish()
+        except Exception as exc:  # report the failure instead of hanging
+            log.exception("scenario failed")
+            self.report["error"] = f"{type(exc).__name__}: {exc}"
+            return self._finish()
+        return None
+
+    def _finish(self):
+        self._ev.cancel()
+        self.report["tensorflow_imported"] = sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow")
+        self.report["latencies_ms"] = list(self.ctl.latencies_ms) if self.ctl else []
+        self.report["inference_path_ms"] = list(self.ctl.path_ms) if self.ctl else []
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.write_text(json.dumps(self.report, indent=2, default=str))
+        self.app.stop()
+        return False
+
+
+def wait_model(p):
+    yield lambda: p.ctl.screener is not None or p.ctl.model_error is not None
+    p.report["model_error"] = p.ctl.model_error
+    p.report["model_loaded_unix"] = time.time()
+    yield 3
+
+
+def screen_file(p, path, sample_id=""):
+    """Choose a file in the capture screen and touch the screen button; waits for the outcome."""
+    cap = p.screen("capture")
+    if p.app.root.current != "capture":
+        p.app.go("capture")
+        yield 2
+    p.choose(path)
+    cap.ids.sample_id.text = sample_id
+    yield 2
+    p.touch(cap.ids.btn_screen)
+    yield 1
+    yield lambda: not p.ctl.busy
+    yield 3
+
+
+def result_state(p) -> dict:
+    r = p.screen("result")
+    return {"headline": r.headline, "probability_text": r.probability_text, "detail": r.detail_text,
+            "model_text": r.model_text, "show_heatmap": r.show_heatmap, "screen": p.app.root.current,
+            "image_rect": p.rect(r.ids.image_box)}
+
+
+# ----- scenarios --------------------------------------------------------------------------
+def tour(p):
+    """The app test and screenshots: smear -> result (+heatmap at 3 opacities), OOD, corrupt, history."""
+    a = p.args
+    yield from wait_model(p)
+    p.screenshot("capture")
+    yield from screen_file(p, a.smear, "SMEAR-1")
+    p.report["smear"] = result_state(p)
+    slider = p.screen("result").ids.opacity_slider
+    for name, value in (("result", 0.5), ("result_heat0", 0.0), ("result_heat1", 1.0)):
+        slider.value = value
+        yield 3
+        p.screenshot(name)
+    slider.value = 0.5
+    if a.camera:   # the camera button with a video file as the camera (frame-source layer)
+        p.touch(p.screen("result").ids.btn_again)
+        yield 2
+        cap = p.screen("capture")
+        p.touch(cap.ids.btn_camera)
+        yield lambda: p.ctl._frame is not None
+        yield 3
+        p.screenshot("capture_camera")
+        p.touch(cap.ids.btn_screen)
+        yield 1
+        yield lambda: not p.ctl.busy
+        yield 3
+        p.report["camera"] = result_state(p)
+        p.report["camera"]["image_path"] = p.ctl.last_result.path if p.ctl.last_result else "?"
+        p.app.go("capture")
+        yield 1
+        p.touch(cap.ids.btn_camera)   # stop it again
+        yield 2
+        p.report["camera"]["stopped"] = p.ctl.source is None
+    if a.ood:
+        p.touch(p.screen("result").ids.btn_again)
+        yield 2
+        yield from screen_file(p, a.ood, "OOD-1")
+        p.report["ood"] = result_state(p)
+        p.screenshot("result_ood")
+    if a.corrupt:
+        yield from screen_file(p, a.corrupt)
+        cap = p.screen("capture")
+        p.report["corrupt"] = {"status": cap.status_text, "error": cap.status_error, "screen": p.app.root.current}
+        p.screenshot("capture_error")
+        yield from screen_file(p, a.smear2 or a.smear, "SMEAR-2")   # still alive and working
+        p.report["after_corrupt"] = result_state(p)
+    p.touch(p.screen("result").ids.btn_history)
+    yield lambda: p.app.root.current == "history" and p.ctl.last_record_id is not None
+    yield lambda: len(p.screen("history").ids.rv.data) >= p.ctl.history.count() > 0
+    yield 3
+    p.report["history"] = {"rows": [d["text"] for d in p.screen("history").ids.rv.data],
+                           "count": p.ctl.history.count()}
+    p.screenshot("history")
+    rows = [c for c in p.screen("history").ids.rv.children[0].children]
+    if rows:
+        p.touch(rows[-1])   # children are in reverse order: the last is the top row
+        yield 3
+        p.report["detail"] = p.screen("detail").text
+        p.screenshot("detail")
+    p.app.go("model")
+    yield 5
+    p.report["model_info"] = p.screen("model").text
+    p.screenshot("model")
+    p.app.go("settings")
+    yield 3
+    p.report["settings"] = {"models": list(p.screen("settings").model_values),
+                            "operating_points": list(p.screen("settings").op_values)}
+    p.screenshot("settings")
+    st = p.screen("settings")
+    if len(st.op_values) > 1:   # choose the second validated operating point and apply
+        st.ids.op_spinner.text = st.op_values[1]
+        yield 2
+        p.touch(st.ids.btn_apply)
+        yield lambda: p.app.root.current == "capture"
+        yield 3
+        p.report["settings"]["after_apply"] = {"threshold": p.ctl.screener.threshold,
+                                               "model_text": p.screen("capture").model_text}
+
+
+def latency(p):
+    """Screen each image N times and record 'image chosen -> result on screen' latencies."""
+    a = p.args
+    yield from wait_model(p)
+    for _ in range(a.repeat):
+        for img in a.images:
+            yield from screen_file(p, img)
+            p.app.go("capture")
+            yield 2
+    timings = p.ctl.last_result.timings if p.ctl.last_result else {}
+    p.report["inference_timings_ms"] = timings
+
+
+def startup(p):
+    """Cold start: first frame and model-ready times are recorded by the pilot; then quit."""
+    yield from wait_model(p)
+
+
+SCENARIOS = {"tour": tour, "latency": latency, "startup": startup}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("scenario", choices=sorted(SCENARIOS))
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--db", required=True)
+    ap.add_argument("--out", required=True, help="report JSON")
+    ap.add_argument("--shots", help="screenshot folder")
+    ap.add_argument("--smear")
+    ap.add_argument("--smear2")
+    ap.add_argument("--ood")
+    ap.add_argument("--corrupt")
+    ap.add_argument("--camera", help="camera source for the camera button (index, kivy:0 or a video file)")
+    ap.add_argument("--images", nargs="*", default=[])
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--timeout", type=float, default=90.0)
+    ap.add_argument("--size", default="600x960")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from .app import app_class, configure_kivy
+
+    configure_kivy(False, tuple(int(v) for v in args.size.split("x")))
+    app = app_class()(model=args.model, db=args.db, threads=args.threads, camera=args.camera,
+                      start_dir=str(Path(args.smear or ".").parent) if args.smear else None)
+    pilot = Pilot(app, SCENARIOS[args.scenario], Path(args.out), args.shots, args.timeout)
+    pilot.args = args
+    from kivy.clock import Clock
+
+    Clock.schedule_once(lambda dt: pilot.start(), 0)
+    app.run()
+    return 0 if pilot.report.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,375 @@
+"""The app's pure inference module: release folder in, :class:`Screening` out. No widgets.
+
+``Screener(models/<name>)`` verifies the release's files against the sha256 in
+``card.json`` (a tampered file is refused), loads the int8 ``.tflite`` with
+:class:`leukedge.runtime.LiteRunner` (or the LiteRT Java bridge on Android), and
+``screen_image(path_or_rgb)`` runs: decode (:func:`leukedge.imageio.load_image`) ->
+quality gate -> the one preprocessing (:mod:`leukedge.preprocess`) -> model ->
+Grad-CAM heatmap -> out-of-distribution gate -> decision at the spec's threshold.
+``leukedge predict`` and the Kivy app both call it. Imports numpy, OpenCV and LiteRT
+only (never TensorFlow).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from leukedge.errors import ImageError, LeukEdgeError, ModelError
+from leukedge.fileio import sha256_file
+from leukedge.imageio import load_image
+from leukedge.preprocess import normalize, preprocess_uint8
+from leukedge.spec import ModelSpec
+
+from .ood import OODGate
+from .quality import QualityConfig, check_quality, guidance
+
+log = logging.getLogger(__name__)
+
+#: Preferred model file of a release, in order.
+VARIANTS = ("int8", "pruned-int8", "float32")
+#: Decision words for statuses that are not a score.
+RETAKE, OOD, ERROR = "retake", "out-of-distribution", "error"
+
+
+# ----- release folder -------------------------------------------------------------------
+def card_files(card: dict) -> dict[str, str]:
+    """``{filename: sha256}`` from a card's ``files`` (values may be a hash or ``{"sha256": ...}``)."""
+    out = {}
+    for name, v in (card.get("files") or {}).items():
+        sha = v.get("sha256") if isinstance(v, dict) else v
+        if isinstance(sha, str):
+            out[name] = sha
+    return out
+
+
+def card_metrics(card: dict) -> dict:
+    """The card's test metrics ``{name: {"value", "ci95"}}`` (``evaluation.metrics``, else ``metrics``)."""
+    ev = card.get("evaluation") or {}
+    m = ev.get("metrics") if isinstance(ev, dict) else None
+    if not m:
+        m = card.get("metrics") or {}
+        if isinstance(m.get("test"), dict):
+            m = m["test"].get("metrics", m["test"])
+    return m if isinstance(m, dict) else {}
+
+
+def find_metric(card: dict, name: str):
+    """The value of test metric ``name`` in a card, or None."""
+    v = card_metrics(card).get(name)
+    if isinstance(v, dict):
+        v = v.get("value")
+    return v if isinstance(v, (int, float)) else None
+
+
+def list_releases(models_dir: str | os.PathLike = "models") -> list[Path]:
+    """Release folders (with a ``card.json`` and a ``spec.json``) under ``models_dir``."""
+    root = Path(models_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / "card.json").is_file() and (p / "spec.json").is_file())
+
+
+@dataclass
+class Release:
+    """A verified release folder: spec, card, the model file to run and its OOD gate."""
+
+    folder: Path
+    spec: ModelSpec
+    card: dict
+    model_path: Path
+    model_sha256: str
+    ood: OODGate | None
+    verified: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def version(self) -> str:
+        return str(self.card.get("version") or self.spec.version)
+
+    def metric(self, name: str):
+        return find_metric(self.card, name)
+
+    def figures(self) -> list[Path]:
+        return sorted((self.folder / "figures").glob("*.png"))
+
+
+def _verify(folder: Path, files: dict[str, str], names: list[str]) -> list[str]:
+    """Check the sha256 of ``names`` (those listed in the card); returns the names checked."""
+    checked = []
+    for n in names:
+        if n not in files:
+            continue
+        p = folder / n
+        if not p.is_file():
+            raise ModelError(f"{p}: listed in the model card but missing", "re-download the release")
+        actual = sha256_file(p)
+        if actual != files[n]:
+            raise ModelError(f"{p}: sha256 {actual[:12]}... does not match the model card ({files[n][:12]}...)",
+                             "the file was modified or corrupted; refusing to load it. Re-download the release")
+        checked.append(n)
+    return checked
+
+
+def load_release(folder: str | os.PathLike, variant: str | None = None, load_ood: bool = True) -> Release:
+    """Open and verify a release folder ``models/<name>``.
+
+    The model file, ``spec.json`` and the OOD statistics are checked against the sha256
+    listed in ``card.json``; a model file missing from the card is refused. ``load_ood=False``
+    skips the OOD statistics (used while (re)fitting them).
+
+    Raises:
+        ModelError: missing folder/card/spec/model, tampered file, invalid card.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        hint = "choose one of: " + ", ".join(str(p) for p in list_releases()) if list_releases() else \
+            "pass a release folder models/<name> (made by `leukedge compress`)"
+        raise ModelError(f"{folder}: no such model folder", hint)
+    card_path = folder / "card.json"
+    if not card_path.is_file():
+        raise ModelError(f"{folder}: no card.json (not a release folder)", "pass models/<name> made by `leukedge compress`")
+    try:
+        card = json.loads(card_path.read_text())
+    except (ValueError, OSError) as exc:
+        raise ModelError(f"{card_path}: not a valid model card ({exc})", "re-download the release") from None
+    if not isinstance(card, dict):
+        raise ModelError(f"{card_path}: not a valid model card", "re-download the release")
+    files = card_files(card)
+    if isinstance(card.get("spec_sha256"), str):  # core/card.py hashes spec.json here
+        files.setdefault("spec.json", card["spec_sha256"])
+    _verify(folder, files, ["spec.json"])
+    spec = ModelSpec.load(folder)
+    variants = (variant,) if variant else VARIANTS
+    model_path = next((folder / f"{folder.name}.{v}.tflite" for v in variants
+                       if (folder / f"{folder.name}.{v}.tflite").is_file()), None)
+    if model_path is None:
+        found = sorted(p.name for p in folder.glob("*.tflite"))
+        if variant or not found:
+            raise ModelError(f"{folder}: no {variant or 'int8'} model file" + (f" (found {found})" if found else ""),
+                             "re-export the release with `leukedge compress`")
+        model_path = folder / found[0]
+    if model_path.name not in files:
+        raise ModelError(f"{model_path}: not listed in card.json, cannot verify it", "re-export the release")
+    verified = _verify(folder, files, ["spec.json", model_path.name])
+    gate = None
+    if load_ood and spec.ood.method != "none" and spec.ood.stats_file:
+        verified += _verify(folder, files, [spec.ood.stats_file])
+        gate = OODGate.load(folder / spec.ood.stats_file)
+        if spec.ood.threshold is not None:
+            gate.threshold = float(spec.ood.threshold)
+    return Release(folder, spec, card, model_path, files[model_path.name], gate, verified)
+
+
+# ----- runner ---------------------------------------------------------------------------
+def make_runner(path, num_threads: int | None = None, expected_sha256: str | None = None):
+    """A LiteRunner-style runner: LiteRT in Python, or the LiteRT Java bridge on Android.
+
+    ``LEUKEDGE_RUNTIME=android`` forces the Java bridge; otherwise it is used only when
+    ``ai_edge_litert`` is not installed and ``jnius`` is.
+    """
+    from leukedge.runtime import LiteRunner
+
+    forced = os.environ.get("LEUKEDGE_RUNTIME", "")
+    if forced == "android" or (importlib.util.find_spec("ai_edge_litert") is None
+                               and importlib.util.find_spec("jnius") is not None):
+        from .android import JavaLiteRunner
+
+        return JavaLiteRunner(path, num_threads=num_threads, expected_sha256=expected_sha256)
+    return LiteRunner(path, num_threads=num_threads, runtime=forced or "litert", expected_sha256=expected_sha256)
+
+
+# ----- result ---------------------------------------------------------------------------
+@dataclass
+class Screening:
+    """The result of screening one image.
+
+    ``decision`` is ``positive``/``negative`` (the spec's decision at ``threshold``) when
+    the image was scored, ``retake`` for a bad-quality image, ``out-of-distribution`` for
+    an image unlike the training smears, ``None`` when it could not be read (``error``).
+    """
+
+    path: str | None
+    probability: float | None = None
+    decision: str | None = None
+    probabilities: dict[str, float] | None = None
+    quality: str | None = None
+    quality_details: dict | None = None
+    ood: bool = False
+    ood_score: float | None = None
+    ood_details: dict | None = None
+    error: str | None = None
+    threshold: float | None = None
+    model_name: str = ""
+    model_version: str = ""
+    model_sha256: str = ""
+    image_sha256: str | None = None
+    image: np.ndarray | None = None          # the preprocessed uint8 image (S, S, 3) shown under the heatmap
+    heatmap: np.ndarray | None = None        # normalised Grad-CAM in [0, 1], resized to ``image``
+    heatmap_rgb: np.ndarray | None = None    # heatmap through a colour map (S, S, 3) uint8
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def scored(self) -> bool:
+        return self.decision in ("positive", "negative")
+
+    @property
+    def guidance(self) -> str:
+        return guidance(self.quality) if self.quality else ""
+
+    def overlay(self, alpha: float = 0.45) -> np.ndarray | None:
+        """The heatmap blended over the image (uint8 RGB), or None."""
+        if self.image is None or self.heatmap_rgb is None:
+            return None
+        return cv2.addWeighted(self.image, 1.0 - alpha, self.heatmap_rgb, alpha, 0.0)
+
+    def to_json(self) -> dict:
+        """The ``leukedge predict --json`` object (INTERFACES.md keys first)."""
+        return {"path": self.path, "probability": self.probability, "decision": self.decision, "ood": self.ood,
+                "quality": self.quality, "probabilities": self.probabilities, "error": self.error,
+                "ood_score": self.ood_score, "threshold": self.threshold, "model": self.model_name,
+                "model_version": self.model_version, "model_sha256": self.model_sha256,
+                "image_sha256": self.image_sha256, "timings_ms": self.timings}
+
+
+def normalised_cam(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """ReLU, scale to [0, 1] by the maximum and resize to ``size`` (w, h)."""
+    cam = np.maximum(np.asarray(cam, np.float32).squeeze(), 0.0)
+    if cam.ndim != 2:
+        cam = cam.reshape(int(np.sqrt(cam.size)), -1)
+    peak = float(cam.max())
+    cam = cam / peak if peak > 0 else np.zeros_like(cam)
+    return np.clip(cv2.resize(cam, size, interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+
+
+def colorize(heat: np.ndarray) -> np.ndarray:
+    """A [0, 1] heatmap through OpenCV's JET colour map, as RGB uint8."""
+    bgr = cv2.applyColorMap(np.round(heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+# ----- the screener ---------------------------------------------------------------------
+class Screener:
+    """Loads a release once and screens images.
+
+    Args:
+        release: a release folder ``models/<name>`` (or a loaded :class:`Release`).
+        num_threads: interpreter threads.
+        variant: model file variant (``int8`` by default).
+        quality: quality thresholds.
+    """
+
+    def __init__(self, release, num_threads: int | None = None, variant: str | None = None,
+                 quality: QualityConfig | None = None):
+        t0 = time.perf_counter()
+        self.release = release if isinstance(release, Release) else load_release(release, variant)
+        self.spec = self.release.spec
+        self.runner = make_runner(self.release.model_path, num_threads, None)  # hash checked by load_release
+        size = self.runner.input_shape[1]
+        if size != self.spec.preprocess.input_size:
+            raise ModelError(f"{self.release.model_path}: input {size} does not match the spec's "
+                             f"{self.spec.preprocess.input_size}", "use the spec.json released with this file")
+        self.quality_cfg = quality or QualityConfig()
+        self.threshold = float(self.spec.threshold)
+        self.num_threads = num_threads
+        self.warmup()
+        self.load_ms = (time.perf_counter() - t0) * 1000
+
+    def warmup(self) -> None:
+        """One inference on a blank input, so the first real image is not slowed by lazy allocation."""
+        s = self.spec.preprocess.input_size
+        self.runner.run(np.zeros((s, s, 3), np.float32))
+
+    # settings -------------------------------------------------------------------------
+    def operating_points(self) -> list:
+        """The validated operating points (the default threshold first when not listed)."""
+        ops = list(self.spec.operating_points)
+        if not any(abs(o.threshold - self.spec.threshold) < 1e-9 for o in ops):
+            from leukedge.spec import OperatingPoint
+
+            ops.insert(0, OperatingPoint("default", float(self.spec.threshold), "the spec's default threshold"))
+        return ops
+
+    def set_operating_point(self, name: str) -> float:
+        """Use the threshold of a validated operating point (no free thresholds)."""
+        for op in self.operating_points():
+            if op.name == name:
+                self.threshold = float(op.threshold)
+                return self.threshold
+        raise ModelError(f"no operating point '{name}' in {self.spec.name}",
+                         "choose one of: " + ", ".join(o.name for o in self.operating_points()))
+
+    # screening ------------------------------------------------------------------------
+    def _base(self, path) -> Screening:
+        r = self.release
+        return Screening(path=path, threshold=self.threshold, model_name=r.name, model_version=r.version,
+                         model_sha256=r.model_sha256)
+
+    def screen_image(self, image, heatmap: bool = True) -> Screening:
+        """Screen one image: a path, or an RGB uint8 array (a camera frame).
+
+        Never raises for a bad image: the message goes to ``Screening.error``.
+        """
+        t = {}
+        t0 = time.perf_counter()
+        is_path = not isinstance(image, np.ndarray)
+        res = self._base(str(image) if is_path else None)
+        try:
+            if is_path:
+                rgb = load_image(image)
+                res.image_sha256 = hashlib.sha256(Path(image).read_bytes()).hexdigest()
+            else:
+                rgb = np.asarray(image)
+                if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[-1] != 3 or min(rgb.shape[:2]) < 8:
+                    raise ImageError(f"frame of {rgb.dtype} {rgb.shape} is not an RGB image")
+                res.image_sha256 = hashlib.sha256(np.ascontiguousarray(rgb).tobytes()).hexdigest()
+        except LeukEdgeError as exc:
+            res.error = exc.one_line()
+            res.timings = {"total": (time.perf_counter() - t0) * 1000}
+            return res
+        t["decode"] = time.perf_counter()
+        q = check_quality(rgb, self.quality_cfg)
+        res.quality, res.quality_details = q.status, q.to_dict()
+        t["quality"] = time.perf_counter()
+        shown = preprocess_uint8(rgb, self.spec.preprocess)
+        x = normalize(shown, self.spec.preprocess)
+        t["preprocess"] = time.perf_counter()
+        out = self.runner.run(x)
+        t["inference"] = time.perf_counter()
+        probs = np.asarray(out["probability"], np.float64).reshape(-1)
+        res.probability = float(self.spec.positive_probability(probs))
+        if self.spec.task == "subtype":
+            res.probabilities = {c: float(p) for c, p in zip(self.spec.class_names, probs)}
+        res.image = shown
+        if heatmap and "cam" in out:
+            res.heatmap = normalised_cam(out["cam"], (shown.shape[1], shown.shape[0]))
+            res.heatmap_rgb = colorize(res.heatmap)
+        t["heatmap"] = time.perf_counter()
+        gate = self.release.ood
+        if gate is not None:
+            res.ood, score, details = gate.check(out.get("features"), rgb)
+            res.ood_score, res.ood_details = round(score, 4), details
+        t["ood"] = time.perf_counter()
+        if res.quality != "ok":
+            res.decision = RETAKE
+        elif res.ood:
+            res.decision = OOD
+        else:
+            res.decision = self.spec.decide(res.probability, self.threshold)
+        prev = t0
+        for k, v in t.items():
+            res.timings[k] = round((v - prev) * 1000, 3)
+            prev = v
+        res.timings["total"] = round((prev - t0) * 1000, 3)
+        return res

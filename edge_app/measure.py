@@ -1,0 +1,122 @@
+"""Measure the app's two targets on this machine (a measurement, not a test).
+
+* **Latency**: from "image chosen" (the screen button touched) to the frame that shows the
+  result and heatmap (the window's ``on_flip`` after the result screen was filled), in the
+  real app driven offscreen by :mod:`leukedge.edge_app.autopilot`; plus the inference path
+  per stage (decode, quality, preprocess, inference, heatmap, OOD) without the UI.
+* **Cold start**: from spawning a fresh ``python`` process to the first frame on screen, and
+  to the model being loaded and verified ("ready").
+
+Usage::
+
+    SDL_VIDEODRIVER=offscreen python -m leukedge.edge_app.measure --model models/<name> \\
+        --images ../shared/data/aria-all/Early/*.jpg --json reports/app-measure.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _env():
+    return {**os.environ, "SDL_VIDEODRIVER": os.environ.get("SDL_VIDEODRIVER", "offscreen"),
+            "KIVY_NO_ARGS": "1", "KIVY_NO_CONFIG": "1",
+            "KIVY_NO_FILELOG": "1", "KIVY_LOG_MODE": "PYTHON", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def _stats(v) -> dict:
+    a = np.asarray(v, float)
+    if a.size == 0:
+        return {"n": 0}
+    return {"n": int(a.size), "median": float(np.median(a)), "p90": float(np.percentile(a, 90)),
+            "min": float(a.min()), "max": float(a.max())}
+
+
+def cold_start(model, runs: int = 3, threads=None) -> dict:
+    first, ready = [], []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as d:
+            t0 = time.time()
+            args = [sys.executable, "-m", "leukedge.edge_app.autopilot", "startup", "--model", str(model),
+                    "--db", f"{d}/h.sqlite3", "--out", f"{d}/r.json"]
+            if threads:
+                args += ["--threads", str(threads)]
+            subprocess.run(args, env=_env(), capture_output=True, timeout=120, check=True)
+            r = json.loads(Path(d, "r.json").read_text())
+            first.append((r["first_frame_unix"] - t0) * 1000)
+            ready.append((r["model_loaded_unix"] - t0) * 1000)
+    return {"first_frame_ms": _stats(first), "model_ready_ms": _stats(ready)}
+
+
+def ui_latency(model, images, repeat: int = 2, threads=None) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        chooser = Path(d, "images")
+        chooser.mkdir()
+        links = []
+        for i, img in enumerate(images):  # a small folder, so the file chooser lists quickly
+            link = chooser / f"{i:03d}{Path(img).suffix}"
+            link.symlink_to(Path(img).resolve())
+            links.append(str(link))
+        args = [sys.executable, "-m", "leukedge.edge_app.autopilot", "latency", "--model", str(model),
+                "--db", f"{d}/h.sqlite3", "--out", f"{d}/r.json", "--repeat", str(repeat), "--timeout", "600",
+                "--images", *links]
+        if threads:
+            args += ["--threads", str(threads)]
+        subprocess.run(args, env=_env(), capture_output=True, timeout=900, check=True)
+        r = json.loads(Path(d, "r.json").read_text())
+    lat = r["latencies_ms"]
+    path = r.get("inference_path_ms", [])
+    return {"image_to_result_on_screen_ms": _stats(lat[1:] if len(lat) > 1 else lat), "first_ms": lat[:1],
+            "inference_path_in_app_ms": _stats(path[1:] if len(path) > 1 else path), "all_ms": lat}
+
+
+def inference_path(model, images, threads=None) -> dict:
+    from .inference import Screener
+
+    s = Screener(model, num_threads=threads)
+    per = {}
+    for img in images:
+        res = s.screen_image(img)
+        for k, v in res.timings.items():
+            per.setdefault(k, []).append(v)
+    return {"load_ms": s.load_ms, "stages_ms": {k: _stats(v) for k, v in per.items()},
+            "model_file": s.release.model_path.name, "model_sha256": s.release.model_sha256}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Measure the app's latency and cold start.")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--images", nargs="+", required=True)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--cold-runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    out = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                       "python": platform.python_version(), "load_avg": list(os.getloadavg())},
+           "model": str(args.model), "threads": args.threads, "n_images": len(args.images)}
+    out["inference_path"] = inference_path(args.model, args.images, args.threads)
+    out["ui"] = ui_latency(args.model, args.images, args.repeat, args.threads)
+    out["cold_start"] = cold_start(args.model, args.cold_runs, args.threads)
+    out["machine"]["load_avg_after"] = list(os.getloadavg())
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.json:
+        from leukedge.fileio import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

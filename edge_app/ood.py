@@ -1,0 +1,207 @@
+"""Out-of-distribution gate: flag images unlike the smears the model was trained on.
+
+Two complementary distances, both fitted on the TRAINING split and thresholded on the
+VALIDATION split (a percentile of the validation distances, 99th by default):
+
+* **features**: Mahalanobis distance of the model's pooled ``features`` output under a
+  low-rank Gaussian (probabilistic PCA: the top ``k`` principal directions with their
+  variances, plus an isotropic residual variance for the rest);
+* **image**: Mahalanobis distance of a few colour/exposure statistics of the decoded
+  image (mean and spread of the CIE-Lab channels, saturation), which catches another
+  lab's stain or a photo of something else even when a small model's features do not.
+
+An image is flagged when either distance exceeds its threshold. The score reported is
+the larger of ``distance / threshold`` of the two (``> 1`` means flagged). Everything is
+stored in ``ood.npz`` beside ``spec.json`` and referenced by ``spec.ood``. Only numpy and
+OpenCV are needed at run time.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from leukedge.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+OOD_FILE = "ood.npz"
+METHOD = "mahalanobis"
+
+
+def image_stats(rgb: np.ndarray) -> np.ndarray:
+    """Colour/exposure statistics of an RGB uint8 image (8 values, size independent)."""
+    h, w = rgb.shape[:2]
+    scale = 128.0 / max(h, w)
+    small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
+    sat = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)[..., 1].astype(np.float64)
+    return np.concatenate([lab.mean(0), lab.std(0), [sat.mean(), sat.std()]]).astype(np.float64)
+
+
+@dataclass
+class OODGate:
+    """Fitted gate (see module docstring). Arrays are float64.
+
+    Attributes:
+        mean: mean training feature vector (D,).
+        components: top principal directions (k, D), orthonormal rows.
+        variances: variance along each direction (k,).
+        residual_variance: mean variance of the remaining directions.
+        threshold: feature distance above which an input is flagged.
+        img_mean: mean image statistics (8,).
+        img_precision: inverse covariance of the image statistics (8, 8).
+        img_threshold: image-statistics distance threshold.
+        percentile: validation percentile the thresholds were taken at.
+    """
+
+    mean: np.ndarray
+    components: np.ndarray
+    variances: np.ndarray
+    residual_variance: float
+    threshold: float
+    img_mean: np.ndarray | None = None
+    img_precision: np.ndarray | None = None
+    img_threshold: float | None = None
+    percentile: float = 99.0
+    info: dict = field(default_factory=dict)
+
+    # ----- distances ------------------------------------------------------------------
+    def feature_distance(self, features: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance(s) of feature vector(s) (D,) or (N, D) under the low-rank model."""
+        f = np.atleast_2d(np.asarray(features, np.float64)) - self.mean
+        proj = f @ self.components.T
+        d2 = (proj ** 2 / self.variances).sum(1)
+        resid = np.maximum((f ** 2).sum(1) - (proj ** 2).sum(1), 0.0)
+        d2 += resid / self.residual_variance
+        d = np.sqrt(d2)
+        return d if np.ndim(features) > 1 else d[:1]
+
+    def image_distance(self, stats: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance(s) of image statistics (8,) or (N, 8)."""
+        if self.img_mean is None:
+            return np.zeros(len(np.atleast_2d(stats)))
+        s = np.atleast_2d(np.asarray(stats, np.float64)) - self.img_mean
+        return np.sqrt(np.einsum("ni,ij,nj->n", s, self.img_precision, s))
+
+    def check(self, features: np.ndarray | None, rgb: np.ndarray | None) -> tuple[bool, float, dict]:
+        """Gate one image: (flagged, score, details). ``score > 1`` means flagged."""
+        ratios = {}
+        if features is not None:
+            ratios["features"] = float(self.feature_distance(features)[0] / self.threshold)
+        if rgb is not None and self.img_mean is not None and self.img_threshold:
+            ratios["image"] = float(self.image_distance(image_stats(rgb))[0] / self.img_threshold)
+        score = max(ratios.values()) if ratios else 0.0
+        return score > 1.0, score, ratios
+
+    # ----- persistence ------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the ``.npz`` atomically."""
+        import io
+
+        from leukedge.fileio import atomic_write_bytes
+
+        arrays = {"mean": self.mean, "components": self.components, "variances": self.variances,
+                  "residual_variance": np.float64(self.residual_variance), "threshold": np.float64(self.threshold),
+                  "percentile": np.float64(self.percentile)}
+        if self.img_mean is not None:
+            arrays.update(img_mean=self.img_mean, img_precision=self.img_precision,
+                          img_threshold=np.float64(self.img_threshold))
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return atomic_write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "OODGate":
+        p = Path(path)
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                img = "img_mean" in z.files
+                return cls(mean=z["mean"], components=z["components"], variances=z["variances"],
+                           residual_variance=float(z["residual_variance"]), threshold=float(z["threshold"]),
+                           img_mean=z["img_mean"] if img else None,
+                           img_precision=z["img_precision"] if img else None,
+                           img_threshold=float(z["img_threshold"]) if img else None,
+                           percentile=float(z["percentile"]) if "percentile" in z.files else 99.0)
+        except FileNotFoundError:
+            raise ModelError(f"{p}: OOD statistics file is missing",
+                             "run `leukedge app calibrate-ood models/<name> --data DIR`") from None
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"{p}: not a valid OOD statistics file ({exc})",
+                             "re-run `leukedge app calibrate-ood`") from None
+
+
+# ----- fitting --------------------------------------------------------------------------
+def fit_feature_model(train: np.ndarray, n_components: int = 32, eps: float = 1e-6):
+    """Low-rank Gaussian of training features: (mean, components, variances, residual variance)."""
+    x = np.asarray(train, np.float64)
+    n, d = x.shape
+    mean = x.mean(0)
+    xc = x - mean
+    _, s, vt = np.linalg.svd(xc, full_matrices=False)
+    eig = s ** 2 / max(n - 1, 1)
+    k = int(max(1, min(n_components, len(eig) - 1, d - 1))) if d > 1 else 1
+    total = float(eig.sum())
+    rest = max(total - float(eig[:k].sum()), 0.0) / max(d - k, 1)
+    floor = eps * max(total / d, eps)
+    variances = np.maximum(eig[:k], floor)
+    return mean, vt[:k], variances, max(rest, floor)
+
+
+def fit_image_model(train_stats: np.ndarray, ridge: float = 1e-3):
+    """Gaussian of image statistics: (mean, precision)."""
+    x = np.asarray(train_stats, np.float64)
+    mean = x.mean(0)
+    cov = np.cov(x, rowvar=False)
+    cov += ridge * np.eye(len(mean)) * max(float(np.trace(cov)) / len(mean), 1e-9)
+    return mean, np.linalg.inv(cov)
+
+
+def fit_gate(train_features, val_features, train_stats=None, val_stats=None,
+             n_components: int = 32, percentile: float = 99.0) -> OODGate:
+    """Fit the gate on training features/statistics; thresholds at a validation percentile."""
+    mean, comps, var, rvar = fit_feature_model(train_features, n_components)
+    gate = OODGate(mean, comps, var, rvar, threshold=1.0, percentile=percentile)
+    gate.threshold = float(np.percentile(gate.feature_distance(np.asarray(val_features)), percentile))
+    if train_stats is not None and val_stats is not None:
+        gate.img_mean, gate.img_precision = fit_image_model(train_stats)
+        gate.img_threshold = float(np.percentile(gate.image_distance(np.asarray(val_stats)), percentile))
+    return gate
+
+
+def collect(runner, spec, paths, desc: str = "features"):
+    """Features (N, D) and image statistics (N, 8) of image files, scored with ``runner``.
+
+    Unreadable files are skipped (logged).
+    """
+    from leukedge.errors import ImageError
+    from leukedge.imageio import load_image
+    from leukedge.preprocess import preprocess
+    from leukedge.progress import progress
+
+    feats, stats = [], []
+    for p in progress(paths, desc=desc, unit="img"):
+        try:
+            rgb = load_image(p)
+        except ImageError as exc:
+            log.warning("skipped %s", exc.one_line())
+            continue
+        out = runner.run(preprocess(rgb, spec.preprocess))
+        if "features" not in out:
+            raise ModelError(f"the model has no 'features' output (outputs: {sorted(out)})",
+                             "re-export it with `leukedge compress` (outputs probability, cam, features)")
+        feats.append(np.asarray(out["features"], np.float64).reshape(-1))
+        stats.append(image_stats(rgb))
+    return np.stack(feats), np.stack(stats)
+
+
+def flag_rate(gate: OODGate, features: np.ndarray, stats: np.ndarray) -> dict:
+    """Fraction of images flagged (by either distance, and by each one)."""
+    f = gate.feature_distance(features) > gate.threshold
+    i = gate.image_distance(stats) > gate.img_threshold if gate.img_threshold else np.zeros(len(f), bool)
+    return {"n": int(len(f)), "flagged": float((f | i).mean()), "flagged_by_features": float(f.mean()),
+            "flagged_by_image": float(i.mean())}

@@ -1,0 +1,85 @@
+#!/usr/bin/env python
+"""Render every screen of the app offscreen to PNG files (for the README): `make screenshots`.
+
+Drives the real app (leukedge.edge_app.autopilot "tour") with a released model on real
+smears: capture screen, result with the Grad-CAM overlay (opacity 0.5, 0 and 1), an
+out-of-domain lymphocyte crop, a corrupt file, history, a record, the model card, settings.
+
+Usage: python scripts/screenshots.py [--model models/<name>] [--out docs/screenshots]
+       [--data ../shared/data] [--size 600x960]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def pick_inputs(data: Path) -> dict[str, Path]:
+    """A test-split smear of each decision side, a lymphocyte crop; from the split manifest when present."""
+    aria, lymph = data / "aria-all", data / "pbc-lymphocytes"
+    manifest = Path("splits/aria-all.split.csv")
+    smear = smear2 = None
+    if manifest.exists():
+        import csv
+
+        with open(manifest, newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
+        smear = next((aria / r["path"] for r in rows if r["class"] == "Pre"), None)
+        smear2 = next((aria / r["path"] for r in rows if r["class"] == "Benign"), None)
+    smear = smear or sorted((aria / "Pre").glob("*.jpg"))[0]
+    smear2 = smear2 or sorted((aria / "Benign").glob("*.jpg"))[0]
+    ood = sorted(lymph.glob("*/*.jpg"))[0] if lymph.is_dir() else None
+    return {"smear": smear, "smear2": smear2, "ood": ood}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="release folder (default: the first models/*/card.json)")
+    ap.add_argument("--out", default="docs/screenshots")
+    ap.add_argument("--data", default=os.environ.get("LEUKEDGE_SHARED_DATA", "../shared/data"))
+    ap.add_argument("--size", default="600x960")
+    args = ap.parse_args(argv)
+    model = Path(args.model) if args.model else next((p.parent for p in sorted(Path("models").glob("*/card.json"))), None)
+    if model is None or not (model / "card.json").exists():
+        print("screenshots: error: no release folder (pass --model models/<name>; make one with `leukedge compress`)",
+              file=sys.stderr)
+        return 2
+    inputs = pick_inputs(Path(args.data))
+    out = Path(args.out)
+    with tempfile.TemporaryDirectory() as d:
+        chooser = Path(d, "images")
+        chooser.mkdir()
+        links = {}
+        for k, f in inputs.items():   # a small folder so the file chooser shows only these
+            if f is not None:
+                links[k] = chooser / Path(f).name
+                links[k].symlink_to(Path(f).resolve())
+        links["corrupt"] = chooser / "corrupt-photo.jpg"
+        links["corrupt"].write_bytes(b"\xff\xd8\xff\xe0 truncated JPEG")
+        env = {**os.environ, "SDL_VIDEODRIVER": os.environ.get("SDL_VIDEODRIVER", "offscreen"),
+               "KIVY_NO_ARGS": "1", "KIVY_NO_CONFIG": "1",
+               "KIVY_NO_FILELOG": "1", "KIVY_LOG_MODE": "PYTHON", "OPENBLAS_NUM_THREADS": "1"}
+        cmd = [sys.executable, "-m", "leukedge.edge_app.autopilot", "tour", "--model", str(model),
+               "--db", f"{d}/history.sqlite3", "--out", f"{d}/report.json", "--shots", f"{d}/shots",
+               "--size", args.size] + [a for k, v in links.items() for a in (f"--{k}", str(v))]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            print(r.stderr[-3000:], file=sys.stderr)
+            print("screenshots: error: the app run failed", file=sys.stderr)
+            return 1
+        report = json.loads(Path(d, "report.json").read_text())
+        out.mkdir(parents=True, exist_ok=True)
+        for name, path in report["screenshots"].items():
+            shutil.copyfile(path, out / f"{name}.png")
+            print(out / f"{name}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Fixtures with real tiny models: a training-run folder and a release made by `leukedge compress`.
+
+Use them from a test module with ``pytest_plugins = ["fixtures_models"]`` (registered once, so
+the session-scoped release is built once for all modules).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+CLASSES = ("Benign", "Early", "Pre", "Pro")
+
+
+def write_manifest(data_dir: Path, out: Path) -> Path:
+    """A deterministic split manifest of a small data folder: per class, every 5th image to
+    test, the next to val, the rest to train (real files, real hashes)."""
+    rows = []
+    for c in CLASSES:
+        files = sorted((data_dir / c).glob("*.jpg"))
+        for i, f in enumerate(files):
+            split = "test" if i % 5 == 0 else ("val" if i % 5 == 1 else "train")
+            rows.append({"path": f"{c}/{f.name}", "class": c, "split": split, "group": f"{c}-{i // 5}",
+                         "sha256": hashlib.sha256(f.read_bytes()).hexdigest(), "phash": ""})
+    with open(out, "w", newline="") as fh:
+        w = csv.DictWriter(fh, ["path", "class", "split", "group", "sha256", "phash"])
+        w.writeheader()
+        w.writerows(rows)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_keras, tiny_spec, small_dataset) -> Path:
+    """A training-run folder of the tiny model: best.h5, spec.json, split.csv, config.json."""
+    from leukedge.spec import ModelSpec
+
+    run = tmp_path_factory.mktemp("runs") / "20260101-000000-tiny-cnn-32"
+    run.mkdir()
+    tiny_keras.save(run / "best.h5")
+    spec = ModelSpec.from_dict({**tiny_spec.to_dict(), "name": run.name})
+    spec.save(run / "spec.json")
+    write_manifest(small_dataset, run / "split.csv")
+    (run / "config.json").write_text(json.dumps({"backbone": "tiny-cnn", "data_dir": str(small_dataset)}))
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_release(tmp_path_factory, tiny_run) -> tuple[Path, dict]:
+    """`run_compress` on the tiny run: float32, int8 and 50%-pruned int8 with parity (no selective search)."""
+    from leukedge.compress.pipeline import CompressConfig, run_compress
+
+    out = tmp_path_factory.mktemp("models") / "tiny-binary"
+    cfg = CompressConfig(source=str(tiny_run), out=str(out), variants=["float32", "int8"], prune=0.5,
+                         prune_epochs=1, prune_batch_size=8, calib=60, selective=False, n_boot=200)
+    summary = run_compress(cfg)
+    return out, summary

@@ -1,0 +1,174 @@
+"""The real Kivy app, offscreen, driven by simulated touches (leukedge.edge_app.autopilot).
+
+Each test runs the app in a subprocess (SDL_VIDEODRIVER=offscreen, Mesa llvmpipe) with a hard
+timeout, so a stuck app can never hang the suite, then checks the report, the screenshots'
+pixels and the history database.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from fixtures_app import tiny_release  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.app
+
+ENV = {**os.environ, "SDL_VIDEODRIVER": "offscreen", "KIVY_NO_ARGS": "1", "KIVY_NO_CONFIG": "1", "KIVY_NO_FILELOG": "1",
+       "KIVY_LOG_MODE": "PYTHON", "OPENBLAS_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def pilot(*args, timeout=150):
+    return subprocess.run([sys.executable, "-m", "leukedge.edge_app.autopilot", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, smear_paths, lymph_dir):
+    """A small folder for the file chooser: two real smears, one lymphocyte crop, one corrupt file."""
+    d = tmp_path_factory.mktemp("chooser")
+    files = {"smear": smear_paths["Pre"][1], "smear2": smear_paths["Benign"][1],
+             "ood": sorted(lymph_dir.glob("*/*.jpg"))[7]}
+    out = {}
+    for k, f in files.items():
+        (d / f.name).symlink_to(f)
+        out[k] = d / f.name
+    import cv2
+
+    from leukedge.imageio import load_image
+
+    out["video"] = d / "camera.avi"       # a "camera" for the camera button: real smears as a video
+    writer = cv2.VideoWriter(str(out["video"]), cv2.VideoWriter_fourcc(*"MJPG"), 5, (224, 224))
+    for f in smear_paths["Early"][:3]:
+        writer.write(cv2.cvtColor(load_image(f), cv2.COLOR_RGB2BGR))
+    writer.release()
+    out["corrupt"] = d / "corrupt.jpg"
+    out["corrupt"].write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return out
+
+
+@pytest.fixture(scope="module")
+def tour(tmp_path_factory, tiny_release, inputs):
+    out = tmp_path_factory.mktemp("tour")
+    r = pilot("tour", "--model", tiny_release, "--db", out / "history.sqlite3", "--out", out / "report.json",
+              "--shots", out / "shots", "--size", "480x800", "--smear", inputs["smear"], "--smear2", inputs["smear2"],
+              "--ood", inputs["ood"], "--corrupt", inputs["corrupt"], "--camera", inputs["video"])
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    report = json.loads((out / "report.json").read_text())
+    report["_dir"] = out
+    return report
+
+
+def crop(png, rect):
+    import cv2
+
+    img = cv2.cvtColor(cv2.imread(str(png)), cv2.COLOR_BGR2RGB)
+    x0, y0, x1, y1 = rect
+    return img[y0:y1, x0:x1].astype(np.int16)
+
+
+def test_smear_shows_probability_and_a_heatmap_on_screen(tour):
+    from leukedge.edge_app import presenter
+
+    s = tour["smear"]
+    assert tour["ok"] and not tour.get("error") and tour["model_error"] is None
+    assert s["screen"] == "result" and s["show_heatmap"]
+    assert s["headline"] in (presenter.POSITIVE, presenter.NEGATIVE)
+    m = re.match(r"Probability of leukemia: (\d\.\d\d) \(refer at 0\.50", s["probability_text"])
+    assert m and 0.0 <= float(m.group(1)) <= 1.0
+    assert "sensitivity" in s["detail"] and "specificity" in s["detail"]
+    assert "tiny-release v0.1.0" in s["model_text"]
+    shots = tour["screenshots"]
+    base = crop(shots["result_heat0"], s["image_rect"])
+    full = crop(shots["result_heat1"], s["image_rect"])
+    half = crop(shots["result"], s["image_rect"])
+    assert base.mean() > 30                       # the smear itself is drawn
+    diff_full = np.abs(full - base).mean()
+    assert diff_full > 15, diff_full              # the heatmap covers the image at opacity 1
+    assert 0.2 * diff_full < np.abs(half - base).mean() < 0.8 * diff_full   # and blends at 0.5
+    # JET colours: at full opacity, strongly saturated red/blue-ish pixels dominate the image area
+    rgb = full[(full.sum(-1) > 60)]
+    sat = rgb.max(1) - rgb.min(1)
+    assert (sat > 120).mean() > 0.3
+
+
+def test_camera_button_with_a_video_source_screens_a_frame(tour):
+    c = tour["camera"]
+    assert c["screen"] == "result" and c["image_path"] is None          # a frame, not a file
+    assert c["probability_text"].startswith("Probability of leukemia") and c["show_heatmap"]
+    assert c["stopped"]
+
+
+def test_out_of_domain_image_is_flagged_not_scored(tour):
+    from leukedge.edge_app import presenter
+
+    o = tour["ood"]
+    assert o["screen"] == "result" and o["headline"] == presenter.OOD
+    assert o["probability_text"] == "" and not o["show_heatmap"]
+    assert "does not look like" in o["detail"]
+
+
+def test_corrupt_file_shows_a_message_and_the_app_keeps_working(tour):
+    c = tour["corrupt"]
+    assert c["screen"] == "capture" and c["error"] and "Cannot screen this file" in c["status"] and "corrupt" in c["status"]
+    assert tour["after_corrupt"]["probability_text"].startswith("Probability of leukemia")
+
+
+def test_history_detail_model_info_and_settings(tour):
+    h = tour["history"]
+    assert h["count"] == 4 and len(h["rows"]) == 4
+    assert "SMEAR-2" in h["rows"][0] and "out-of-distribution" in h["rows"][1]
+    assert "sample_id: SMEAR-2" in tour["detail"] and "model_sha256: " in tour["detail"]
+    con = sqlite3.connect(tour["_dir"] / "history.sqlite3")
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    rows = con.execute("SELECT sample_id, decision, ood, model_name FROM screenings ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == ["SMEAR-1", None, "OOD-1", "SMEAR-2"]
+    assert rows[2][1:3] == ("out-of-distribution", 1)
+    assert "recall" in tour["model_info"] and "tiny-release" in tour["model_info"]
+    assert tour["settings"]["operating_points"] == ["default (0.50)", "high-sensitivity (0.30)"]
+    assert tour["settings"]["models"] == ["tiny-release"]
+    applied = tour["settings"]["after_apply"]          # only validated thresholds can be chosen
+    assert applied["threshold"] == pytest.approx(0.3) and "refer at 0.30" in applied["model_text"]
+    for name in ("capture", "capture_camera", "result", "result_ood", "capture_error", "history", "detail", "model", "settings"):
+        assert os.path.getsize(tour["screenshots"][name]) > 5000
+
+
+def test_app_process_imports_no_tensorflow(tour):
+    assert tour["tensorflow_imported"] == []
+    assert tour["latencies_ms"] and all(v > 0 for v in tour["latencies_ms"])
+
+
+def test_history_survives_killing_the_app_mid_screening(tmp_path, tiny_release, inputs):
+    """SIGKILL the running app while it screens and records images in a loop."""
+    db = tmp_path / "history.sqlite3"
+    proc = subprocess.Popen([sys.executable, "-m", "leukedge.edge_app.autopilot", "latency", "--model", tiny_release,
+                             "--db", db, "--out", tmp_path / "r.json", "--size", "320x480", "--repeat", "500",
+                             "--images", inputs["smear"], inputs["smear2"], "--timeout", "120"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    seen = set()
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(seen) < 4 and proc.poll() is None:
+            time.sleep(0.2)
+            if db.exists():
+                try:
+                    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+                    seen |= {r[0] for r in con.execute("SELECT id FROM screenings")}
+                    con.close()
+                except sqlite3.OperationalError:
+                    pass
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    assert len(seen) >= 4, "the app did not record screenings"
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert seen <= {r[0] for r in con.execute("SELECT id FROM screenings")}

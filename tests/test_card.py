@@ -1,0 +1,96 @@
+"""Model card of a real (tiny) release folder: built from its files; the hashes protect the model file."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from leukedge.spec import ModelSpec, OperatingPoint
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory, tiny_keras, tiny_spec, small_dataset):
+    """models/tiny/: spec.json, a real float32 .tflite of the tiny model, split.csv, evaluation.json."""
+    import tensorflow as tf
+
+    from leukedge.evaluate import run_evaluation
+    from leukedge.split import SplitConfig, make_split, write_manifest
+
+    d = tmp_path_factory.mktemp("models") / "tiny"
+    d.mkdir()
+    spec = ModelSpec.from_dict(tiny_spec.to_dict())
+    spec.operating_points = [OperatingPoint("default", 0.5, "highest specificity with sensitivity >= 0.99", 0.99, 0.6)]
+    spec.threshold = 0.5
+    spec.save(d / "spec.json")
+    conv = tf.lite.TFLiteConverter.from_keras_model(tiny_keras)
+    (d / "tiny.float32.tflite").write_bytes(conv.convert())
+    write_manifest(make_split(small_dataset, SplitConfig(block_size=10, seed=1)), d / "split.csv")
+    run_evaluation(d, small_dataset, json_out=d / "evaluation.json", report_dir=d, mask_corners=0.15,
+                   gradcam=0, n_boot=200)
+    return d
+
+
+def test_card_from_release_files(release):
+    from leukedge.card import write_card
+    from leukedge.fileio import sha256_file
+
+    j, md = write_card(release)
+    card = json.loads(j.read_text())
+    assert card["files"] == {"tiny.float32.tflite": sha256_file(release / "tiny.float32.tflite")}
+    assert card["file_sizes"]["tiny.float32.tflite"] == (release / "tiny.float32.tflite").stat().st_size
+    ev = json.loads((release / "evaluation.json").read_text())
+    assert card["evaluation"]["metrics"] == ev["metrics"]
+    assert card["evaluation"]["model_file"] == "tiny.float32.tflite"
+    assert card["threshold"]["rule"].startswith("highest specificity")
+    assert card["data"]["license"] == "CC BY 4.0" and card["data"]["split_manifest_sha256"]
+    assert "WITHOUT ImageNet" in card["training"]["statement"]
+    assert any("Single hospital" in x for x in card["limitations"])
+    assert "haematologist" in card["intended_use"]["action"]
+    assert "figures/roc.png" in card["figures"]
+    assert {t["metric"] for t in card["targets"]} >= {"accuracy", "roc_auc"}
+    text = md.read_text()
+    for heading in ("## Intended use", "## Performance", "## Limitations", "## Files", "ROC-AUC"):
+        assert heading in text
+
+
+def test_card_hashes_are_verified_by_the_predictor(release, tmp_path):
+    from leukedge.card import write_card
+    from leukedge.errors import ModelError
+    from leukedge.predictors import load_predictor
+
+    write_card(release)
+    assert load_predictor(release).kind == "tflite"
+    tampered = tmp_path / "tiny"
+    shutil.copytree(release, tampered)
+    data = bytearray((tampered / "tiny.float32.tflite").read_bytes())
+    data[-1] ^= 0xFF
+    (tampered / "tiny.float32.tflite").write_bytes(bytes(data))
+    with pytest.raises(ModelError):
+        load_predictor(tampered)
+
+
+def test_card_without_evaluation_and_missing_spec(tmp_path, tiny_spec):
+    from leukedge.card import write_card
+    from leukedge.errors import ModelError
+
+    with pytest.raises(ModelError):
+        write_card(tmp_path)
+    spec = ModelSpec.from_dict(tiny_spec.to_dict())
+    spec.weights = "imagenet"
+    spec.save(tmp_path / "spec.json")
+    j, md = write_card(tmp_path)
+    card = json.loads(j.read_text())
+    assert card["files"] == {} and "evaluation" not in card
+    assert "ImageNet weights" in card["training"]["statement"]
+    assert "No evaluation.json" in md.read_text()
+
+
+def test_evaluate_single_tflite_file(release, small_dataset):
+    from leukedge.evaluate import run_evaluation
+
+    res = run_evaluation(release / "tiny.float32.tflite", small_dataset, n_boot=200, gradcam=0)
+    assert res["model"]["kind"] == "tflite" and res["threshold_rule"].startswith("highest specificity")
+    ev = json.loads((release / "evaluation.json").read_text())
+    # the same file, the same images: the same numbers
+    assert res["metrics"]["roc_auc"]["value"] == pytest.approx(ev["metrics"]["roc_auc"]["value"])

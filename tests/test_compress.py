@@ -1,0 +1,238 @@
+"""Compression: TFLite export with in-graph Grad-CAM, int8, pruning, atomic release folders."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+pytest_plugins = ["fixtures_models"]  # tiny_run, tiny_release (session-scoped, built once)
+
+
+def _real_batch(smear_paths, spec, n_per_class=3):
+    from leukedge.preprocess import preprocess_file
+
+    paths = [p for ps in smear_paths.values() for p in ps[:n_per_class]]
+    return np.stack([preprocess_file(p, spec.preprocess) for p in paths])
+
+
+def _normalise(cams):
+    flat = cams.reshape(len(cams), -1)
+    return flat / np.maximum(flat.max(axis=1, keepdims=True), 1e-12)
+
+
+def test_float32_tflite_gradcam_matches_gradient_tape(tmp_path, tiny_keras, tiny_spec, smear_paths):
+    from leukedge.compress.export import convert
+    from leukedge.compress.quantization import QuantizationConfig
+    from leukedge.runtime import LiteRunner
+    from leukedge.train.gradcam import gradcam
+
+    x = _real_batch(smear_paths, tiny_spec)
+    f = tmp_path / "tiny.float32.tflite"
+    f.write_bytes(convert(tiny_keras, tiny_spec, QuantizationConfig.for_float32()))
+    runner = LiteRunner(f)
+    assert set(runner.outputs) == {"probability", "cam", "features"}
+    out = runner.predict(x)
+    tape_cam, tape_prob = gradcam(tiny_keras, x)
+    assert out["cam"].shape == tape_cam.shape == (len(x), 8, 8)
+    assert out["features"].shape == (len(x), 32)
+    np.testing.assert_allclose(out["probability"], tape_prob, atol=1e-5)
+    assert tape_cam.max() > 0, "the reference heatmaps are all zero: the check would be vacuous"
+    for a, b in zip(out["cam"], tape_cam):
+        if b.std() > 0:
+            assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.999
+    np.testing.assert_allclose(_normalise(out["cam"]), _normalise(tape_cam), atol=1e-4)
+    # not normalised: the raw maps match too (same closed form, spatial mean of the gradients)
+    np.testing.assert_allclose(out["cam"], tape_cam, rtol=1e-4, atol=1e-6 * tape_cam.max())
+
+
+def test_subtype_export_cam_is_the_predicted_class(tmp_path, smear_paths):
+    """Softmax head: the in-graph cam explains the argmax class (pre-softmax logit)."""
+    import tensorflow as tf
+
+    from leukedge.compress.export import convert, read_embedded_spec
+    from leukedge.compress.quantization import QuantizationConfig
+    from leukedge.preprocess import PreprocessConfig
+    from leukedge.runtime import LiteRunner
+    from leukedge.spec import ModelSpec
+    from leukedge.train.gradcam import gradcam
+    from leukedge.train.model import build_classifier
+
+    spec = ModelSpec(name="tiny-subtype", backbone="tiny-cnn", task="subtype",
+                     class_names=["Benign", "Early", "Pre", "Pro"], preprocess=PreprocessConfig(input_size=32))
+    tf.keras.utils.set_random_seed(3)
+    model = build_classifier(spec, dense_units=16, dropout=0.0)
+    x = _real_batch(smear_paths, spec, 2)
+    data = convert(model, spec, QuantizationConfig.for_float32())
+    assert read_embedded_spec(data).class_names == spec.class_names
+    f = tmp_path / "sub.tflite"
+    f.write_bytes(data)
+    out = LiteRunner(f).predict(x)
+    assert out["probability"].shape == (len(x), 4)
+    tape_cam, prob = gradcam(model, x)
+    assert tape_cam.max() > 0
+    np.testing.assert_allclose(_normalise(out["cam"]), _normalise(tape_cam), atol=1e-4)
+
+
+def test_int8_export_contract_and_cam_correlation(tmp_path, tiny_keras, tiny_spec, smear_paths, small_dataset):
+    from leukedge.compress.export import calibrate, convert, quantize_calibrated
+    from leukedge.compress.quantization import QuantizationConfig, RepresentativeData, load_images
+    from leukedge.runtime import LiteRunner
+
+    calib, _ = load_images(sorted(str(p) for p in small_dataset.glob("*/*.jpg"))[::4], tiny_spec)
+    rep = RepresentativeData(calib)
+    q = quantize_calibrated(calibrate(tiny_keras, tiny_spec, QuantizationConfig.for_int8(rep)), tiny_spec)
+    f32 = convert(tiny_keras, tiny_spec, QuantizationConfig.for_float32())
+    assert len(q) < len(f32)
+    (tmp_path / "q.tflite").write_bytes(q)
+    (tmp_path / "f.tflite").write_bytes(f32)
+    rq, rf = LiteRunner(tmp_path / "q.tflite"), LiteRunner(tmp_path / "f.tflite")
+    assert rq.input_dtype == np.int8 and rq.input["quantization"][0] > 0
+    assert {n: np.dtype(d["dtype"]).name for n, d in rq.outputs.items()} == \
+        {"probability": "int8", "cam": "int8", "features": "int8"}
+    x = _real_batch(smear_paths, tiny_spec)
+    oq, of = rq.predict(x), rf.predict(x)
+    assert np.abs(oq["probability"] - of["probability"]).max() < 0.05
+    corr = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(oq["cam"], of["cam"]) if b.std() > 0]
+    assert len(corr) >= len(x) // 2 and np.mean(corr) > 0.9
+
+
+def test_quantization_config_named_constructors():
+    from leukedge.compress.quantization import QuantizationConfig, RepresentativeData, parse_variants
+    from leukedge.errors import ConfigError
+
+    assert QuantizationConfig.for_float16().kind == "float16"
+    assert QuantizationConfig.for_dynamic().kind == "dynamic"
+    rep = RepresentativeData(np.zeros((3, 8, 8, 3), np.float32))
+    assert QuantizationConfig.for_int8(rep).num_samples == 3
+    assert len(list(rep())) == 3 and next(rep())["image"].shape == (1, 8, 8, 3)
+    with pytest.raises(ConfigError):
+        QuantizationConfig("int8")
+    with pytest.raises(ConfigError, match="did you mean 'int8'"):
+        parse_variants("float32,imt8")
+    assert parse_variants("int8,dynamic") == ["float32", "int8", "dynamic"]
+
+
+def test_representative_set_comes_from_training_split(tiny_run, tiny_spec, small_dataset, caplog):
+    from leukedge.compress.quantization import representative_from_split
+    from leukedge.split import read_manifest
+
+    rows = read_manifest(tiny_run / "split.csv", small_dataset)
+    train = {r["abspath"] for r in rows if r["split"] == "train"}
+    rep = representative_from_split(rows, tiny_spec, n=40)
+    assert len(rep) == 40 and set(rep.paths) <= train
+    assert {os.path.basename(os.path.dirname(p)) for p in rep.paths} == {"Benign", "Early", "Pre", "Pro"}
+    assert "fewer than 300" in caplog.text
+
+
+def test_prune_reaches_target_sparsity_per_layer(tiny_keras, tiny_spec, smear_paths):
+    from leukedge.compress.prune import PruneConfig, measure_sparsity, prune_model
+    from leukedge.imageio import load_image
+    from leukedge.preprocess import preprocess_uint8
+
+    paths = [p for ps in smear_paths.values() for p in ps]
+    x = np.stack([preprocess_uint8(load_image(p), tiny_spec.preprocess) for p in paths])
+    y = np.array([tiny_spec.label_of(p.parent.name) for p in paths])
+    before = measure_sparsity(tiny_keras)
+    assert all(d["sparsity"] < 0.05 for d in before.values())
+    pruned, report = prune_model(tiny_keras, tiny_spec, x, y, PruneConfig(target_sparsity=0.7, batch_size=8))
+    measured = measure_sparsity(pruned)  # measured on the stripped model, not taken from the report
+    assert set(measured) == {"tiny_conv0", "tiny_conv1", "tiny_conv2", "head_dense", "probability"}
+    for name, d in measured.items():
+        assert abs(d["sparsity"] - 0.7) <= 0.01 + 1.0 / d["size"], (name, d)
+    assert [l.name for l in pruned.layers] == [l.name for l in tiny_keras.layers]  # export finds its layers
+    assert np.all(np.isfinite(pruned.predict(x[:4].astype(np.float32) / 255.0, verbose=0)))
+    assert measure_sparsity(tiny_keras) == before  # the original model is untouched
+
+
+def test_schedule_ends_on_the_last_step():
+    from leukedge.compress.prune import schedule_steps
+
+    for total in (1, 7, 10, 61, 122, 1000):
+        begin, end, freq = schedule_steps(total, None)
+        assert end == total and (end - begin) % freq == 0 and 0 <= begin < freq + 1
+
+
+def test_tiny_release_files_and_contract(tiny_release, tiny_run):
+    from leukedge.compress.export import read_embedded_spec
+    from leukedge.predictors import load_predictor
+    from leukedge.runtime import LiteRunner
+    from leukedge.spec import ModelSpec
+
+    out, summary = tiny_release
+    name = out.name
+    for v in ("float32", "int8", "pruned-int8"):
+        f = out / f"{name}.{v}.tflite"
+        assert f.exists() and f.stat().st_size < 100 * 1000 * 1000
+        r = LiteRunner(f)
+        assert set(r.outputs) == {"probability", "cam", "features"}
+        assert r.input_shape == (1, 32, 32, 3)
+        assert read_embedded_spec(f.read_bytes()).name == name
+    spec = ModelSpec.load(out)
+    assert spec.name == name and spec.outputs == ["probability", "cam", "features"]
+    assert (out / "split.csv").read_bytes() == (tiny_run / "split.csv").read_bytes()
+    assert summary["files"][f"{name}.int8.tflite"]["bytes"] < summary["files"][f"{name}.float32.tflite"]["bytes"]
+    # pruned: sparsity measured per layer on the stripped model
+    layers = summary["pruning"]["layers"]
+    assert layers and all(abs(d["sparsity"] - 0.5) <= 0.01 + 1.0 / d["size"] for d in layers.values())
+    assert summary["files"][f"{name}.pruned-int8.tflite"]["gzip_bytes"] < summary["files"][f"{name}.int8.tflite"]["gzip_bytes"]
+    # nothing half-written left beside the release
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    pred = load_predictor(out)  # the release folder loads (int8 by default)
+    assert pred.name == f"{name}.int8.tflite"
+    rec = json.loads((out / "compress.json").read_text())
+    assert rec["calibration"]["split"] == "train" and rec["timings_s"]["float32"] > 0
+
+
+def test_release_is_atomic_on_failure(tmp_path):
+    from leukedge.compress.release import Release
+
+    out = tmp_path / "models" / "m"
+    with Release(out) as rel:  # a first, valid release
+        rel.write_bytes("m.float32.tflite", b"x" * 100)
+        rel.commit()
+    with pytest.raises(RuntimeError):
+        with Release(out) as rel:
+            rel.write_bytes("m.float32.tflite", b"y" * 50)
+            raise RuntimeError("simulated crash during conversion")
+    assert (out / "m.float32.tflite").read_bytes() == b"x" * 100  # the old release is intact
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m"]   # no staging folder left
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    from leukedge.compress.release import Release
+
+    rel = Release(tmp_path / "models" / "m")
+
+    def crash(*a, **k):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        rel.write_bytes("m.int8.tflite", b"z" * 1000)
+    monkeypatch.undo()
+    assert list(rel.staging.iterdir()) == []
+    rel.abort()
+    assert not rel.staging.exists() and not (tmp_path / "models" / "m").exists()
+
+
+def test_size_limit_fails_clearly():
+    from leukedge.compress.release import check_size
+    from leukedge.errors import ModelError
+
+    check_size("m.int8.tflite", 99_000_000)
+    with pytest.raises(ModelError, match="over the 100 MB limit"):
+        check_size("m.float32.tflite", 120_000_000)
+
+
+def test_compress_cli_bad_input_is_one_line(tmp_path, capsys):
+    from leukedge.cli import main
+
+    assert main(["compress", str(tmp_path / "nope"), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("leukedge: error:") and "\n" not in err
+    (tmp_path / "run").mkdir()
+    assert main(["compress", str(tmp_path / "run"), "--out", str(tmp_path / "m"), "--variants", "int9"]) == 2
+    assert "did you mean" in capsys.readouterr().err

@@ -1,0 +1,107 @@
+"""`leukedge predict` and `leukedge app calibrate-ood` on a tiny real release and real smears."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from fixtures_app import RELEASE_NAME, tiny_release  # noqa: F401  (fixture)
+
+
+def run_cli(*args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "leukedge.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_predict_json_scores_flags_and_reports_errors(tiny_release, smear_paths, lymph_dir, tmp_path):
+    bad = tmp_path / "corrupt.jpg"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    lymph = sorted(lymph_dir.glob("*/*.jpg"))[3]
+    smear = smear_paths["Early"][2]
+    r = run_cli("predict", smear, lymph, bad, "--model", tiny_release, "--json", "--threads", 1)
+    assert r.returncode == 2, r.stderr          # one input unreadable
+    out = json.loads(r.stdout)
+    assert [o["path"] for o in out] == [str(smear), str(lymph), str(bad)]
+    for o in out:
+        assert {"path", "probability", "decision", "ood", "quality", "probabilities", "error"} <= set(o)
+    s, ly, b = out
+    assert s["error"] is None and 0 <= s["probability"] <= 1 and s["quality"] == "ok" and s["ood"] is False
+    assert s["decision"] in ("positive", "negative")
+    assert ly["ood"] is True and ly["decision"] == "out-of-distribution" and ly["error"] is None
+    assert b["error"] and "not an image" in b["error"] and b["probability"] is None
+    assert "Traceback" not in r.stderr
+
+
+def test_predict_table_exit_0_when_all_scored(tiny_release, smear_paths):
+    r = run_cli("predict", *smear_paths["Benign"][:2], "--model", tiny_release)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 3 and lines[0].split()[:3] == ["image", "prob", "decision"]
+
+
+def test_bad_model_and_tampered_model_are_one_line_errors(tiny_release, smear_paths, tmp_path):
+    r = run_cli("predict", smear_paths["Pre"][0], "--model", tmp_path / "nope")
+    assert r.returncode == 2 and r.stderr.strip().startswith("leukedge: error:") and "Traceback" not in r.stderr
+    copy = tmp_path / RELEASE_NAME
+    shutil.copytree(tiny_release, copy)
+    f = copy / f"{RELEASE_NAME}.int8.tflite"
+    f.write_bytes(f.read_bytes()[:-1] + b"\x00")
+    r = run_cli("predict", smear_paths["Pre"][0], "--model", copy, "--json")
+    assert r.returncode == 2 and r.stdout == ""
+    assert "does not match the model card" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_app_and_predict_path_import_no_tensorflow(tiny_release, smear_paths):
+    code = textwrap.dedent(f"""
+        import json, sys, os
+        os.environ["KIVY_NO_ARGS"] = "1"
+        from leukedge.cli import main
+        rc = main(["predict", {str(smear_paths['Pre'][0])!r}, "--model", {str(tiny_release)!r}, "--json"])
+        import leukedge.edge_app.app, leukedge.edge_app.controller, leukedge.edge_app.autopilot  # noqa
+        print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras'))))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == []
+    assert "ai_edge_litert" in subprocess.run(
+        [sys.executable, "-c", "import sys; from leukedge.edge_app.inference import Screener; "
+                               f"Screener({str(tiny_release)!r}); print(' '.join(sys.modules))"],
+        capture_output=True, text=True, timeout=120).stdout
+
+
+def test_calibrate_ood_cli_writes_gate_and_reports_rates(tiny_release, small_dataset, lymph_dir, tmp_path):
+    from leukedge.edge_app.inference import load_release
+    from leukedge.split import SplitConfig, make_split, write_manifest
+
+    copy = tmp_path / RELEASE_NAME
+    shutil.copytree(tiny_release, copy)
+    before = (copy / "ood.npz").read_bytes()
+    manifest = write_manifest(make_split(small_dataset, SplitConfig(block_size=5)), tmp_path / "small.split.csv")
+    ood_dir = tmp_path / "lymph"
+    ood_dir.mkdir()
+    for f in sorted(lymph_dir.glob("*/*.jpg"))[:12]:
+        (ood_dir / f.name).symlink_to(f)
+    r = run_cli("app", "calibrate-ood", copy, "--data", small_dataset, "--split", manifest,
+                "--ood-data", ood_dir, "--components", 8)
+    assert r.returncode == 0, r.stderr
+    assert "lymph" in r.stdout and "val" in r.stdout
+    report = json.loads((copy / "ood.json").read_text())
+    assert report["rates"]["lymph"]["flagged"] >= 0.9
+    assert report["rates"]["test"]["flagged"] <= 0.3
+    assert (copy / "ood.npz").read_bytes() != before   # refitted on the new splits
+    rel = load_release(copy)          # spec.ood + card hashes updated consistently
+    assert rel.ood is not None and rel.spec.ood.stats_file == "ood.npz" and "ood.npz" in rel.verified
+    card = json.loads((copy / "card.json").read_text())
+    assert card["ood"]["rates"]["lymph"] == report["rates"]["lymph"]["flagged"]
+
+
+@pytest.mark.parametrize("argv", [["predict", "--help"], ["app", "--help"], ["app", "calibrate-ood", "--help"]])
+def test_help(argv):
+    r = run_cli(*argv)
+    assert r.returncode == 0 and "usage: leukedge" in r.stdout

@@ -1,0 +1,130 @@
+"""`leukedge train`: train a classifier, resume a run, search hyperparameters, or fit the LR baseline.
+
+Only argparse at import time; TensorFlow is imported inside the handler.
+"""
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """examples:
+  leukedge train --preset quick --split splits/aria-all.split.csv
+  leukedge train --preset quick --task subtype --split splits/aria-all.split.csv
+  leukedge train --preset paper --weights none --split splits/aria-all.split.csv
+  leukedge train --resume runs/20261125-190000-densenet201-224
+  leukedge train --search --preset smoke --folds 2 --grid dropout=0.3,0.5 --grid lr=1e-3
+  leukedge train --baseline lr --backbone efficientnet-lite0 --weights imagenet --split splits/aria-all.split.csv
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a classifier (run folders, resume, presets, --search, LR baseline)",
+                       description="Train a LeukEdge classifier into runs/<time>-<backbone>-<size>/. "
+                                   "Options override the preset.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", help="quick | paper | vgg16 | resnet50 | mobilenetv2 | smoke")
+    p.add_argument("--backbone", help="backbone registry name (densenet201, efficientnet-lite0, tiny-cnn, ...)")
+    p.add_argument("--weights", help="imagenet | none | PATH to a weights file")
+    p.add_argument("--task", choices=("binary", "subtype"), help="binary (negative class vs rest) or subtype")
+    p.add_argument("--negative-class", help="negative class folder of the binary task (default Benign)")
+    p.add_argument("--input-size", type=int, help="input side in pixels (default: the backbone's)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs", type=int, help="maximum epochs (both phases together)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (phase 1 / from scratch)")
+    p.add_argument("--fine-tune-lr", type=float, help="Adam learning rate of fine-tuning")
+    p.add_argument("--freeze-epochs", type=int, help="epochs with the pretrained backbone frozen")
+    p.add_argument("--fine-tune-layers", type=int, help="unfreeze the top N backbone layers (0 = all)")
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--dense-units", type=int)
+    p.add_argument("--patience", type=int, help="early stopping patience (epochs)")
+    p.add_argument("--balance", choices=("class_weight", "oversample", "both", "none"))
+    p.add_argument("--no-augment", action="store_true", help="turn training augmentation off")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--data", help="data folder (default $LEUKEDGE_DATA or ../shared/data/aria-all)")
+    p.add_argument("--split", help="split manifest CSV (default: split the data into the run folder)")
+    p.add_argument("--runs", help="parent folder of run folders (default runs)")
+    p.add_argument("--max-steps-per-epoch", type=int, help="cap steps per epoch (smoke runs)")
+    p.add_argument("--limit-per-class", type=int, help="use at most N images per class and split (tests)")
+    p.add_argument("--threads", type=int, help="TensorFlow threads (default: all CPUs)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other TrainConfig field (JSON value)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", metavar="RUN", help="continue the run folder RUN from its last completed epoch")
+    g.add_argument("--resume-latest", action="store_true",
+                   help="continue RUNS/latest if it is a run of the same backbone/task/size (a finished one is left as it is); "
+                        "start a new run otherwise")
+    g.add_argument("--finalize", metavar="RUN",
+                   help="write spec.json/predictions.csv from RUN's current best.h5 (an unfinished run stays resumable)")
+    g.add_argument("--search", action="store_true", help="grid search with grouped k-fold CV on train+val")
+    g.add_argument("--baseline", choices=("lr",), help="lr: logistic regression + SMOTE on pooled backbone features")
+    p.add_argument("--grid", action="append", metavar="NAME=V1,V2",
+                   help="--search grid axis (dropout, batch_size, lr); repeat per axis")
+    p.add_argument("--folds", type=int, help="--search: grouped k-fold folds (default 3)")
+    p.add_argument("--features-from", metavar="RUN", help="--baseline lr: pooled features of a trained run's best.h5")
+    p.set_defaults(func=cmd_train, _parser=p)
+
+
+def config_from_args(args):
+    from .config import AugmentConfig, from_preset, parse_set
+
+    overrides = dict(backbone=args.backbone, weights=args.weights, task=args.task,
+                     negative_class=args.negative_class, input_size=args.input_size, batch_size=args.batch_size,
+                     epochs=args.epochs, lr=args.lr, fine_tune_lr=args.fine_tune_lr, freeze_epochs=args.freeze_epochs,
+                     fine_tune_layers=args.fine_tune_layers, dropout=args.dropout, dense_units=args.dense_units,
+                     patience=args.patience, balance=args.balance, seed=args.seed, data_dir=args.data,
+                     split=args.split, runs_dir=args.runs, max_steps_per_epoch=args.max_steps_per_epoch,
+                     limit_per_class=args.limit_per_class, threads=args.threads, search_folds=args.folds)
+    overrides.update(parse_set(args.set))
+    if args.no_augment:
+        overrides["augment"] = AugmentConfig(enabled=False)
+    if args.grid:
+        from .search import parse_grid
+
+        overrides["search_grid"] = parse_grid(args.grid)
+    cfg = from_preset(args.preset, **overrides)
+    if args.backbone and args.input_size is None and "input_size" not in overrides:
+        cfg.input_size = None  # another backbone than the preset's: its own default size
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    log = logging.getLogger("leukedge.train")
+    if args.resume:
+        from .trainer import train
+
+        run = train(resume=args.resume)
+        print(f"run folder: {run}")
+        return 0
+    if args.finalize:
+        from .trainer import finalize
+
+        summary = finalize(args.finalize)
+        print(f"{args.finalize}: best epoch {summary.get('best_epoch')}, test " +
+              ", ".join(f"{k} {v:.4f}" for k, v in summary["test"]["at_threshold"].items() if isinstance(v, float)))
+        return 0
+    cfg = config_from_args(args)
+    if args.search:
+        from .search import run_search
+
+        out = run_search(cfg)
+        print(f"search results: {out / 'search.md'}")
+        return 0
+    if args.baseline == "lr":
+        from .baseline_lr import run_baseline
+
+        run = run_baseline(cfg, features_from=args.features_from)
+        print(f"run folder: {run}")
+        return 0
+    from .trainer import latest_to_resume, train
+
+    if args.resume_latest:
+        prev = latest_to_resume(cfg)
+        if prev is not None:
+            log.info("resuming %s", prev)
+            run = train(resume=prev)
+            print(f"run folder: {run}")
+            return 0
+    run = train(cfg)
+    print(f"run folder: {Path(run)}")
+    return 0
