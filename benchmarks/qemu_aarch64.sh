@@ -10,8 +10,10 @@
 # Environment:
 #   LEUKEDGE_ARM64_ROOT  arm64 root folder (default /tmp/leukedge-arm64; never inside the repo)
 #   LEUKEDGE_QEMU_WORK   scratch folder for inputs/outputs (default /tmp/leukedge-qemu-work)
-#   LEUKEDGE_QEMU_TOL    max abs difference allowed per output (default 0.02; an int8 model's
-#                        outputs are dequantized, so one quantization step of a [0, 1] output)
+#   LEUKEDGE_QEMU_CPU    emulated CPU (default cortex-a72 = Raspberry Pi 4; cortex-a76 = Pi 5;
+#                        `max` enables SVE/SME/i8mm that no Pi has)
+#   LEUKEDGE_QEMU_STEPS  int8 outputs: max difference allowed in quantization steps (default 2)
+#   LEUKEDGE_QEMU_TOL    float outputs: max abs difference allowed (default 1e-4)
 #   PYTHON               host Python with leukedge installed (default: python)
 #
 # What it does:
@@ -23,12 +25,15 @@
 #      segfaults at interpreter creation under qemu when it reads the host's x86 cpuinfo).
 #   4. Preprocess the images on x86 with the model's spec (leukedge.preprocess), save .npy,
 #      run the model with leukedge.runtime.LiteRunner on x86 and inside the arm64 root, and
-#      compare every named output: prints the max abs difference, exit 1 above tolerance.
+#      compare every named output: prints the max abs difference (and in int8 quantization
+#      steps), exit 1 above tolerance.
 set -euo pipefail
 
 ROOT=${LEUKEDGE_ARM64_ROOT:-/tmp/leukedge-arm64}
 WORK=${LEUKEDGE_QEMU_WORK:-/tmp/leukedge-qemu-work}
-TOL=${LEUKEDGE_QEMU_TOL:-0.02}
+TOL=${LEUKEDGE_QEMU_TOL:-0.0001}
+STEPS=${LEUKEDGE_QEMU_STEPS:-2}
+QEMU_CPU_MODEL=${LEUKEDGE_QEMU_CPU:-cortex-a72}
 PY=${PYTHON:-python}
 REPO=$(pwd)
 MIRROR=${LEUKEDGE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -62,7 +67,7 @@ setup_host() {
 in_root() {
   chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
     PIP_CERT=/etc/ssl/certs/host-ca.crt SSL_CERT_FILE=/etc/ssl/certs/host-ca.crt \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 OPENBLAS_NUM_THREADS=1 "$@"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 OPENBLAS_NUM_THREADS=1 QEMU_CPU="$QEMU_CPU_MODEL" "$@"
 }
 
 setup_root() {
@@ -118,6 +123,9 @@ CPU variant	: 0x0
 CPU part	: 0xd08
 CPU revision	: 3
 EOF
+  # cpuinfo (XNNPACK) also reads the CPU lists from sysfs, which the chroot does not mount.
+  mountpoint -q "$ROOT/sys" || { mkdir -p "$ROOT/sys/devices/system/cpu"
+    echo 0-1 > "$ROOT/sys/devices/system/cpu/possible"; echo 0-1 > "$ROOT/sys/devices/system/cpu/present"; }
 }
 
 RUNNER_PY='
@@ -130,6 +138,8 @@ res = {}
 for f in sorted(ind.glob("*.npy")):
     for k, v in r.run(np.load(f)).items():
         res[f"{f.stem}/{k}"] = v
+for k, d in r.outputs.items():
+    res[f"_step/{k}"] = np.float64(d["quantization"][0] if d["dtype"] != np.float32 else 0.0)
 np.savez(out, **res)
 import platform; print(platform.machine(), len(res), "arrays")
 '
@@ -164,20 +174,28 @@ EOF
   log "running on aarch64 under qemu (slow; not a timing)"
   in_root /opt/venv/bin/python -c "$RUNNER_PY" /work/model.tflite /work/inputs /work/aarch64.npz
   cp "$ROOT/work/aarch64.npz" "$WORK/aarch64.npz"
-  "$PY" - "$WORK/x86_64.npz" "$WORK/aarch64.npz" "$TOL" "$model" <<'EOF'
+  "$PY" - "$WORK/x86_64.npz" "$WORK/aarch64.npz" "$TOL" "$model" "$STEPS" "$QEMU_CPU_MODEL" <<'EOF'
 import json, sys, numpy as np
-a, b, tol = np.load(sys.argv[1]), np.load(sys.argv[2]), float(sys.argv[3])
+a, b, tol, steps = np.load(sys.argv[1]), np.load(sys.argv[2]), float(sys.argv[3]), float(sys.argv[5])
 if sorted(a.files) != sorted(b.files):
     sys.exit(f"outputs differ in names: {sorted(a.files)} vs {sorted(b.files)}")
-per = {}
+per, per_steps, frac = {}, {}, {}
 for k in a.files:
-    name = k.split("/", 1)[1]
-    d = float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)))) if a[k].size else 0.0
-    per[name] = max(per.get(name, 0.0), d)
-worst = max(per.values())
-res = {"model": sys.argv[4], "images": len({k.split("/")[0] for k in a.files}),
-       "max_abs_diff": per, "worst": worst, "tolerance": tol, "pass": worst <= tol}
+    img, name = k.split("/", 1)
+    if img == "_step":
+        continue
+    d = np.abs(a[k].astype(np.float64) - b[k].astype(np.float64))
+    per[name] = max(per.get(name, 0.0), float(d.max()) if d.size else 0.0)
+    step = float(a[f"_step/{name}"])
+    if step > 0:
+        per_steps[name] = max(per_steps.get(name, 0.0), round(float(d.max()) / step, 2))
+    frac[name] = max(frac.get(name, 0.0), round(float((d > 0).mean()), 4))
+ok = all(per_steps[n] <= steps if n in per_steps else per[n] <= tol for n in per)
+res = {"model": sys.argv[4], "qemu_cpu": sys.argv[6], "images": len({k.split("/")[0] for k in a.files} - {"_step"}),
+       "max_abs_diff": per, "max_diff_quant_steps": per_steps, "fraction_of_values_differing": frac,
+       "tolerance": {"int8_steps": steps, "float_abs": tol}, "pass": ok}
 print(json.dumps(res, indent=2))
+open(sys.argv[1].rsplit("/", 1)[0] + "/result.json", "w").write(json.dumps(res, indent=2) + "\n")
 sys.exit(0 if res["pass"] else 1)
 EOF
 }

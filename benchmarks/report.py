@@ -136,7 +136,8 @@ def markdown(doc: dict) -> str:
            f"input {c['input_source']}; OPENBLAS_NUM_THREADS={c.get('openblas_num_threads')}",
            f"- Load average {c.get('load_avg_start')} -> {c.get('load_avg_end')}; other processes took a median "
            f"{_f(c.get('cpu_others_pct_median'), 0)}% of the CPU while timing",
-           f"- float32 matmul peak: " + ", ".join(f"{k} thread(s) {v} GMAC/s" for k, v in peak.items()) if peak else
+           "- float32 matmul peak (efficiency is against threads x the 1-thread value): "
+           + ", ".join(f"{k} thread(s) {v} GMAC/s" for k, v in peak.items()) if peak else
            "- float32 matmul peak: not measured"]
     if c.get("under_load"):
         out += ["", "> **Timings were taken under load** (other processes shared the CPU): treat them as upper "
@@ -170,8 +171,14 @@ def plot(rows: list[dict], out: str | Path, title: str = "LeukEdge benchmark") -
     ok = [r for r in rows if r["status"] == "ok"]
     labels = [f"{r.get('device', '')} {r['model']} {r['variant']} {r['runtime']} t{r['threads']}".strip() for r in ok]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, max(3.5, 0.35 * len(ok) + 1.5)))
+    colours = {"litert": "tab:blue", "tflite-runtime": "tab:orange", "keras": "tab:green"}
     ax1.barh(range(len(ok)), [r["latency_ms"]["p50"] for r in ok],
-             xerr=[[0] * len(ok), [r["latency_ms"]["p90"] - r["latency_ms"]["p50"] for r in ok]], color="tab:blue")
+             xerr=[[0] * len(ok), [r["latency_ms"]["p90"] - r["latency_ms"]["p50"] for r in ok]],
+             color=[colours.get(r["runtime"], "tab:gray") for r in ok])
+    from matplotlib.patches import Patch
+
+    used = dict.fromkeys(r["runtime"] for r in ok)
+    ax1.legend(handles=[Patch(color=colours.get(n, "tab:gray"), label=n) for n in used], fontsize=8, loc="lower right")
     ax1.set_yticks(range(len(ok)), labels, fontsize=7)
     ax1.invert_yaxis()
     ax1.set_xlabel("p50 latency, batch 1 (ms; whisker to p90)")
@@ -179,7 +186,7 @@ def plot(rows: list[dict], out: str | Path, title: str = "LeukEdge benchmark") -
     with_metric = [r for r in ok if r.get("metric")]
     if with_metric:
         for r in with_metric:
-            ax2.scatter(r["latency_ms"]["p50"], r["metric"]["value"], s=40)
+            ax2.scatter(r["latency_ms"]["p50"], r["metric"]["value"], s=40, color=colours.get(r["runtime"], "tab:gray"))
             ax2.annotate(f"{r['model']} {r['variant']} {r['runtime']} t{r['threads']} {r.get('device', '')}".strip(),
                          (r["latency_ms"]["p50"], r["metric"]["value"]), fontsize=7, xytext=(4, 2),
                          textcoords="offset points")

@@ -140,7 +140,8 @@ def worker_main(job_path: str, out_path: str) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     job = json.loads(Path(job_path).read_text())
     try:
-        mod, fn = TASKS[job["task"]].split(":")
+        # a registered task name, or any "module:function" taking the job (pluggable measurements)
+        mod, fn = TASKS.get(job["task"], job["task"]).split(":")
         result = getattr(importlib.import_module(mod), fn)(job)
     except Exception as exc:  # noqa: BLE001 - any runtime failure becomes an error row
         log.debug("job failed", exc_info=True)

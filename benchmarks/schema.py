@@ -93,6 +93,7 @@ ROW = {
     "variant": (str, True, None, "int8, float32, pruned-int8, ... or keras-float32"),
     "backbone": (_OPT_STR, False, None, "from spec.json"),
     "sha256": (_OPT_STR, False, None, "sha256 of the file"),
+    "sha256_matches_card": ((bool, type(None)), False, None, "sha256 agrees with the release's card.json (null: no card)"),
     "size_mb": (_OPT_NUM, False, None, "file size (MiB)"),
     "gzip_mb": (_OPT_NUM, False, None, "gzip -6 size (MiB)"),
     "runtime": (str, True, None, "litert, tflite-runtime or keras"),
@@ -108,7 +109,8 @@ ROW = {
     "memory": ((dict, type(None)), False, MEMORY, "resident memory (MiB)"),
     "macs": ((int, type(None)), False, None, "multiply-accumulates per inference counted from the model"),
     "gmacs_per_s": (_OPT_NUM, False, None, "macs / p50"),
-    "efficiency_pct": (_OPT_NUM, False, None, "gmacs_per_s / measured float32 peak at these threads"),
+    "efficiency_pct": (_OPT_NUM, False, None, "gmacs_per_s / (threads x single-thread float32 matmul peak); "
+                       "int8 can exceed 100% (VNNI / dot-product instructions)"),
     "cpu_others_pct": (_OPT_NUM, False, None, "CPU used by other processes while timing (% of the machine)"),
     "load_avg_1m": (_OPT_NUM, False, None, "1-minute load average when the row finished"),
     "metric": ((dict, type(None)), False, METRIC, "accuracy from the release's parity/evaluation report"),

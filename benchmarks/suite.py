@@ -92,6 +92,15 @@ def _backbone(spec_path: Path | None) -> str | None:
     return None
 
 
+def _keras_source(folder: Path) -> Path | None:
+    """The trained Keras model of a run folder (best.h5) or of a release (compress.json's source)."""
+    if (folder / "best.h5").exists():
+        return folder / "best.h5"
+    record = _read_json(folder / "compress.json")
+    src = Path(str(record.get("source"))) if isinstance(record, dict) and record.get("source") else None
+    return src if src and src.suffix == ".h5" and src.exists() else None
+
+
 def discover(arg: str, with_keras: bool) -> list[Target]:
     """Targets named by one MODEL argument.
 
@@ -119,10 +128,9 @@ def discover(arg: str, with_keras: bool) -> list[Target]:
     for f in tflites:
         _, variant = _split_name(f)
         targets.append(Target(p.name, variant, str(f), str(p), spec_path, _backbone(spec)))
-    h5 = p / "best.h5"
-    if with_keras and (h5.exists() or spec_path):
-        targets.append(Target(p.name, "keras-float32", str(h5) if h5.exists() else None, str(p), spec_path,
-                              _backbone(spec)))
+    h5 = _keras_source(p)
+    if with_keras and (h5 or spec_path):
+        targets.append(Target(p.name, "keras-float32", str(h5) if h5 else None, str(p), spec_path, _backbone(spec)))
     if not targets:
         raise ModelError(f"{arg}: no .tflite, best.h5 or spec.json in this folder",
                          "name a release folder (models/<name>), a run folder or .tflite files")
@@ -171,8 +179,9 @@ def _metric_in(obj, variant: str, file: str):
 def find_metric(model_dir: str | None, variant: str, file: str) -> dict | None:
     """Accuracy of one release file from ``parity.json`` (per variant) or ``evaluation.json``.
 
-    parity.json: the first object keyed by the variant (``int8``, ``float32``, ``pruned-int8``,
-    ``reference``/``candidate`` entries naming the file) that holds ``accuracy``;
+    parity.json (``leukedge compress``): the ``metrics_ci`` of the comparison side whose ``file``
+    is this file (or whose ``kind`` is ``keras`` for the Keras reference); other layouts: the
+    first object keyed by the variant or naming the file that holds ``accuracy``;
     evaluation.json (``{"metrics": {"accuracy": {"value": v}}}``) applies to the file it names
     (``model``/``file`` key) or, when it names none, to the release's default int8 file.
     """
@@ -180,6 +189,17 @@ def find_metric(model_dir: str | None, variant: str, file: str) -> dict | None:
         return None
     d = Path(model_dir)
     parity = _read_json(d / "parity.json")
+    if isinstance(parity, dict) and isinstance(parity.get("comparisons"), dict):
+        # leukedge compress: {"comparisons": {label: {"reference": {file, kind}, "candidate": {...},
+        #                                          "metrics_ci": {"reference": {accuracy: {value}}, ...}}}}
+        for comp in parity["comparisons"].values():
+            for role in ("candidate", "reference"):
+                who = (comp.get(role) or {}) if isinstance(comp, dict) else {}
+                hit = (str(who.get("file", "")).endswith(file) if who.get("file")
+                       else variant.startswith("keras") and who.get("kind") == "keras")
+                v = _metric_in((comp.get("metrics_ci") or {}).get(role), variant, file) if hit else None
+                if v is not None:
+                    return {"name": "accuracy", "value": v, "source": "parity.json"}
     if parity is not None:
         for node in _walk(parity):
             for key, val in node.items():
@@ -196,6 +216,15 @@ def find_metric(model_dir: str | None, variant: str, file: str) -> dict | None:
             if v is not None:
                 return {"name": "accuracy", "value": v, "source": "evaluation.json"}
     return None
+
+
+def _card_check(t: Target, sha256: str | None) -> bool | None:
+    """Does the file's sha256 match the release's ``card.json["files"]``? (None: no card entry)."""
+    if not (t.model_dir and sha256):
+        return None
+    card = _read_json(Path(t.model_dir) / "card.json")
+    want = (card.get("files") or {}).get(t.file) if isinstance(card, dict) else None
+    return None if not want else want == sha256
 
 
 def _read_json(p: Path):
@@ -246,7 +275,7 @@ def _row_base(t: Target, rt_name: str, threads: int, facts: dict, cfg: BenchConf
             "threads": threads, "status": "error", "error": None, "load_ms": None, "warmup": cfg.warmup,
             "runs": 0, "latency_ms": None, "throughput_ips": None, "memory": None, "macs": facts.pop("macs", None),
             "gmacs_per_s": None, "efficiency_pct": None, "cpu_others_pct": None, "load_avg_1m": None,
-            "metric": find_metric(t.model_dir, t.variant, t.file) if t.format == "tflite" else None,
+            "metric": find_metric(t.model_dir, t.variant, t.file) if t.path else None,  # not for a rebuilt model
             "input_shape": None, "input_dtype": None}
 
 
@@ -269,7 +298,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     total = len(jobs) + (len(extra) if cfg.e2e else 0) + (len(extra) if cfg.overhead else 0)
     log.info("benchmark: %d model file(s), runtimes %s, threads %s: %d jobs", len(targets), ",".join(runtimes),
              ",".join(map(str, threads)), total)
-    peak = cost.measure_peak(threads) if cfg.peak else None
+    peak = cost.measure_peak(sorted({1, *threads})) if cfg.peak else None
     facts_cache: dict[str, dict] = {}
     results, e2e, overhead = [], [], []
     t_start = time.perf_counter()
@@ -295,8 +324,12 @@ def run_benchmark(cfg: BenchConfig) -> dict:
                     except Exception as exc:  # noqa: BLE001 - a corrupt file is reported by its row
                         log.debug("cannot count MACs of %s: %s", t.path, exc)
             row = _row_base(t, r, n, dict(facts_cache[key]), cfg)
+            row["sha256_matches_card"] = _card_check(t, row["sha256"])
             why = REGISTRY[r].unavailable()
-            if why:
+            if row["sha256_matches_card"] is False:
+                row.update(status="error", error=f"{t.file}: sha256 differs from the model card (card.json); "
+                                                 "the file was modified or corrupted")
+            elif why:
                 row.update(status="error", error=why)
             else:
                 res = run_isolated({**base_job, "task": "latency", "target": t.to_dict(), "runtime": r, "threads": n,
@@ -315,9 +348,8 @@ def run_benchmark(cfg: BenchConfig) -> dict:
             progress(f"{t.model} {t.variant} {r} threads={n}", summ)
         n_e2e = max(threads)
         for t in extra:
-            failed = [r for r in results if r["file"] == t.file and r["model"] == t.model and r["runtime"] == tfl_rt
-                      and r["status"] != "ok"]
-            if failed:  # the model did not load: its own row says why; no point timing it again
+            mine = [r for r in results if r["file"] == t.file and r["model"] == t.model and r["runtime"] == tfl_rt]
+            if mine and all(r["status"] != "ok" for r in mine):  # it did not load: its rows say why
                 skip = {"model": t.model, "file": t.file, "runtime": tfl_rt, "threads": n_e2e, "status": "skipped",
                         "error": "the model failed in the latency run (see results)"}
                 if cfg.e2e:

@@ -21,7 +21,8 @@ def register(sub) -> None:
                    help="comma list of float32,int8,float16,dynamic (default float32,int8; float32 always)")
     c.add_argument("--prune", type=float, nargs="?", const=0.5, default=None, metavar="SPARSITY",
                    help="also write <name>.pruned-int8.tflite pruned to SPARSITY (default 0.5 when given bare)")
-    c.add_argument("--prune-epochs", type=int, default=1, help="fine-tuning epochs while pruning (default 1)")
+    c.add_argument("--prune-epochs", type=int, default=2,
+                   help="fine-tuning epochs while pruning (default 2: sparsity ramps up over 70%% of the steps, then recovery)")
     c.add_argument("--prune-batch-size", type=int, default=16)
     c.add_argument("--prune-lr", type=float, default=1e-4, help="fine-tuning learning rate (default 1e-4)")
     c.add_argument("--prune-max-images", type=int, default=None, help="use at most N training images to fine-tune")

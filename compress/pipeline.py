@@ -53,7 +53,7 @@ class CompressConfig:
     out: str
     variants: list[str] = field(default_factory=lambda: ["float32", "int8"])
     prune: float | None = None
-    prune_epochs: int = 1
+    prune_epochs: int = 2
     prune_batch_size: int = 16
     prune_lr: float = 1e-4
     prune_max_images: int | None = None

@@ -21,9 +21,10 @@ from leukedge.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
-#: Layer types whose kernels are pruned and measured, with the kernel attribute.
-PRUNED_KERNELS = {"Conv2D": "kernel", "DepthwiseConv2D": "depthwise_kernel", "Dense": "kernel",
-                  "SeparableConv2D": "pointwise_kernel"}
+#: Layer types whose kernels tfmot prunes (its prune_registry), with the kernel attribute.
+#: DepthwiseConv2D is supported by tfmot but has no prunable weights (left dense).
+PRUNED_KERNELS = {"Conv1D": "kernel", "Conv2D": "kernel", "Conv2DTranspose": "kernel", "Conv3D": "kernel",
+                  "Dense": "kernel", "SeparableConv1D": "pointwise_kernel", "SeparableConv2D": "pointwise_kernel"}
 
 
 @dataclass
@@ -32,7 +33,9 @@ class PruneConfig:
 
     Attributes:
         target_sparsity: fraction of zeros in every pruned kernel at the end (0 < s < 1).
-        epochs: fine-tuning epochs over the training images (the schedule spans all of them).
+        epochs: fine-tuning epochs over the training images.
+        end_fraction: the schedule reaches the target sparsity after this fraction of the
+            steps; the rest fine-tunes with the masks fixed (recovers accuracy).
         batch_size: images per step.
         learning_rate: Adam learning rate of the fine-tuning.
         frequency: steps between mask updates (None: ~10 updates over the schedule).
@@ -43,7 +46,8 @@ class PruneConfig:
     """
 
     target_sparsity: float = 0.5
-    epochs: int = 1
+    epochs: int = 2
+    end_fraction: float = 0.7
     batch_size: int = 16
     learning_rate: float = 1e-4
     frequency: int | None = None
@@ -54,6 +58,8 @@ class PruneConfig:
     def __post_init__(self):
         if not 0.0 < float(self.target_sparsity) < 1.0:
             raise ConfigError(f"target sparsity must be in (0, 1), got {self.target_sparsity}", "e.g. --prune 0.5")
+        if not 0.0 < float(self.end_fraction) <= 1.0:
+            raise ConfigError(f"end_fraction must be in (0, 1], got {self.end_fraction}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("pruning needs at least 1 epoch and a batch size >= 1")
 
@@ -105,25 +111,32 @@ class _Batches:
         return Seq(*a, **k)
 
 
-def schedule_steps(total_steps: int, frequency: int | None) -> tuple[int, int, int]:
-    """(begin_step, end_step, frequency) so that the last mask update lands on the last step.
+def schedule_steps(total_steps: int, frequency: int | None, end_fraction: float = 1.0) -> tuple[int, int, int]:
+    """(begin_step, end_step, frequency) so that a mask update lands exactly on ``end_step``.
 
     tfmot's wrapper increments its step before masking, so training steps are 1..total and a
     mask update happens when ``(step - begin) % frequency == 0`` and ``begin <= step <= end``.
+    ``end_step`` is ``end_fraction`` of the steps (at least 1).
     """
     total = max(1, int(total_steps))
-    freq = int(frequency) if frequency else max(1, total // 10)
-    freq = min(freq, total)
-    begin = total % freq  # (total - begin) is a multiple of freq
-    return begin, total, freq
+    end = max(1, min(total, int(round(total * float(end_fraction)))))
+    freq = int(frequency) if frequency else max(1, end // 10)
+    freq = min(freq, end)
+    begin = end % freq  # (end - begin) is a multiple of freq
+    return begin, end, freq
 
 
-def measure_sparsity(model) -> dict[str, dict]:
-    """Fraction of exact zeros in every prunable kernel of a (stripped) model."""
+def measure_sparsity(model, names=None) -> dict[str, dict]:
+    """Fraction of exact zeros in every prunable kernel of a (stripped) model.
+
+    Args:
+        model: a tf_keras model.
+        names: only these layers (e.g. the ones tfmot wrapped); None = every prunable type.
+    """
     out = {}
     for layer in model.layers:
         attr = PRUNED_KERNELS.get(type(layer).__name__)
-        if attr is None or not hasattr(layer, attr):
+        if attr is None or not hasattr(layer, attr) or (names is not None and layer.name not in names):
             continue
         w = getattr(layer, attr).numpy()
         out[layer.name] = {"type": type(layer).__name__, "size": int(w.size),
@@ -172,7 +185,7 @@ def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarra
     t0 = time.perf_counter()
     seq = _Batches(images_u8, np.asarray(labels), spec, cfg.batch_size, cfg.seed)
     steps = len(seq) * cfg.epochs
-    begin, end, freq = schedule_steps(steps, cfg.frequency)
+    begin, end, freq = schedule_steps(steps, cfg.frequency, cfg.end_fraction)
     schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=float(cfg.target_sparsity),
                                                     begin_step=begin, end_step=end, frequency=freq)
     base = keras.models.clone_model(model)
@@ -189,9 +202,11 @@ def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarra
     loss = (keras.losses.BinaryCrossentropy() if spec.task == "binary"
             else keras.losses.SparseCategoricalCrossentropy())
     pruned.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=loss)
-    log.info("pruning to %.0f%% sparsity: %d steps (%d epoch(s) x %d batches of %d), mask update every %d "
-             "steps from step %d (the first steps trace the graph and are slow)",
-             100 * cfg.target_sparsity, steps, cfg.epochs, len(seq), cfg.batch_size, freq, begin)
+    wrapped = {l.layer.name for l in pruned.layers if _is_pruning_wrapper(l) and getattr(l, "prunable_weights", None)}
+    log.info("pruning %d layers to %.0f%% sparsity: %d steps (%d epoch(s) x %d batches of %d), mask update every %d "
+             "steps from step %d to %d, then fine-tuning with fixed masks (the first steps trace the graph and are slow)",
+             len(wrapped),
+             100 * cfg.target_sparsity, steps, cfg.epochs, len(seq), cfg.batch_size, freq, begin, end)
     hist = pruned.fit(seq, epochs=cfg.epochs, verbose=0, class_weight=class_weight, shuffle=False,
                       callbacks=[tfmot.sparsity.keras.UpdatePruningStep(), _LogEvery(max(1, len(seq) // 5))])
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
@@ -200,7 +215,9 @@ def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarra
     clean = keras.models.clone_model(stripped)
     clean.set_weights(stripped.get_weights())
     stripped = clean
-    layers = measure_sparsity(stripped)
+    layers = measure_sparsity(stripped, wrapped)
+    if len(layers) != len(wrapped):
+        raise ModelError(f"{len(wrapped)} layers were pruned but {len(layers)} kernels could be measured")
     total = sum(d["size"] for d in layers.values())
     overall = sum(d["zeros"] for d in layers.values()) / max(1, total)
     report = PruneReport(float(cfg.target_sparsity), steps, begin, end, freq, layers, float(overall),
@@ -209,6 +226,10 @@ def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarra
     log.info("pruned %d layers: overall kernel sparsity %.3f (target %.2f), %.0f s",
              len(layers), overall, cfg.target_sparsity, report.seconds)
     return stripped, report
+
+
+def _is_pruning_wrapper(layer) -> bool:
+    return type(layer).__name__ == "PruneLowMagnitude"
 
 
 class _LogEvery:

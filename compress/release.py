@@ -49,6 +49,7 @@ class Release:
         self.name = self.out.name
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.staging = self.out.parent / f".{self.name}.partial-{os.getpid()}"
+        _remove_stale(self.out.parent, self.name)
         if self.staging.exists():
             shutil.rmtree(self.staging)
         self.staging.mkdir()
@@ -111,6 +112,28 @@ class Release:
         if not self.committed and self.staging.exists():
             shutil.rmtree(self.staging, ignore_errors=True)
             log.warning("release %s not written (staging folder removed)", self.name)
+
+
+def _remove_stale(parent: Path, name: str) -> None:
+    """Remove staging folders of this release left by killed processes (their pid is gone)."""
+    for p in parent.glob(f".{name}.partial-*"):
+        try:
+            pid = int(p.name.rsplit("-", 1)[1])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            log.info("removing %s (left by an interrupted run)", p)
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync_dir(path: Path) -> None:

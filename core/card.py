@@ -176,6 +176,7 @@ def build_card(release_dir) -> dict:
             "data": ev.get("data"), "n": ev.get("n"), "n_positive": ev.get("n_positive"),
             "n_negative": ev.get("n_negative"), "threshold": ev.get("threshold"),
             "threshold_rule": ev.get("threshold_rule"), "metrics": ev.get("metrics"),
+            "metrics_group_ci": ev.get("metrics_group_ci"), "n_groups": ev.get("n_groups"),
             "confusion_matrix": ev.get("confusion_matrix"),
             "calibration": {"ece": ev.get("calibration", {}).get("ece"), "brier": ev.get("calibration", {}).get("brier")},
             "operating_points": [{k: o[k] for k in ("name", "threshold", "rule", "metrics")}
@@ -222,7 +223,10 @@ def card_markdown(card: dict) -> str:
         page.p(f"Measured with `{ev['model_file']}` on {ev['n']} images ({ev['n_positive']} leukemia, "
                f"{ev['n_negative']} benign; {ev['data'].get('mode')}), threshold {ev['threshold']:.4f}. "
                "95% percentile-bootstrap confidence intervals.")
-        page.table(["metric", "value [95% CI]"], [[lab, fmt_ci(ev["metrics"][k])] for k, lab in METRIC_LABELS.items()])
+        gci = ev.get("metrics_group_ci")
+        page.table(["metric", "value [95% CI]"] + (["95% CI resampling patient-proxy groups"] if gci else []),
+                   [[lab, fmt_ci(ev["metrics"][k])] + ([f"[{_f(gci[k]['ci95'][0])}, {_f(gci[k]['ci95'][1])}]"]
+                                                       if gci else []) for k, lab in METRIC_LABELS.items()])
         page.p(f"Confusion matrix [[TN, FP], [FN, TP]]: {ev['confusion_matrix']}. Calibration: ECE "
                f"{_f(ev['calibration']['ece'])}, Brier {_f(ev['calibration']['brier'])}.")
         if ev.get("subtype"):

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 SCHEMA = 1
 SMALL_CLASS_N = 100
+#: Corner fraction masked by the shortcut audit unless told otherwise (0 turns the audit off).
+DEFAULT_CORNER_MASK = 0.15
 #: Caveats that hold for every evaluation on this dataset (the card lists them once as limitations).
 GENERIC_CAVEATS = (
     "All images come from one hospital (Taleqani Hospital, Tehran; 89 patients, one stain protocol and "
@@ -47,6 +49,7 @@ class Item:
     cls: str
     split: str = "all"
     sha256: str = ""
+    group: str = ""
 
 
 @dataclass
@@ -135,7 +138,8 @@ def select_items(data_dir, spec: ModelSpec, split_csv=None, use_all: bool = Fals
     if not chosen:
         raise DataError(f"{split_csv}: has no '{split}' rows")
     check_classes({r["class"] for r in chosen}, spec, str(split_csv))
-    return [Item(r["path"], r["abspath"], r["class"], r["split"], r.get("sha256", "")) for r in chosen], rows
+    return [Item(r["path"], r["abspath"], r["class"], r["split"], r.get("sha256", ""), r.get("group", ""))
+            for r in chosen], rows
 
 
 def binary_truth(items: list[Item], spec: ModelSpec) -> np.ndarray:
@@ -227,7 +231,7 @@ def evaluate_predictor(predictor, items: list[Item], *, threshold: float | None 
         (result dict, per-image prediction rows, extra arrays {"cam": (N, h, w)} if the model has them).
     """
     spec = predictor.spec
-    kept, sc = score(predictor, items, desc="evaluate: test")
+    kept, sc = score(predictor, items, desc="evaluate: all images" if use_all else "evaluate: test split")
     if not kept:
         raise DataError("no image could be read", "check the data folder (see the unreadable files)")
     y = binary_truth(kept, spec)
@@ -263,6 +267,9 @@ def evaluate_predictor(predictor, items: list[Item], *, threshold: float | None 
         "unreadable": sc.errors,
         "n_boot": n_boot, "seed": seed,
     }
+    if kept and all(it.group for it in kept):
+        result["metrics_group_ci"] = M.metrics_with_ci(y, p, t, n_boot, seed, groups=[it.group for it in kept])
+        result["n_groups"] = len({it.group for it in kept})
     for op in ops:
         b = binary_block(y, p, op.threshold, n_boot, seed)
         result["operating_points"].append({"name": op.name, "threshold": op.threshold, "rule": op.rule,
@@ -272,7 +279,8 @@ def evaluate_predictor(predictor, items: list[Item], *, threshold: float | None 
     rows = []
     for i, it in enumerate(kept):
         row = {"path": it.path, "split": it.split, "class": it.cls, "y_true": int(y[i]),
-               "probability": f"{p[i]:.6f}", "prediction": int(pred[i]), "correct": int(pred[i] == y[i])}
+               "probability": f"{p[i]:.6f}", "prediction": int(pred[i]), "correct": int(pred[i] == y[i]),
+               "group": it.group}
         rows.append(row)
     if spec.task == "subtype":
         lab = np.array([spec.class_names.index(it.cls) for it in kept])
@@ -304,6 +312,18 @@ def evaluate_predictor(predictor, items: list[Item], *, threshold: float | None 
         for i, row in enumerate(rows):
             row["probability_masked"] = f"{pm[i]:.6f}"
     result["caveats"] = caveats(spec, y, use_all, audit, overlap, threshold_from_val)
+    err_groups: dict[str, int] = {}
+    for it, ok in zip(kept, pred == y):
+        if not ok:
+            err_groups[it.group or "(no group)"] = err_groups.get(it.group or "(no group)", 0) + 1
+    result["errors_by_group"] = dict(sorted(err_groups.items(), key=lambda kv: -kv[1]))
+    n_err = int(np.sum(pred != y))
+    if n_err >= 3 and any(it.group for it in kept):
+        g, k = next(iter(result["errors_by_group"].items()))
+        if k >= n_err / 2:
+            result["caveats"].append(f"{k} of the {n_err} errors come from one split group ({g}: consecutive file "
+                                     "numbers, probably one patient): errors cluster by patient, so the effective "
+                                     "sample size is smaller than n and the CIs are optimistic.")
     if overlap is not None:
         result["overlap_with_training"] = overlap
     extra = {k: v for k, v in sc.extra.items() if k == "cam"}
@@ -313,7 +333,8 @@ def evaluate_predictor(predictor, items: list[Item], *, threshold: float | None 
 # --------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------
-PRED_COLUMNS = ["path", "split", "class", "y_true", "probability", "prediction", "correct", "probability_masked",
+PRED_COLUMNS = ["path", "split", "class", "y_true", "probability", "prediction", "correct", "group",
+                "probability_masked",
                 "label", "predicted_label"]
 
 
@@ -333,7 +354,7 @@ def read_predictions(path) -> list[dict]:
 
 
 def run_evaluation(model, data_dir, *, split_csv=None, use_all: bool = False, json_out=None, report_dir=None,
-                   mask_corners: float = 0.0, threshold: float | None = None, gradcam: int = 4,
+                   mask_corners: float = DEFAULT_CORNER_MASK, threshold: float | None = None, gradcam: int = 4,
                    variant: str | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
     """Everything ``leukedge evaluate`` does; returns the result dict (also written to ``json_out``).
 
@@ -371,8 +392,8 @@ def run_evaluation(model, data_dir, *, split_csv=None, use_all: bool = False, js
         report_dir = Path(report_dir)
         report_dir.mkdir(parents=True, exist_ok=True)
         write_predictions(report_dir / "predictions.csv", pred_rows)
-        hist = info.folder / "history.csv"
-        if hist.exists():
+        hist = find_history(info)
+        if hist is not None:
             atomic_write_text(report_dir / "history.csv", hist.read_text())
         if gradcam and gradcam > 0:
             _write_cams(predictor, pred_rows, data_dir, extra, report_dir / "cams.npz", gradcam)
@@ -384,6 +405,25 @@ def run_evaluation(model, data_dir, *, split_csv=None, use_all: bool = False, js
     if json_out:
         atomic_write_json(json_out, result)
     return result
+
+
+def find_history(info: ModelInfo) -> Path | None:
+    """The training curves: ``history.csv`` of the run folder, or of the run a release was made from
+    (``compress.json`` records its source model file)."""
+    if (info.folder / "history.csv").exists():
+        return info.folder / "history.csv"
+    cj = info.folder / "compress.json"
+    if cj.exists():
+        import json
+
+        try:
+            src = Path(json.loads(cj.read_text()).get("source", ""))
+        except (ValueError, AttributeError):
+            return None
+        for cand in (src.parent / "history.csv", src / "history.csv"):
+            if str(src) and cand.exists():
+                return cand
+    return None
 
 
 def gallery_selection(rows: list[dict], n_per_group: int, max_errors: int = 60) -> dict[str, list[int]]:

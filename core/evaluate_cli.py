@@ -21,8 +21,9 @@ def register(sub) -> None:
     p.add_argument("--split", default=None, help="split manifest CSV (default: split.csv of the run/release folder)")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the result JSON here")
     p.add_argument("--report", default=None, metavar="DIR", help="write Markdown/HTML pages and figures here")
-    p.add_argument("--mask-corners", type=float, default=0.0, metavar="F",
-                   help="shortcut audit: also score with the corners masked (fraction of the side, e.g. 0.15)")
+    p.add_argument("--mask-corners", type=float, default=0.15, metavar="F",
+                   help="shortcut audit: also score with the four corners masked, F = fraction of the side "
+                        "(default 0.15, where the scale-bar stamps are; 0 turns the audit off)")
     p.add_argument("--threshold", type=float, default=None, help="decision threshold (default: the spec's)")
     p.add_argument("--gradcam", type=int, default=4, metavar="N",
                    help="Grad-CAM gallery: N images per group TP/FP/FN/TN (0: none; default 4)")

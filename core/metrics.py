@@ -6,6 +6,11 @@ within itself, so every replicate has the test set's class counts and every metr
 defined). The bootstrap replicates are computed vectorised (confusion counts and the
 Mann-Whitney form of ROC-AUC) and agree with scikit-learn on every replicate.
 
+When a proportion is observed at exactly 0 or 1 (say 67 of 67 benign images correct) every
+bootstrap replicate agrees and the percentile interval has zero width; the exact
+Clopper-Pearson interval is reported instead (``ci_method`` says which). Stratified
+resampling conditions on the test set's class counts.
+
 Conventions: ``y_true`` is 0/1 (1 = positive = leukemia); ``p`` the positive-class
 probability; the decision is positive when ``p >= threshold``.
 """
@@ -138,9 +143,41 @@ def _percentile_ci(values: np.ndarray, level: float = 0.95) -> list:
     return [float(lo), float(hi)]
 
 
+def cluster_bootstrap_metrics(y, s, threshold: float, groups, n_boot: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Binary metrics over bootstrap replicates that resample whole groups (patients, or their proxy).
+
+    Groups are resampled with replacement within each class (a group that mixes classes is
+    assigned to its majority class), so images of one group are never split between draws.
+    """
+    g = np.asarray(groups).reshape(-1)
+    rng = np.random.default_rng(seed)
+    members: dict = {}
+    for i, key in enumerate(g):
+        members.setdefault(key, []).append(i)
+    by_class: dict[int, list] = {}
+    for key, idx in members.items():
+        by_class.setdefault(int(round(np.mean(y[idx]))), []).append(np.array(idx))
+    out = {k: np.empty(n_boot) for k in BINARY_KEYS}
+    for b in range(n_boot):
+        parts = []
+        for cls_groups in by_class.values():
+            pick = rng.integers(0, len(cls_groups), len(cls_groups))
+            parts.extend(cls_groups[j] for j in pick)
+        idx = np.concatenate(parts)[None, :]
+        row = _binary_metric_matrix(y, s, threshold, idx)
+        for k in BINARY_KEYS:
+            out[k][b] = row[k][0]
+    return out
+
+
 def metrics_with_ci(y_true, p, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0,
-                    level: float = 0.95) -> dict[str, dict]:
+                    level: float = 0.95, groups=None) -> dict[str, dict]:
     """:func:`binary_metrics` with percentile-bootstrap confidence intervals.
+
+    Args:
+        groups: optional group of each image (e.g. the split manifest's ``group``, a proxy for
+            the patient): the bootstrap then resamples whole groups (cluster bootstrap), which
+            accounts for images of one patient being correlated. Default: resample images.
 
     Returns:
         ``{"accuracy": {"value": v, "ci95": [lo, hi]}, ...}`` for every key of
@@ -151,10 +188,39 @@ def metrics_with_ci(y_true, p, threshold: float = 0.5, n_boot: int = 1000, seed:
     out: dict[str, dict] = {}
     if y.size == 0:
         return {k: {"value": None, "ci95": [None, None]} for k in BINARY_KEYS}
-    boot = _binary_metric_matrix(y, s, threshold, stratified_bootstrap_indices(y, n_boot, seed))
+    if groups is None:
+        boot = _binary_metric_matrix(y, s, threshold, stratified_bootstrap_indices(y, n_boot, seed))
+        method = "percentile bootstrap (stratified)"
+    else:
+        boot = cluster_bootstrap_metrics(y, s, threshold, groups, n_boot, seed)
+        method = "percentile cluster bootstrap over groups (stratified)"
+    counts = _proportion_counts(y, s, threshold)
     for k in BINARY_KEYS:
-        out[k] = {"value": _nan_to_none(point[k]), "ci95": _percentile_ci(boot[k], level)}
+        out[k] = {"value": _nan_to_none(point[k]), "ci95": _percentile_ci(boot[k], level), "ci_method": method}
+        lo, hi = out[k]["ci95"]
+        if k in counts and lo is not None and lo == hi and point[k] in (0.0, 1.0):
+            # All resamples agree when the observed proportion is 0 or 1 (e.g. 67/67 benign correct):
+            # a zero-width interval would claim certainty. Use the exact binomial interval instead.
+            out[k]["ci95"] = clopper_pearson(*counts[k], level)
+            out[k]["ci_method"] = "Clopper-Pearson exact (bootstrap degenerate at {:g})".format(point[k])
     return out
+
+
+def _proportion_counts(y, s, threshold) -> dict[str, tuple[int, int]]:
+    pred = s >= threshold
+    tp, fp = int(np.sum(pred & (y == 1))), int(np.sum(pred & (y == 0)))
+    fn, tn = int(np.sum(~pred & (y == 1))), int(np.sum(~pred & (y == 0)))
+    out = {"accuracy": (tp + tn, y.size), "recall": (tp, tp + fn), "specificity": (tn, tn + fp),
+           "precision": (tp, tp + fp)}
+    return {k: v for k, v in out.items() if v[1] > 0}
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> list[float]:
+    """Exact (Clopper-Pearson) confidence interval of a proportion k/n."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="exact")
+    return [float(ci.low), float(ci.high)]
 
 
 def paired_delta(y_true, p_ref, p_cand, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0,

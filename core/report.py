@@ -126,6 +126,11 @@ def fig_roc(path, curves: list[tuple[str, np.ndarray, np.ndarray, str]], points=
 
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+    floor = 1.0
+    for _, y, p, _ in curves:
+        fpr, tpr, _ = roc_curve(y, p)
+        floor = min(floor, float(np.interp(0.0, fpr, tpr, left=0.0)))
+    zoom_lo = float(np.clip(np.floor((floor - 0.03) * 20) / 20, 0.0, 0.95))  # a multiple of 0.05 below the curves
     for ax, zoom in zip(axes, (False, True)):
         for label, y, p, style in curves:
             fpr, tpr, _ = roc_curve(y, p)
@@ -137,7 +142,7 @@ def fig_roc(path, curves: list[tuple[str, np.ndarray, np.ndarray, str]], points=
         ax.set_ylabel("True positive rate (sensitivity)")
         if zoom:
             ax.set_xlim(-0.005, 0.3)
-            ax.set_ylim(0.7, 1.005)
+            ax.set_ylim(zoom_lo, 1.005)
             ax.set_title("zoom: top-left corner")
         else:
             ax.set_xlim(-0.01, 1.01)
@@ -180,7 +185,7 @@ def fig_reliability(path, cal: dict):
     mp = np.array([np.nan if v is None else v for v in cal["mean_predicted"]])
     width = 1.0 / cal["n_bins"]
     ax.bar(c, np.nan_to_num(frac), width=width * 0.9, alpha=0.6, label="observed fraction positive")
-    ax.plot(mp, frac, "o-", color="C3", label="mean predicted vs observed")
+    ax.plot(mp, frac, "o", color="C3", ms=7, label="observed vs mean predicted (per bin)")
     ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
     ax.set_ylabel("fraction positive")
     ax.set_title(f"Reliability diagram (ECE {_fmt(cal['ece'])}, Brier {_fmt(cal['brier'])})")
@@ -315,18 +320,23 @@ def fig_gallery(path, panels: list[tuple[str, list]], data_dir: Path, pre: dict,
             axes[r, 2 * j + 1].set_title(cap, fontsize=7)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
 # --------------------------------------------------------------------------------------------
 # The pages
 # --------------------------------------------------------------------------------------------
-def _metrics_table(page: Page, metrics: dict, other: dict | None = None, other_label: str = ""):
-    header = ["metric", "value [95% CI]"] + ([other_label, "change [95% CI]"] if other else [])
+def _metrics_table(page: Page, metrics: dict, other: dict | None = None, other_label: str = "",
+                   grouped: dict | None = None):
+    header = ["metric", "value [95% CI]"] + (["95% CI resampling groups"] if grouped else []) \
+        + ([other_label, "change [95% CI]"] if other else [])
     rows = []
     for k, lab in METRIC_LABELS.items():
         row = [lab, fmt_ci(metrics[k])]
+        if grouped:
+            lo, hi = grouped[k]["ci95"]
+            row.append(f"[{_fmt(lo)}, {_fmt(hi)}]")
         if other:
             d = other["delta"][k]
             row += [fmt_ci(other["metrics"][k]), f"{_fmt(d['delta'], 4)} [{_fmt(d['ci95'][0])}, {_fmt(d['ci95'][1])}]"]
@@ -364,15 +374,23 @@ def build_report(report_dir) -> Path:
     page.p(f"Decision threshold {t:.4f}: {ev['threshold_rule']}. 95% CIs: percentile bootstrap, "
            f"{ev['n_boot']} stratified resamples of the evaluation images.")
     page.h("Metrics (leukemia vs benign)")
-    _metrics_table(page, m)
+    _metrics_table(page, m, grouped=ev.get("metrics_group_ci"))
+    if ev.get("metrics_group_ci"):
+        page.p(f"The second interval resamples whole split groups ({ev.get('n_groups')} blocks of consecutive file "
+               "numbers, a proxy for patients) instead of images: images of one patient are correlated, so this "
+               "interval is the more honest one when errors cluster. A proportion observed at 0 or 1 gets the "
+               "exact Clopper-Pearson interval (the bootstrap would have zero width).")
     curves = [(f"{model.get('name', 'model')} (AUC {fmt_ci(m['roc_auc'])})", y, p, "-")]
     audit = ev.get("shortcut_audit")
     if audit and rows and "probability_masked" in rows[0]:
         pm = np.array([float(r["probability_masked"]) for r in rows])
         curves.append((f"corners masked (AUC {fmt_ci(audit['metrics']['roc_auc'])})", y, pm, "--"))
     spec_pt = (f"threshold {t:.3f}", 1 - (m["specificity"]["value"] or 0), m["recall"]["value"] or 0)
-    fig_roc(figs / "roc.png", curves, [spec_pt])
-    page.img("figures/roc.png", "ROC curve")
+    if len(set(y.tolist())) == 2:
+        fig_roc(figs / "roc.png", curves, [spec_pt])
+        page.img("figures/roc.png", "ROC curve")
+    else:
+        page.p("Only one class in this evaluation: no ROC curve (ROC-AUC is undefined).")
     fig_confusion(figs / "confusion.png", ev["confusion_matrix"], [neg_lab, pos_lab],
                   f"Confusion matrix at threshold {t:.3f}")
     page.img("figures/confusion.png", "confusion matrix")
@@ -423,7 +441,11 @@ def build_report(report_dir) -> Path:
         page.img("figures/curves.png", "training vs validation accuracy and loss")
     cams_file = d / "cams.npz"
     if cams_file.exists():
-        _gallery_pages(page, d, figs, rows, cams_file, data_dir, pre)
+        _gallery_pages(page, d, figs, rows, cams_file, data_dir, pre, ev)
+    if ev.get("errors_by_group"):
+        page.h("Errors by split group")
+        page.p("Groups are blocks of consecutive file numbers (a proxy for patients) from the split manifest.")
+        page.table(["group", "errors"], [[g, k] for g, k in ev["errors_by_group"].items()])
     if ev.get("unreadable"):
         page.h("Unreadable files")
         page.bullets(f"{k}: {v}" for k, v in ev["unreadable"].items())
@@ -434,21 +456,30 @@ def build_report(report_dir) -> Path:
     return d / "evaluation.md"
 
 
-def _gallery_pages(page: Page, d: Path, figs: Path, rows, cams_file: Path, data_dir: Path, pre: dict):
+def _gallery_pages(page: Page, d: Path, figs: Path, rows, cams_file: Path, data_dir: Path, pre: dict, ev: dict):
     z = np.load(cams_file)
     cam_of = {int(i): c for i, c in zip(z["index"], z["cams"])}
     source = str(z["source"])
 
+    names_sub = (ev.get("subtype") or {}).get("class_names")
+
     def entry(i):
         r = rows[i]
-        return r["path"], f"p={float(r['probability']):.3f}", cam_of[i]
+        cap = f"p={float(r['probability']):.3f}  cam max {float(np.max(cam_of[i])):.2g}"
+        if names_sub and r.get("predicted_label") not in (None, ""):
+            cap = f"pred {names_sub[int(r['predicted_label'])]}, p(ALL)={float(r['probability']):.3f}, " \
+                  f"max {float(np.max(cam_of[i])):.2g}"
+        return r["path"], cap, cam_of[i]
 
     names = {"TP": "true positives", "FP": "false positives", "FN": "false negatives", "TN": "true negatives"}
     panels = [(f"{g} ({len(z['sel_' + g])})", [entry(i) for i in z[f"sel_{g}"]]) for g in names
               if len(z[f"sel_{g}"])]
     page.h("Grad-CAM gallery")
-    page.p(f"Heatmaps: {source}; the explained score is the leukemia (positive) class, each map scaled to its own "
-           "maximum. Rows: the most confident true/false positives/negatives. Look for heat on the "
+    target = ("the predicted subtype's score" if ev.get("model", {}).get("task") == "subtype"
+              else "the leukemia (positive) class score")
+    page.p(f"Heatmaps: {source}; the explained score is {target}, each map scaled to its own "
+           "maximum (its raw maximum is printed: a map of a confident negative is near zero, so its colours "
+           "show noise). Rows: the most confident true/false positives/negatives. Look for heat on the "
            "lymphoblasts, not on the background or the corner stamps. Errors: [errors.md](errors.md).")
     ncols = max((len(e) for _, e in panels), default=1)
     if panels:
@@ -459,6 +490,18 @@ def _gallery_pages(page: Page, d: Path, figs: Path, rows, cams_file: Path, data_
     ep.p(f"{len(err)} misclassified image(s) shown (false positives and false negatives, most confident first), "
          f"with the probability of leukemia and the heatmap ({source}).")
     if err:
+        by_group: dict[str, list[int]] = {}
+        for i in err:
+            by_group.setdefault(rows[i].get("group") or "(no group)", []).append(i)
+        if len(by_group) < len(err):
+            sizes = {}
+            for r in rows:
+                sizes[r.get("group") or "(no group)"] = sizes.get(r.get("group") or "(no group)", 0) + 1
+            ep.p(f"The {len(err)} errors come from {len(by_group)} split group(s) (blocks of consecutive file "
+                 "numbers, a proxy for patients): errors that cluster in one group point to one patient or one "
+                 "capture session the model fails on, and mean the effective sample size is smaller than n.")
+            ep.table(["group", "errors", "images of the group in this evaluation"],
+                     [[g, len(v), sizes.get(g, "?")] for g, v in sorted(by_group.items(), key=lambda kv: -len(kv[1]))])
         ep.table(["#", "image", "true class", "probability", "error"],
                  [[n + 1, rows[i]["path"], rows[i]["class"], f"{float(rows[i]['probability']):.4f}",
                    "false positive" if int(rows[i]["prediction"]) == 1 else "false negative"]

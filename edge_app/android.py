@@ -39,7 +39,8 @@ def _classes():
         from jnius import autoclass
     except ImportError as exc:
         raise ModelError(f"the Android LiteRT bridge needs pyjnius ({exc})",
-                         "on Android add pyjnius to buildozer.spec requirements; elsewhere pip install ai-edge-litert") from None
+                         "on Android add pyjnius to buildozer.spec requirements; "
+                         "elsewhere pip install ai-edge-litert") from None
     try:
         return {n: autoclass(c) for n, c in {
             "Interpreter": INTERPRETER_CLASS, "Options": INTERPRETER_CLASS + "$Options", "File": "java.io.File",
@@ -47,7 +48,8 @@ def _classes():
         }.items()}
     except Exception as exc:  # jnius raises JavaException for a missing class
         raise ModelError(f"LiteRT Java classes not found ({exc})",
-                         "add com.google.ai.edge.litert:litert to android.gradle_dependencies in buildozer.spec") from None
+                         "add com.google.ai.edge.litert:litert to android.gradle_dependencies "
+                         "in buildozer.spec") from None
 
 
 def _detail(tensor, name: str) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -22,6 +23,9 @@ def configure_kivy(fullscreen: bool = False, size=WINDOW_SIZE) -> None:
     """Kivy settings that must be set before the window exists (called by :func:`run_app`)."""
     os.environ.setdefault("KIVY_NO_ARGS", "1")        # our argparse owns the command line
     os.environ.setdefault("KIVY_NO_FILELOG", "1")
+    os.environ.setdefault("KIVY_LOG_MODE", "PYTHON")  # log through `logging` (the CLI's format), once
+    if sys.platform.startswith("linux") and "ANDROID_ARGUMENT" not in os.environ:
+        os.environ.setdefault("KIVY_CLIPBOARD", "sdl2")  # not xclip/xsel, which are rarely installed
     from kivy.config import Config
 
     if fullscreen:
@@ -110,6 +114,11 @@ def _define_classes():
     class HistoryScreen(Screen):
         summary = StringProperty("")
 
+        def on_pre_enter(self, *args):
+            app = App.get_running_app()
+            if app is not None and app.controller is not None:
+                self.refresh(app.controller)
+
         def refresh(self, controller):
             rows = controller.history.list(limit=200)
             self.ids.rv.data = [{"text": _row_text(r), "record_id": r["id"]} for r in rows]
@@ -151,10 +160,9 @@ def _define_classes():
                 ops = controller.screener.operating_points()
                 self._ops = {f"{o.name} ({o.threshold:.2f})": o.name for o in ops}
                 self.op_values = list(self._ops)
-                cur = next((k for k, v in self._ops.items()
-                            if abs(next(o.threshold for o in ops if o.name == v) - controller.screener.threshold) < 1e-9),
-                           self.op_values[0] if self.op_values else "")
-                self.op_choice = cur
+                current = next((f"{o.name} ({o.threshold:.2f})" for o in ops
+                                if abs(o.threshold - controller.screener.threshold) < 1e-9), None)
+                self.op_choice = current or (self.op_values[0] if self.op_values else "")
             self.model_values = sorted(self._folders)
             self.thread_choice = str(controller.threads or "default")
 
@@ -198,6 +206,7 @@ def _define_classes():
 
             from .controller import Controller
 
+            _quiet_clipboard_probe()
             kv_dir = resources.files("leukedge.edge_app") / "kv"
             for name in KV_FILES:
                 path = str(kv_dir / name)
@@ -237,6 +246,18 @@ def _define_classes():
                 self.go("detail")
 
     return LeukEdgeApp
+
+
+def _quiet_clipboard_probe() -> None:
+    """Import Kivy's clipboard quietly: on Linux it probes xclip/xsel for a cut buffer and logs
+    CRITICAL with tracebacks when they are absent (harmless: the app only needs SDL2's clipboard)."""
+    kivy_log = logging.getLogger("kivy")
+    level = kivy_log.level
+    kivy_log.setLevel(logging.CRITICAL + 1)
+    try:
+        import kivy.core.clipboard  # noqa: F401
+    finally:
+        kivy_log.setLevel(level)
 
 
 def _row_text(r: dict) -> str:

@@ -129,6 +129,7 @@ class Pilot:
         self.report["tensorflow_imported"] = sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow")
         self.report["latencies_ms"] = list(self.ctl.latencies_ms) if self.ctl else []
         self.report["inference_path_ms"] = list(self.ctl.path_ms) if self.ctl else []
+        self.report["latency_parts_ms"] = list(self.ctl.latency_parts) if self.ctl else []
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text(json.dumps(self.report, indent=2, default=str))
         self.app.stop()
@@ -138,6 +139,7 @@ class Pilot:
 def wait_model(p):
     yield lambda: p.ctl.screener is not None or p.ctl.model_error is not None
     p.report["model_error"] = p.ctl.model_error
+    p.report["capture_status"] = p.screen("capture").status_text
     p.report["model_loaded_unix"] = time.time()
     yield 3
 
@@ -210,6 +212,9 @@ def tour(p):
         p.screenshot("capture_error")
         yield from screen_file(p, a.smear2 or a.smear, "SMEAR-2")   # still alive and working
         p.report["after_corrupt"] = result_state(p)
+    if p.app.root.current != "result":
+        p.app.go("result")
+        yield 2
     p.touch(p.screen("result").ids.btn_history)
     yield lambda: p.app.root.current == "history" and p.ctl.last_record_id is not None
     yield lambda: len(p.screen("history").ids.rv.data) >= p.ctl.history.count() > 0

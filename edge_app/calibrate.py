@@ -18,9 +18,9 @@ import numpy as np
 
 from leukedge.errors import DataError, ModelError
 from leukedge.fileio import atomic_write_json, sha256_file
-from leukedge.spec import ModelSpec, OODConfig
+from leukedge.spec import OODConfig
 
-from .ood import METHOD, OOD_FILE, collect, fit_gate, flag_rate
+from .ood import IMAGE_MARGIN, METHOD, OOD_FILE, collect, fit_gate, flag_rate
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def _subsample(paths: list, n: int | None, seed: int = 0) -> list:
 
 def calibrate_release(folder: str | os.PathLike, train: list, val: list, checks: dict[str, list] | None = None,
                       n_components: int = 32, percentile: float = 99.0, num_threads: int | None = None,
-                      max_per_split: int | None = None) -> dict:
+                      max_per_split: int | None = None, image_margin: float = IMAGE_MARGIN) -> dict:
     """Fit and save the OOD gate of a release; returns the report (also written to ``ood.json``).
 
     Args:
@@ -68,8 +68,9 @@ def calibrate_release(folder: str | os.PathLike, train: list, val: list, checks:
         percentile: validation percentile used as threshold.
         num_threads: interpreter threads.
         max_per_split: subsample each list to at most this many images (None: all).
+        image_margin: image-statistics threshold = this times its validation percentile.
     """
-    from .inference import card_files, load_release, make_runner
+    from .inference import load_release, make_runner
 
     folder = Path(folder)
     release = load_release(folder, load_ood=False)
@@ -80,9 +81,11 @@ def calibrate_release(folder: str | os.PathLike, train: list, val: list, checks:
     va_f, va_s = collect(runner, spec, _subsample(val, max_per_split), "ood: val features")
     if len(tr_f) < 3 or len(va_f) < 2:
         raise DataError(f"too few readable images to fit the OOD gate (train {len(tr_f)}, val {len(va_f)})")
-    gate = fit_gate(tr_f, va_f, tr_s, va_s, n_components=n_components, percentile=percentile)
+    gate = fit_gate(tr_f, va_f, tr_s, va_s, n_components=n_components, percentile=percentile,
+                    image_margin=image_margin)
     report = {"model": release.name, "model_file": release.model_path.name, "method": METHOD,
-              "percentile": percentile, "n_components": int(len(gate.variances)),
+              "percentile": percentile, "image_margin": image_margin,
+              "n_components": int(len(gate.variances)),
               "feature_dim": int(tr_f.shape[1]), "threshold": gate.threshold, "image_threshold": gate.img_threshold,
               "rates": {"train": flag_rate(gate, tr_f, tr_s), "val": flag_rate(gate, va_f, va_s)}}
     for name, paths in (checks or {}).items():
@@ -92,8 +95,9 @@ def calibrate_release(folder: str | os.PathLike, train: list, val: list, checks:
     spec.ood = OODConfig(method=METHOD, threshold=gate.threshold,
                          rule=(f"features: low-rank Mahalanobis ({len(gate.variances)} PCA directions + residual) "
                                f"fitted on {len(tr_f)} training images, threshold = {percentile:g}th percentile of "
-                               f"{len(va_f)} validation distances; image colour statistics gate likewise "
-                               f"(threshold {gate.img_threshold:.3f}); flagged if either exceeds its threshold"),
+                               f"{len(va_f)} validation distances; image colour statistics gate: {image_margin:g} x "
+                               f"the same percentile (threshold {gate.img_threshold:.3f}); flagged if either exceeds "
+                               f"its threshold"),
                          stats_file=OOD_FILE)
     spec.save(folder / "spec.json")
     atomic_write_json(folder / REPORT_FILE, report)
@@ -136,12 +140,19 @@ def _update_card(folder: Path, names: list[str], report: dict) -> None:
 def calibrate_from_data(folder, data_dir, split_csv=None, ood_dirs=(), **kw) -> dict:
     """:func:`calibrate_release` with the splits of ``split_csv`` over ``data_dir``.
 
-    ``split_csv`` defaults to ``splits/<data folder name>.split.csv`` (relative to the cwd).
+    ``split_csv`` defaults to the release's own ``split.csv`` (the manifest the model was trained
+    with), else ``splits/<data folder name>.split.csv`` (relative to the cwd).
     """
     data_dir = Path(data_dir)
-    split_csv = Path(split_csv) if split_csv else Path("splits") / f"{data_dir.name}.split.csv"
+    if split_csv:
+        split_csv = Path(split_csv)
+    elif (Path(folder) / "split.csv").exists():
+        split_csv = Path(folder) / "split.csv"
+    else:
+        split_csv = Path("splits") / f"{data_dir.name}.split.csv"
     if not split_csv.exists():
-        raise DataError(f"{split_csv}: no split manifest", f"make one with `leukedge data split {data_dir}` or pass --split")
+        raise DataError(f"{split_csv}: no split manifest",
+                        f"make one with `leukedge data split {data_dir}` or pass --split")
     sp = split_paths(split_csv, data_dir)
     checks = {"test": sp["test"]} if sp["test"] else {}
     for d in ood_dirs:

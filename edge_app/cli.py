@@ -43,11 +43,14 @@ def register(sub) -> None:
                                     "and report the flag rate on the test split and on out-of-domain folders.")
     c.add_argument("release", help="release folder models/<name>")
     c.add_argument("--data", default=None, help="data folder (default: $LEUKEDGE_DATA or ../shared/data/aria-all)")
-    c.add_argument("--split", default=None, help="split manifest (default: splits/<data folder>.split.csv)")
+    c.add_argument("--split", default=None,
+                   help="split manifest (default: the release's split.csv, else splits/<data folder>.split.csv)")
     c.add_argument("--ood-data", nargs="*", default=None,
                    help="out-of-domain folders to report (default: ../shared/data/pbc-lymphocytes when present)")
     c.add_argument("--percentile", type=float, default=99.0, help="validation percentile for thresholds (default 99)")
     c.add_argument("--components", type=int, default=32, help="PCA directions of the feature model (default 32)")
+    c.add_argument("--image-margin", type=float, default=1.5,
+                   help="image-statistics threshold = this x its validation percentile (default 1.5)")
     c.add_argument("--max-per-split", type=int, default=None, help="subsample each split (default: all images)")
     c.add_argument("--threads", type=int, default=None)
     c.set_defaults(func=cmd_calibrate)
@@ -93,9 +96,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         ood_dirs = [default] if default.is_dir() else []
     report = calibrate_from_data(args.release, data, args.split, ood_dirs, n_components=args.components,
                                  percentile=args.percentile, num_threads=args.threads,
-                                 max_per_split=args.max_per_split)
-    print(f"OOD gate of {Path(args.release).name}: feature threshold {report['threshold']:.3f}, "
-          f"image threshold {report['image_threshold']:.3f} ({args.percentile:g}th percentile of validation)")
+                                 max_per_split=args.max_per_split, image_margin=args.image_margin)
+    print(f"OOD gate of {Path(args.release).name}: feature threshold {report['threshold']:.3f} "
+          f"({args.percentile:g}th percentile of validation), image threshold {report['image_threshold']:.3f} "
+          f"({args.image_margin:g} x that percentile)")
     print(f"{'set':<20} {'n':>6} {'flagged':>8} {'features':>9} {'image':>7}")
     for name, r in report["rates"].items():
         print(f"{name:<20} {r['n']:>6} {r['flagged']:>8.1%} {r['flagged_by_features']:>9.1%} "

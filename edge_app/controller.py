@@ -47,6 +47,7 @@ class Controller:
         self.last_record_id: int | None = None
         self.latencies_ms: list[float] = []
         self.path_ms: list[float] = []
+        self.latency_parts: list[dict] = []
         self.source = None
         self._frame = None
         self._preview_ev = None
@@ -120,24 +121,35 @@ class Controller:
         t0 = time.perf_counter()
         self.screen("capture").set_status("Screening...")
         screener = self.screener
-        return self._submit(lambda: screener.screen_image(image), lambda r, e: self._screened(r, e, t0, sample_id))
 
-    def _screened(self, res, error, t0, sample_id):
+        def job():
+            return screener.screen_image(image), time.perf_counter()
+
+        return self._submit(job, lambda r, e: self._screened(r, e, t0, sample_id))
+
+    def _screened(self, result, error, t0, sample_id):
         self.busy = False
+        t_back = time.perf_counter()
+        res, t_done = result if result is not None else (None, t_back)
         if error or res is None or res.error:
             msg = error or res.error
             self.screen("capture").set_status(f"Cannot screen this file: {msg}", error=True)
             return
         self.last_result = res
         self.screen("capture").clear_sample()
+        self.screen("capture").set_status("Ready: choose or capture the next image.")
         self.screen("result").show(res, self.screener.release)
         self.app.root.current = "result"
 
         def on_flip(*_):  # the frame with the result and heatmap is on screen now
             Window.unbind(on_flip=on_flip)
-            ms = (time.perf_counter() - t0) * 1000
+            t_flip = time.perf_counter()
+            ms = (t_flip - t0) * 1000
             self.latencies_ms.append(ms)
             self.path_ms.append(res.timings["total"])
+            self.latency_parts.append({"worker": round((t_done - t0) * 1000, 2),
+                                       "to_main_thread": round((t_back - t_done) * 1000, 2),
+                                       "fill_and_draw": round((t_flip - t_back) * 1000, 2)})
             log.info("image chosen -> result on screen: %.1f ms (inference path %.1f ms)", ms, res.timings["total"])
 
         Window.bind(on_flip=on_flip)
@@ -148,7 +160,8 @@ class Controller:
             self.screen("result").set_note(f"Not saved to history: {error}")
         else:
             self.last_record_id = record_id
-            self.screen("history").refresh(self)
+            if self.app.root.current == "history":   # otherwise it refreshes when shown
+                self.screen("history").refresh(self)
 
     # ----- camera -----------------------------------------------------------------------
     def toggle_camera(self):

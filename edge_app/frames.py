@@ -131,14 +131,10 @@ class KivyCameraSource(FrameSource):
         if tex is None:
             return None
         w, h = tex.size
-        fmt = tex.colorfmt
-        ch = 4 if fmt in ("rgba", "bgra") else 3
-        buf = np.frombuffer(tex.pixels, np.uint8)
+        buf = np.frombuffer(tex.pixels, np.uint8)  # Texture.pixels is always RGBA
         if buf.size != w * h * 4:
             return None
-        img = buf.reshape(h, w, 4)[::-1]  # texture rows are bottom-up; pixels are always RGBA
-        del ch
-        return np.ascontiguousarray(img[..., :3])
+        return np.ascontiguousarray(buf.reshape(h, w, 4)[::-1, :, :3])  # texture rows are bottom-up
 
     def close(self) -> None:
         try:

@@ -139,7 +139,8 @@ def load_release(folder: str | os.PathLike, variant: str | None = None, load_ood
         raise ModelError(f"{folder}: no such model folder", hint)
     card_path = folder / "card.json"
     if not card_path.is_file():
-        raise ModelError(f"{folder}: no card.json (not a release folder)", "pass models/<name> made by `leukedge compress`")
+        raise ModelError(f"{folder}: no card.json (not a release folder)",
+                         "pass models/<name> made by `leukedge compress`")
     try:
         card = json.loads(card_path.read_text())
     except (ValueError, OSError) as exc:

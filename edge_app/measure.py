@@ -76,7 +76,9 @@ def ui_latency(model, images, repeat: int = 2, threads=None) -> dict:
     lat = r["latencies_ms"]
     path = r.get("inference_path_ms", [])
     return {"image_to_result_on_screen_ms": _stats(lat[1:] if len(lat) > 1 else lat), "first_ms": lat[:1],
-            "inference_path_in_app_ms": _stats(path[1:] if len(path) > 1 else path), "all_ms": lat}
+            "inference_path_in_app_ms": _stats(path[1:] if len(path) > 1 else path), "all_ms": lat,
+            "parts_ms": {k: _stats([p[k] for p in r.get("latency_parts_ms", [])[1:]])
+                         for k in ("worker", "to_main_thread", "fill_and_draw")}}
 
 
 def inference_path(model, images, threads=None) -> dict:

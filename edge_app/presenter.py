@@ -85,7 +85,9 @@ def card_lines(release) -> list[str]:
     ops = ", ".join(f"{o.name} {o.threshold:.2f}" for o in spec.operating_points) or f"default {spec.threshold:.2f}"
     lines.append(f"Validated thresholds: {ops}")
     if spec.ood.method != "none":
-        lines.append(f"Out-of-distribution gate: {spec.ood.method}")
+        rates = (card.get("ood") or {}).get("rates") or {}
+        shown = ", ".join(f"{k} {pct(v)}" for k, v in rates.items() if k not in ("train",))
+        lines.append(f"Out-of-distribution gate: {spec.ood.method}" + (f"; images flagged: {shown}" if shown else ""))
     lines.append(f"Data: {spec.data.source} ({spec.data.license})")
     lim = card.get("limitations")
     if lim:

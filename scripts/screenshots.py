@@ -45,7 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=os.environ.get("LEUKEDGE_SHARED_DATA", "../shared/data"))
     ap.add_argument("--size", default="600x960")
     args = ap.parse_args(argv)
-    model = Path(args.model) if args.model else next((p.parent for p in sorted(Path("models").glob("*/card.json"))), None)
+    cards = sorted(Path("models").glob("*/card.json"))
+    model = Path(args.model) if args.model else (cards[0].parent if cards else None)
     if model is None or not (model / "card.json").exists():
         print("screenshots: error: no release folder (pass --model models/<name>; make one with `leukedge compress`)",
               file=sys.stderr)

@@ -11,7 +11,6 @@ calibration code on real smears. Import the fixtures into a test module with
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import numpy as np

@@ -118,7 +118,8 @@ def test_out_of_domain_image_is_flagged_not_scored(tour):
 
 def test_corrupt_file_shows_a_message_and_the_app_keeps_working(tour):
     c = tour["corrupt"]
-    assert c["screen"] == "capture" and c["error"] and "Cannot screen this file" in c["status"] and "corrupt" in c["status"]
+    assert c["screen"] == "capture" and c["error"]
+    assert "Cannot screen this file" in c["status"] and "corrupt" in c["status"]
     assert tour["after_corrupt"]["probability_text"].startswith("Probability of leukemia")
 
 
@@ -137,7 +138,8 @@ def test_history_detail_model_info_and_settings(tour):
     assert tour["settings"]["models"] == ["tiny-release"]
     applied = tour["settings"]["after_apply"]          # only validated thresholds can be chosen
     assert applied["threshold"] == pytest.approx(0.3) and "refer at 0.30" in applied["model_text"]
-    for name in ("capture", "capture_camera", "result", "result_ood", "capture_error", "history", "detail", "model", "settings"):
+    for name in ("capture", "capture_camera", "result", "result_ood", "capture_error", "history", "detail", "model",
+                 "settings"):
         assert os.path.getsize(tour["screenshots"][name]) > 5000
 
 
@@ -172,3 +174,20 @@ def test_history_survives_killing_the_app_mid_screening(tmp_path, tiny_release, 
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert seen <= {r[0] for r in con.execute("SELECT id FROM screenings")}
+
+
+def test_tampered_model_is_refused_with_a_message_in_the_app(tmp_path, tiny_release):
+    import shutil
+
+    copy = tmp_path / tiny_release.name
+    shutil.copytree(tiny_release, copy)
+    f = copy / f"{tiny_release.name}.int8.tflite"
+    data = bytearray(f.read_bytes())
+    data[100] ^= 0xFF
+    f.write_bytes(bytes(data))
+    r = pilot("startup", "--model", copy, "--db", tmp_path / "h.sqlite3", "--out", tmp_path / "r.json",
+              "--size", "320x480", timeout=90)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert "does not match the model card" in report["model_error"]
+    assert report["capture_status"].startswith("Model refused:")

@@ -32,6 +32,11 @@ def tiny_release(tmp_path_factory, tiny_keras, tiny_spec, smear_paths):
     (d / "tiny.int8.tflite").write_bytes(convert(tiny_keras, spec, QuantizationConfig.for_int8(RepresentativeData(x))))
     spec.save(d / "spec.json")
     (d / "evaluation.json").write_text(json.dumps({"metrics": {"accuracy": {"value": 0.8125, "ci95": [0.6, 0.9]}}}))
+    from leukedge.fileio import sha256_file
+
+    # a card that names the int8 file with its real hash and the float32 file with a wrong one
+    (d / "card.json").write_text(json.dumps({"files": {"tiny.int8.tflite": sha256_file(d / "tiny.int8.tflite"),
+                                                       "tiny.float32.tflite": "0" * 64}}))
     return d
 
 
@@ -59,9 +64,13 @@ def corrupt_tflite(tmp_path_factory, tiny_release):
 
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory, tiny_release, corrupt_tflite, few_smears):
-    """One quick CLI run over the release and the corrupt file, with an uninstalled runtime requested."""
+    """One quick CLI run over the release, a bare copy of its float32 file and the corrupt file,
+    with an uninstalled runtime requested."""
     out = tmp_path_factory.mktemp("bench")
-    rc = main(["bench", str(tiny_release), str(corrupt_tflite), "--quick", "--threads", "1",
+    plain = out / "plain" / "tiny.float32.tflite"
+    plain.parent.mkdir()
+    plain.write_bytes((tiny_release / "tiny.float32.tflite").read_bytes())
+    rc = main(["bench", str(tiny_release), str(plain), str(corrupt_tflite), "--quick", "--threads", "1",
                "--runtimes", "litert,tflite-runtime", "--images", str(few_smears), "--save-release",
                "--json", str(out / "r.json"), "--md", str(out / "r.md"), "--plot", str(out / "r.png")])
     return rc, out, json.loads((out / "r.json").read_text())
@@ -82,25 +91,30 @@ def test_bench_json_validates_and_rows_are_plausible(bench_run, tiny_release, ti
     assert doc["schema_version"] == SCHEMA_VERSION
     assert re.fullmatch(r"[a-z0-9_]+-[a-z0-9-]+-\d+c", doc["device"]["id"])
     assert doc["conditions"]["openblas_num_threads"] == "1" and doc["conditions"]["quick"] is True
-    ok = _rows(doc, model="tiny", runtime="litert", status="ok")
-    assert sorted(r["variant"] for r in ok) == ["float32", "int8"]
+    ok = _rows(doc, model="tiny", runtime="litert", status="ok", model_dir=str(tiny_release))
+    assert [r["variant"] for r in ok] == ["int8"] and ok[0]["sha256_matches_card"] is True
+    tampered = _rows(doc, model="tiny", variant="float32", runtime="litert", model_dir=str(tiny_release))[0]
+    assert tampered["status"] == "error" and "differs from the model card" in tampered["error"]
+    # the same file outside the release (no card) is measured
+    ok += _rows(doc, model="tiny", variant="float32", runtime="litert", model_dir=None)
+    assert [r["status"] for r in ok] == ["ok", "ok"] and ok[1]["sha256_matches_card"] is None
     for r in ok:
         lat = r["latency_ms"]
         assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
         assert lat["std"] >= 0 and r["runs"] == 5 and r["threads"] == 1
         assert r["throughput_ips"] > 0 and r["load_ms"] > 0
         assert 0 < r["gzip_mb"] <= r["size_mb"]
-        assert r["sha256"] == sha256_file(tiny_release / r["file"])
+        assert r["sha256"] == sha256_file(tiny_release / r["file"])  # the bare copy has the same bytes
         assert r["memory"]["peak_rss_mb"] >= r["memory"]["baseline_rss_mb"] > 0
         assert r["gmacs_per_s"] > 0 and r["efficiency_pct"] > 0
         assert r["input_shape"] == [1, 32, 32, 3]
-    i8 = _rows(doc, variant="int8", runtime="litert")[0]
+    i8 = _rows(doc, model="tiny", variant="int8", runtime="litert")[0]
     assert i8["input_dtype"] == "int8" and i8["metric"] == {"name": "accuracy", "value": 0.8125,
                                                              "source": "evaluation.json"}
     # MACs counted from the flatbuffer agree with the Keras model's convolutions
     conv = count_macs_tflite(tiny_release / "tiny.int8.tflite")["by_op"]["CONV_2D"]
     assert conv == count_macs_keras(tiny_keras) - 32 * 16 - 16  # minus the two Dense layers
-    assert i8["macs"] == count_macs_tflite(tiny_release / "tiny.float32.tflite")["macs"]
+    assert i8["macs"] == ok[1]["macs"] == count_macs_tflite(tiny_release / "tiny.float32.tflite")["macs"]
 
 
 def test_failing_runtimes_are_error_rows(bench_run):
@@ -112,7 +126,7 @@ def test_failing_runtimes_are_error_rows(bench_run):
     assert all(r["status"] == "error" and r["error"] and r["latency_ms"] is None for r in bad)
     assert "cannot load" in _rows(doc, model="broken", runtime="litert")[0]["error"]
     if get_runtime("tflite-runtime").unavailable():
-        assert all("not installed" in r["error"] for r in _rows(doc, runtime="tflite-runtime"))
+        assert all("not installed" in r["error"] for r in _rows(doc, runtime="tflite-runtime", model_dir=None))
     assert [o["status"] for o in doc["overhead"] if o["model"] == "broken"] == ["skipped"]
 
 
@@ -227,3 +241,34 @@ def test_stats_and_metric_lookup(tmp_path):
     assert find_metric(str(tmp_path), "int8", "m.int8.tflite")["value"] == 0.88
     assert find_metric(str(tmp_path), "float32", "m.float32.tflite")["value"] == 0.9
     assert find_metric(str(tmp_path), "pruned-int8", "m.pruned-int8.tflite") is None
+    # the layout `leukedge compress` writes
+    comp = {"reference": {"file": "/x/m.float32.tflite", "kind": "tflite"}, "candidate": {"file": "/x/m.int8.tflite"},
+            "metrics_ci": {"reference": {"accuracy": {"value": 0.95}}, "candidate": {"accuracy": {"value": 0.94}}}}
+    keras = {"reference": {"kind": "keras"}, "candidate": {"file": "/x/m.float32.tflite"},
+             "metrics_ci": {"reference": {"accuracy": {"value": 0.96}}, "candidate": {"accuracy": {"value": 0.95}}}}
+    (tmp_path / "parity.json").write_text(json.dumps({"schema": 1, "comparisons": {
+        "int8 vs float32": comp, "float32 vs keras": keras}}))
+    assert find_metric(str(tmp_path), "int8", "m.int8.tflite")["value"] == 0.94
+    assert find_metric(str(tmp_path), "float32", "m.float32.tflite")["value"] == 0.95
+    assert find_metric(str(tmp_path), "keras-float32", "best.h5")["value"] == 0.96
+
+
+def segfault_task(job):
+    """A measurement task that dies like a runtime with a native bug (used through run_isolated)."""
+    import faulthandler
+
+    faulthandler.disable()  # no traceback dump on stderr
+    faulthandler._sigsegv()
+
+
+def test_isolation_turns_crashes_and_timeouts_into_error_rows(tiny_release):
+    from leukedge.benchmarks.runner import run_isolated
+
+    crash = run_isolated({"task": "tests.test_bench:segfault_task"})  # a real segmentation fault in the child
+    assert crash["status"] == "error" and "crashed (SIGSEGV)" in crash["error"]
+    job = {"task": "latency", "runtime": "litert", "threads": 1, "warmup": 1, "runs": 5,
+           "target": {"model": "tiny", "variant": "int8", "path": str(tiny_release / "tiny.int8.tflite")}}
+    slow = run_isolated(job, timeout=0.01)
+    assert slow == {"status": "error", "error": "timed out after 0 s"}
+    ok = run_isolated(job)
+    assert ok["status"] == "ok" and ok["runs"] == 5 and ok["input_shape"] == [1, 32, 32, 3]

@@ -12,8 +12,6 @@ from leukedge.spec import ModelSpec, OperatingPoint
 @pytest.fixture(scope="module")
 def release(tmp_path_factory, tiny_keras, tiny_spec, small_dataset):
     """models/tiny/: spec.json, a real float32 .tflite of the tiny model, split.csv, evaluation.json."""
-    import tensorflow as tf
-
     from leukedge.evaluate import run_evaluation
     from leukedge.split import SplitConfig, make_split, write_manifest
 
@@ -23,11 +21,14 @@ def release(tmp_path_factory, tiny_keras, tiny_spec, small_dataset):
     spec.operating_points = [OperatingPoint("default", 0.5, "highest specificity with sensitivity >= 0.99", 0.99, 0.6)]
     spec.threshold = 0.5
     spec.save(d / "spec.json")
-    conv = tf.lite.TFLiteConverter.from_keras_model(tiny_keras)
-    (d / "tiny.float32.tflite").write_bytes(conv.convert())
+    from leukedge.compress.export import convert
+    from leukedge.compress.quantization import QuantizationConfig
+
+    # the exporter of `leukedge compress`: outputs probability, cam (in-graph Grad-CAM), features
+    (d / "tiny.float32.tflite").write_bytes(convert(tiny_keras, spec, QuantizationConfig("float32")))
     write_manifest(make_split(small_dataset, SplitConfig(block_size=10, seed=1)), d / "split.csv")
     run_evaluation(d, small_dataset, json_out=d / "evaluation.json", report_dir=d, mask_corners=0.15,
-                   gradcam=0, n_boot=200)
+                   gradcam=2, n_boot=200)
     return d
 
 
@@ -94,3 +95,20 @@ def test_evaluate_single_tflite_file(release, small_dataset):
     ev = json.loads((release / "evaluation.json").read_text())
     # the same file, the same images: the same numbers
     assert res["metrics"]["roc_auc"]["value"] == pytest.approx(ev["metrics"]["roc_auc"]["value"])
+
+
+def test_release_gallery_uses_the_tflite_cam_and_matches_gradienttape(release, tiny_keras, small_dataset):
+    """The heatmaps of the report come from the .tflite's cam output and equal the GradientTape reference."""
+    import numpy as np
+
+    from leukedge.preprocess import preprocess_file
+    from leukedge.train.gradcam import GradCAM
+
+    z = np.load(release / "cams.npz")
+    assert "tflite cam" in str(z["source"])
+    assert (release / "figures" / "gradcam_gallery.png").exists()
+    spec = ModelSpec.load(release)
+    x = np.stack([preprocess_file(small_dataset / p, spec.preprocess) for p in z["paths"]])
+    ref, _ = GradCAM(tiny_keras)(x)
+    assert ref.shape == z["cams"].shape
+    np.testing.assert_allclose(z["cams"], ref, rtol=1e-3, atol=1e-4 * float(ref.max()))

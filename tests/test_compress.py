@@ -152,6 +152,8 @@ def test_schedule_ends_on_the_last_step():
     for total in (1, 7, 10, 61, 122, 1000):
         begin, end, freq = schedule_steps(total, None)
         assert end == total and (end - begin) % freq == 0 and 0 <= begin < freq + 1
+        begin, end, freq = schedule_steps(total, None, end_fraction=0.7)
+        assert end == max(1, round(0.7 * total)) and (end - begin) % freq == 0
 
 
 def test_tiny_release_files_and_contract(tiny_release, tiny_run):
@@ -199,6 +201,11 @@ def test_release_is_atomic_on_failure(tmp_path):
             raise RuntimeError("simulated crash during conversion")
     assert (out / "m.float32.tflite").read_bytes() == b"x" * 100  # the old release is intact
     assert sorted(p.name for p in out.parent.iterdir()) == ["m"]   # no staging folder left
+    killed = out.parent / ".m.partial-4194305"  # left by a killed process (pid above Linux's pid_max)
+    killed.mkdir()
+    (killed / "m.int8.tflite").write_bytes(b"half")
+    Release(out).abort()
+    assert not killed.exists()
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):

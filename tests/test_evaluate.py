@@ -58,6 +58,7 @@ def test_evaluate_json_has_interface_keys_and_cis(evaluated, run_dir):
     cm = np.array(on_disk["confusion_matrix"])
     assert cm.shape == (2, 2) and cm.sum() == n_test
     assert cm[1].sum() == on_disk["n_positive"]
+    assert sum(on_disk["errors_by_group"].values()) == cm[0][1] + cm[1][0]
     # no operating points in the spec: chosen on the validation split at evaluation time
     assert "validation split" in on_disk["threshold_rule"]
     assert {o["name"] for o in on_disk["operating_points"]} == {"default", "youden", "0.5"}
@@ -81,7 +82,7 @@ def test_report_rebuilt_from_files(evaluated):
     rep = out / "report"
     rows = read_predictions(rep / "predictions.csv")
     assert len(rows) == res["n"]
-    assert {"path", "split", "class", "y_true", "probability", "probability_masked"} <= set(rows[0])
+    assert {"path", "split", "class", "y_true", "probability", "probability_masked", "group"} <= set(rows[0])
     shutil.rmtree(rep / "figures")
     build_report(rep)
     for f in ("roc.png", "confusion.png", "reliability.png", "probabilities.png", "curves.png",
@@ -105,6 +106,20 @@ def test_evaluate_all_counts_every_image_and_flags_overlap(run_dir, small_datase
     assert res["class_counts"] == {"Benign": 40, "Early": 40, "Pre": 40, "Pro": 40}
     assert res["overlap_with_training"] > 0  # the training images are in the folder too
     assert any("NOT an unbiased" in c for c in res["caveats"])
+
+
+def test_evaluate_all_on_a_single_class_folder(run_dir, small_dataset, tmp_path):
+    from leukedge.evaluate import run_evaluation
+
+    one = tmp_path / "new" / "Benign"
+    one.mkdir(parents=True)
+    for f in sorted((small_dataset / "Benign").iterdir())[:12]:
+        (one / f.name).symlink_to(f.resolve())
+    res = run_evaluation(run_dir, one.parent, use_all=True, n_boot=200, gradcam=2, report_dir=tmp_path / "rep")
+    assert res["n"] == 12 and res["n_positive"] == 0
+    assert res["metrics"]["roc_auc"]["value"] is None  # undefined with one class, not a crash
+    assert res["metrics"]["specificity"]["value"] is not None
+    assert (tmp_path / "rep" / "evaluation.md").exists() and not (tmp_path / "rep" / "figures" / "roc.png").exists()
 
 
 def test_evaluate_subtype_model(tmp_path, small_dataset, tiny_spec, run_dir):

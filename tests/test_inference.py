@@ -139,3 +139,31 @@ def test_video_file_frame_source_feeds_the_screener(screener, smear_paths, tmp_p
     # MJPG re-encoding changes pixels a little, the decision input barely.
     want = screener.screen_image(smear_paths["Early"][0]).probability
     assert screener.screen_image(frames[0]).probability == pytest.approx(want, abs=0.1)
+
+
+def test_presenter_wording_for_each_decision(screener):
+    from leukedge.edge_app import presenter
+    from leukedge.edge_app.inference import Screening
+
+    rel = screener.release
+    base = dict(path="x.jpg", model_name=rel.name, model_version=rel.version, model_sha256=rel.model_sha256,
+                threshold=0.5, quality="ok")
+    subtypes = {"Benign": 0.09, "Early": 0.5, "Pre": 0.3, "Pro": 0.11}
+    pos = presenter.present(Screening(probability=0.91, decision="positive", probabilities=subtypes, **base), rel)
+    assert pos["headline"] == presenter.POSITIVE and "0.91" in pos["probability"] and pos["show_heatmap"]
+    assert "Pre: 0.30" in pos["subtypes"] and "sensitivity" in pos["detail"]
+    neg = presenter.present(Screening(probability=0.2, decision="negative", **base), rel)
+    assert neg["headline"] == presenter.NEGATIVE and neg["subtypes"] == ""
+    ood = presenter.present(Screening(probability=0.99, decision="out-of-distribution", ood=True, **base), rel)
+    assert ood["headline"] == presenter.OOD and ood["probability"] == "" and not ood["show_heatmap"]
+    blur = presenter.present(Screening(probability=0.7, decision="retake", **{**base, "quality": "blurry"}), rel)
+    assert blur["headline"] == presenter.RETAKE and "Focus" in blur["detail"] and blur["probability"] == ""
+    lines = presenter.card_lines(rel)
+    assert any(line.startswith("recall:") for line in lines) and any("high-sensitivity" in line for line in lines)
+
+
+def test_photos_of_other_things_are_flagged(screener):
+    data = pytest.importorskip("skimage.data")
+    for name in ("astronaut", "coffee", "immunohistochemistry"):
+        res = screener.screen_image(np.ascontiguousarray(getattr(data, name)()[..., :3]))
+        assert res.ood and res.decision == "out-of-distribution", (name, res.ood_details)

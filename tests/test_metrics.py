@@ -63,6 +63,33 @@ def test_ci_contains_estimate_and_narrows_with_n():
         assert (hi2 - lo2) < (hi - lo), k
 
 
+def test_perfect_proportion_gets_an_exact_interval_not_zero_width():
+    y = np.r_[np.zeros(67, int), np.ones(100, int)]
+    p = np.r_[np.full(67, 0.1), np.linspace(0.2, 0.99, 100)]  # every benign image correct at 0.5
+    m = M.metrics_with_ci(y, p, 0.5, n_boot=200)
+    assert m["specificity"]["value"] == 1.0
+    lo, hi = m["specificity"]["ci95"]
+    assert hi == 1.0 and lo == pytest.approx(0.025 ** (1 / 67))  # Clopper-Pearson for 67/67
+    assert m["specificity"]["ci_method"].startswith("Clopper-Pearson")
+    assert m["recall"]["ci_method"].startswith("percentile") and m["recall"]["ci95"][0] < m["recall"]["value"]
+
+
+def test_cluster_bootstrap_is_wider_when_errors_cluster_in_one_group():
+    # 20 groups of 10 positives; all 8 errors sit in one group -> resampling groups shows the uncertainty
+    y = np.r_[np.zeros(100, int), np.ones(200, int)]
+    p = np.r_[np.full(100, 0.1), np.full(200, 0.9)]
+    p[100:108] = 0.2
+    groups = np.r_[np.arange(100) // 10, 100 + np.arange(200) // 10]
+    flat = M.metrics_with_ci(y, p, 0.5, n_boot=400)
+    clus = M.metrics_with_ci(y, p, 0.5, n_boot=400, groups=groups)
+    assert clus["recall"]["value"] == flat["recall"]["value"] == pytest.approx(192 / 200)
+    w = lambda m: m["recall"]["ci95"][1] - m["recall"]["ci95"][0]  # noqa: E731
+    assert w(clus) > 1.5 * w(flat)
+    assert clus["recall"]["ci_method"].startswith("percentile cluster")
+    lo, hi = clus["recall"]["ci95"]
+    assert lo <= 0.96 <= hi
+
+
 def test_stratified_resampling_keeps_class_counts():
     idx = M.stratified_bootstrap_indices(Y, 50, seed=0)
     assert idx.shape == (50, 10)

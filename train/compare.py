@@ -47,7 +47,8 @@ def _load_run(arg: str, split: str) -> dict:
         threshold = float(spec.get("threshold", 0.5))
         rule = next((o.get("rule", "") for o in spec.get("operating_points", []) if o.get("name") == "default"),
                     "the spec's threshold")
-        label = f"{backbone} ({spec.get('weights', '?')} weights, {spec.get('preprocess', {}).get('input_size', '?')}px)"
+        label = (f"{backbone}{' subtype' if spec.get('task') == 'subtype' else ''} "
+                 f"({spec.get('weights', '?')} weights, {spec.get('preprocess', {}).get('input_size', '?')}px)")
     cfg = folder / "config.json"
     if cfg.exists() and backbone is None:
         label = json.loads(cfg.read_text()).get("backbone", label)
@@ -108,6 +109,14 @@ def compare_runs(runs: list[str], out_dir, split: str = "test", n_boot: int = 10
         mm = e["metrics"]
         lines.append(f"| {e['label']} | {e['threshold']:.3f} | " + " | ".join(fmt_ci(mm[k], 3) for k in KEYS)
                      + f" | {'; '.join(e['flags']) or '-'} |")
+    if len(out["models"]) > 1:
+        lines += ["", f"Paired comparison with the first model ({out['models'][0]['label']}) on the same images:", "",
+                  "| model | ROC-AUC change [95% CI] | McNemar b / c | McNemar p |", "|---|---|---|---|"]
+        for e in out["models"][1:]:
+            v = e["vs_first"]
+            d, (lo, hi) = v["roc_auc_delta"]["delta"], v["roc_auc_delta"]["ci95"]
+            lines.append(f"| {e['label']} | {d:+.4f} [{lo:+.4f}, {hi:+.4f}] | {v['mcnemar']['b']} / "
+                         f"{v['mcnemar']['c']} | {v['mcnemar']['p_value']:.3g} |")
     lines += ["", "Each model at its own threshold chosen on the validation split (see its spec.json).",
               "", "![ROC curves](roc_all.png)", ""]
     out["markdown"] = "\n".join(lines)
