@@ -75,6 +75,23 @@ def model_files(folder: Path, extra: tuple[str, ...] = ()) -> dict[str, dict]:
     return out
 
 
+def parity_summary(parity: dict) -> dict:
+    """Pass/fail and gates of each comparison in ``parity.json`` (the per-image data stays there)."""
+    comps = parity.get("comparisons")
+    if not isinstance(comps, dict):
+        return _compact(parity)
+    out = {"passed": parity.get("passed"), "file": "parity.json", "comparisons": {}}
+    for name, comp in comps.items():
+        if not isinstance(comp, dict):
+            continue
+        gates = [g for g in comp.get("gates", []) if isinstance(g, dict)]
+        out["comparisons"][name] = {
+            "passed": comp.get("passed"), "n": comp.get("n"), "agreement": comp.get("agreement"),
+            "gates": [{k: g.get(k) for k in ("name", "value", "rule", "limit", "passed")} for g in gates],
+            "failed": [g.get("name") for g in gates if g.get("evaluated", True) and not g.get("passed")]}
+    return out
+
+
 def weights_statement(spec: ModelSpec) -> str:
     w = (spec.weights or "none").lower()
     if w in ("none", "random", ""):
@@ -152,7 +169,9 @@ def build_card(release_dir) -> dict:
         "model": {"backbone": spec.backbone, "task": spec.task, "class_names": spec.class_names,
                   "negative_class": spec.negative_class, "positive_classes": spec.positive_classes,
                   "input_size": spec.preprocess.input_size, "preprocessing": spec.preprocess.steps(),
-                  "outputs": spec.outputs, "head": spec.head},
+                  "outputs": spec.outputs, "head": spec.head,
+                  "ood_gate": {"method": spec.ood.method, "threshold": spec.ood.threshold, "rule": spec.ood.rule,
+                               "stats_file": spec.ood.stats_file}},
         "threshold": {"value": spec.threshold, "rule": default_rule},
         "operating_points": [o.__dict__ for o in spec.operating_points],
         "intended_use": INTENDED_USE,
@@ -193,7 +212,7 @@ def build_card(release_dir) -> dict:
                                                     "delta": a["delta"], "decisions_changed": a["decisions_changed"]}
         card["targets"] = _targets(ev)
     if parity is not None:
-        card["parity"] = _compact(parity)
+        card["parity"] = parity_summary(parity)
     if bench:
         card["benchmarks"] = bench
     return card
@@ -206,6 +225,11 @@ def card_markdown(card: dict) -> str:
     page = Page(f"Model card: {card['name']} v{card['version']}")
     page.p(f"{m['backbone']} ({m['task']}: {', '.join(m['class_names'])}), input {m['input_size']}x{m['input_size']} "
            f"RGB. LeukEdge {card['leukedge_version']}, card made {card['created_utc']}.")
+    steps = "; ".join(" ".join([s.get("step", "?")] + [f"{k}={v}" for k, v in s.items() if k != "step"])
+                      for s in m["preprocessing"])
+    page.p(f"Preprocessing (leukedge.preprocess, from spec.json): {steps}. Out-of-distribution gate: "
+           f"{m['ood_gate']['method']}" + (f" (threshold {m['ood_gate']['threshold']:.4g}: {m['ood_gate']['rule']})"
+                                            if m["ood_gate"]["threshold"] is not None else "") + ".")
     iu = card["intended_use"]
     page.h("Intended use")
     page.bullets([iu["use"], f"Users: {iu['users']}", f"Action: {iu['action']}"])
@@ -245,10 +269,19 @@ def card_markdown(card: dict) -> str:
     else:
         page.p("No evaluation.json in this release: run `leukedge evaluate --model <this folder> --json "
                "<folder>/evaluation.json`.")
-    if card.get("parity"):
-        page.h("Parity (int8 vs float32)")
-        page.p("See parity.md / parity.json; summary: " + json.dumps(
-            {k: v for k, v in card["parity"].items() if not isinstance(v, (dict, list))})[:600])
+    par = card.get("parity")
+    if par:
+        page.h("Parity of the compressed files")
+        if isinstance(par.get("comparisons"), dict):
+            rows = []
+            for name, comp in par["comparisons"].items():
+                gates = "; ".join(f"{g['name']} {_f(g['value'])} {g['rule']} {g['limit']}" +
+                                  ("" if g.get("passed") else " FAIL") for g in comp["gates"])
+                rows.append([name, "PASS" if comp["passed"] else "FAIL", comp.get("n"), gates])
+            page.table(["comparison", "result", "images", "gates"], rows)
+            page.p("Details: parity.md / parity.json. Only files whose comparison passes should be deployed.")
+        else:
+            page.p("See parity.md / parity.json.")
     if card.get("benchmarks"):
         page.h("Benchmarks")
         page.bullets(f"{name}: see bench/{name}" for name in card["benchmarks"])

@@ -181,6 +181,9 @@ def caveats(spec: ModelSpec, y: np.ndarray, use_all: bool, audit: dict | None, o
     if min(n_neg, n_pos) < SMALL_CLASS_N:
         out.append(f"Small evaluation set ({n_pos} positive, {n_neg} negative images): the 95% intervals are wide; "
                    f"specificity rests on {n_neg} benign images.")
+    if spec.task == "subtype":
+        out.append("Subtype labels are per patient (flow cytometry), and images of one patient share a subtype: "
+                   "subtype accuracy is the number most inflated by any patient overlap between splits.")
     if audit is not None:
         d = audit["delta"]
         out.append("Corner-mask audit (fraction {:.2f}): accuracy {:+.4f}, ROC-AUC {:+.4f}, sensitivity {:+.4f}, "

@@ -108,6 +108,7 @@ class Page:
 def _links(text: str) -> str:
     import re
 
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
     return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r"<a href='\2'>\1</a>", text)
 
 
@@ -452,7 +453,7 @@ def build_report(report_dir) -> Path:
     page.h("Caveats")
     page.bullets(ev.get("caveats", []))
     atomic_write_text(d / "evaluation.md", page.markdown())
-    atomic_write_text(d / "evaluation.html", page.html())
+    atomic_write_text(d / "evaluation.html", page.html().replace("href='errors.md'", "href='errors.html'"))
     return d / "evaluation.md"
 
 

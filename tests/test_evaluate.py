@@ -101,7 +101,8 @@ def test_report_rebuilt_from_files(evaluated):
 def test_evaluate_all_counts_every_image_and_flags_overlap(run_dir, small_dataset):
     from leukedge.evaluate import run_evaluation
 
-    res = run_evaluation(run_dir, small_dataset, use_all=True, n_boot=200, gradcam=0)
+    res = run_evaluation(run_dir, small_dataset, use_all=True, n_boot=200, gradcam=0, mask_corners=0)
+    assert "shortcut_audit" not in res
     assert res["n"] == 160
     assert res["class_counts"] == {"Benign": 40, "Early": 40, "Pre": 40, "Pro": 40}
     assert res["overlap_with_training"] > 0  # the training images are in the folder too
@@ -115,8 +116,11 @@ def test_evaluate_all_on_a_single_class_folder(run_dir, small_dataset, tmp_path)
     one.mkdir(parents=True)
     for f in sorted((small_dataset / "Benign").iterdir())[:12]:
         (one / f.name).symlink_to(f.resolve())
-    res = run_evaluation(run_dir, one.parent, use_all=True, n_boot=200, gradcam=2, report_dir=tmp_path / "rep")
+    (one / "zz-empty.jpg").write_bytes(b"")  # unreadable: listed, not fatal
+    res = run_evaluation(run_dir, one.parent, use_all=True, n_boot=200, gradcam=0, mask_corners=0,
+                         report_dir=tmp_path / "rep")
     assert res["n"] == 12 and res["n_positive"] == 0
+    assert list(res["unreadable"]) == [str(one / "zz-empty.jpg")]
     assert res["metrics"]["roc_auc"]["value"] is None  # undefined with one class, not a crash
     assert res["metrics"]["specificity"]["value"] is not None
     assert (tmp_path / "rep" / "evaluation.md").exists() and not (tmp_path / "rep" / "figures" / "roc.png").exists()
@@ -138,6 +142,7 @@ def test_evaluate_subtype_model(tmp_path, small_dataset, tiny_spec, run_dir):
     model.save(d / "best.h5")
     shutil.copy(run_dir / "split.csv", d / "split.csv")
     res = run_evaluation(d, small_dataset, n_boot=200, gradcam=0)
+    assert "subtype_accuracy" in res["shortcut_audit"]  # the audit runs by default
     sub = res["subtype"]
     assert np.array(sub["confusion_matrix"]).sum() == res["n"]
     assert set(sub["per_class"]) == {"Benign", "Early", "Pre", "Pro"}
