@@ -39,6 +39,8 @@ def register(sub) -> None:
     g.add_argument("--runs", type=int, metavar="N", help="timed invocations per row (fixed count)")
     g.add_argument("--min-time", type=float, metavar="S", help="seconds of timed invocations per row (default 2)")
     p.add_argument("--warmup", type=int, default=None, metavar="N", help="warm-up invocations (default 5; --quick 1)")
+    p.add_argument("--rounds", type=int, default=1, metavar="N", help="repeat the latency rows N times round-robin "
+                   "and pool the samples (steadier on a shared machine; default 1)")
     p.add_argument("--quick", action="store_true", help="CI mode: 5 runs, 1 warm-up, all cores only, short e2e/overhead")
     p.add_argument("--images", metavar="DIR", help="smears for the timed input and end to end "
                    "(default: $LEUKEDGE_DATA or ../shared/data/aria-all when present)")
@@ -91,10 +93,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .schema import validate
     from .suite import BenchConfig, release_files, run_benchmark
 
-    for flag in ("runs", "warmup"):
+    for flag in ("runs", "warmup", "rounds"):
         v = getattr(args, flag)
-        if v is not None and v < (1 if flag == "runs" else 0):
-            raise ConfigError(f"--{flag} must be {'positive' if flag == 'runs' else 'zero or more'}, got {v}")
+        if v is not None and v < (0 if flag == "warmup" else 1):
+            raise ConfigError(f"--{flag} must be {'zero or more' if flag == 'warmup' else 'positive'}, got {v}")
     if args.min_time is not None and args.min_time <= 0:
         raise ConfigError(f"--min-time must be positive, got {args.min_time}")
     cfg = BenchConfig(
@@ -106,7 +108,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         warmup=args.warmup if args.warmup is not None else (1 if args.quick else 5),
         images=_default_images(args.images), quick=args.quick, e2e=not args.no_e2e,
         overhead=not args.no_overhead, peak=not args.no_peak,
-        e2e_runs=5 if args.quick else 30, overhead_rounds=2 if args.quick else 12, timeout=args.timeout)
+        e2e_runs=5 if args.quick else 30, overhead_rounds=2 if args.quick else 12, timeout=args.timeout,
+        rounds=args.rounds)
     doc = validate(run_benchmark(cfg), "benchmark result")
     md = report.markdown(doc)
     print(md)

@@ -72,13 +72,14 @@ def e2e_table(rows: list[dict]) -> str:
 
 def overhead_table(rows: list[dict]) -> str:
     lines = ["| Model | File | Threads | Status | harness p50 (ms) | bare invoke p50 (ms) | difference | "
-             "difference of means |", "|---|---|---|---|---|---|---|---|"]
+             "difference of means | timing cost per call (µs, % of p50) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         status = "✅" if r["status"] == "ok" else f"{r['status']}: {r.get('error')}"[:90]
         diff = "-" if r.get("diff_pct") is None else f"{r['diff_pct']:+.2f}%"
         dmean = "-" if r.get("diff_mean_pct") is None else f"{r['diff_mean_pct']:+.2f}%"
         lines.append(f"| {r['model']} | {r['file']} | {r['threads']} | {status} | "
-                     f"{_f(r.get('harness_p50_ms'), 3)} | {_f(r.get('bare_p50_ms'), 3)} | {diff} | {dmean} |")
+                     f"{_f(r.get('harness_p50_ms'), 3)} | {_f(r.get('bare_p50_ms'), 3)} | {diff} | {dmean} | "
+                     f"{_f(r.get('timer_cost_us'), 2)} ({_f(r.get('timer_cost_pct'), 3)}%) |")
     return "\n".join(lines)
 
 
@@ -106,7 +107,7 @@ def target_checks(doc: dict) -> list[dict]:
                 goal = tg.get(key)
                 out.append({"what": f"{model}: int8 speed-up vs {variant} ({runtime}), batch 1, {threads} threads",
                             "target": f">= {goal}x" if goal else "-", "value": f"{s:.2f}x "
-                            f"({ref['latency_ms']['p50']:.1f} -> {i8['latency_ms']['p50']:.1f} ms)",
+                            f"({_f(ref['latency_ms']['p50'], 1)} -> {_f(i8['latency_ms']['p50'], 1)} ms)",
                             "met": (s >= goal) if goal else None})
         for e in doc.get("e2e", []):
             if e["model"] == model and e["status"] == "ok" and e["file"].endswith(".int8.tflite"):
@@ -183,13 +184,23 @@ def plot(rows: list[dict], out: str | Path, title: str = "LeukEdge benchmark") -
     ax1.invert_yaxis()
     ax1.set_xlabel("p50 latency, batch 1 (ms; whisker to p90)")
     ax1.set_title("Latency")
-    with_metric = [r for r in ok if r.get("metric")]
-    if with_metric:
-        for r in with_metric:
-            ax2.scatter(r["latency_ms"]["p50"], r["metric"]["value"], s=40, color=colours.get(r["runtime"], "tab:gray"))
-            ax2.annotate(f"{r['model']} {r['variant']} {r['runtime']} t{r['threads']} {r.get('device', '')}".strip(),
-                         (r["latency_ms"]["p50"], r["metric"]["value"]), fontsize=7, xytext=(4, 2),
+    best: dict[tuple, dict] = {}  # one point per device/model/variant/runtime: its fastest thread count
+    for r in ok:
+        if r.get("metric"):
+            key = (r.get("device", ""), r["model"], r["variant"], r["runtime"])
+            if key not in best or r["latency_ms"]["p50"] < best[key]["latency_ms"]["p50"]:
+                best[key] = r
+    if best:
+        markers = dict(zip(dict.fromkeys((k[0], k[1]) for k in best), "osD^vP*X"))
+        for i, ((dev, model, variant, runtime), r) in enumerate(sorted(best.items())):
+            x, y = r["latency_ms"]["p50"], r["metric"]["value"]
+            ax2.scatter(x, y, s=45, color=colours.get(runtime, "tab:gray"), marker=markers[(dev, model)],
+                        label=f"{dev} {model}".strip())
+            ax2.annotate(f"{variant} t{r['threads']}", (x, y), fontsize=7, xytext=(5, 8 if i % 2 else -10),
                          textcoords="offset points")
+        handles, labels = ax2.get_legend_handles_labels()
+        uniq = dict(zip(labels, handles))
+        ax2.legend(uniq.values(), uniq.keys(), fontsize=7, loc="lower right")
         ax2.set_xscale("log")
         ax2.set_xlabel("p50 latency (ms, log)")
         ax2.set_ylabel("accuracy (release parity/evaluation report)")

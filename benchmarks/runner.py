@@ -120,7 +120,7 @@ def measure_latency(job: dict) -> dict:
             "memory": {"baseline_rss_mb": baseline, "peak_rss_mb": peak, "delta_mb": round(peak - baseline, 2)},
             "macs": session.macs, "cpu_others_pct": busy, "load_avg_1m": (load_average() or [None])[0],
             "input_shape": [int(d) for d in session.input_shape], "input_dtype": session.input_dtype,
-            "note": session.note}
+            "note": session.note, "samples_ms": [round(float(v), 4) for v in ms]}
 
 
 def _synthetic_input(shape) -> np.ndarray:

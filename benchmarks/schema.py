@@ -68,6 +68,7 @@ CONDITIONS = {
     "runs": ((int, type(None)), True, None, "--runs (fixed count) or null"),
     "min_time_s": (_OPT_NUM, True, None, "--min-time (seconds per row) or null"),
     "warmup": (int, True, None, "warm-up invocations before timing"),
+    "rounds": (int, False, None, "latency jobs repeated round-robin, samples pooled"),
     "input_source": (str, True, None, "the timed input: a real smear path or 'random'"),
 }
 PEAK = {
@@ -136,6 +137,8 @@ OVERHEAD = {
     "harness_mean_ms": (_OPT_NUM, False, None, "mean per-call time through the harness"),
     "bare_mean_ms": (_OPT_NUM, False, None, "mean per-call time of the bare loop"),
     "diff_mean_pct": (_OPT_NUM, False, None, "the same difference on means"),
+    "timer_cost_us": (_OPT_NUM, False, None, "harness cost per call around a no-op (immune to load)"),
+    "timer_cost_pct": (_OPT_NUM, False, None, "timer_cost_us relative to bare_p50_ms"),
     "rounds": (int, True, None, "interleaved harness/bare rounds"),
 }
 DOCUMENT = {

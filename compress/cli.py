@@ -26,6 +26,8 @@ def register(sub) -> None:
     c.add_argument("--prune-batch-size", type=int, default=16)
     c.add_argument("--prune-lr", type=float, default=1e-4, help="fine-tuning learning rate (default 1e-4)")
     c.add_argument("--prune-max-images", type=int, default=None, help="use at most N training images to fine-tune")
+    c.add_argument("--prune-labels", action="store_true",
+                   help="fine-tune the pruned model on the labels (default: on the unpruned model's probabilities)")
     c.add_argument("--calib", type=int, default=300, help="calibration images from the training split (default 300)")
     c.add_argument("--data", default=None, help="data folder (default: the run's config.json, else ../shared/data/aria-all)")
     c.add_argument("--no-parity", action="store_true", help="only write the files (no parity, evaluation or card)")
@@ -59,7 +61,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     cfg = CompressConfig(source=args.source, out=args.out, variants=parse_variants(args.variants), prune=args.prune,
                          prune_epochs=args.prune_epochs, prune_batch_size=args.prune_batch_size, prune_lr=args.prune_lr,
-                         prune_max_images=args.prune_max_images, calib=args.calib, data_dir=args.data,
+                         prune_max_images=args.prune_max_images, prune_distill=not args.prune_labels,
+                         calib=args.calib, data_dir=args.data,
                          parity=not args.no_parity, selective=not args.no_selective,
                          keras_check=not args.no_keras_check, n_boot=args.n_boot, gates=Gates.parse(args.gate))
     if cfg.prune is not None:

@@ -40,6 +40,7 @@ class CompressConfig:
         prune_batch_size: fine-tuning batch size.
         prune_lr: fine-tuning learning rate.
         prune_max_images: cap on training images used for fine-tuning (None: all).
+        prune_distill: fine-tune towards the unpruned model's probabilities (else the labels).
         calib: calibration images drawn from the training split.
         data_dir: data folder (None: the run's config.json, else the default).
         parity: run parity (and evaluation/card) after writing the files.
@@ -57,6 +58,7 @@ class CompressConfig:
     prune_batch_size: int = 16
     prune_lr: float = 1e-4
     prune_max_images: int | None = None
+    prune_distill: bool = True
     calib: int = 300
     data_dir: str | None = None
     parity: bool = True
@@ -179,7 +181,7 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
     if cfg.prune:
         x_u8, y = timed("prune_load_images", lambda: _train_images(rows, spec, cfg.prune_max_images))
         pcfg = PruneConfig(target_sparsity=cfg.prune, epochs=cfg.prune_epochs, batch_size=cfg.prune_batch_size,
-                           learning_rate=cfg.prune_lr)
+                           learning_rate=cfg.prune_lr, distill=cfg.prune_distill)
         n_labels = 2 if spec.task == "binary" else len(spec.class_names)
         built.pruned, prep = timed("prune_finetune", lambda: prune_model(model, spec, x_u8, y, pcfg,
                                                                            _class_weights(y, n_labels)))

@@ -41,6 +41,9 @@ class PruneConfig:
         frequency: steps between mask updates (None: ~10 updates over the schedule).
         freeze_batchnorm: keep BatchNormalization statistics fixed (inference mode) while
             fine-tuning: small batches would otherwise disturb them.
+        distill: fine-tune towards the unpruned model's own probabilities on the training
+            images (self-distillation) instead of the labels: the pruned model should stay the
+            same function (threshold, calibration, parity), not become a new classifier.
         tolerance: allowed |measured - target| sparsity per layer (plus rounding of tiny layers).
         seed: shuffling seed.
     """
@@ -52,6 +55,7 @@ class PruneConfig:
     learning_rate: float = 1e-4
     frequency: int | None = None
     freeze_batchnorm: bool = True
+    distill: bool = True
     tolerance: float = 0.01
     seed: int = 0
 
@@ -78,6 +82,7 @@ class PruneReport:
     finetune_loss: list[float] = field(default_factory=list)
     seconds: float = 0.0
     n_images: int = 0
+    config: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,6 +114,16 @@ class _Batches:
                 self.order = self.rng.permutation(len(self.x))
 
         return Seq(*a, **k)
+
+
+def teacher_targets(model, images_u8: np.ndarray, spec: ModelSpec, batch_size: int = 32) -> np.ndarray:
+    """The unpruned model's probabilities on the training images (soft targets), (N, outputs)."""
+    from leukedge.preprocess import normalize
+
+    log.info("self-distillation: scoring %d training images with the unpruned model", len(images_u8))
+    out = [model.predict(normalize(images_u8[i:i + batch_size], spec.preprocess), verbose=0)
+           for i in range(0, len(images_u8), batch_size)]
+    return np.concatenate(out).astype(np.float32)
 
 
 def schedule_steps(total_steps: int, frequency: int | None, end_fraction: float = 1.0) -> tuple[int, int, int]:
@@ -183,7 +198,12 @@ def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarra
 
     cfg = config or PruneConfig()
     t0 = time.perf_counter()
-    seq = _Batches(images_u8, np.asarray(labels), spec, cfg.batch_size, cfg.seed)
+    if cfg.distill:
+        targets = teacher_targets(model, images_u8, spec, cfg.batch_size)
+        class_weight = None  # the teacher's probabilities already carry the balance it learned
+    else:
+        targets = np.asarray(labels)
+    seq = _Batches(images_u8, targets, spec, cfg.batch_size, cfg.seed)
     steps = len(seq) * cfg.epochs
     begin, end, freq = schedule_steps(steps, cfg.frequency, cfg.end_fraction)
     schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=float(cfg.target_sparsity),
@@ -199,8 +219,10 @@ def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarra
     except ValueError as exc:
         raise ModelError(f"tfmot cannot prune this model ({str(exc).splitlines()[0]})",
                          "build it with tf_keras (TF_USE_LEGACY_KERAS=1 before importing TensorFlow)") from None
-    loss = (keras.losses.BinaryCrossentropy() if spec.task == "binary"
-            else keras.losses.SparseCategoricalCrossentropy())
+    if spec.task == "binary":
+        loss = keras.losses.BinaryCrossentropy()
+    else:
+        loss = keras.losses.CategoricalCrossentropy() if cfg.distill else keras.losses.SparseCategoricalCrossentropy()
     pruned.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=loss)
     wrapped = {l.layer.name for l in pruned.layers if _is_pruning_wrapper(l) and getattr(l, "prunable_weights", None)}
     log.info("pruning %d layers to %.0f%% sparsity: %d steps (%d epoch(s) x %d batches of %d), mask update every %d "
@@ -221,7 +243,8 @@ def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarra
     total = sum(d["size"] for d in layers.values())
     overall = sum(d["zeros"] for d in layers.values()) / max(1, total)
     report = PruneReport(float(cfg.target_sparsity), steps, begin, end, freq, layers, float(overall),
-                         [float(v) for v in hist.history.get("loss", [])], time.perf_counter() - t0, len(images_u8))
+                         [float(v) for v in hist.history.get("loss", [])], time.perf_counter() - t0, len(images_u8),
+                         asdict(cfg))
     check_sparsity(layers, cfg.target_sparsity, cfg.tolerance)
     log.info("pruned %d layers: overall kernel sparsity %.3f (target %.2f), %.0f s",
              len(layers), overall, cfg.target_sparsity, report.seconds)

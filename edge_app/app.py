@@ -65,8 +65,14 @@ def _define_classes():
         start_dir = StringProperty(str(Path.cwd()))
         camera_on = BooleanProperty(False)
 
+        ready_text = StringProperty("")
+
         def set_status(self, text, error=False):
-            self.status_text, self.status_error = text, error
+            self.status_text, self.status_error, self.ready_text = text, error, ""
+
+        def on_pre_enter(self, *args):
+            if self.ready_text:
+                self.set_status(self.ready_text)
 
         def set_model(self, release, threshold):
             self.model_text = f"Model: {release.name} v{release.version}  (refer at {threshold:.2f})"

@@ -34,6 +34,7 @@ class Pilot:
         self._wait = 0
         self._t0 = time.monotonic()
         self._first_flip = None
+        self.frame_dts: list[float] = []
 
     # ----- helpers the scenarios use -----------------------------------------------------
     @property
@@ -103,6 +104,7 @@ class Pilot:
         self._ev = Clock.schedule_interval(self._tick, 0)
 
     def _tick(self, dt):
+        self.frame_dts.append(dt)
         if time.monotonic() - self._t0 > self.timeout_s:
             self.report["error"] = f"timeout after {self.timeout_s}s"
             return self._finish()
@@ -130,6 +132,9 @@ class Pilot:
         self.report["latencies_ms"] = list(self.ctl.latencies_ms) if self.ctl else []
         self.report["inference_path_ms"] = list(self.ctl.path_ms) if self.ctl else []
         self.report["latency_parts_ms"] = list(self.ctl.latency_parts) if self.ctl else []
+        dts = sorted(self.frame_dts[5:]) or [0.0]
+        self.report["frame_interval_ms"] = {"median": 1000 * dts[len(dts) // 2], "p90": 1000 * dts[int(len(dts) * 0.9)],
+                                            "n": len(dts)}
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text(json.dumps(self.report, indent=2, default=str))
         self.app.stop()

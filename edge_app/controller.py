@@ -48,6 +48,8 @@ class Controller:
         self.latencies_ms: list[float] = []
         self.path_ms: list[float] = []
         self.latency_parts: list[dict] = []
+        self._busy_ev = None
+        self._t_back_start = 0.0
         self.source = None
         self._frame = None
         self._preview_ev = None
@@ -61,6 +63,7 @@ class Controller:
         fut: Future = (pool or self._pool).submit(fn, *args)
 
         def back(f: Future):
+            self._t_back_start = time.perf_counter()
             try:
                 result, error = f.result(), None
             except LeukEdgeError as exc:
@@ -119,7 +122,9 @@ class Controller:
             return None
         self.busy = True
         t0 = time.perf_counter()
-        self.screen("capture").set_status("Screening...")
+        # Show "Screening..." only if it takes a while: any change on screen makes Kivy redraw the
+        # window, which (software GL, busy CPU) can cost more than the screening itself.
+        self._busy_ev = Clock.schedule_once(lambda dt: self.screen("capture").set_status("Screening..."), 0.3)
         screener = self.screener
 
         def job():
@@ -129,6 +134,8 @@ class Controller:
 
     def _screened(self, result, error, t0, sample_id):
         self.busy = False
+        if self._busy_ev is not None:
+            self._busy_ev.cancel()
         t_back = time.perf_counter()
         res, t_done = result if result is not None else (None, t_back)
         if error or res is None or res.error:
@@ -137,7 +144,7 @@ class Controller:
             return
         self.last_result = res
         self.screen("capture").clear_sample()
-        self.screen("capture").set_status("Ready: choose or capture the next image.")
+        self.screen("capture").ready_text = "Ready: choose or capture the next image."  # shown when it is entered
         self.screen("result").show(res, self.screener.release)
         self.app.root.current = "result"
 
@@ -149,6 +156,7 @@ class Controller:
             self.path_ms.append(res.timings["total"])
             self.latency_parts.append({"worker": round((t_done - t0) * 1000, 2),
                                        "to_main_thread": round((t_back - t_done) * 1000, 2),
+                                       "gil": round((self._t_back_start - t_done) * 1000, 2),
                                        "fill_and_draw": round((t_flip - t_back) * 1000, 2)})
             log.info("image chosen -> result on screen: %.1f ms (inference path %.1f ms)", ms, res.timings["total"])
 

@@ -101,6 +101,16 @@ class Release:
     def metric(self, name: str):
         return find_metric(self.card, name)
 
+    def ood_rates(self) -> dict:
+        """Flag rates of the OOD gate per data set (card ``ood`` section, else ``ood.json``)."""
+        rates = (self.card.get("ood") or {}).get("rates")
+        if not rates and (self.folder / "ood.json").is_file():
+            try:
+                rates = {k: v["flagged"] for k, v in json.loads((self.folder / "ood.json").read_text())["rates"].items()}
+            except (ValueError, KeyError, TypeError):
+                rates = None
+        return rates or {}
+
     def figures(self) -> list[Path]:
         return sorted((self.folder / "figures").glob("*.png"))
 

@@ -18,7 +18,10 @@ COLOURS = {"positive": (0.78, 0.16, 0.16, 1), "negative": (0.13, 0.55, 0.25, 1),
 
 
 def pct(v) -> str:
-    return "?" if v is None else f"{100 * float(v):.0f}%"
+    if v is None:
+        return "?"
+    v = 100 * float(v)
+    return f"{v:.1f}%" if 0 < v < 10 else f"{v:.0f}%"
 
 
 def metrics_sentence(release, threshold: float | None = None) -> str:
@@ -85,7 +88,7 @@ def card_lines(release) -> list[str]:
     ops = ", ".join(f"{o.name} {o.threshold:.2f}" for o in spec.operating_points) or f"default {spec.threshold:.2f}"
     lines.append(f"Validated thresholds: {ops}")
     if spec.ood.method != "none":
-        rates = (card.get("ood") or {}).get("rates") or {}
+        rates = release.ood_rates()
         shown = ", ".join(f"{k} {pct(v)}" for k, v in rates.items() if k not in ("train",))
         lines.append(f"Out-of-distribution gate: {spec.ood.method}" + (f"; images flagged: {shown}" if shown else ""))
     lines.append(f"Data: {spec.data.source} ({spec.data.license})")

@@ -228,7 +228,7 @@ def test_heatmap_overlay_marks_the_hot_region():
 
 def test_stats_and_metric_lookup(tmp_path):
     from leukedge.benchmarks.runner import latency_stats, time_calls
-    from leukedge.benchmarks.suite import find_metric
+    from leukedge.benchmarks.targets import find_metric
 
     calls = []
     ms = time_calls(lambda: calls.append(1), runs=7)

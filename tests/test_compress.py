@@ -137,6 +137,7 @@ def test_prune_reaches_target_sparsity_per_layer(tiny_keras, tiny_spec, smear_pa
     before = measure_sparsity(tiny_keras)
     assert all(d["sparsity"] < 0.05 for d in before.values())
     pruned, report = prune_model(tiny_keras, tiny_spec, x, y, PruneConfig(target_sparsity=0.7, batch_size=8))
+    assert report.config["distill"] and report.end_step < report.steps  # ramp, then fixed-mask recovery
     measured = measure_sparsity(pruned)  # measured on the stripped model, not taken from the report
     assert set(measured) == {"tiny_conv0", "tiny_conv1", "tiny_conv2", "head_dense", "probability"}
     for name, d in measured.items():
@@ -243,3 +244,44 @@ def test_compress_cli_bad_input_is_one_line(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     assert main(["compress", str(tmp_path / "run"), "--out", str(tmp_path / "m"), "--variants", "int9"]) == 2
     assert "did you mean" in capsys.readouterr().err
+
+
+def test_selective_quantization_keeps_worst_ops_in_float(tiny_keras, tiny_spec, tiny_run, small_dataset, tmp_path):
+    from leukedge.compress.export import calibrate, convert, quantize_calibrated
+    from leukedge.compress.parity import Gates, ParityData
+    from leukedge.compress.quantization import QuantizationConfig, representative_from_split
+    from leukedge.compress.selective import layer_errors, selective_quantize
+    from leukedge.predictors import TFLitePredictor
+    from leukedge.runtime import LiteRunner
+    from leukedge.split import read_manifest
+
+    rows = read_manifest(tiny_run / "split.csv", small_dataset)
+    rep = representative_from_split(rows, tiny_spec, n=40)
+    cal = calibrate(tiny_keras, tiny_spec, QuantizationConfig.for_int8(rep))
+    ranking = layer_errors(cal, rep, max_samples=16)
+    assert len(ranking) >= 5
+    errs = [d["rmse_over_scale"] for d in ranking]
+    assert errs == sorted(errs, reverse=True) and errs[0] > 0
+    full = quantize_calibrated(cal, tiny_spec)
+    kept = quantize_calibrated(cal, tiny_spec, denylisted_nodes=[d["tensor_name"] for d in ranking[:3]])
+    (tmp_path / "full.tflite").write_bytes(full)
+    (tmp_path / "kept.tflite").write_bytes(kept)
+    ops = lambda f: [o["op_name"] for o in LiteRunner(f).interpreter._get_ops_details()]  # noqa: E731
+    assert ops(tmp_path / "kept.tflite").count("DEQUANTIZE") > ops(tmp_path / "full.tflite").count("DEQUANTIZE")
+    assert set(LiteRunner(tmp_path / "kept.tflite").outputs) == {"probability", "cam", "features"}
+
+    (tmp_path / "spec.json").write_text(tiny_spec.to_json())
+    (tmp_path / "ref.tflite").write_bytes(convert(tiny_keras, tiny_spec, QuantizationConfig.for_float32()))
+    ref = TFLitePredictor(tmp_path / "ref.tflite", tiny_spec)
+    val = ParityData.from_manifest(rows, "val")
+    lenient = Gates(max_delta_accuracy=1, max_delta_sensitivity=1, max_delta_roc_auc=1, min_agreement=0,
+                    min_heatmap_correlation=0)
+    data, report = selective_quantize(cal, tiny_spec, ref, val, rep, lenient, max_rounds=2, n_boot=20,
+                                      debugger_samples=8)
+    assert report.passed and data is not None and len(report.kept_float) == 1
+    assert report.attempts[0]["n_float"] == 1 and report.selective_bytes >= report.int8_bytes > 0
+    assert report.int8_ms > 0 and report.selective_ms > 0
+    impossible = Gates(min_heatmap_correlation=1.5)
+    data, report = selective_quantize(cal, tiny_spec, ref, val, rep, impossible, max_rounds=2, n_boot=20,
+                                      debugger_samples=8)
+    assert data is None and not report.passed and [a["n_float"] for a in report.attempts] == [1, 2]
