@@ -142,6 +142,7 @@ def test_e2e_overhead_and_reports(bench_run, tiny_release):
     o = {r["file"]: r for r in doc["overhead"]}["tiny.int8.tflite"]
     assert o["status"] == "ok" and o["harness_p50_ms"] > 0 and o["bare_p50_ms"] > 0
     assert o["diff_pct"] == pytest.approx((o["harness_p50_ms"] - o["bare_p50_ms"]) / o["bare_p50_ms"] * 100, abs=0.05)
+    assert 0 < o["timer_cost_us"] < 1000 * o["harness_p50_ms"]
     md = (out / "r.md").read_text()
     assert "| tiny | int8 | litert" in md and "End to end" in md and "Harness overhead" in md
     assert (out / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
