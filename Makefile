@@ -16,3 +16,6 @@ test: setup
 
 test-slow: setup
 	.venv/bin/python -m pytest -m slow -q
+
+screenshots: setup
+	SDL_VIDEODRIVER=offscreen .venv/bin/python scripts/screenshots.py --out docs/screenshots

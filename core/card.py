@@ -213,6 +213,10 @@ def build_card(release_dir) -> dict:
         card["targets"] = _targets(ev)
     if parity is not None:
         card["parity"] = parity_summary(parity)
+    ood = _load_json(d / "ood.json") if (d / "ood.json").exists() else None
+    if ood:
+        card["ood"] = {k: ood.get(k) for k in ("method", "percentile", "image_margin", "threshold",
+                                                "image_threshold", "rates", "model_file")}
     if bench:
         card["benchmarks"] = bench
     return card
@@ -282,6 +286,14 @@ def card_markdown(card: dict) -> str:
             page.p("Details: parity.md / parity.json. Only files whose comparison passes should be deployed.")
         else:
             page.p("See parity.md / parity.json.")
+    ood = card.get("ood")
+    if ood and ood.get("rates"):
+        page.h("Out-of-distribution gate")
+        page.p(f"Images are flagged instead of scored when the {ood.get('method')} distance of the model's pooled "
+               f"features exceeds {_f(ood.get('threshold'))} (the {ood.get('percentile')}th percentile of validation "
+               f"distances) or the image colour statistics exceed {_f(ood.get('image_threshold'))}. Flagged rates:")
+        page.table(["images", "n", "flagged"],
+                   [[name, r.get("n"), _f(r.get("flagged"))] for name, r in ood["rates"].items()])
     if card.get("benchmarks"):
         page.h("Benchmarks")
         page.bullets(f"{name}: see bench/{name}" for name in card["benchmarks"])

@@ -279,6 +279,7 @@ def main(argv=None) -> int:
     ap.add_argument("scenario", choices=sorted(SCENARIOS))
     ap.add_argument("--model", required=True)
     ap.add_argument("--db", required=True)
+    ap.add_argument("--models-root", default=None, help="folder of releases (default: the model's parent folder)")
     ap.add_argument("--out", required=True, help="report JSON")
     ap.add_argument("--shots", help="screenshot folder")
     ap.add_argument("--smear")
@@ -297,6 +298,7 @@ def main(argv=None) -> int:
 
     configure_kivy(False, tuple(int(v) for v in args.size.split("x")))
     app = app_class()(model=args.model, db=args.db, threads=args.threads, camera=args.camera,
+                      models_root=args.models_root or str(Path(args.model).parent),
                       start_dir=str(Path(args.smear or ".").parent) if args.smear else None)
     pilot = Pilot(app, SCENARIOS[args.scenario], Path(args.out), args.shots, args.timeout)
     pilot.args = args
