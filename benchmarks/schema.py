@@ -217,7 +217,7 @@ def validate(obj, name: str = "benchmark JSON") -> dict:
 
 
 def describe() -> str:
-    """The schema as Markdown (one table per object), for the README / RUNBOOK."""
+    """The schema as Markdown (one table per object), for the README."""
     sections = [("document", DOCUMENT), ("device", DEVICE), ("conditions", CONDITIONS), ("peak", PEAK),
                 ("results[] row", ROW), ("latency_ms", LATENCY), ("memory", MEMORY), ("metric", METRIC),
                 ("e2e[]", E2E), ("overhead[]", OVERHEAD)]
