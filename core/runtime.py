@@ -77,7 +77,24 @@ def check_tflite_file(path: str | os.PathLike, expected_sha256: str | None = Non
     return p
 
 
-class LiteRunner:
+class TensorIO:
+    """Input/output tensor handling shared by every interpreter binding.
+
+    Subclasses set ``self.input`` (a tensor detail dict: shape, dtype, quantization).
+    """
+
+    input: dict
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.input["shape"])
+
+    @property
+    def input_dtype(self):
+        return self.input["dtype"]
+
+
+class LiteRunner(TensorIO):
     """A loaded ``.tflite`` model.
 
     Args:
@@ -118,14 +135,6 @@ class LiteRunner:
             for i, d in enumerate(self.interpreter.get_output_details()):
                 named["probability" if i == 0 else f"output_{i}"] = d
         return named
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(int(d) for d in self.input["shape"])
-
-    @property
-    def input_dtype(self):
-        return self.input["dtype"]
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         dtype = self.input["dtype"]

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from leukedge.errors import ModelError
-from leukedge.runtime import LiteRunner, check_tflite_file
+from leukedge.runtime import LiteRunner, TensorIO, check_tflite_file
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def _detail(tensor, name: str) -> dict:
             "quantization": (scale, zero)}
 
 
-class JavaLiteRunner:
+class JavaLiteRunner(TensorIO):
     """A ``.tflite`` loaded by LiteRT's Java ``Interpreter`` (Android), LiteRunner-compatible.
 
     Args:
@@ -103,14 +103,6 @@ class JavaLiteRunner:
                  np.dtype(self.input["dtype"]).name, list(self.outputs))
 
     # the LiteRunner interface ---------------------------------------------------------
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(int(d) for d in self.input["shape"])
-
-    @property
-    def input_dtype(self):
-        return self.input["dtype"]
-
     quantize_input = LiteRunner.quantize_input
     dequantize = staticmethod(LiteRunner.dequantize)
 
