@@ -34,6 +34,8 @@ def register(sub) -> None:
     c.add_argument("--no-selective", action="store_true", help="do not keep layers in float when int8 fails a gate")
     c.add_argument("--no-keras-check", action="store_true", help="skip float32 TFLite vs Keras (GradientTape) parity")
     c.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the CIs (default 1000)")
+    c.add_argument("--ood-check", action="append", default=[], metavar="DIR",
+                   help="out-of-domain image folder whose flagged rate the OOD gate reports (repeatable)")
     c.add_argument("--gate", action="append", metavar="NAME=VALUE", help=GATE_HELP)
     c.set_defaults(func=cmd_compress)
 
@@ -64,7 +66,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
                          prune_max_images=args.prune_max_images, prune_distill=not args.prune_labels,
                          calib=args.calib, data_dir=args.data,
                          parity=not args.no_parity, selective=not args.no_selective,
-                         keras_check=not args.no_keras_check, n_boot=args.n_boot, gates=Gates.parse(args.gate))
+                         keras_check=not args.no_keras_check, n_boot=args.n_boot, gates=Gates.parse(args.gate),
+                         ood_check_dirs=list(args.ood_check))
     if cfg.prune is not None:
         from .prune import PruneConfig
 

@@ -48,6 +48,8 @@ class CompressConfig:
         keras_check: also compare float32 TFLite with the Keras model (GradientTape Grad-CAM).
         n_boot: bootstrap replicates of the parity CIs.
         gates: parity gates.
+        ood_check_dirs: out-of-domain image folders whose flagged rate the OOD gate reports
+            (e.g. ``../shared/data/pbc-lymphocytes``).
     """
 
     source: str
@@ -66,6 +68,7 @@ class CompressConfig:
     keras_check: bool = True
     n_boot: int = 1000
     gates: Gates = field(default_factory=Gates)
+    ood_check_dirs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -310,7 +313,7 @@ def run_compress(cfg: CompressConfig) -> dict:
             summary.update(size_summary(rel.files, rel.name))
         summary["passed"] = all(r.passed for k, r in results.items() if k.startswith("int8"))
         rel.write_json("compress.json", summary)
-        _after(out, data_dir, summary)
+        _after(out, data_dir, summary, cfg.ood_check_dirs)
     summary["timings_s"]["total"] = round(time.perf_counter() - t_start, 2)
     from leukedge.fileio import atomic_write_json
 
@@ -318,8 +321,11 @@ def run_compress(cfg: CompressConfig) -> dict:
     return summary
 
 
-def _after(out: Path, data_dir: Path, summary: dict) -> None:
-    """Evaluation and model card, when those stages are installed (their failure is recorded)."""
+def _after(out: Path, data_dir: Path, summary: dict, ood_check_dirs=()) -> None:
+    """Evaluation, the OOD gate and the model card, when those stages are installed.
+
+    Their failure is recorded in ``compress.json``, never loses the release.
+    """
     if optional_module("leukedge.evaluate"):
         try:
             from leukedge.evaluate import run_evaluation
@@ -331,6 +337,16 @@ def _after(out: Path, data_dir: Path, summary: dict) -> None:
         except Exception as exc:  # another stage's failure must not lose the release
             log.error("evaluation failed: %s", exc)
             summary["evaluation_error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if optional_module("leukedge.edge_app.calibrate"):
+        try:
+            from leukedge.edge_app.calibrate import calibrate_from_data
+
+            log.info("fitting the out-of-distribution gate of %s", out)
+            calibrate_from_data(out, data_dir, out / "split.csv", ood_dirs=tuple(ood_check_dirs))
+            summary["ood"] = "ood.json"
+        except Exception as exc:
+            log.error("OOD calibration failed: %s", exc)
+            summary["ood_error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if optional_module("leukedge.card"):
         try:
             from leukedge.card import write_card
