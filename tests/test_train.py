@@ -59,6 +59,7 @@ def test_one_epoch_end_to_end_run_folder(small_dataset, manifest, tmp_path):
     assert all(p["y_true"] == ("0" if p["class"] == "Benign" else "1") for p in preds)
     model = load_keras_model(run / "best.h5")
     assert model.output_shape == (None, 1)
+    assert model.get_layer("tiny_bn0").momentum == pytest.approx(0.9)  # from scratch: fast BN statistics
     # the pipeline's --resume-latest leaves a finished run of the same backbone as it is
     from leukedge.cli import main
 
@@ -157,3 +158,26 @@ def test_presets_resolve():
     assert [p.name for p in plan_phases(from_preset("paper"))] == ["frozen", "finetune"]
     assert {"quick", "paper", "vgg16", "resnet50", "mobilenetv2"} <= set(PRESETS)
     assert from_preset("mobilenetv2", task="subtype").task == "subtype"
+
+
+def test_bn_recalibration_sets_the_exact_average_of_batch_statistics(smear_paths, tiny_spec):
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from leukedge.preprocess import preprocess_file
+    from leukedge.train.callbacks import BNRecalibrate
+    from leukedge.train.model import build_classifier
+
+    model = build_classifier(tiny_spec, dense_units=8)
+    x = np.stack([preprocess_file(p, tiny_spec.preprocess) for ps in smear_paths.values() for p in ps[:4]])  # 16
+    ds = tf.data.Dataset.from_tensor_slices((x, np.zeros(len(x)))).batch(8)
+    momentum = model.get_layer("tiny_bn0").momentum
+    cb = BNRecalibrate(ds, steps=2)
+    cb.set_model(model)
+    cb.recalibrate()
+    conv = keras.Model(model.input, model.get_layer("tiny_conv0").output)(x).numpy()
+    batch_means = [conv[i:i + 8].mean(axis=(0, 1, 2)) for i in (0, 8)]
+    bn = model.get_layer("tiny_bn0")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean(batch_means, axis=0), rtol=1e-4, atol=1e-5)
+    assert bn.momentum == momentum  # restored

@@ -174,3 +174,30 @@ class RunState(keras.callbacks.Callback):
                  logs.get("accuracy", float("nan")), logs.get("auc", float("nan")), logs.get("val_loss", float("nan")),
                  logs.get("val_accuracy", float("nan")), logs.get("val_auc", float("nan")), self.lr_used, seconds,
                  self.images / max(seconds, 1e-9), " *best*" if st.get("best_epoch") == done else "")
+
+
+class BNRecalibrate(keras.callbacks.Callback):
+    """Re-estimate BatchNormalization statistics with the current weights before each validation.
+
+    Training from scratch at a high learning rate, the moving averages mix statistics of
+    weights from many steps ago; deep BN stacks (DenseNet201: 201 layers) then collapse to
+    one class in inference mode although the training-mode accuracy is high. Before
+    validation this runs ``steps`` un-augmented training batches in training mode and sets
+    each moving mean/variance to their exact average (cumulative momentum), as SWA's
+    ``bn_update`` does (:func:`leukedge.train.precise_bn.recalibrate_batchnorm`). The weights
+    are not changed.
+    """
+
+    def __init__(self, dataset, steps: int):
+        super().__init__()
+        self.dataset, self.steps = dataset, int(steps)
+
+    def recalibrate(self):
+        from .precise_bn import recalibrate_batchnorm
+
+        t0 = time.time()
+        used = recalibrate_batchnorm(self.model, self.dataset.take(self.steps), self.steps, trainable_only=True)
+        log.info("BatchNorm statistics re-estimated on %d training batches (%.0f s)", used, time.time() - t0)
+
+    def on_test_begin(self, logs=None):
+        self.recalibrate()

@@ -55,6 +55,9 @@ def register(sub) -> None:
                    help="write spec.json/predictions.csv from RUN's current best.h5 (an unfinished run stays resumable)")
     g.add_argument("--search", action="store_true", help="grid search with grouped k-fold CV on train+val")
     g.add_argument("--baseline", choices=("lr",), help="lr: logistic regression + SMOTE on pooled backbone features")
+    p.add_argument("--recalibrate-bn", type=int, default=0, metavar="N",
+                   help="with --finalize: re-estimate BatchNorm statistics of the latest weights (last.h5) from N "
+                        "un-augmented training batches first (precise BN; for backbones trained from scratch)")
     p.add_argument("--grid", action="append", metavar="NAME=V1,V2",
                    help="--search grid axis (dropout, batch_size, lr); repeat per axis")
     p.add_argument("--folds", type=int, help="--search: grouped k-fold folds (default 3)")
@@ -99,7 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.finalize:
         from .trainer import finalize
 
-        summary = finalize(args.finalize)
+        summary = finalize(args.finalize, recalibrate_bn=args.recalibrate_bn)
         print(f"{args.finalize}: best epoch {summary.get('best_epoch')}, test " +
               ", ".join(f"{k} {v:.4f}" for k, v in summary["test"]["at_threshold"].items() if isinstance(v, float)))
         return 0

@@ -78,6 +78,13 @@ class TrainConfig:
             (``input_size`` and ``normalize`` come from the backbone and config).
         threads: TensorFlow intra-op threads (None = number of CPUs).
         log_every: log progress every N steps.
+        bn_momentum: BatchNormalization moving-average momentum; None = automatic: 0.9
+            when training from scratch (Keras' 0.99 lets the moving statistics lag the
+            fast-changing weights for many epochs when an epoch is only ~60 steps, so
+            validation in inference mode collapses to one class), the backbone's own otherwise.
+        bn_recalibrate_steps: before each validation, re-estimate the BatchNormalization
+            statistics on this many un-augmented training batches with the current weights;
+            None = automatic: 8 when training from scratch, 0 (off) for pretrained backbones.
         preset: the preset this config started from (informative).
         search_grid: ``--search`` grid (dropout / batch_size / lr lists).
         search_folds: grouped k-fold folds of ``--search``.
@@ -112,6 +119,8 @@ class TrainConfig:
     preprocess: dict = field(default_factory=dict)
     threads: int | None = None
     log_every: int = 10
+    bn_momentum: float | None = None
+    bn_recalibrate_steps: int | None = None
     preset: str | None = None
     search_grid: dict = field(default_factory=lambda: {"dropout": [0.3, 0.5], "batch_size": [32], "lr": [1e-3, 1e-4]})
     search_folds: int = 3

@@ -20,7 +20,7 @@ def batchnorm_layers(model) -> list:
     return [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
 
 
-def recalibrate_batchnorm(model, batches, max_batches: int = 10) -> int:
+def recalibrate_batchnorm(model, batches, max_batches: int = 10, trainable_only: bool = False) -> int:
     """Set every BatchNorm's moving mean/variance to the average over ``batches``.
 
     Args:
@@ -28,11 +28,12 @@ def recalibrate_batchnorm(model, batches, max_batches: int = 10) -> int:
         batches: iterable of input batches (numpy or tensors), or of (x, y[, w]) tuples,
             preprocessed like training (no augmentation needed).
         max_batches: use at most this many batches.
+        trainable_only: leave frozen BatchNorm layers (a frozen pretrained backbone) alone.
 
     Returns:
         The number of batches used (0: nothing changed).
     """
-    bns = batchnorm_layers(model)
+    bns = [l for l in batchnorm_layers(model) if l.trainable or not trainable_only]
     if not bns:
         return 0
     saved = [l.momentum for l in bns]
@@ -51,23 +52,3 @@ def recalibrate_batchnorm(model, batches, max_batches: int = 10) -> int:
             layer.momentum = m
     log.info("re-estimated %d BatchNorm layers from %d batches", len(bns), used)
     return used
-
-
-class PreciseBatchNorm:
-    """Keras callback factory: re-estimate BatchNorm statistics before each validation.
-
-    ``make_callback(dataset)`` returns a ``tf_keras.callbacks.Callback`` whose
-    ``on_test_begin`` runs :func:`recalibrate_batchnorm` on ``max_batches`` batches of
-    ``dataset`` (the un-augmented training pipeline), so validation metrics, early stopping,
-    checkpoints and thresholds all see the statistics inference will use.
-    """
-
-    @staticmethod
-    def make_callback(dataset, max_batches: int = 10):
-        import tf_keras as keras
-
-        class _Callback(keras.callbacks.Callback):
-            def on_test_begin(self, logs=None):
-                recalibrate_batchnorm(self.model, dataset.take(max_batches), max_batches)
-
-        return _Callback()

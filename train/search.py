@@ -61,7 +61,8 @@ def _fold_score(cfg: TrainConfig, spec, weights, train_rows, val_rows) -> dict:
 
     from .dataset import class_weights, eval_pipeline, labels_of, train_pipeline
     from .outputs import positive_probs, positive_truth
-    from .trainer import build_model, compile_model, plan_phases, set_trainable
+    from .callbacks import BNRecalibrate
+    from .trainer import bn_recalibrate_steps, build_model, compile_model, plan_phases, set_trainable
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.seed)
@@ -76,6 +77,11 @@ def _fold_score(cfg: TrainConfig, spec, weights, train_rows, val_rows) -> dict:
         compile_model(model, spec, phase.lr)
         model.fit(tr.dataset, steps_per_epoch=tr.steps, epochs=phase.end, initial_epoch=phase.start,
                   class_weight=cw, verbose=0)
+    recal = bn_recalibrate_steps(cfg)
+    if recal:  # from scratch: BatchNorm statistics of the final weights (see BNRecalibrate)
+        cb = BNRecalibrate(eval_pipeline(train_rows[: recal * cfg.batch_size], spec, cfg.batch_size).dataset, recal)
+        cb.set_model(model)
+        cb.recalibrate()
     probs = model.predict(va.dataset, verbose=0)
     y, p = positive_truth(val_rows, spec), positive_probs(probs, spec)
     if spec.task == "binary":

@@ -129,10 +129,32 @@ def resolve_weights(cfg: TrainConfig):
     return cfg.weights
 
 
+def bn_momentum(cfg: TrainConfig) -> float | None:
+    """The BatchNormalization momentum to use (see ``TrainConfig.bn_momentum``)."""
+    if cfg.bn_momentum is not None:
+        return float(cfg.bn_momentum)
+    return None if cfg.pretrained else 0.9
+
+
+def bn_recalibrate_steps(cfg: TrainConfig) -> int:
+    """Training batches for BatchNorm re-estimation before validation (see the config field)."""
+    if cfg.bn_recalibrate_steps is not None:
+        return int(cfg.bn_recalibrate_steps)
+    return 0 if cfg.pretrained else 8
+
+
 def build_model(cfg: TrainConfig, spec, weights):
+    import tf_keras as keras
+
     from .model import build_classifier
 
     model = build_classifier(spec, weights=weights, dense_units=cfg.dense_units, dropout=cfg.dropout)
+    momentum = bn_momentum(cfg)
+    if momentum is not None:  # read when the training graph is traced, so setting it here suffices
+        bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+        for layer in bns:
+            layer.momentum = momentum
+        log.debug("BatchNormalization momentum %.3g on %d layers", momentum, len(bns))
     return _float32_output(model)
 
 
@@ -262,7 +284,7 @@ def _load_state(run_dir: Path) -> dict:
 
 
 def _train(cfg: TrainConfig, run_dir: Path, resuming: bool) -> Path:
-    from .callbacks import Progress, RunState, set_lr
+    from .callbacks import BNRecalibrate, Progress, RunState, set_lr
 
     setup_runtime(cfg)
     state = _load_state(run_dir)
@@ -271,6 +293,9 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool) -> Path:
         return run_dir
     rows = load_rows(cfg, run_dir)
     spec = spec_for(cfg, sorted({r["class"] for s in SPLITS for r in rows[s]}))
+    if bn_momentum(cfg) is not None:
+        log.info("BatchNormalization momentum %.3g (%s)", bn_momentum(cfg),
+                 "set" if cfg.bn_momentum is not None else "automatic for training from scratch")
     log.info("run %s: %s %s %s at %d, train/val/test %d/%d/%d%s", run_dir.name, cfg.backbone, cfg.weights, cfg.task,
              spec.preprocess.input_size, *(len(rows[s]) for s in SPLITS),
              f", resuming after epoch {state['epoch']}" if resuming else "")
@@ -288,6 +313,10 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool) -> Path:
             log.info("restored weights of epoch %d from last.h5 (lr %.2e, phase %s)",
                      state["epoch"], state.get("lr", 0), state.get("phase"))
         images = min(tr.steps * cfg.batch_size, tr.n)
+        recal = bn_recalibrate_steps(cfg)
+        if recal:
+            sub = rows["train"][:: max(1, len(rows["train"]) // (recal * cfg.batch_size))]
+            recal_pipe = eval_pipeline(sub[: recal * cfg.batch_size], spec, batch_size=cfg.batch_size)
         for phase in plan_phases(cfg):
             if state.get("stopped_early"):
                 break
@@ -301,15 +330,25 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool) -> Path:
             set_lr(model, float(state.get("lr", phase.lr)))
             callbacks = [Progress(tr.steps, cfg.batch_size, cfg.epochs, cfg.log_every, images),
                          RunState(run_dir, cfg, state, phase.name, phase.early_stopping, images)]
+            if recal:
+                callbacks.insert(0, BNRecalibrate(recal_pipe.dataset, recal))
             model.fit(tr.dataset, steps_per_epoch=tr.steps, validation_data=va.dataset, epochs=phase.end,
                       initial_epoch=state.get("epoch", 0), class_weight=cw, callbacks=callbacks, verbose=0)
     finish(cfg, run_dir, spec, rows, state)
     return run_dir
 
 
-def finalize(run_dir: str | os.PathLike) -> dict:
+def finalize(run_dir: str | os.PathLike, recalibrate_bn: int = 0) -> dict:
     """Write ``spec.json``, ``predictions.csv`` and ``summary.json`` from the current ``best.h5``
-    of a run, finished or not (an unfinished run stays resumable)."""
+    of a run, finished or not (an unfinished run stays resumable).
+
+    Args:
+        run_dir: the run folder.
+        recalibrate_bn: when > 0, take the latest weights (``last.h5``), re-estimate their
+            BatchNorm statistics from this many un-augmented training batches
+            (:mod:`leukedge.train.precise_bn`) and make that the run's ``best.h5`` (the previous
+            one is kept as ``best.before-bn-recalibration.h5``); ``state.json`` records it.
+    """
     run_dir = Path(run_dir)
     cfg = TrainConfig.load(run_dir)
     if not (run_dir / "best.h5").exists():
@@ -319,7 +358,31 @@ def finalize(run_dir: str | os.PathLike) -> dict:
     rows = load_rows(cfg, run_dir)
     spec = spec_for(cfg, sorted({r["class"] for s in SPLITS for r in rows[s]}))
     build_model(cfg, spec, None)  # sets spec.head (layer names, feature shape)
+    if recalibrate_bn > 0:
+        _recalibrate_best(cfg, run_dir, spec, rows, state, recalibrate_bn)
     return finish(cfg, run_dir, spec, rows, state, mark_finished=bool(state.get("finished")))
+
+
+def _recalibrate_best(cfg: TrainConfig, run_dir: Path, spec, rows: dict, state: dict, n_batches: int) -> None:
+    import shutil
+
+    from .io import load_keras_model
+    from .precise_bn import recalibrate_batchnorm
+
+    model = load_keras_model(run_dir / "last.h5")
+    pipe = eval_pipeline(rows["train"], spec, batch_size=cfg.batch_size, cache=False)
+    used = recalibrate_batchnorm(model, pipe.dataset.shuffle(64, seed=cfg.seed), n_batches)
+    if (run_dir / "best.h5").exists() and not (run_dir / "best.before-bn-recalibration.h5").exists():
+        shutil.copy2(run_dir / "best.h5", run_dir / "best.before-bn-recalibration.h5")
+    tmp = run_dir / ".best.recalibrated.h5"
+    model.save(str(tmp))
+    os.replace(tmp, run_dir / "best.h5")
+    state["bn_recalibrated"] = {"from": "last.h5", "epoch": state.get("epoch"), "batches": used,
+                                "batch_size": cfg.batch_size}
+    state["best_epoch"] = state.get("epoch")
+    atomic_write_json(run_dir / "state.json", state)
+    log.info("best.h5 := last.h5 (epoch %s) with BatchNorm statistics re-estimated from %d training batches",
+             state.get("epoch"), used)
 
 
 def finish(cfg: TrainConfig, run_dir: Path, spec, rows: dict, state: dict, mark_finished: bool = True) -> dict:
