@@ -93,6 +93,17 @@ class TensorIO:
     def input_dtype(self):
         return self.input["dtype"]
 
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def predict(self, xs: np.ndarray) -> dict[str, np.ndarray]:
+        """Run a batch one image at a time (the interpreter has batch 1); stacks each output."""
+        outs: dict[str, list] = {}
+        for x in xs:
+            for k, v in self.run(x).items():
+                outs.setdefault(k, []).append(v)
+        return {k: np.stack(v) for k, v in outs.items()}
+
 
 class LiteRunner(TensorIO):
     """A loaded ``.tflite`` model.
@@ -177,10 +188,3 @@ class LiteRunner(TensorIO):
         self.invoke()
         return self.get_outputs()
 
-    def predict(self, xs: np.ndarray) -> dict[str, np.ndarray]:
-        """Run a batch one image at a time (the interpreter has batch 1); stacks each output."""
-        outs: dict[str, list] = {}
-        for x in xs:
-            for k, v in self.run(x).items():
-                outs.setdefault(k, []).append(v)
-        return {k: np.stack(v) for k, v in outs.items()}

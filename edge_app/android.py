@@ -137,13 +137,6 @@ class JavaLiteRunner(TensorIO):
             result[name] = self.dequantize(arr, d)[0]
         return result
 
-    def predict(self, xs: np.ndarray) -> dict[str, np.ndarray]:
-        outs: dict[str, list] = {}
-        for x in xs:
-            for k, v in self.run(x).items():
-                outs.setdefault(k, []).append(v)
-        return {k: np.stack(v) for k, v in outs.items()}
-
     def close(self) -> None:
         try:
             self.interpreter.close()
