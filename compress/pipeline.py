@@ -337,16 +337,6 @@ def _after(out: Path, data_dir: Path, summary: dict, ood_check_dirs=()) -> None:
         except Exception as exc:  # another stage's failure must not lose the release
             log.error("evaluation failed: %s", exc)
             summary["evaluation_error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if optional_module("leukedge.edge_app.calibrate"):
-        try:
-            from leukedge.edge_app.calibrate import calibrate_from_data
-
-            log.info("fitting the out-of-distribution gate of %s", out)
-            calibrate_from_data(out, data_dir, out / "split.csv", ood_dirs=tuple(ood_check_dirs))
-            summary["ood"] = "ood.json"
-        except Exception as exc:
-            log.error("OOD calibration failed: %s", exc)
-            summary["ood_error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if optional_module("leukedge.card"):
         try:
             from leukedge.card import write_card
@@ -356,3 +346,17 @@ def _after(out: Path, data_dir: Path, summary: dict, ood_check_dirs=()) -> None:
         except Exception as exc:
             log.error("model card failed: %s", exc)
             summary["card_error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if optional_module("leukedge.edge_app.calibrate"):
+        try:
+            from leukedge.edge_app.calibrate import calibrate_from_data
+
+            log.info("fitting the out-of-distribution gate of %s", out)
+            calibrate_from_data(out, data_dir, out / "split.csv", ood_dirs=tuple(ood_check_dirs))
+            summary["ood"] = "ood.json"
+            from leukedge.card import write_card
+
+            write_card(out)  # again: the card lists the OOD stats file and rates
+        except Exception as exc:
+            log.error("OOD calibration failed: %s", exc)
+            summary["ood_error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
