@@ -60,14 +60,20 @@ def _os_name() -> str:
     return f"{platform.system()} {platform.release()}"
 
 
-def _memory_mb() -> float | None:
+def proc_kib(path: str, key: str) -> int | None:
+    """The KiB value of ``key`` in a /proc status-style file (``MemTotal:``, ``VmHWM:``), or None."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 1024, 1)
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def _memory_mb() -> float | None:
+    kib = proc_kib("/proc/meminfo", "MemTotal:")
+    return None if kib is None else round(kib / 1024, 1)
 
 
 def available_cores() -> int:

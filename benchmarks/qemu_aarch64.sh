@@ -104,25 +104,10 @@ fake_cpuinfo() {
   mountpoint -q "$ROOT/proc" && umount "$ROOT/proc"
   mkdir -p "$ROOT/proc"
   # A Cortex-A72 (Raspberry Pi 4) style cpuinfo; only read for feature detection.
-  cat > "$ROOT/proc/cpuinfo" <<'EOF'
-processor	: 0
-BogoMIPS	: 108.00
-Features	: fp asimd evtstrm crc32 cpuid
-CPU implementer	: 0x41
-CPU architecture: 8
-CPU variant	: 0x0
-CPU part	: 0xd08
-CPU revision	: 3
-
-processor	: 1
-BogoMIPS	: 108.00
-Features	: fp asimd evtstrm crc32 cpuid
-CPU implementer	: 0x41
-CPU architecture: 8
-CPU variant	: 0x0
-CPU part	: 0xd08
-CPU revision	: 3
-EOF
+  : > "$ROOT/proc/cpuinfo"
+  for cpu in 0 1; do
+    printf 'processor\t: %s\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n\n' "$cpu" >> "$ROOT/proc/cpuinfo"
+  done
   # cpuinfo (XNNPACK) also reads the CPU lists from sysfs, which the chroot does not mount.
   mountpoint -q "$ROOT/sys" || { mkdir -p "$ROOT/sys/devices/system/cpu"
     echo 0-1 > "$ROOT/sys/devices/system/cpu/possible"; echo 0-1 > "$ROOT/sys/devices/system/cpu/present"; }

@@ -77,12 +77,11 @@ def peak_rss_mb() -> float:
     fork + exec into it, so a child of a big parent would report the parent's peak.
     Elsewhere ``ru_maxrss`` (KiB on Linux, bytes on macOS).
     """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 2)
-    except (OSError, ValueError, IndexError):
-        pass
+    from .device import proc_kib
+
+    kib = proc_kib("/proc/self/status", "VmHWM:")
+    if kib is not None:
+        return round(kib / 1024, 2)
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(r / (1024 * 1024) if sys.platform == "darwin" else r / 1024, 2)
 
