@@ -21,8 +21,12 @@ def register(sub) -> None:
                    help="comma list of float32,int8,float16,dynamic (default float32,int8; float32 always)")
     c.add_argument("--prune", type=float, nargs="?", const=0.5, default=None, metavar="SPARSITY",
                    help="also write <name>.pruned-int8.tflite pruned to SPARSITY (default 0.5 when given bare)")
-    c.add_argument("--prune-epochs", type=int, default=2,
-                   help="fine-tuning epochs while pruning (default 2: sparsity ramps up over 70%% of the steps, then recovery)")
+    c.add_argument("--prune-epochs", type=int, default=4,
+                   help="fine-tuning epochs while pruning (default 4: sparsity ramps up over the first half of the "
+                        "steps, then recovery with the masks fixed)")
+    c.add_argument("--prune-min-weights", type=int, default=2048,
+                   help="kernels with fewer weights stay dense (default 2048: the stem conv and the narrowest "
+                        "projections; 0 prunes every prunable layer)")
     c.add_argument("--prune-batch-size", type=int, default=16)
     c.add_argument("--prune-lr", type=float, default=1e-4, help="fine-tuning learning rate (default 1e-4)")
     c.add_argument("--prune-max-images", type=int, default=None, help="use at most N training images to fine-tune")
@@ -64,6 +68,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     cfg = CompressConfig(source=args.source, out=args.out, variants=parse_variants(args.variants), prune=args.prune,
                          prune_epochs=args.prune_epochs, prune_batch_size=args.prune_batch_size, prune_lr=args.prune_lr,
                          prune_max_images=args.prune_max_images, prune_distill=not args.prune_labels,
+                         prune_min_weights=args.prune_min_weights,
                          calib=args.calib, data_dir=args.data,
                          parity=not args.no_parity, selective=not args.no_selective,
                          keras_check=not args.no_keras_check, n_boot=args.n_boot, gates=Gates.parse(args.gate),
@@ -71,7 +76,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if cfg.prune is not None:
         from .prune import PruneConfig
 
-        PruneConfig(target_sparsity=cfg.prune)  # validate before minutes of work
+        PruneConfig(target_sparsity=cfg.prune, min_weights=cfg.prune_min_weights)  # validate before minutes of work
     s = run_compress(cfg)
     print(f"release {args.out}")
     for name, d in s["files"].items():

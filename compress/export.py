@@ -1,15 +1,24 @@
 """Export a trained classifier to TFLite with Grad-CAM computed inside the graph.
 
 The exported model has one input, ``image`` (float32, (1, S, S, 3), already preprocessed by
-:mod:`leukedge.preprocess`), and three named signature outputs:
+:mod:`leukedge.preprocess`), and four named signature outputs:
 
-* ``probability``: (1, 1) sigmoid (binary) or (1, C) softmax (subtype);
+* ``probability``: (1, 1) sigmoid (binary) or (1, C) softmax (subtype) of ``logit``;
+* ``logit``: (1, 1) or (1, C) pre-activation of the output layer (files exported before
+  this output existed, e.g. the first releases, have the other three only);
 * ``cam``: (1, h, w) Grad-CAM map of the positive (binary) or the predicted (subtype) class;
 * ``features``: (1, D) globally pooled features (for the app's out-of-distribution gate).
 
+Why ``logit``: in a full-integer file the sigmoid/softmax output is int8 with the fixed
+scale 1/256, so every probability below ~0.004 (or above ~0.996) collapses onto a few
+levels, and two subtype probabilities can tie. The converter calibrates ``logit`` with its
+own range, and :class:`leukedge.runtime.LiteRunner` recomputes ``probability`` in float from
+it. Both come from the same tensor (``logit = relu_hidden @ W2 + b2``; the Keras output
+layer's activation is applied to it), so the head's weights are stored once.
+
 TFLite has no gradients, but for ``features -> GAP -> Dense(relu) -> Dense`` the Grad-CAM
-weights have a closed form. With pooled features ``p``, hidden pre-activation
-``z = W1^T p + b1`` and pre-activation logit ``y_c = W2[:, c]^T relu(z) + b2[c]``::
+weights have a closed form. With feature map ``A`` (h, w, D), pooled features ``p``, hidden
+pre-activation ``z = W1^T p + b1`` and logit ``y_c = W2[:, c]^T relu(z) + b2[c]``::
 
     d y_c / d p = W1 @ (W2[:, c] * 1[z > 0])
     d y_c / d A[i, j, k] = (d y_c / d p_k) / (h * w)          # GAP spreads it evenly
@@ -17,7 +26,14 @@ weights have a closed form. With pooled features ``p``, hidden pre-activation
 
 which is exactly what a GradientTape Grad-CAM on the pre-activation logit computes (not
 normalised; the app normalises for display). ``1[z > 0]`` equals ``1[relu(z) > 0]``, so the
-graph reads the hidden layer's (post-ReLU) output and recomputes nothing.
+graph reads the hidden layer's (post-ReLU) output. The sums are taken in the other order,
+``cam[i, j] = relu(((A[i, j] @ W1) * 1[z > 0]) @ W2[:, c]) / (h * w)``: ``A @ W1`` is a
+fully connected op with the hidden layer's own kernel in its own layout, so the converter
+stores ``W1`` once (``alpha = W1 @ g`` needs ``W1`` transposed, which put a second copy of
+the largest weight matrix into every file: +0.66 MB int8 / +2.6 MB float32 for
+EfficientNet-Lite0), and the sum over hidden units is a fully connected op too (int32
+accumulation in the int8 file). The price is ``h * w * D * U`` multiply-adds (32 M for
+EfficientNet-Lite0 at 224, about 8% of the network) instead of ``D * U``.
 """
 from __future__ import annotations
 
@@ -34,7 +50,7 @@ from .quantization import QuantizationConfig
 log = logging.getLogger(__name__)
 
 #: Names of the exported signature outputs (the contract every consumer reads).
-OUTPUTS = ("probability", "cam", "features")
+OUTPUTS = ("probability", "logit", "cam", "features")
 #: The trained model's layers the export reads (see leukedge.train.model).
 FEATURE_LAYER, POOL_LAYER, HIDDEN_LAYER, OUTPUT_LAYER = "features", "gap", "head_dense", "probability"
 #: Name of the flatbuffer metadata entry holding spec.json.
@@ -51,7 +67,7 @@ def _layer(model, name: str):
 
 
 def serving_function(model, spec: ModelSpec):
-    """A ``tf.function`` (input ``image``) returning ``{probability, cam, features}``.
+    """A ``tf.function`` (input ``image``) returning ``{probability, logit, cam, features}``.
 
     Args:
         model: a tf_keras classifier with layers ``features``, ``gap``, ``head_dense`` and
@@ -70,12 +86,18 @@ def serving_function(model, spec: ModelSpec):
     out = _layer(model, OUTPUT_LAYER)
     if getattr(hidden, "activation", None) is not keras.activations.relu:
         raise ModelError(f"layer '{HIDDEN_LAYER}' must be a Dense with ReLU for the Grad-CAM closed form")
-    if getattr(out, "activation", None) not in (keras.activations.sigmoid, keras.activations.softmax):
+    activation = getattr(out, "activation", None)
+    if activation not in (keras.activations.sigmoid, keras.activations.softmax) or not hasattr(out, "kernel"):
         raise ModelError(f"layer '{OUTPUT_LAYER}' must be a Dense with sigmoid or softmax")
-    sub = keras.Model(model.input, [fmap, pooled, hidden.output, out.output], name=f"{model.name}_export")
-    w1 = tf.constant(hidden.kernel.numpy(), tf.float32)           # (D, U)
-    w2t = tf.constant(out.kernel.numpy().T, tf.float32)           # (C, U)
+    # ``out.input`` is the hidden output after Dropout (an identity at inference): the logit
+    # is computed here from it, so probability and logit share one tensor. ``out.output`` is
+    # listed only so that the sub-model owns (and the converter freezes) the head's variables;
+    # it is unused, and the converter drops it.
+    sub = keras.Model(model.input, [fmap, pooled, hidden.output, out.input, out.output], name=f"{model.name}_export")
+    w1 = hidden.kernel                                              # (D, U), the variable itself
+    w2, b2 = out.kernel, out.bias                                   # (U, C), (C,)
     h, w = int(fmap.shape[1]), int(fmap.shape[2])
+    d = int(fmap.shape[3])
     s = int(model.input.shape[1])
     binary = spec.task == "binary"
     if binary != (int(out.kernel.shape[1]) == 1):
@@ -83,15 +105,17 @@ def serving_function(model, spec: ModelSpec):
 
     @tf.function(input_signature=[tf.TensorSpec((1, s, s, 3), tf.float32, name="image")])
     def serve(image):
-        a, p, hid, prob = sub(image, training=False)
-        if binary:
-            w2c = w2t[0:1]                                          # (1, U): the positive logit
-        else:
-            w2c = tf.gather(w2t, tf.argmax(prob, axis=-1))          # (1, U): the predicted class
-        gate = w2c * tf.cast(hid > 0.0, tf.float32)                 # W2[:, c] * 1[z > 0]
-        alpha = tf.matmul(gate, w1, transpose_b=True) * (1.0 / (h * w))  # (1, D)
-        cam = tf.nn.relu(tf.reduce_sum(a * alpha[:, None, None, :], axis=-1))
-        return {"probability": prob, "cam": cam, "features": p}
+        a, p, hid, head_in, _ = sub(image, training=False)
+        logit = tf.matmul(head_in, w2)
+        if b2 is not None:
+            logit = logit + b2
+        prob = activation(logit)
+        za = tf.matmul(tf.reshape(a, (h * w, d)), w1)               # (h w, U): A @ W1, the hidden layer's kernel
+        za = za * tf.cast(hid > 0.0, tf.float32)                    # * 1[z > 0]
+        cams = tf.matmul(za, w2 * (1.0 / (h * w)))                  # (h w, C): every class, GAP's 1 / (h w)
+        c = 0 if binary else tf.argmax(logit[0])                    # positive / predicted class
+        cam = tf.nn.relu(tf.reshape(tf.gather(cams, c, axis=1), (1, h, w)))
+        return {"probability": prob, "logit": logit, "cam": cam, "features": p}
 
     return serve, sub
 

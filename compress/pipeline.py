@@ -41,6 +41,7 @@ class CompressConfig:
         prune_lr: fine-tuning learning rate.
         prune_max_images: cap on training images used for fine-tuning (None: all).
         prune_distill: fine-tune towards the unpruned model's probabilities (else the labels).
+        prune_min_weights: kernels smaller than this stay dense (see PruneConfig.min_weights).
         calib: calibration images drawn from the training split.
         data_dir: data folder (None: the run's config.json, else the default).
         parity: run parity (and evaluation/card) after writing the files.
@@ -56,11 +57,12 @@ class CompressConfig:
     out: str
     variants: list[str] = field(default_factory=lambda: ["float32", "int8"])
     prune: float | None = None
-    prune_epochs: int = 2
+    prune_epochs: int = 4
     prune_batch_size: int = 16
     prune_lr: float = 1e-4
     prune_max_images: int | None = None
     prune_distill: bool = True
+    prune_min_weights: int = 2048
     calib: int = 300
     data_dir: str | None = None
     parity: bool = True
@@ -184,7 +186,8 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
     if cfg.prune:
         x_u8, y = timed("prune_load_images", lambda: _train_images(rows, spec, cfg.prune_max_images))
         pcfg = PruneConfig(target_sparsity=cfg.prune, epochs=cfg.prune_epochs, batch_size=cfg.prune_batch_size,
-                           learning_rate=cfg.prune_lr, distill=cfg.prune_distill)
+                           learning_rate=cfg.prune_lr, distill=cfg.prune_distill,
+                           min_weights=cfg.prune_min_weights)
         n_labels = 2 if spec.task == "binary" else len(spec.class_names)
         built.pruned, prep = timed("prune_finetune", lambda: prune_model(model, spec, x_u8, y, pcfg,
                                                                            _class_weights(y, n_labels)))

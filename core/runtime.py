@@ -1,7 +1,9 @@
 """Run a LeukEdge ``.tflite`` without TensorFlow (LiteRT), LiteRunner-style.
 
 Quantizes the float input and dequantizes every output from the interpreter's own
-tensor details, and returns outputs by name (``probability``, ``cam``, ``features``).
+tensor details, and returns outputs by name (``probability``, ``cam``, ``features``; files
+with a ``logit`` output also return it, and their ``probability`` is recomputed in float
+from it, see :func:`probability_from_logit`).
 The runtime is looked up by name in :data:`RUNTIMES`: LiteRT (``ai-edge-litert``, the
 default), ``tflite-runtime`` (legacy fallback) or TensorFlow's own interpreter.
 """
@@ -75,6 +77,35 @@ def check_tflite_file(path: str | os.PathLike, expected_sha256: str | None = Non
             raise ModelError(f"{p}: sha256 {actual[:12]}... does not match the model card ({expected_sha256[:12]}...)",
                              "the file was modified or corrupted; re-download the release")
     return p
+
+
+def probability_from_logit(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Recompute ``probability`` in float from the ``logit`` output, when the model has one.
+
+    A full-integer file's sigmoid/softmax output is int8 with the fixed scale 1/256: every
+    probability below ~0.004 reads as 0 or 1/256, and subtype probabilities can tie. The
+    ``logit`` tensor is calibrated with its own range, so the sigmoid (one output) or softmax
+    (several) of the dequantized logit keeps small probabilities and the class order. The
+    file's own probability is kept as ``probability_raw``. Outputs without ``logit`` (files
+    exported before it existed) are returned unchanged.
+
+    Args:
+        outputs: dequantized outputs of one image, by name (batch dimension dropped or kept).
+    """
+    if "logit" not in outputs:
+        return outputs
+    z = np.asarray(outputs["logit"], np.float64)
+    if z.shape[-1] == 1:
+        e = np.exp(-np.abs(z))                                    # stable for either sign
+        p = np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    else:
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        p = e / e.sum(axis=-1, keepdims=True)
+    out = dict(outputs)
+    if "probability" in outputs:
+        out["probability_raw"] = outputs["probability"]
+    out["probability"] = p.astype(np.float32)
+    return out
 
 
 class TensorIO:
@@ -179,8 +210,9 @@ class LiteRunner(TensorIO):
         self.interpreter.invoke()
 
     def get_outputs(self) -> dict[str, np.ndarray]:
-        return {name: self.dequantize(self.interpreter.get_tensor(d["index"]), d)[0]
-                for name, d in self.outputs.items()}
+        """Dequantized outputs by name (batch dim dropped); ``probability`` from ``logit`` when present."""
+        return probability_from_logit({name: self.dequantize(self.interpreter.get_tensor(d["index"]), d)[0]
+                                       for name, d in self.outputs.items()})
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Run one preprocessed image (S, S, 3) float32; returns dequantized outputs by name (batch dim dropped)."""

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from leukedge.errors import ModelError
-from leukedge.runtime import LiteRunner, TensorIO, check_tflite_file
+from leukedge.runtime import LiteRunner, TensorIO, check_tflite_file, probability_from_logit
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class JavaLiteRunner(TensorIO):
             raw = bytes(bytearray(bufs[name].array()))
             arr = np.frombuffer(raw, dtype=d["dtype"]).reshape(tuple(int(s) for s in d["shape"]))
             result[name] = self.dequantize(arr, d)[0]
-        return result
+        return probability_from_logit(result)                 # as LiteRunner.get_outputs
 
     def close(self) -> None:
         try:

@@ -54,6 +54,6 @@ def tiny_release(tmp_path_factory, tiny_run) -> tuple[Path, dict]:
 
     out = tmp_path_factory.mktemp("models") / "tiny-binary"
     cfg = CompressConfig(source=str(tiny_run), out=str(out), variants=["float32", "int8"], prune=0.5,
-                         prune_epochs=1, prune_batch_size=8, calib=60, selective=False, n_boot=200)
+                         prune_epochs=1, prune_batch_size=8, prune_min_weights=0, calib=60, selective=False, n_boot=200)
     summary = run_compress(cfg)
     return out, summary

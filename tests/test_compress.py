@@ -32,7 +32,7 @@ def test_float32_tflite_gradcam_matches_gradient_tape(tmp_path, tiny_keras, tiny
     f = tmp_path / "tiny.float32.tflite"
     f.write_bytes(convert(tiny_keras, tiny_spec, QuantizationConfig.for_float32()))
     runner = LiteRunner(f)
-    assert set(runner.outputs) == {"probability", "cam", "features"}
+    assert set(runner.outputs) == {"probability", "logit", "cam", "features"}
     out = runner.predict(x)
     tape_cam, tape_prob = gradcam(tiny_keras, x)
     assert out["cam"].shape == tape_cam.shape == (len(x), 8, 8)
@@ -90,7 +90,7 @@ def test_int8_export_contract_and_cam_correlation(tmp_path, tiny_keras, tiny_spe
     rq, rf = LiteRunner(tmp_path / "q.tflite"), LiteRunner(tmp_path / "f.tflite")
     assert rq.input_dtype == np.int8 and rq.input["quantization"][0] > 0
     assert {n: np.dtype(d["dtype"]).name for n, d in rq.outputs.items()} == \
-        {"probability": "int8", "cam": "int8", "features": "int8"}
+        {"probability": "int8", "logit": "int8", "cam": "int8", "features": "int8"}
     x = _real_batch(smear_paths, tiny_spec)
     oq, of = rq.predict(x), rf.predict(x)
     assert np.abs(oq["probability"] - of["probability"]).max() < 0.05
@@ -136,12 +136,17 @@ def test_prune_reaches_target_sparsity_per_layer(tiny_keras, tiny_spec, smear_pa
     y = np.array([tiny_spec.label_of(p.parent.name) for p in paths])
     before = measure_sparsity(tiny_keras)
     assert all(d["sparsity"] < 0.05 for d in before.values())
-    pruned, report = prune_model(tiny_keras, tiny_spec, x, y, PruneConfig(target_sparsity=0.7, batch_size=8))
+    smallest = min(before, key=lambda n: before[n]["size"])  # kept dense by min_weights
+    cfg = PruneConfig(target_sparsity=0.7, batch_size=8, epochs=2, min_weights=before[smallest]["size"] + 1)
+    pruned, report = prune_model(tiny_keras, tiny_spec, x, y, cfg)
     assert report.config["distill"] and report.end_step < report.steps  # ramp, then fixed-mask recovery
+    assert report.kept_dense == {smallest: before[smallest]["size"]} and smallest not in report.layers
     measured = measure_sparsity(pruned)  # measured on the stripped model, not taken from the report
     assert set(measured) == {"tiny_conv0", "tiny_conv1", "tiny_conv2", "head_dense", "probability"}
     for name, d in measured.items():
-        assert abs(d["sparsity"] - 0.7) <= 0.01 + 1.0 / d["size"], (name, d)
+        want = 0.0 if name == smallest else 0.7
+        assert abs(d["sparsity"] - want) <= 0.01 + 1.0 / d["size"] + (0.05 if want == 0 else 0), (name, d)
+    assert 0.0 < report.all_kernels_sparsity < 0.7
     assert [l.name for l in pruned.layers] == [l.name for l in tiny_keras.layers]  # export finds its layers
     assert np.all(np.isfinite(pruned.predict(x[:4].astype(np.float32) / 255.0, verbose=0)))
     assert measure_sparsity(tiny_keras) == before  # the original model is untouched
@@ -169,11 +174,11 @@ def test_tiny_release_files_and_contract(tiny_release, tiny_run):
         f = out / f"{name}.{v}.tflite"
         assert f.exists() and f.stat().st_size < 100 * 1000 * 1000
         r = LiteRunner(f)
-        assert set(r.outputs) == {"probability", "cam", "features"}
+        assert set(r.outputs) == {"probability", "logit", "cam", "features"}
         assert r.input_shape == (1, 32, 32, 3)
         assert read_embedded_spec(f.read_bytes()).name == name
     spec = ModelSpec.load(out)
-    assert spec.name == name and spec.outputs == ["probability", "cam", "features"]
+    assert spec.name == name and spec.outputs == ["probability", "logit", "cam", "features"]
     assert (out / "split.csv").read_bytes() == (tiny_run / "split.csv").read_bytes()
     assert summary["files"][f"{name}.int8.tflite"]["bytes"] < summary["files"][f"{name}.float32.tflite"]["bytes"]
     # pruned: sparsity measured per layer on the stripped model
@@ -268,7 +273,7 @@ def test_selective_quantization_keeps_worst_ops_in_float(tiny_keras, tiny_spec, 
     (tmp_path / "kept.tflite").write_bytes(kept)
     ops = lambda f: [o["op_name"] for o in LiteRunner(f).interpreter._get_ops_details()]  # noqa: E731
     assert ops(tmp_path / "kept.tflite").count("DEQUANTIZE") > ops(tmp_path / "full.tflite").count("DEQUANTIZE")
-    assert set(LiteRunner(tmp_path / "kept.tflite").outputs) == {"probability", "cam", "features"}
+    assert set(LiteRunner(tmp_path / "kept.tflite").outputs) == {"probability", "logit", "cam", "features"}
 
     (tmp_path / "spec.json").write_text(tiny_spec.to_json())
     (tmp_path / "ref.tflite").write_bytes(convert(tiny_keras, tiny_spec, QuantizationConfig.for_float32()))
