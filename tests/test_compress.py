@@ -290,3 +290,29 @@ def test_selective_quantization_keeps_worst_ops_in_float(tiny_keras, tiny_spec, 
     data, report = selective_quantize(cal, tiny_spec, ref, val, rep, impossible, max_rounds=2, n_boot=20,
                                       debugger_samples=8)
     assert data is None and not report.passed and [a["n_float"] for a in report.attempts] == [1, 2]
+
+
+def test_feature_distillation_keeps_the_feature_map(tiny_keras, tiny_spec, smear_paths):
+    """Pruning with feature distillation stays closer to the unpruned feature map (the Grad-CAM input)."""
+    import tf_keras as keras
+
+    from leukedge.compress.prune import PruneConfig, prune_model
+    from leukedge.imageio import load_image
+    from leukedge.preprocess import normalize, preprocess_uint8
+
+    paths = [p for ps in smear_paths.values() for p in ps]
+    x = np.stack([preprocess_uint8(load_image(p), tiny_spec.preprocess) for p in paths])
+    y = np.array([tiny_spec.label_of(p.parent.name) for p in paths])
+    xn = normalize(x, tiny_spec.preprocess)
+
+    def fmap(m):
+        return keras.Model(m.input, m.get_layer("features").output).predict(xn, verbose=0)
+
+    ref = fmap(tiny_keras)
+    errs = {}
+    for w in (0.0, 5.0):
+        cfg = PruneConfig(target_sparsity=0.8, batch_size=8, epochs=4, min_weights=0, feature_distill=w,
+                          learning_rate=3e-3)
+        pruned, _ = prune_model(tiny_keras, tiny_spec, x, y, cfg)
+        errs[w] = float(np.mean((fmap(pruned) - ref) ** 2) / np.mean(ref ** 2))
+    assert errs[5.0] < errs[0.0], errs
