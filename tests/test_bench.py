@@ -273,3 +273,19 @@ def test_isolation_turns_crashes_and_timeouts_into_error_rows(tiny_release):
     assert slow == {"status": "error", "error": "timed out after 0 s"}
     ok = run_isolated(job)
     assert ok["status"] == "ok" and ok["runs"] == 5 and ok["input_shape"] == [1, 32, 32, 3]
+
+
+def test_report_says_whether_the_cpu_has_int8_dot_products(bench_run):
+    """The committed results of two real devices: VNNI (Intel Xeon) vs AVX2 only (AMD EPYC)."""
+    from leukedge.benchmarks.report import int8_dot, load_result, markdown
+
+    _, _, doc = bench_run
+    for flags, has in ((["avx2", "avx512_vnni"], True), (["avx2", "fma"], False), (["neon", "asimddp"], True)):
+        d = copy.deepcopy(doc)
+        d["device"]["isa_flags"] = flags
+        md = markdown(d)
+        assert bool(int8_dot(d["device"])) is has
+        assert ("int8 dot-product instructions: **none**" in md) is (not has)
+    root = Path(__file__).resolve().parents[1] / "models" / "densenet201-binary" / "bench"
+    intel, amd = load_result(root / "x86_64-intel-xeon-2c-litert.json"), load_result(root / "x86_64-amd-epyc-2c-litert.json")
+    assert int8_dot(intel["device"]) and not int8_dot(amd["device"])
