@@ -30,6 +30,9 @@ def register(sub) -> None:
     c.add_argument("--prune-batch-size", type=int, default=16)
     c.add_argument("--prune-lr", type=float, default=1e-4, help="fine-tuning learning rate (default 1e-4)")
     c.add_argument("--prune-max-images", type=int, default=None, help="use at most N training images to fine-tune")
+    c.add_argument("--prune-feature-distill", type=float, default=0.0, metavar="W",
+                   help="also pull the pruned feature map (Grad-CAM input) towards the unpruned one with weight W "
+                        "(default 0: closer decisions; 1: closer heatmaps, see the README)")
     c.add_argument("--prune-labels", action="store_true",
                    help="fine-tune the pruned model on the labels (default: on the unpruned model's probabilities)")
     c.add_argument("--calib", type=int, default=300, help="calibration images from the training split (default 300)")
@@ -69,6 +72,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
                          prune_epochs=args.prune_epochs, prune_batch_size=args.prune_batch_size, prune_lr=args.prune_lr,
                          prune_max_images=args.prune_max_images, prune_distill=not args.prune_labels,
                          prune_min_weights=args.prune_min_weights,
+                         prune_feature_distill=args.prune_feature_distill,
                          calib=args.calib, data_dir=args.data,
                          parity=not args.no_parity, selective=not args.no_selective,
                          keras_check=not args.no_keras_check, n_boot=args.n_boot, gates=Gates.parse(args.gate),

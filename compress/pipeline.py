@@ -42,6 +42,7 @@ class CompressConfig:
         prune_max_images: cap on training images used for fine-tuning (None: all).
         prune_distill: fine-tune towards the unpruned model's probabilities (else the labels).
         prune_min_weights: kernels smaller than this stay dense (see PruneConfig.min_weights).
+        prune_feature_distill: weight of the feature-map distillation (see PruneConfig.feature_distill).
         calib: calibration images drawn from the training split.
         data_dir: data folder (None: the run's config.json, else the default).
         parity: run parity (and evaluation/card) after writing the files.
@@ -63,6 +64,7 @@ class CompressConfig:
     prune_max_images: int | None = None
     prune_distill: bool = True
     prune_min_weights: int = 2048
+    prune_feature_distill: float = 0.0
     calib: int = 300
     data_dir: str | None = None
     parity: bool = True
@@ -187,7 +189,7 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
         x_u8, y = timed("prune_load_images", lambda: _train_images(rows, spec, cfg.prune_max_images))
         pcfg = PruneConfig(target_sparsity=cfg.prune, epochs=cfg.prune_epochs, batch_size=cfg.prune_batch_size,
                            learning_rate=cfg.prune_lr, distill=cfg.prune_distill,
-                           min_weights=cfg.prune_min_weights)
+                           min_weights=cfg.prune_min_weights, feature_distill=cfg.prune_feature_distill)
         n_labels = 2 if spec.task == "binary" else len(spec.class_names)
         built.pruned, prep = timed("prune_finetune", lambda: prune_model(model, spec, x_u8, y, pcfg,
                                                                            _class_weights(y, n_labels)))

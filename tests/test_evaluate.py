@@ -217,3 +217,4 @@ def test_compare_runs_table(evaluated, tmp_path, run_dir):
     assert cmp["models"][1]["vs_first"]["roc_auc_delta"]["delta"] == 0.0
     assert (tmp_path / "cmp" / "roc_all.png").stat().st_size > 5000
     assert "| ROC-AUC |" in (tmp_path / "cmp" / "comparison.md").read_text()
+    assert cmp["models"][0]["label"].endswith("`a`") and cmp["models"][1]["label"].endswith("`b`")  # told apart

@@ -47,11 +47,18 @@ def _load_run(arg: str, split: str) -> dict:
         threshold = float(spec.get("threshold", 0.5))
         rule = next((o.get("rule", "") for o in spec.get("operating_points", []) if o.get("name") == "default"),
                     "the spec's threshold")
-        label = (f"{backbone}{' subtype' if spec.get('task') == 'subtype' else ''} "
-                 f"({spec.get('weights', '?')} weights, {spec.get('preprocess', {}).get('input_size', '?')}px)")
+        head = spec.get("head") or {}
+        size = spec.get("preprocess", {}).get("input_size", "?")
+        if head.get("type") == "logistic_regression":
+            label = (f"logistic regression{' + SMOTE' if head.get('smote') else ''} on {backbone} "
+                     f"({spec.get('weights', '?')}) features, {size}px")
+        else:
+            label = (f"{backbone}{' subtype' if spec.get('task') == 'subtype' else ''} "
+                     f"({spec.get('weights', '?')} weights, {size}px)")
     cfg = folder / "config.json"
     if cfg.exists() and backbone is None:
         label = json.loads(cfg.read_text()).get("backbone", label)
+    label = f"{label} `{folder.name}`"  # the run or release folder tells same-architecture rows apart
     manifest = folder / "split.csv"
     return {"run": str(folder), "label": label, "threshold": threshold, "rule": rule,
             "manifest_sha256": sha256_file(manifest) if manifest.exists() else None,
