@@ -35,6 +35,13 @@ def register(sub) -> None:
                         "(default 0: closer decisions; 1: closer heatmaps, see the README)")
     c.add_argument("--prune-labels", action="store_true",
                    help="fine-tune the pruned model on the labels (default: on the unpruned model's probabilities)")
+    c.add_argument("--qat", action="store_true",
+                   help="make the int8 file from a quantization-aware fine-tuned copy (tfmot, towards the float "
+                        "model's probabilities) when post-training int8 misses parity; float32 stays as trained")
+    c.add_argument("--qat-epochs", type=int, default=1, help="QAT fine-tuning epochs (default 1)")
+    c.add_argument("--qat-lr", type=float, default=1e-5, help="QAT learning rate (default 1e-5)")
+    c.add_argument("--qat-batch-size", type=int, default=16)
+    c.add_argument("--qat-max-images", type=int, default=None, help="use at most N training images for QAT")
     c.add_argument("--calib", type=int, default=300, help="calibration images from the training split (default 300)")
     c.add_argument("--data", default=None, help="data folder (default: the run's config.json, else ../shared/data/aria-all)")
     c.add_argument("--no-parity", action="store_true", help="only write the files (no parity, evaluation or card)")
@@ -73,10 +80,16 @@ def cmd_compress(args: argparse.Namespace) -> int:
                          prune_max_images=args.prune_max_images, prune_distill=not args.prune_labels,
                          prune_min_weights=args.prune_min_weights,
                          prune_feature_distill=args.prune_feature_distill,
+                         qat=args.qat, qat_epochs=args.qat_epochs, qat_lr=args.qat_lr,
+                         qat_batch_size=args.qat_batch_size, qat_max_images=args.qat_max_images,
                          calib=args.calib, data_dir=args.data,
                          parity=not args.no_parity, selective=not args.no_selective,
                          keras_check=not args.no_keras_check, n_boot=args.n_boot, gates=Gates.parse(args.gate),
                          ood_check_dirs=list(args.ood_check))
+    if cfg.qat:
+        from .qat import QATConfig
+
+        QATConfig(epochs=cfg.qat_epochs, batch_size=cfg.qat_batch_size, learning_rate=cfg.qat_lr)  # validate early
     if cfg.prune is not None:
         from .prune import PruneConfig
 

@@ -43,6 +43,13 @@ class CompressConfig:
         prune_distill: fine-tune towards the unpruned model's probabilities (else the labels).
         prune_min_weights: kernels smaller than this stay dense (see PruneConfig.min_weights).
         prune_feature_distill: weight of the feature-map distillation (see PruneConfig.feature_distill).
+        qat: make the int8 file from a quantization-aware fine-tuned copy (tfmot; see
+            :mod:`leukedge.compress.qat`) instead of the trained weights as they are; float32
+            stays the trained model, so parity measures int8 against what was evaluated.
+        qat_epochs: QAT fine-tuning epochs.
+        qat_lr: QAT learning rate.
+        qat_batch_size: QAT batch size.
+        qat_max_images: cap on training images used for QAT (None: all).
         calib: calibration images drawn from the training split.
         data_dir: data folder (None: the run's config.json, else the default).
         parity: run parity (and evaluation/card) after writing the files.
@@ -65,6 +72,11 @@ class CompressConfig:
     prune_distill: bool = True
     prune_min_weights: int = 2048
     prune_feature_distill: float = 0.0
+    qat: bool = False
+    qat_epochs: int = 1
+    qat_lr: float = 1e-5
+    qat_batch_size: int = 16
+    qat_max_images: int | None = None
     calib: int = 300
     data_dir: str | None = None
     parity: bool = True
@@ -109,7 +121,7 @@ def resolve_source(path) -> Source:
 
 
 def _train_images(rows, spec: ModelSpec, max_images: int | None):
-    """uint8 preprocessed training images and labels for the pruning fine-tune."""
+    """uint8 preprocessed training images and labels for the pruning / QAT fine-tune."""
     from leukedge.errors import ImageError
     from leukedge.imageio import load_image
     from leukedge.preprocess import preprocess_uint8
@@ -121,15 +133,27 @@ def _train_images(rows, spec: ModelSpec, max_images: int | None):
     if max_images:
         train = stratified_sample(train, max_images, seed=1)
     xs, ys = [], []
-    for r in progress(train, desc="pruning: training images", unit="img"):
+    for r in progress(train, desc="fine-tuning: training images", unit="img"):
         try:
             xs.append(preprocess_uint8(load_image(r["abspath"]), spec.preprocess))
             ys.append(spec.label_of(r["class"]))
         except ImageError as exc:
             log.warning("skipping %s", exc.one_line())
     if not xs:
-        raise DataError("no training image could be read for the pruning fine-tune")
+        raise DataError("no training image could be read for the fine-tune")
     return np.stack(xs), np.array(ys, np.int64)
+
+
+def _qat(cfg: CompressConfig, model, spec: ModelSpec, rows, record: dict):
+    """The QAT-tuned float model the int8 file is made from (report into ``record["qat"]``)."""
+    from .qat import QATConfig, qat_finetune
+
+    x_u8, y = _train_images(rows, spec, cfg.qat_max_images)
+    qcfg = QATConfig(epochs=cfg.qat_epochs, batch_size=cfg.qat_batch_size, learning_rate=cfg.qat_lr)
+    n_labels = 2 if spec.task == "binary" else len(spec.class_names)
+    tuned, rep = qat_finetune(model, spec, x_u8, y, qcfg, _class_weights(y, n_labels))
+    record["qat"] = rep.to_dict()
+    return tuned
 
 
 def _class_weights(labels: np.ndarray, n: int) -> dict[int, float]:
@@ -177,8 +201,11 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
         record["calibration"] = {"n_images": len(built.representative), "split": "train",
                                  "stratified_by_class": True, "preprocessing": "leukedge.preprocess (the spec's)"}
     if "int8" in cfg.variants:
+        int8_model = model
+        if cfg.qat:
+            int8_model = timed("qat", lambda: _qat(cfg, model, spec, rows, record))
         built.calibrated = timed("int8_calibrate", lambda: export.calibrate(
-            model, spec, QuantizationConfig.for_int8(built.representative)))
+            int8_model, spec, QuantizationConfig.for_int8(built.representative)))
         q = timed("int8_quantize", lambda: export.quantize_calibrated(built.calibrated, spec))
         release.write_bytes(release.model_name("int8"), q)
     for v in ("float16", "dynamic"):

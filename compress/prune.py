@@ -336,7 +336,7 @@ def _is_pruning_wrapper(layer) -> bool:
 class _LogEvery:
     """A keras callback logging fine-tuning progress every ``n`` batches (rate, ETA)."""
 
-    def __new__(cls, n: int):
+    def __new__(cls, n: int, label: str = "pruning fine-tune"):
         import tf_keras as keras
 
         class Cb(keras.callbacks.Callback):
@@ -350,7 +350,7 @@ class _LogEvery:
                 if self.done % n == 0 or self.done == total:
                     el = time.perf_counter() - self.t0
                     eta = el / self.done * (total - self.done) if total else float("nan")
-                    log.info("pruning fine-tune step %d/%d loss %.4f (%.1f s elapsed, ETA %.0f s)",
+                    log.info("%s step %d/%d loss %.4f (%.1f s elapsed, ETA %.0f s)", label,
                              self.done, total, (logs or {}).get("loss", float("nan")), el, eta)
 
         return Cb()

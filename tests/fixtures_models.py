@@ -10,6 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 CLASSES = ("Benign", "Early", "Pre", "Pro")
@@ -30,6 +31,49 @@ def write_manifest(data_dir: Path, out: Path) -> Path:
         w.writeheader()
         w.writerows(rows)
     return out
+
+
+def dense_block_model(spec, seed=0):
+    """A DenseNet-shaped tiny classifier: conv -> BN (folds) and concat -> BN -> ReLU -> conv (standalone).
+
+    The standalone BNs get multipliers spread over three decades, as in a trained DenseNet,
+    where one per-tensor int8 scale cannot represent the small ones.
+    """
+    import tf_keras as keras
+    from tf_keras import layers
+
+    s = spec.preprocess.input_size
+    inp = keras.Input((s, s, 3), name="image")
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem_conv")(inp)
+    x = layers.BatchNormalization(name="stem_bn")(x)                       # folds into stem_conv
+    x = layers.ReLU(name="stem_relu")(x)
+    for i in range(2):
+        y = layers.BatchNormalization(name=f"block{i}_bn")(x)              # standalone (after ReLU/concat)
+        y = layers.ReLU(name=f"block{i}_relu")(y)
+        y = layers.Conv2D(8, 3, padding="same", use_bias=False, name=f"block{i}_conv")(y)
+        x = layers.Concatenate(name=f"block{i}_concat")([x, y])
+    x = layers.BatchNormalization(name="final_bn")(x)                      # standalone (after concat)
+    x = layers.ReLU(name="final_relu")(x)
+    f = layers.Activation("linear", name="features")(x)
+    p = layers.GlobalAveragePooling2D(name="gap")(f)
+    h = layers.Dense(16, activation="relu", name="head_dense")(p)
+    out = layers.Dense(1, activation="sigmoid", name="probability")(h)
+    model = keras.Model(inp, out, name="tiny_dense")
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if type(layer).__name__ == "BatchNormalization":
+            c = layer.gamma.shape[0]
+            layer.set_weights([10.0 ** rng.uniform(-2.5, 0.5, c),              # gamma
+                               rng.normal(0, 0.3, c),                          # beta
+                               rng.normal(0, 0.2, c),                          # moving mean
+                               rng.uniform(0.05, 2.0, c)])                     # moving variance
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_dense_keras(tiny_spec):
+    """The DenseNet-shaped tiny classifier (untrained, BN statistics spread like a trained DenseNet)."""
+    return dense_block_model(tiny_spec)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,78 @@
+"""Standalone BatchNormalization -> 1x1 depthwise conv before TFLite export (DenseNet's BN after Concatenate)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest_plugins = ["fixtures_models"]
+
+
+@pytest.fixture(scope="module")
+def batch(smear_paths, tiny_spec):
+    from leukedge.preprocess import preprocess_file
+
+    return np.stack([preprocess_file(p, tiny_spec.preprocess) for ps in smear_paths.values() for p in ps[:6]])
+
+
+def test_finds_only_the_batchnorms_the_converter_cannot_fold(tiny_dense_keras, tiny_keras):
+    from leukedge.compress.bn_fold import standalone_batchnorms, standalone_bn_to_depthwise
+
+    assert standalone_batchnorms(tiny_dense_keras) == ["block0_bn", "block1_bn", "final_bn"]
+    assert standalone_batchnorms(tiny_keras) == []            # tiny-cnn: every BN follows a conv
+    assert standalone_bn_to_depthwise(tiny_keras) is tiny_keras
+
+
+def test_rewrite_is_the_same_function(tiny_dense_keras, batch):
+    from leukedge.compress.bn_fold import standalone_bn_to_depthwise
+
+    new = standalone_bn_to_depthwise(tiny_dense_keras)
+    kinds = {layer.name: type(layer).__name__ for layer in new.layers}
+    assert kinds["block0_bn"] == kinds["final_bn"] == "DepthwiseConv2D"
+    assert kinds["stem_bn"] == "BatchNormalization"
+    feats = [m.get_layer("features").output for m in (tiny_dense_keras, new)]
+    import tf_keras as keras
+
+    a = keras.Model(tiny_dense_keras.input, feats[0])(batch, training=False).numpy()
+    b = keras.Model(new.input, feats[1])(batch, training=False).numpy()
+    assert np.abs(a - b).max() <= 1e-4 * max(1.0, np.abs(a).max())
+    assert new.count_params() == tiny_dense_keras.count_params() - 2 * sum(   # 4 BN vectors -> kernel + bias
+        tiny_dense_keras.get_layer(n).gamma.shape[0] for n in ("block0_bn", "block1_bn", "final_bn"))
+
+
+def _ops(data: bytes, tmp_path, name) -> list[str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    f = tmp_path / name
+    f.write_bytes(data)
+    return [o["op_name"] for o in Interpreter(model_path=str(f))._get_ops_details()]  # noqa: SLF001
+
+
+def test_int8_keeps_bn_per_channel_and_is_closer_to_float(tiny_dense_keras, tiny_spec, batch, tmp_path):
+    """The export's int8 file has no per-tensor MUL for a BN, and its features are closer to float32
+    than those of the same model converted without the rewrite (the old MUL + ADD path)."""
+    import tensorflow as tf
+
+    from leukedge.compress.export import calibrate, convert, quantize_calibrated, serving_function
+    from leukedge.compress.quantization import QuantizationConfig, RepresentativeData
+    from leukedge.runtime import LiteRunner
+
+    rep = RepresentativeData(batch)
+    q = quantize_calibrated(calibrate(tiny_dense_keras, tiny_spec, QuantizationConfig.for_int8(rep)), tiny_spec)
+    f32 = convert(tiny_dense_keras, tiny_spec, QuantizationConfig.for_float32())
+    ops = _ops(q, tmp_path, "q.tflite")
+    assert ops.count("MUL") == 1 and ops.count("DEPTHWISE_CONV_2D") == 3   # the one MUL: Grad-CAM's 1[z > 0]
+
+    serve, sub = serving_function(tiny_dense_keras, tiny_spec)                   # no rewrite: BN -> MUL + ADD
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], sub)
+    QuantizationConfig.for_int8(rep).apply(conv)
+    old = conv.convert()
+    assert _ops(old, tmp_path, "old.tflite").count("MUL") == 4
+
+    (tmp_path / "f.tflite").write_bytes(f32)
+    ref = LiteRunner(tmp_path / "f.tflite").predict(batch)["features"]
+    err = {}
+    for name in ("q.tflite", "old.tflite"):
+        out = LiteRunner(tmp_path / name).predict(batch)["features"]
+        err[name] = float(np.sqrt(np.mean((out - ref) ** 2)) / np.sqrt(np.mean(ref ** 2)))
+    assert err["q.tflite"] < 0.05
+    assert err["q.tflite"] < err["old.tflite"]

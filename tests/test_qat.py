@@ -1,0 +1,94 @@
+"""Quantization-aware fine-tuning (tfmot) on tiny real models, and `leukedge compress --qat`."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest_plugins = ["fixtures_models"]
+
+
+@pytest.fixture(scope="module")
+def train_u8(smear_paths, tiny_spec):
+    from leukedge.imageio import load_image
+    from leukedge.preprocess import preprocess_uint8
+
+    xs, ys = [], []
+    for c, paths in smear_paths.items():
+        for p in paths:
+            xs.append(preprocess_uint8(load_image(p), tiny_spec.preprocess))
+            ys.append(tiny_spec.label_of(c))
+    return np.stack(xs), np.array(ys)
+
+
+def test_qat_on_a_densenet_shaped_model(tiny_dense_keras, tiny_spec, train_u8):
+    """Standalone BNs are rewritten so tfmot accepts the model (it rejects them as they are),
+    the fine-tune changes the weights, the caller's model is untouched, and the result is
+    still the same classifier (self-distillation)."""
+    import tensorflow_model_optimization as tfmot
+
+    from leukedge.compress.qat import QATConfig, qat_finetune
+    from leukedge.preprocess import normalize
+
+    with pytest.raises(RuntimeError, match="BatchNormalization"):
+        tfmot.quantization.keras.quantize_model(tiny_dense_keras)       # why the rewrite is needed
+    x_u8, y = train_u8
+    original = [w.copy() for w in tiny_dense_keras.get_weights()]
+    tuned, rep = qat_finetune(tiny_dense_keras, tiny_spec, x_u8, y, QATConfig(epochs=2, batch_size=8,
+                                                                             learning_rate=1e-4))
+    assert all(np.array_equal(a, b) for a, b in zip(original, tiny_dense_keras.get_weights()))
+    assert rep.bn_rewritten == 3 and rep.quantized_layers > 10 and rep.steps == 2 * int(np.ceil(len(x_u8) / 8))
+    assert 0.0 < rep.weights_changed <= 1.0 and len(rep.finetune_loss) == 2
+    assert type(tuned.get_layer("final_bn")).__name__ == "DepthwiseConv2D"
+    x = normalize(x_u8, tiny_spec.preprocess)
+    p0 = tiny_dense_keras.predict(x, verbose=0).ravel()
+    p1 = tuned.predict(x, verbose=0).ravel()
+    assert np.abs(p1 - p0).mean() < 0.05
+
+
+def test_copy_back_refuses_a_model_it_cannot_fill(tiny_dense_keras, tiny_keras):
+    from leukedge.compress.qat import copy_back, quantize_aware
+    from leukedge.errors import ModelError
+
+    plain, qat = quantize_aware(tiny_keras)
+    assert copy_back(qat, plain) == len(plain.weights)
+    _, other = quantize_aware(tiny_dense_keras)
+    with pytest.raises(ModelError, match="no weight"):
+        copy_back(other, plain)
+
+
+def test_qat_config_is_validated():
+    from leukedge.compress.qat import QATConfig
+    from leukedge.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        QATConfig(learning_rate=0)
+    with pytest.raises(ConfigError):
+        QATConfig(epochs=0)
+
+
+def test_compress_cli_qat(tiny_run, tmp_path, capsys):
+    """`leukedge compress --qat`: the int8 file comes from the QAT copy, float32 from the trained
+    model, and parity of that int8 against float32 is measured and recorded."""
+    from leukedge.cli import main
+
+    out = tmp_path / "tiny-qat"
+    rc = main(["compress", str(tiny_run), "--out", str(out), "--qat", "--qat-epochs", "1", "--qat-batch-size", "8",
+               "--calib", "60", "--no-selective", "--n-boot", "100"])
+    summary = json.loads((out / "compress.json").read_text())
+    assert summary["qat"]["steps"] >= 1 and summary["qat"]["quantized_layers"] > 0
+    assert summary["config"]["qat"] is True
+    gates = summary["parity"]["int8 vs float32"]["gates"]
+    assert gates["agreement"] >= 0.9 and abs(gates["delta_roc_auc"]) < 0.1
+    assert rc == (0 if summary["passed"] else 1)
+    assert (out / "tiny-qat.int8.tflite").stat().st_size < (out / "tiny-qat.float32.tflite").stat().st_size
+
+
+def test_compress_cli_rejects_bad_qat_settings(tiny_run, tmp_path, capsys):
+    from leukedge.cli import main
+
+    rc = main(["compress", str(tiny_run), "--out", str(tmp_path / "x"), "--qat", "--qat-lr", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and "learning rate" in err[0]
+    assert not (tmp_path / "x").exists()
