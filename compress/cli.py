@@ -36,8 +36,9 @@ def register(sub) -> None:
     c.add_argument("--prune-labels", action="store_true",
                    help="fine-tune the pruned model on the labels (default: on the unpruned model's probabilities)")
     c.add_argument("--qat", action="store_true",
-                   help="make the int8 file from a quantization-aware fine-tuned copy (tfmot, towards the float "
-                        "model's probabilities) when post-training int8 misses parity; float32 stays as trained")
+                   help="experimental: make the int8 file from a quantization-aware fine-tuned copy (tfmot, towards "
+                        "the float model's probabilities); float32 stays as trained and parity decides (on DenseNet201 "
+                        "it measured worse than post-training int8, see the README)")
     c.add_argument("--qat-epochs", type=int, default=1, help="QAT fine-tuning epochs (default 1)")
     c.add_argument("--qat-lr", type=float, default=1e-5, help="QAT learning rate (default 1e-5)")
     c.add_argument("--qat-batch-size", type=int, default=16)

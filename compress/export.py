@@ -130,9 +130,7 @@ def keras_outputs(model, spec: ModelSpec, x: np.ndarray) -> dict[str, np.ndarray
 def _converter(model, spec: ModelSpec):
     import tensorflow as tf
 
-    from .bn_fold import standalone_bn_to_depthwise
-
-    serve, sub = serving_function(standalone_bn_to_depthwise(model), spec)
+    serve, sub = serving_function(model, spec)
     return tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], sub)
 
 

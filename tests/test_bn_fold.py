@@ -39,40 +39,34 @@ def test_rewrite_is_the_same_function(tiny_dense_keras, batch):
         tiny_dense_keras.get_layer(n).gamma.shape[0] for n in ("block0_bn", "block1_bn", "final_bn"))
 
 
-def _ops(data: bytes, tmp_path, name) -> list[str]:
+def _ops(f) -> list[str]:
     from ai_edge_litert.interpreter import Interpreter
 
-    f = tmp_path / name
-    f.write_bytes(data)
     return [o["op_name"] for o in Interpreter(model_path=str(f))._get_ops_details()]  # noqa: SLF001
 
 
 def test_int8_keeps_bn_per_channel_and_is_closer_to_float(tiny_dense_keras, tiny_spec, batch, tmp_path):
-    """The export's int8 file has no per-tensor MUL for a BN, and its features are closer to float32
-    than those of the same model converted without the rewrite (the old MUL + ADD path)."""
-    import tensorflow as tf
-
-    from leukedge.compress.export import calibrate, convert, quantize_calibrated, serving_function
+    """Rewritten, the int8 file has no per-tensor MUL for a BN, and its features are closer to
+    float32 than those of the default export (BN -> MUL + ADD with per-tensor constants)."""
+    from leukedge.compress.bn_fold import standalone_bn_to_depthwise
+    from leukedge.compress.export import calibrate, convert, quantize_calibrated
     from leukedge.compress.quantization import QuantizationConfig, RepresentativeData
     from leukedge.runtime import LiteRunner
 
     rep = RepresentativeData(batch)
-    q = quantize_calibrated(calibrate(tiny_dense_keras, tiny_spec, QuantizationConfig.for_int8(rep)), tiny_spec)
-    f32 = convert(tiny_dense_keras, tiny_spec, QuantizationConfig.for_float32())
-    ops = _ops(q, tmp_path, "q.tflite")
+    files = {"rewritten.tflite": standalone_bn_to_depthwise(tiny_dense_keras), "default.tflite": tiny_dense_keras}
+    for name, model in files.items():
+        q = quantize_calibrated(calibrate(model, tiny_spec, QuantizationConfig.for_int8(rep)), tiny_spec)
+        (tmp_path / name).write_bytes(q)
+    ops = _ops(tmp_path / "rewritten.tflite")
     assert ops.count("MUL") == 1 and ops.count("DEPTHWISE_CONV_2D") == 3   # the one MUL: Grad-CAM's 1[z > 0]
+    assert _ops(tmp_path / "default.tflite").count("MUL") == 4
 
-    serve, sub = serving_function(tiny_dense_keras, tiny_spec)                   # no rewrite: BN -> MUL + ADD
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], sub)
-    QuantizationConfig.for_int8(rep).apply(conv)
-    old = conv.convert()
-    assert _ops(old, tmp_path, "old.tflite").count("MUL") == 4
-
-    (tmp_path / "f.tflite").write_bytes(f32)
+    (tmp_path / "f.tflite").write_bytes(convert(tiny_dense_keras, tiny_spec, QuantizationConfig.for_float32()))
     ref = LiteRunner(tmp_path / "f.tflite").predict(batch)["features"]
     err = {}
-    for name in ("q.tflite", "old.tflite"):
+    for name in files:
         out = LiteRunner(tmp_path / name).predict(batch)["features"]
         err[name] = float(np.sqrt(np.mean((out - ref) ** 2)) / np.sqrt(np.mean(ref ** 2)))
-    assert err["q.tflite"] < 0.05
-    assert err["q.tflite"] < err["old.tflite"]
+    assert err["rewritten.tflite"] < 0.05
+    assert err["rewritten.tflite"] < err["default.tflite"]
