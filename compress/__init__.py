@@ -8,7 +8,9 @@ Public API (TensorFlow is imported only inside the functions that need it):
   ``for_dynamic``, ``for_float32``);
 * :func:`leukedge.compress.export.convert` / ``calibrate`` / ``quantize_calibrated``;
 * :func:`leukedge.compress.prune.prune_model`;
+* :func:`leukedge.compress.qat.qat_finetune` (quantization-aware fine-tuning, experimental) and
+  :func:`leukedge.compress.bn_fold.standalone_bn_to_depthwise`;
 * :func:`leukedge.compress.selective.selective_quantize`;
 * :func:`leukedge.compress.pipeline.run_compress` (``leukedge compress``).
 """
-__all__ = ["export", "quantization", "prune", "selective", "parity", "parity_report", "release", "pipeline"]
+__all__ = ["export", "quantization", "prune", "qat", "bn_fold", "selective", "parity", "parity_report", "release", "pipeline"]
