@@ -20,8 +20,8 @@ from .runtimes import Target
 
 log = logging.getLogger(__name__)
 
-KNOWN_VARIANTS = ("pruned-int8", "int8", "float32", "float16", "dynamic")  # longest suffix first
-VARIANT_ORDER = ("int8", "pruned-int8", "float16", "dynamic", "float32")    # order of the rows
+KNOWN_VARIANTS = ("pruned-int8", "int16x8", "int8", "float32", "float16", "dynamic")  # longest suffix first
+VARIANT_ORDER = ("int8", "pruned-int8", "int16x8", "float16", "dynamic", "float32")    # order of the rows
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 
 

@@ -18,7 +18,8 @@ def register(sub) -> None:
     c.add_argument("source", metavar="RUN_OR_MODEL", help="training run folder (best.h5, spec.json, split.csv) or a .h5 file")
     c.add_argument("--out", required=True, help="release folder, e.g. models/efficientnet-lite0-binary")
     c.add_argument("--variants", default="float32,int8",
-                   help="comma list of float32,int8,float16,dynamic (default float32,int8; float32 always)")
+                   help="comma list of float32,int8,int16x8,float16,dynamic (default float32,int8; float32 always; "
+                        "int16x8: int8 weights, 16-bit activations, for models whose int8 misses parity)")
     c.add_argument("--prune", type=float, nargs="?", const=0.5, default=None, metavar="SPARSITY",
                    help="also write <name>.pruned-int8.tflite pruned to SPARSITY (default 0.5 when given bare)")
     c.add_argument("--prune-epochs", type=int, default=4,

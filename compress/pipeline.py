@@ -2,7 +2,7 @@
 
 Steps (each logged, the long ones with timings): load the run (``best.h5``, ``spec.json``,
 ``split.csv``, ``config.json`` for the data folder) -> float32 TFLite -> calibration on
-training images -> full-integer int8 (+ float16 / dynamic on request) -> optionally prune,
+training images -> full-integer int8 (+ int16x8 / float16 / dynamic on request) -> optionally prune,
 fine-tune, strip and quantize (``pruned-int8``) -> commit the release folder atomically ->
 parity of every quantized file against float32 on the test split (selective quantization on
 the validation split when int8 fails a gate) -> evaluation and model card when those stages
@@ -34,7 +34,7 @@ class CompressConfig:
     Attributes:
         source: run folder (``best.h5`` + ``spec.json``) or a ``.h5`` file with spec.json beside it.
         out: release folder ``models/<name>``.
-        variants: TFLite variants besides float32 (``int8``, ``float16``, ``dynamic``).
+        variants: TFLite variants besides float32 (``int8``, ``int16x8``, ``float16``, ``dynamic``).
         prune: target sparsity for the ``pruned-int8`` file (None: no pruning).
         prune_epochs: fine-tuning epochs while pruning.
         prune_batch_size: fine-tuning batch size.
@@ -196,7 +196,7 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
     built = Built(spec, model, record=record)
     f32 = timed("float32", lambda: export.convert(model, spec, QuantizationConfig.for_float32()))
     release.write_bytes(release.model_name("float32"), f32)
-    if "int8" in cfg.variants or cfg.prune:
+    if "int8" in cfg.variants or "int16x8" in cfg.variants or cfg.prune:
         built.representative = timed("representative_set", lambda: representative_from_split(rows, spec, cfg.calib))
         record["calibration"] = {"n_images": len(built.representative), "split": "train",
                                  "stratified_by_class": True, "preprocessing": "leukedge.preprocess (the spec's)"}
@@ -208,6 +208,9 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
             int8_model, spec, QuantizationConfig.for_int8(built.representative)))
         q = timed("int8_quantize", lambda: export.quantize_calibrated(built.calibrated, spec))
         release.write_bytes(release.model_name("int8"), q)
+    if "int16x8" in cfg.variants:
+        release.write_bytes(release.model_name("int16x8"), timed("int16x8", lambda: export.convert(
+            model, spec, QuantizationConfig.for_int16x8(built.representative))))
     for v in ("float16", "dynamic"):
         if v in cfg.variants:
             qc = QuantizationConfig.for_float16() if v == "float16" else QuantizationConfig.for_dynamic()
@@ -272,7 +275,7 @@ def _parity_set(cfg: CompressConfig, rel, built: Built, src: Source, rows) -> di
     spec = built.spec
     ref = TFLitePredictor(rel.path(rel.model_name("float32")), spec)
     results, extra = {}, {}
-    for variant in ("int8", "pruned-int8", "float16", "dynamic"):
+    for variant in ("int8", "pruned-int8", "int16x8", "float16", "dynamic"):
         f = rel.path(rel.model_name(variant))
         if not f.exists():
             continue

@@ -34,6 +34,8 @@ VARIANTS = {
     "int8": "full integer: int8 weights and activations, int8 input/output (the edge file)",
     "float16": "float16 weights, float compute",
     "dynamic": "dynamic range: int8 weights, float activations",
+    "int16x8": "int8 weights, int16 activations (float input/output): int8 size, near-float accuracy, "
+               "no XNNPACK kernels (slower)",
 }
 #: Below this many calibration images the activation ranges get unreliable.
 MIN_CALIBRATION = 300
@@ -76,8 +78,8 @@ class QuantizationConfig:
             from leukedge.errors import did_you_mean
 
             raise ConfigError(f"unknown quantization '{self.kind}'", did_you_mean(self.kind, VARIANTS))
-        if self.kind == "int8" and self.representative_data is None:
-            raise ConfigError("int8 quantization needs representative data (training images)")
+        if self.kind in ("int8", "int16x8") and self.representative_data is None:
+            raise ConfigError(f"{self.kind} quantization needs representative data (training images)")
 
     @classmethod
     def for_int8(cls, representative_data) -> "QuantizationConfig":
@@ -86,6 +88,12 @@ class QuantizationConfig:
             log.warning("only %d calibration images (fewer than %d): int8 activation ranges may be unreliable",
                         n, MIN_CALIBRATION)
         return cls("int8", representative_data, n)
+
+    @classmethod
+    def for_int16x8(cls, representative_data) -> "QuantizationConfig":
+        """int8 weights with 16-bit activations (TFLite's 16x8 mode), calibrated like int8."""
+        n = len(representative_data) if hasattr(representative_data, "__len__") else 0
+        return cls("int16x8", representative_data, n)
 
     @classmethod
     def for_float16(cls) -> "QuantizationConfig":
@@ -113,6 +121,12 @@ class QuantizationConfig:
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
+        elif self.kind == "int16x8":
+            converter.representative_dataset = self.representative_data
+            # TFLITE_BUILTINS: ops without a 16x8 kernel (Grad-CAM's GREATER mask) stay float.
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+                tf.lite.OpsSet.TFLITE_BUILTINS]
 
 
 def parse_variants(text: str) -> list[str]:

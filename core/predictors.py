@@ -24,7 +24,7 @@ from .spec import ModelSpec
 log = logging.getLogger(__name__)
 
 #: Preferred release file when a release folder is named, in order.
-RELEASE_VARIANTS = ("int8", "pruned-int8", "float32", "float16", "dynamic")
+RELEASE_VARIANTS = ("int8", "pruned-int8", "int16x8", "float32", "float16", "dynamic")
 
 
 class Predictor:
