@@ -42,6 +42,7 @@ def dense_block_model(spec, seed=0):
     import tf_keras as keras
     from tf_keras import layers
 
+    keras.utils.set_random_seed(seed)
     s = spec.preprocess.input_size
     inp = keras.Input((s, s, 3), name="image")
     x = layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem_conv")(inp)

@@ -96,4 +96,4 @@ def test_int16x8_variant_is_int8_sized_and_closer_to_float(tiny_dense_keras, tin
         return float(np.sqrt(np.mean((out[k][name] - out["f32"][name]) ** 2) / np.mean(out["f32"][name] ** 2)))
 
     assert err("i16", "features") < err("i8", "features") / 3
-    assert err("i16", "logit") < 0.01
+    assert err("i16", "logit") < 0.05
