@@ -33,7 +33,7 @@ def write_manifest(data_dir: Path, out: Path) -> Path:
     return out
 
 
-def dense_block_model(spec, seed=0):
+def dense_block_model(spec, seed=1):
     """A DenseNet-shaped tiny classifier: conv -> BN (folds) and concat -> BN -> ReLU -> conv (standalone).
 
     The standalone BNs get multipliers spread over three decades, as in a trained DenseNet,
@@ -72,9 +72,31 @@ def dense_block_model(spec, seed=0):
 
 
 @pytest.fixture(scope="session")
-def tiny_dense_keras(tiny_spec):
-    """The DenseNet-shaped tiny classifier (untrained, BN statistics spread like a trained DenseNet)."""
-    return dense_block_model(tiny_spec)
+def tiny_dense_keras(tiny_spec, smear_paths):
+    """The DenseNet-shaped tiny classifier fitted for a few epochs on 32 real smears (seconds), then
+    given BN statistics spread like a trained DenseNet's. (Untrained, its logits are nearly one
+    constant, and fake quantization of such a range passes no gradient.)"""
+    import tf_keras as keras
+
+    from leukedge.preprocess import preprocess_file
+
+    model = dense_block_model(tiny_spec)
+    xs, ys = [], []
+    for c, paths in smear_paths.items():
+        for p in paths:
+            xs.append(preprocess_file(p, tiny_spec.preprocess))
+            ys.append(tiny_spec.label_of(c))
+    model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
+    x = np.stack(xs)
+    model.fit(x, np.array(ys, np.float32), epochs=5, batch_size=8, verbose=0)
+    hidden = keras.Model(model.input, model.get_layer("head_dense").output)(x).numpy()
+    assert hidden.std(axis=0).max() > 0, "dead ReLU head (no gradient for QAT tests): change the seed"
+    rng = np.random.default_rng(1)
+    for layer in model.layers:  # trained moving statistics, multipliers spread as in dense_block_model
+        if type(layer).__name__ == "BatchNormalization":
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([gamma * 10.0 ** rng.uniform(-2.0, 0.0, gamma.shape), beta, mean, var])
+    return model
 
 
 @pytest.fixture(scope="session")
