@@ -97,3 +97,24 @@ def test_int16x8_variant_is_int8_sized_and_closer_to_float(tiny_dense_keras, tin
 
     assert err("i16", "features") < err("i8", "features") / 3
     assert err("i16", "logit") < 0.05
+
+
+def test_compress_cli_int16x8_variant(tiny_run, tmp_path):
+    """`leukedge compress --variants int8,int16x8`: both files, parity of each against float32; the
+    release's pass/fail is the int8 file's (int16x8 is the fallback beside it)."""
+    import json
+
+    from leukedge.benchmarks.targets import _split_name
+    from leukedge.cli import main
+
+    out = tmp_path / "tiny-i16"
+    rc = main(["compress", str(tiny_run), "--out", str(out), "--variants", "int8,int16x8", "--calib", "60",
+               "--no-selective", "--n-boot", "100"])
+    summary = json.loads((out / "compress.json").read_text())
+    assert (out / "tiny-i16.int16x8.tflite").exists()
+    assert set(summary["parity"]) >= {"int8 vs float32", "int16x8 vs float32"}
+    i16 = summary["parity"]["int16x8 vs float32"]["gates"]
+    assert i16["agreement"] >= summary["parity"]["int8 vs float32"]["gates"]["agreement"] - 0.02
+    assert summary["passed"] == summary["parity"]["int8 vs float32"]["passed"]
+    assert rc == (0 if summary["passed"] else 1)
+    assert _split_name(out / "tiny-i16.int16x8.tflite") == ("tiny-i16", "int16x8")
