@@ -84,12 +84,25 @@ class PruneConfig:
             raise ConfigError("pruning needs at least 1 epoch and a batch size >= 1")
 
 
-@dataclass
-class PruneReport:
+@dataclass(kw_only=True)
+class FinetuneReport:
+    """What every fine-tune of compression (pruning, QAT) reports, beside its own fields."""
+
+    steps: int
+    n_images: int = 0
+    finetune_loss: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    config: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(kw_only=True)
+class PruneReport(FinetuneReport):
     """What pruning did: per-layer sparsity of the stripped model, and the fine-tuning."""
 
     target_sparsity: float
-    steps: int
     begin_step: int
     end_step: int
     frequency: int
@@ -97,13 +110,6 @@ class PruneReport:
     overall_sparsity: float = 0.0
     kept_dense: dict[str, int] = field(default_factory=dict)
     all_kernels_sparsity: float = 0.0
-    finetune_loss: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-    n_images: int = 0
-    config: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class _Batches:
@@ -311,10 +317,11 @@ def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarra
     overall = sum(d["zeros"] for d in layers.values()) / max(1, total)
     every = measure_sparsity(stripped)
     all_sparsity = sum(d["zeros"] for d in every.values()) / max(1, sum(d["size"] for d in every.values()))
-    report = PruneReport(float(cfg.target_sparsity), steps, begin, end, freq, layers, float(overall),
-                         kept_dense, float(all_sparsity),
-                         [float(v) for v in hist.history.get("loss", [])], time.perf_counter() - t0, len(images_u8),
-                         asdict(cfg))
+    report = PruneReport(target_sparsity=float(cfg.target_sparsity), steps=steps, begin_step=begin, end_step=end,
+                         frequency=freq, layers=layers, overall_sparsity=float(overall), kept_dense=kept_dense,
+                         all_kernels_sparsity=float(all_sparsity),
+                         finetune_loss=[float(v) for v in hist.history.get("loss", [])],
+                         seconds=time.perf_counter() - t0, n_images=len(images_u8), config=asdict(cfg))
     check_sparsity(layers, cfg.target_sparsity, cfg.tolerance)
     log.info("pruned %d layers: their kernel sparsity %.3f (target %.2f); %d small layer(s) kept dense "
              "(< %d weights); sparsity over every prunable kernel %.3f; %.0f s",

@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from leukedge.errors import ConfigError, ModelError
 from leukedge.spec import ModelSpec
+
+from .prune import FinetuneReport
 
 log = logging.getLogger(__name__)
 
@@ -75,22 +77,14 @@ class QATConfig:
             raise ConfigError(f"QAT learning rate must be > 0, got {self.learning_rate}", "e.g. --qat-lr 1e-5")
 
 
-@dataclass
-class QATReport:
+@dataclass(kw_only=True)
+class QATReport(FinetuneReport):
     """What quantization-aware fine-tuning did."""
 
-    steps: int
-    n_images: int
     quantized_layers: int
     bn_rewritten: int
     ranges_initialised: int = 0
-    finetune_loss: list[float] = field(default_factory=list)
     weights_changed: float = 0.0
-    seconds: float = 0.0
-    config: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def quantize_aware(model):
@@ -253,8 +247,10 @@ def qat_finetune(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarr
     copy_back(qat, plain)
     after = plain.get_weights()
     changed = sum(float(np.sum(a != b)) for a, b in zip(before, after)) / max(1, sum(a.size for a in after))
-    report = QATReport(len(seq) * cfg.epochs, len(images_u8), wrapped, n_bn, n_ranges,
-                       [float(v) for v in hist.history.get("loss", [])], changed, time.perf_counter() - t0, asdict(cfg))
+    report = QATReport(steps=len(seq) * cfg.epochs, n_images=len(images_u8), quantized_layers=wrapped,
+                       bn_rewritten=n_bn, ranges_initialised=n_ranges,
+                       finetune_loss=[float(v) for v in hist.history.get("loss", [])], weights_changed=changed,
+                       seconds=time.perf_counter() - t0, config=asdict(cfg))
     log.info("QAT done in %.0f s: %.1f%% of the weights changed; loss %s", report.seconds, 100 * changed,
              ", ".join(f"{v:.4f}" for v in report.finetune_loss))
     return plain, report
