@@ -45,6 +45,13 @@ def register(sub) -> None:
     c.add_argument("--qat-batch-size", type=int, default=16)
     c.add_argument("--qat-max-images", type=int, default=None, help="use at most N training images for QAT")
     c.add_argument("--calib", type=int, default=300, help="calibration images from the training split (default 300)")
+    c.add_argument("--clip-percentile", default=None, metavar="P|auto",
+                   help="percentile calibration: clip each int8 activation range to the P-th percentile of the "
+                        "activations (e.g. 99.99) instead of min/max: finer int8 steps, a few saturated outliers; "
+                        "'auto' tries min/max, 99.999, 99.99 and 99.9 and keeps the closest to float32 on the "
+                        "validation split (DenseNet201 needs it, see the README)")
+    c.add_argument("--clip-images", type=int, default=32,
+                   help="calibration images the percentiles are measured on (default 32)")
     c.add_argument("--data", default=None, help="data folder (default: the run's config.json, else ../shared/data/aria-all)")
     c.add_argument("--no-parity", action="store_true", help="only write the files (no parity, evaluation or card)")
     c.add_argument("--no-selective", action="store_true", help="do not keep layers in float when int8 fails a gate")
@@ -84,7 +91,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
                          prune_feature_distill=args.prune_feature_distill,
                          qat=args.qat, qat_epochs=args.qat_epochs, qat_lr=args.qat_lr,
                          qat_batch_size=args.qat_batch_size, qat_max_images=args.qat_max_images,
-                         calib=args.calib, data_dir=args.data,
+                         calib=args.calib, clip_percentile=args.clip_percentile, clip_images=args.clip_images,
+                         data_dir=args.data,
                          parity=not args.no_parity, selective=not args.no_selective,
                          keras_check=not args.no_keras_check, n_boot=args.n_boot, gates=Gates.parse(args.gate),
                          ood_check_dirs=list(args.ood_check))
@@ -92,6 +100,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
         from .qat import QATConfig
 
         QATConfig(epochs=cfg.qat_epochs, batch_size=cfg.qat_batch_size, learning_rate=cfg.qat_lr)  # validate early
+    if cfg.clip_percentile not in (None, "auto"):
+        from .ranges import check_percentile
+
+        cfg.clip_percentile = check_percentile(cfg.clip_percentile)
     if cfg.prune is not None:
         from .prune import PruneConfig
 

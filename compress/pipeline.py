@@ -51,6 +51,11 @@ class CompressConfig:
         qat_batch_size: QAT batch size.
         qat_max_images: cap on training images used for QAT (None: all).
         calib: calibration images drawn from the training split.
+        clip_percentile: clip each int8 activation range to this percentile of the activations
+            (percentile calibration, :mod:`leukedge.compress.ranges`) instead of its min/max;
+            ``"auto"`` tries :data:`~leukedge.compress.ranges.AUTO_CANDIDATES` (min/max included)
+            and keeps the closest to float32 on the validation split; None keeps TFLite's min/max.
+        clip_images: calibration images the percentiles are measured on.
         data_dir: data folder (None: the run's config.json, else the default).
         parity: run parity (and evaluation/card) after writing the files.
         selective: when int8 fails a gate, keep the worst ops in float until it passes.
@@ -78,6 +83,8 @@ class CompressConfig:
     qat_batch_size: int = 16
     qat_max_images: int | None = None
     calib: int = 300
+    clip_percentile: float | str | None = None
+    clip_images: int = 32
     data_dir: str | None = None
     parity: bool = True
     selective: bool = True
@@ -170,7 +177,38 @@ class Built:
     calibrated: bytes | None = None
     representative: object = None
     pruned: object = None
+    clip_percentile: float | None = None
     record: dict = field(default_factory=dict)
+
+
+def _calibrate_int8(cfg: CompressConfig, model, built: Built, key: str, timed, release, rows) -> bytes:
+    """The calibrated float model the int8 file is quantized from (ranges clipped on request;
+    ``auto`` chooses the percentile on the validation split, once: the pruned file reuses it)."""
+    from . import export
+    from .quantization import QuantizationConfig
+    from .ranges import choose_percentile, clip_ranges, percentile_ranges, summary
+
+    rep = built.representative
+    calibrated = timed(f"{key}_calibrate", lambda: export.calibrate(model, built.spec, QuantizationConfig.for_int8(rep)))
+    p = built.clip_percentile if built.clip_percentile is not None else cfg.clip_percentile
+    if p is None or p == 100.0:
+        return calibrated
+    images = rep.images[:cfg.clip_images]
+    if p == "auto":
+        from leukedge.predictors import TFLitePredictor
+
+        from .parity import ParityData
+
+        ref = TFLitePredictor(release.path(release.model_name("float32")), built.spec)
+        val = ParityData.from_manifest(rows, "val")
+        p, clipped, report = timed(f"{key}_clip_search", lambda: choose_percentile(
+            calibrated, built.spec, ref, val, images, gates=cfg.gates))
+        built.clip_percentile = p
+        built.record[f"{key}_range_clipping"] = report
+        return clipped
+    ranges = timed(f"{key}_clip_ranges", lambda: percentile_ranges(calibrated, images, p))
+    built.record[f"{key}_range_clipping"] = summary(ranges, p)
+    return clip_ranges(calibrated, ranges)
 
 
 def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
@@ -204,8 +242,7 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
         int8_model = model
         if cfg.qat:
             int8_model = timed("qat", lambda: _qat(cfg, model, spec, rows, record))
-        built.calibrated = timed("int8_calibrate", lambda: export.calibrate(
-            int8_model, spec, QuantizationConfig.for_int8(built.representative)))
+        built.calibrated = _calibrate_int8(cfg, int8_model, built, "int8", timed, release, rows)
         q = timed("int8_quantize", lambda: export.quantize_calibrated(built.calibrated, spec))
         release.write_bytes(release.model_name("int8"), q)
     if "int16x8" in cfg.variants:
@@ -225,8 +262,7 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
                                                                            _class_weights(y, n_labels)))
         del x_u8
         record["pruning"] = prep.to_dict()
-        pcal = timed("pruned_int8_calibrate", lambda: export.calibrate(
-            built.pruned, spec, QuantizationConfig.for_int8(built.representative)))
+        pcal = _calibrate_int8(cfg, built.pruned, built, "pruned_int8", timed, release, rows)
         pq = timed("pruned_int8_quantize", lambda: export.quantize_calibrated(pcal, spec))
         release.write_bytes(release.model_name("pruned-int8"), pq)
     spec.save(release.path("spec.json"))
