@@ -301,7 +301,9 @@ def optional_module(name: str) -> bool:
 
 
 def _parity_set(cfg: CompressConfig, rel, built: Built, src: Source, rows) -> dict:
-    """Parity of each quantized file against float32 on the test split (+ selective int8)."""
+    """Parity of each quantized file against float32 on the test split; an int8 file that fails
+    is remade with clipped activation ranges, then with its worst ops in float (both chosen on
+    the validation split), unless ``cfg.selective`` is off."""
     from leukedge.predictors import KerasPredictor, TFLitePredictor
 
     from .parity import ParityData, compare
@@ -318,7 +320,10 @@ def _parity_set(cfg: CompressConfig, rel, built: Built, src: Source, rows) -> di
         log.info("parity: %s vs float32 on %d test images", variant, len(test.paths))
         res = compare(ref, TFLitePredictor(f, spec), test, cfg.gates, n_boot=cfg.n_boot)
         if variant == "int8" and not res.passed and cfg.selective and built.calibrated is not None:
-            res, extra["selective_int8"] = _selective(cfg, rel, built, rows, ref, test, res)
+            if cfg.clip_percentile is None:
+                res, extra["int8_range_clipping"] = _clip_recovery(cfg, rel, built, rows, ref, test, res)
+            if not res.passed:
+                res, extra["selective_int8"] = _selective(cfg, rel, built, rows, ref, test, res)
         results[f"{variant} vs float32"] = res
     if cfg.keras_check:
         log.info("parity: float32 TFLite vs the Keras model (GradientTape Grad-CAM) on the test split")
@@ -326,6 +331,32 @@ def _parity_set(cfg: CompressConfig, rel, built: Built, src: Source, rows) -> di
         results["float32 vs keras"] = compare(keras_pred, ref, test, cfg.gates, n_boot=cfg.n_boot)
     write_reports(results, rel.out, extra={k: v for k, v in extra.items()})
     return results, extra
+
+
+def _clip_recovery(cfg, rel, built, rows, ref, test, failed):
+    """First remedy for a failed int8 file: percentile-clipped activation ranges, chosen on the
+    validation split (:func:`leukedge.compress.ranges.choose_percentile`)."""
+    from leukedge.predictors import TFLitePredictor
+
+    from .export import quantize_calibrated
+    from .parity import ParityData, compare
+    from .ranges import choose_percentile
+
+    log.info("int8 failed gate(s) %s: trying clipped activation ranges (chosen on the validation split)",
+             ", ".join(g.name for g in failed.failed))
+    val = ParityData.from_manifest(rows, "val")
+    p, clipped, info = choose_percentile(built.calibrated, built.spec, ref, val,
+                                         built.representative.images[:cfg.clip_images], gates=cfg.gates)
+    info["trigger"] = {"failed_on_test": [g.name for g in failed.failed],
+                       "full_int8_test_gates": {g.name: g.value for g in failed.gates}}
+    if p >= 100.0:
+        return failed, info
+    built.calibrated, built.clip_percentile = clipped, p
+    rel.write_bytes(rel.model_name("int8"), quantize_calibrated(clipped, built.spec))
+    info["replaced_int8_file"] = True
+    res = compare(ref, TFLitePredictor(rel.path(rel.model_name("int8")), built.spec), test, cfg.gates,
+                  n_boot=cfg.n_boot)
+    return res, info
 
 
 def _selective(cfg, rel, built, rows, ref, test, failed):
@@ -379,8 +410,11 @@ def run_compress(cfg: CompressConfig) -> dict:
         summary["timings_s"]["parity"] = round(time.perf_counter() - t, 2)
         summary["parity"] = {k: {"passed": r.passed, "gates": {g.name: g.value for g in r.gates},
                                  "failed": [g.name for g in r.failed]} for k, r in results.items()}
+        if "int8_range_clipping" in extra:
+            summary["int8_range_clipping"] = extra["int8_range_clipping"]
         if "selective_int8" in extra:
             summary["selective_int8"] = {k: v for k, v in extra["selective_int8"].items() if k != "ranking"}
+        if extra:
             summary.update(size_summary(rel.files, rel.name))
         summary["passed"] = all(r.passed for k, r in results.items() if k.startswith("int8"))
         rel.write_json("compress.json", summary)

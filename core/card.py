@@ -145,6 +145,22 @@ def limitations(spec: ModelSpec, ev: dict | None) -> list[str]:
     return out
 
 
+def quantization_summary(compress: dict) -> dict:
+    """How the int8 file was made, from ``compress.json`` (calibration, activation ranges,
+    ops kept in float, QAT)."""
+    out = {"calibration_images": (compress.get("calibration") or {}).get("n_images"),
+           "activation_ranges": "min/max", "kept_in_float": [], "qat": bool(compress.get("qat"))}
+    clip = compress.get("int8_range_clipping") or {}
+    p = clip.get("chosen", clip.get("percentile"))
+    if p is not None and float(p) < 100.0:
+        how = "chosen on the validation split" if "chosen" in clip else "requested"
+        out["activation_ranges"] = f"clipped to the {p}th percentile ({how})"
+    sel = compress.get("selective_int8") or {}
+    if sel.get("replaced_int8_file"):
+        out["kept_in_float"] = list(sel.get("kept_float") or [])
+    return out
+
+
 def build_card(release_dir) -> dict:
     """The card dict of a release folder (see module docstring)."""
     d = Path(release_dir)
@@ -213,6 +229,9 @@ def build_card(release_dir) -> dict:
         card["targets"] = _targets(ev)
     if parity is not None:
         card["parity"] = parity_summary(parity)
+    compress = _load_json(d / "compress.json") if (d / "compress.json").exists() else None
+    if compress:
+        card["quantization"] = quantization_summary(compress)
     ood = _load_json(d / "ood.json") if (d / "ood.json").exists() else None
     if ood:
         card["ood"] = {k: ood.get(k) for k in ("method", "percentile", "image_margin", "threshold",
@@ -286,6 +305,12 @@ def card_markdown(card: dict) -> str:
             page.p("Details: parity.md / parity.json. Only files whose comparison passes should be deployed.")
         else:
             page.p("See parity.md / parity.json.")
+    q = card.get("quantization")
+    if q:
+        kept = f"{len(q['kept_in_float'])} op(s) kept in float" if q["kept_in_float"] else "every op int8"
+        page.p(f"int8 file: calibrated on {q['calibration_images']} training images; activation ranges "
+               f"{q['activation_ranges']}; {kept}" + ("; quantization-aware fine-tuned" if q["qat"] else "") +
+               " (compress.json).")
     ood = card.get("ood")
     if ood and ood.get("rates"):
         page.h("Out-of-distribution gate")

@@ -125,6 +125,24 @@ def test_compress_cli_clip_percentile_auto(tiny_run, tmp_path):
 
     best = max(search["attempts"], key=rank)
     assert rank(next(a for a in search["attempts"] if a["percentile"] == search["chosen"])) == rank(best)
+    card = json.loads((out / "card.json").read_text())["quantization"]
+    assert card["activation_ranges"] == ("min/max" if search["chosen"] == 100.0 else
+                                         f"clipped to the {search['chosen']}th percentile (chosen on the validation split)")
+
+
+def test_failed_int8_tries_clipped_ranges_before_float_ops(tiny_run, tmp_path):
+    """An int8 file that fails a gate (here an impossible one) is first remade with clipped
+    ranges chosen on validation, then with ops kept in float; both are recorded; exit 1."""
+    from leukedge.cli import main
+
+    out = tmp_path / "tiny-fail"
+    rc = main(["compress", str(tiny_run), "--out", str(out), "--calib", "60", "--clip-images", "8",
+               "--gate", "min_agreement=1.01", "--no-keras-check", "--n-boot", "100"])
+    summary = json.loads((out / "compress.json").read_text())
+    clip = summary["int8_range_clipping"]
+    assert "agreement" in clip["trigger"]["failed_on_test"] and len(clip["attempts"]) == 4
+    assert clip.get("replaced_int8_file", False) == (clip["chosen"] < 100.0)
+    assert "selective_int8" in summary and summary["passed"] is False and rc == 1
 
 
 def test_compress_cli_rejects_a_bad_percentile(tiny_run, tmp_path, capsys):
