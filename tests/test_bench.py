@@ -286,6 +286,7 @@ def test_report_says_whether_the_cpu_has_int8_dot_products(bench_run):
         md = markdown(d)
         assert bool(int8_dot(d["device"])) is has
         assert ("int8 dot-product instructions: **none**" in md) is (not has)
-    root = Path(__file__).resolve().parents[1] / "models" / "densenet201-binary" / "bench"
-    intel, amd = load_result(root / "x86_64-intel-xeon-2c-litert.json"), load_result(root / "x86_64-amd-epyc-2c-litert.json")
+    root = Path(__file__).resolve().parents[1] / "docs" / "bench" / "raw"   # measured on two real machines
+    intel = load_result(root / "densenet201-binary-v20261125-x86_64-intel-xeon-2c-litert.json")
+    amd = load_result(root / "densenet201-binary-v20261125-x86_64-amd-epyc-2c-litert.json")
     assert int8_dot(intel["device"]) and not int8_dot(amd["device"])
