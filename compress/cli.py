@@ -15,7 +15,8 @@ def register(sub) -> None:
                        description="Turn a training run into a release folder models/<name>/: float32 and "
                                    "full-integer int8 TFLite with Grad-CAM computed in the graph, optional pruned int8, "
                                    "spec.json, split.csv, then parity of each file against float32 on the test split.")
-    c.add_argument("source", metavar="RUN_OR_MODEL", help="training run folder (best.h5, spec.json, split.csv) or a .h5 file")
+    c.add_argument("source", metavar="RUN_OR_MODEL", help="training run folder (best.h5, spec.json, split.csv), a .h5 file, or a release folder "
+                   "(models/<name>: int8 re-derived from its float32 .tflite)")
     c.add_argument("--out", required=True, help="release folder, e.g. models/efficientnet-lite0-binary")
     c.add_argument("--variants", default="float32,int8",
                    help="comma list of float32,int8,int16x8,float16,dynamic (default float32,int8; float32 always; "

@@ -169,6 +169,31 @@ def calibrate(model, spec: ModelSpec, qconfig: QuantizationConfig) -> bytes:
     return data
 
 
+def calibrate_tflite(float_tflite: bytes, representative) -> bytes:
+    """:func:`calibrate` from a float32 ``.tflite`` instead of a Keras model.
+
+    This is the converter's own second half (``TFLiteConverter`` converts to a float
+    flatbuffer, then calibrates that flatbuffer in the TFLite calibrator), so a released
+    float32 file can be re-quantized, and its int8 twin re-derived by anyone, without the
+    training run.
+
+    Args:
+        float_tflite: a float32 file exported by :func:`convert`.
+        representative: callable yielding ``{"image": (1, S, S, 3)}`` samples.
+    """
+    from tensorflow.lite.python.optimize import calibrator
+
+    t0 = time.perf_counter()
+    try:
+        cal = calibrator.Calibrator(calibrator.add_intermediate_tensors(bytes(float_tflite)))
+        data = cal.calibrate(lambda: ([np.asarray(s["image"], np.float32)] for s in representative()))
+    except Exception as exc:
+        raise ModelError(f"TFLite calibration of the float32 file failed: {str(exc).strip().splitlines()[0]}",
+                         "pass a float32 .tflite exported by `leukedge compress`") from None
+    log.info("calibrated the float32 file in %.1f s", time.perf_counter() - t0)
+    return data
+
+
 def quantize_calibrated(calibrated: bytes, spec: ModelSpec, denylisted_nodes: list[str] | None = None) -> bytes:
     """Full-integer int8 model (int8 input/output) from a calibrated model.
 

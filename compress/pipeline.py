@@ -96,35 +96,82 @@ class CompressConfig:
 
 @dataclass
 class Source:
+    """What compress starts from: a training run's Keras model, or a release's float32 file
+    (``float_tflite``: int8 is re-derived from it; pruning, QAT and the other variants need
+    the Keras model)."""
+
     folder: Path
     model_file: Path
     spec: ModelSpec
     split_csv: Path | None
     config: dict
+    float_tflite: Path | None = None
+
+    @property
+    def is_release(self) -> bool:
+        return self.float_tflite is not None
+
+
+#: What a release source cannot do (each needs the Keras model of the training run).
+NEEDS_KERAS = ("int16x8", "float16", "dynamic")
+
+
+def _release_source(folder: Path, f32: Path) -> Source:
+    spec = ModelSpec.load(folder)
+    made = folder / "compress.json"
+    config = {}
+    if made.exists():
+        try:
+            config = {"data_dir": json.loads(made.read_text()).get("data_dir")}
+        except ValueError:
+            config = {}
+    split = folder / "split.csv"
+    return Source(folder, f32, spec, split if split.exists() else None, config, float_tflite=f32)
 
 
 def resolve_source(path) -> Source:
-    """A run folder or a ``.h5`` file -> what compress needs."""
+    """A run folder, a ``.h5`` file, a release folder or its ``*.float32.tflite`` -> what compress needs."""
     p = Path(path)
     if not p.exists():
-        raise ModelError(f"{p}: no such run folder or model", "pass runs/<run> (with best.h5) or a .h5 file")
+        raise ModelError(f"{p}: no such run folder or model",
+                         "pass runs/<run> (with best.h5), a .h5 file, or a release folder models/<name>")
     if p.is_dir():
         p = p.resolve()
         model_file = p / "best.h5"
         if not model_file.exists():
+            f32 = sorted(p.glob("*.float32.tflite"))
+            if len(f32) == 1:
+                return _release_source(p, f32[0])
             if list(p.glob("*.tflite")):
-                raise ModelError(f"{p}: is a release folder (TFLite only)", "compress needs the training run folder")
+                raise ModelError(f"{p}: a release folder without exactly one *.float32.tflite",
+                                 "compress re-quantizes a release from its float32 file; or pass the training run")
             raise ModelError(f"{p}: no best.h5", "pass a finished (or checkpointed) training run folder")
         folder = p
+    elif p.name.endswith(".float32.tflite"):
+        return _release_source(p.resolve().parent, p.resolve())
     else:
         if p.suffix != ".h5":
-            raise ModelError(f"{p}: not a Keras .h5 model", "pass runs/<run> or its best.h5")
+            raise ModelError(f"{p}: not a Keras .h5 model or a float32 .tflite",
+                             "pass runs/<run>, its best.h5, or a release folder")
         folder, model_file = p.resolve().parent, p.resolve()
     spec = ModelSpec.load(folder)
     cfg_path = folder / "config.json"
     config = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
     split = folder / "split.csv"
     return Source(folder, model_file, spec, split if split.exists() else None, config)
+
+
+def check_source_config(cfg: "CompressConfig", src: Source) -> None:
+    """Refuse, before anything is written, what a release source cannot do."""
+    if not src.is_release:
+        return
+    from leukedge.errors import ConfigError
+
+    wanted = [v for v in cfg.variants if v in NEEDS_KERAS] + (["--prune"] if cfg.prune else []) + \
+        (["--qat"] if cfg.qat else [])
+    if wanted:
+        raise ConfigError(f"{', '.join(wanted)} need the Keras model, and {src.folder.name} is a release "
+                          "(float32 .tflite only)", "pass the training run folder (runs/<run>) instead")
 
 
 def _train_images(rows, spec: ModelSpec, max_images: int | None):
@@ -177,6 +224,7 @@ class Built:
     calibrated: bytes | None = None
     representative: object = None
     pruned: object = None
+    float32: bytes | None = None
     clip_percentile: float | None = None
     record: dict = field(default_factory=dict)
 
@@ -186,10 +234,17 @@ def _calibrate_int8(cfg: CompressConfig, model, built: Built, key: str, timed, r
     ``auto`` chooses the percentile on the validation split, once: the pruned file reuses it)."""
     from . import export
     from .quantization import QuantizationConfig
-    from .ranges import choose_percentile, clip_ranges, percentile_ranges, summary
+    from .ranges import bound_logit, choose_percentile, clip_ranges, percentile_ranges, summary
 
     rep = built.representative
-    calibrated = timed(f"{key}_calibrate", lambda: export.calibrate(model, built.spec, QuantizationConfig.for_int8(rep)))
+    if model is None:  # a release source: calibrate its float32 file
+        calibrated = timed(f"{key}_calibrate", lambda: export.calibrate_tflite(built.float32, rep))
+    else:
+        calibrated = timed(f"{key}_calibrate",
+                           lambda: export.calibrate(model, built.spec, QuantizationConfig.for_int8(rep)))
+    calibrated, logit = bound_logit(calibrated)
+    if logit:
+        built.record[f"{key}_logit_range"] = logit
     p = built.clip_percentile if built.clip_percentile is not None else cfg.clip_percentile
     if p is None or p == 100.0:
         return calibrated
@@ -229,10 +284,13 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
         timings[key] = round(time.perf_counter() - t0, 2)
         return out
 
-    log.info("loading %s", src.model_file)
-    model = timed("load_keras", lambda: load_keras_model(src.model_file))
-    built = Built(spec, model, record=record)
-    f32 = timed("float32", lambda: export.convert(model, spec, QuantizationConfig.for_float32()))
+    if src.is_release:
+        model, f32 = None, _release_float32(src, spec, record)
+    else:
+        log.info("loading %s", src.model_file)
+        model = timed("load_keras", lambda: load_keras_model(src.model_file))
+        f32 = timed("float32", lambda: export.convert(model, spec, QuantizationConfig.for_float32()))
+    built = Built(spec, model, float32=f32, record=record)
     release.write_bytes(release.model_name("float32"), f32)
     if "int8" in cfg.variants or "int16x8" in cfg.variants or cfg.prune:
         built.representative = timed("representative_set", lambda: representative_from_split(rows, spec, cfg.calib))
@@ -268,7 +326,47 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
     spec.save(release.path("spec.json"))
     if src.split_csv:
         release.copy(src.split_csv, "split.csv")
+    if src.is_release and (src.folder / "history.csv").exists():
+        release.copy(src.folder / "history.csv", "history.csv")  # the training curves travel on
     return built
+
+
+def inherited_record(before: dict, src: Source, float32_sha256: str) -> dict:
+    """What a re-quantized release keeps from its source release's ``compress.json``: where the
+    float32 file came from and its check against the Keras model (still valid: same bytes)."""
+    out = {"folder": str(src.folder), "float32_file": src.float_tflite.name, "float32_sha256": float32_sha256,
+           "made_from": before.get("source"),
+           "note": "int8 re-derived from the released float32 file (the Keras model is not needed); "
+                   "the float32 file is unchanged"}
+    keras = (before.get("parity") or {}).get("float32 vs keras")
+    if keras is None and before.get("source_release"):
+        keras = before["source_release"].get("float32_vs_keras")
+    if keras is not None:
+        out["float32_vs_keras"] = keras
+    return out
+
+
+def _release_float32(src: Source, spec: ModelSpec, record: dict) -> bytes:
+    """The source release's float32 file, byte for byte when the name is kept (its sha256,
+    and so every earlier float32 parity check, stays valid), else with the renamed spec."""
+    from leukedge.fileio import sha256_file
+
+    from . import export
+
+    data = src.float_tflite.read_bytes()
+    embedded = export.read_embedded_spec(data)
+    if embedded is None or embedded.name != spec.name:
+        data = export.embed_spec(data, spec)
+    made = src.folder / "compress.json"
+    before = {}
+    if made.exists():
+        try:
+            before = json.loads(made.read_text())
+        except ValueError:
+            before = {}
+    record["source_release"] = inherited_record(before, src, sha256_file(src.float_tflite))
+    log.info("re-quantizing the release %s from %s", src.folder, src.float_tflite.name)
+    return data
 
 
 def size_summary(files: dict[str, dict], name: str) -> dict:
@@ -325,7 +423,9 @@ def _parity_set(cfg: CompressConfig, rel, built: Built, src: Source, rows) -> di
             if not res.passed:
                 res, extra["selective_int8"] = _selective(cfg, rel, built, rows, ref, test, res)
         results[f"{variant} vs float32"] = res
-    if cfg.keras_check:
+    if cfg.keras_check and src.is_release:
+        log.info("parity: no Keras model in a release source; float32 vs Keras is the source release's check")
+    elif cfg.keras_check:
         log.info("parity: float32 TFLite vs the Keras model (GradientTape Grad-CAM) on the test split")
         keras_pred = KerasPredictor(src.folder, src.spec, src.model_file.name)
         results["float32 vs keras"] = compare(keras_pred, ref, test, cfg.gates, n_boot=cfg.n_boot)
@@ -388,6 +488,7 @@ def run_compress(cfg: CompressConfig) -> dict:
 
     t_start = time.perf_counter()
     src = resolve_source(cfg.source)
+    check_source_config(cfg, src)
     data_dir = Path(cfg.data_dir or src.config.get("data_dir") or resolve_data_dir(None))
     if src.split_csv is None:
         raise DataError(f"{src.folder}: no split.csv", "compress calibrates on the run's training split; "

@@ -16,7 +16,7 @@ Between :func:`leukedge.compress.export.calibrate` and
     int8 = export.quantize_calibrated(clip_ranges(calibrated, ranges), spec)
 
 Only activations are clipped: model inputs and outputs (probability, logit, Grad-CAM map and
-features) keep their calibrated ranges, and ranges only ever narrow.
+features) and the Grad-CAM branch keep their calibrated ranges, and ranges only ever narrow.
 """
 from __future__ import annotations
 
@@ -59,14 +59,18 @@ def _name(t) -> str:
 
 def activation_tensors(calibrated: bytes) -> dict[int, tuple[str, float, float]]:
     """Index -> (name, min, max) of every calibrated activation of the main graph, except the
-    graph's inputs and outputs (and constants, whose values are known)."""
+    graph's inputs and outputs, the Grad-CAM branch (:mod:`leukedge.compress.cam_branch`:
+    its per-image peaks vary too much for a clipped range) and constants."""
+    from .cam_branch import cam_only_tensors
+
     model = _model(calibrated)
     graph = model.subgraphs[0]
     io = set(int(i) for i in graph.inputs) | set(int(i) for i in graph.outputs)
+    cam = cam_only_tensors(calibrated)
     out = {}
     for i, t in enumerate(graph.tensors):
         q = t.quantization
-        if i in io or q is None or q.min is None or q.max is None or len(q.min) != 1:
+        if i in io or q is None or q.min is None or q.max is None or len(q.min) != 1 or _name(t) in cam:
             continue
         buf = model.buffers[t.buffer] if t.buffer < len(model.buffers) else None
         if buf is not None and buf.data is not None and len(buf.data):
@@ -159,7 +163,7 @@ def summary(ranges: list[Range], percentile: float) -> dict:
     """What the clipping did, for the compress report."""
     s = np.array([r.shrink for r in ranges]) if ranges else np.ones(1)
     worst = sorted(ranges, key=lambda r: r.shrink)[:5]
-    return {"percentile": percentile, "n_tensors": len(ranges),
+    return {"percentile": percentile, "n_tensors": len(ranges), "gradcam_branch": "min/max (not clipped)",
             "median_width_kept": round(float(np.median(s)), 4), "min_width_kept": round(float(s.min()), 4),
             "n_clipped_below_half": int((s < 0.5).sum()),
             "most_clipped": [{"tensor": r.name, "calibrated": [round(v, 4) for v in r.calibrated],
@@ -215,8 +219,50 @@ def choose_percentile(calibrated: bytes, spec, reference, val_data, images: np.n
     best = max(attempts, key=lambda a: (a["passed"], -len(a["failed"]), a["gates"]["agreement"], -a["mean_abs_dp"]))
     chosen = best["percentile"]
     report = {"chosen": chosen, "split": val_data.split, "attempts": attempts,
-              "seconds": round(time.perf_counter() - t0, 1)}
+              "gradcam_branch": "min/max (not clipped)", "seconds": round(time.perf_counter() - t0, 1)}
     if chosen < 100.0:
         report.update({k: v for k, v in summary(all_ranges[chosen], chosen).items() if k != "percentile"})
     log.info("activation ranges: percentile %s chosen on the %s split", chosen, val_data.split)
     return chosen, models[chosen], report
+
+
+#: |logit| beyond which a binary model's int8 ``logit`` output saturates (sigmoid(12) = 1 - 6e-6).
+LOGIT_LIMIT = 12.0
+
+
+def bound_logit(calibrated: bytes, limit: float = LOGIT_LIMIT) -> tuple[bytes, dict | None]:
+    """Narrow a binary model's calibrated ``logit`` output range to ``[-limit, limit]``.
+
+    The logit is calibrated on its min and max like any tensor. An over-confident model (the
+    DenseNet201 release: training-image logits from -23 to +471) then gets an int8 step of
+    1.9 logits, so probabilities near a low operating threshold (0.008: logit -4.8) jump
+    between 0.001 and 0.05 and decisions flip. Beyond +-12 the probability is 0 or 1 to
+    within 6e-6, so saturating there loses nothing a threshold can use and gives a step of
+    0.094. Only narrows; a model whose range is already inside is returned unchanged. Softmax
+    (subtype) logits are left alone: their differences, not their values, decide.
+
+    Returns:
+        (model bytes, ``{"calibrated": [lo, hi], "used": [lo, hi], "limit": limit}`` or None
+        when there is no single-logit output).
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from .cam_branch import _signature_outputs
+
+    model = _model(calibrated)
+    idx = _signature_outputs(model).get("logit")
+    if idx is None:
+        return calibrated, None
+    t = model.subgraphs[0].tensors[idx]
+    q = t.quantization
+    if q is None or q.min is None or len(q.min) != 1 or int(np.prod(t.shape)) != 1:
+        return calibrated, None
+    lo, hi = float(q.min[0]), float(q.max[0])
+    new_lo, new_hi = max(lo, -limit), min(hi, limit)
+    info = {"calibrated": [round(lo, 4), round(hi, 4)], "used": [round(new_lo, 4), round(new_hi, 4)], "limit": limit}
+    if (new_lo, new_hi) == (lo, hi):
+        return calibrated, info
+    q.min = np.asarray([new_lo], np.float32)
+    q.max = np.asarray([new_hi], np.float32)
+    log.info("logit range %.2f..%.2f bounded to %.2f..%.2f", lo, hi, new_lo, new_hi)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), info

@@ -158,6 +158,15 @@ def quantization_summary(compress: dict) -> dict:
     sel = compress.get("selective_int8") or {}
     if sel.get("replaced_int8_file"):
         out["kept_in_float"] = list(sel.get("kept_float") or [])
+    if p is not None and float(p) < 100.0 and clip.get("gradcam_branch"):
+        out["activation_ranges"] += f" (Grad-CAM branch: {clip['gradcam_branch']})"
+    lr = compress.get("int8_logit_range")
+    if lr and lr.get("used") != lr.get("calibrated"):
+        out["logit_range"] = lr
+    src = compress.get("source_release")
+    if src:
+        out["rederived_from"] = {"float32_file": src.get("float32_file"), "float32_sha256": src.get("float32_sha256"),
+                                 "made_from": src.get("made_from"), "float32_vs_keras": src.get("float32_vs_keras")}
     return out
 
 
@@ -310,7 +319,17 @@ def card_markdown(card: dict) -> str:
         kept = f"{len(q['kept_in_float'])} op(s) kept in float" if q["kept_in_float"] else "every op int8"
         page.p(f"int8 file: calibrated on {q['calibration_images']} training images; activation ranges "
                f"{q['activation_ranges']}; {kept}" + ("; quantization-aware fine-tuned" if q["qat"] else "") +
-               " (compress.json).")
+               " (compress.json)." +
+               (f" Logit output range bounded to {q['logit_range']['used']} (calibrated "
+                f"{q['logit_range']['calibrated']}): finer int8 steps near the threshold." if q.get("logit_range") else "") +
+               (f" Re-derived from the released float32 file (sha256 {q['rederived_from']['float32_sha256'][:12]}...), "
+                f"itself made from {q['rederived_from']['made_from']}." if q.get("rederived_from") else ""))
+        keras = (q.get("rederived_from") or {}).get("float32_vs_keras")
+        if keras:
+            g = keras.get("gates", {})
+            page.p(f"float32 vs the Keras model (GradientTape Grad-CAM), checked when the float32 file was made "
+                   f"(same bytes): {'PASS' if keras.get('passed') else 'FAIL'}; agreement {_f(g.get('agreement'))}, "
+                   f"heatmap r {_f(g.get('heatmap_correlation'))}.")
     ood = card.get("ood")
     if ood and ood.get("rates"):
         page.h("Out-of-distribution gate")

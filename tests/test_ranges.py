@@ -127,7 +127,8 @@ def test_compress_cli_clip_percentile_auto(tiny_run, tmp_path):
     assert rank(next(a for a in search["attempts"] if a["percentile"] == search["chosen"])) == rank(best)
     card = json.loads((out / "card.json").read_text())["quantization"]
     assert card["activation_ranges"] == ("min/max" if search["chosen"] == 100.0 else
-                                         f"clipped to the {search['chosen']}th percentile (chosen on the validation split)")
+                                         f"clipped to the {search['chosen']}th percentile (chosen on the validation "
+                                         "split) (Grad-CAM branch: min/max (not clipped))")
 
 
 def test_failed_int8_tries_clipped_ranges_before_float_ops(tiny_run, tmp_path):
@@ -153,3 +154,113 @@ def test_compress_cli_rejects_a_bad_percentile(tiny_run, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert rc != 0 and len(err) == 1 and "percentile" in err[0]
     assert not (tmp_path / "x").exists()
+
+
+def test_gradcam_branch_keeps_its_calibrated_ranges(calibrated, batch):
+    """The tensors only the Grad-CAM output depends on are found from the graph and are never
+    clipped (their per-image peaks vary too much for a percentile range)."""
+    from leukedge.compress.cam_branch import cam_only_tensors
+    from leukedge.compress.ranges import activation_tensors, clip_ranges, percentile_ranges
+
+    cam = cam_only_tensors(calibrated)
+    assert len(cam) >= 3                       # A @ W1, the mask product, the sum over hidden units...
+    acts = {n for n, _, _ in activation_tensors(calibrated).values()}
+    assert acts and not (acts & cam)
+    # the branch ends in the cam output and never feeds the probability
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=calibrated)
+    out = {d["name"] for d in interp.get_output_details()}
+    sig = interp.get_signature_runner()
+    assert any(n in cam for n in out) and "probability" in sig.get_output_details()
+    before = _calibrated_minmax(calibrated, cam)
+    after = _calibrated_minmax(clip_ranges(calibrated, percentile_ranges(calibrated, batch[:8], 99.0)), cam)
+    assert before == after and before
+
+
+def _calibrated_minmax(data: bytes, names: set[str]) -> dict[str, tuple[float, float]]:
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+    out = {}
+    for t in model.subgraphs[0].tensors:
+        name = t.name.decode() if isinstance(t.name, bytes) else t.name
+        if name in names and t.quantization is not None and t.quantization.min is not None:
+            out[name] = (float(t.quantization.min[0]), float(t.quantization.max[0]))
+    return out
+
+
+def test_calibrating_the_float32_file_matches_calibrating_keras(calibrated, tiny_dense_keras, tiny_spec, batch):
+    """`calibrate_tflite` (a release's float32 file) records the same activation ranges as the
+    converter's own calibration of the Keras model, so a release can be re-quantized without
+    its training run."""
+    from leukedge.compress.export import calibrate_tflite, convert
+    from leukedge.compress.quantization import QuantizationConfig, RepresentativeData
+    from leukedge.compress.ranges import activation_tensors
+
+    f32 = convert(tiny_dense_keras, tiny_spec, QuantizationConfig.for_float32())
+    again = calibrate_tflite(f32, RepresentativeData(batch))
+    a = {n: (lo, hi) for n, lo, hi in activation_tensors(calibrated).values()}
+    b = {n: (lo, hi) for n, lo, hi in activation_tensors(again).values()}
+    assert a.keys() == b.keys() and len(a) >= 10
+    for n in a:
+        assert a[n] == pytest.approx(b[n], rel=1e-4, abs=1e-5), n
+
+
+def test_compress_requantizes_a_release_from_its_float32_file(tiny_release, tmp_path):
+    """`leukedge compress models/<name> --out ...`: the float32 file is kept byte for byte (same
+    sha256), a new int8 file is calibrated from it, the training curves travel on, and parity
+    is measured again; what needs the Keras model is refused before anything is written."""
+    from leukedge.cli import main
+    from leukedge.fileio import sha256_file
+
+    src, _ = tiny_release
+    name = src.name
+    out = tmp_path / name
+    rc = main(["compress", str(src), "--out", str(out), "--calib", "60", "--clip-percentile", "99.9",
+               "--clip-images", "8", "--no-selective", "--n-boot", "100"])
+    summary = json.loads((out / "compress.json").read_text())
+    f32 = f"{name}.float32.tflite"
+    assert sha256_file(out / f32) == sha256_file(src / f32)
+    assert summary["source_release"]["float32_sha256"] == sha256_file(src / f32)
+    from ai_edge_litert.interpreter import Interpreter
+
+    int8 = Interpreter(model_path=str(out / f"{name}.int8.tflite"))
+    assert int8.get_input_details()[0]["dtype"] == np.int8
+    assert (out / f"{name}.int8.tflite").stat().st_size < (out / f32).stat().st_size
+    assert summary["int8_range_clipping"]["percentile"] == 99.9
+    assert "int8 vs float32" in summary["parity"] and "float32 vs keras" not in summary["parity"]
+    before = json.loads((src / "compress.json").read_text())["parity"]["float32 vs keras"]
+    assert summary["source_release"]["float32_vs_keras"] == before      # still valid: same float32 bytes
+    card = json.loads((out / "card.json").read_text())["quantization"]["rederived_from"]
+    assert card["float32_sha256"] == sha256_file(src / f32) and card["float32_vs_keras"] == before
+    assert (src / "history.csv").exists() == (out / "history.csv").exists()
+    assert rc == (0 if summary["passed"] else 1)
+    for extra in (["--prune", "0.5"], ["--variants", "float32,int8,float16"]):
+        bad = tmp_path / "refused"
+        rc = main(["compress", str(src), "--out", str(bad), *extra])
+        assert rc != 0 and not bad.exists()
+
+
+def test_binary_logit_range_is_bounded(calibrated, tiny_spec):
+    """`bound_logit` narrows the calibrated logit output range (never widens it), and the int8
+    file's logit output really gets the finer step."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from leukedge.compress.export import quantize_calibrated
+    from leukedge.compress.ranges import bound_logit
+
+    same, info = bound_logit(calibrated, limit=1e6)
+    assert same is calibrated and info["used"] == info["calibrated"]
+    lo, hi = info["calibrated"]
+    lim = max(-lo, hi) / 2
+    bounded, info = bound_logit(calibrated, limit=lim)
+    assert info["used"] == pytest.approx([max(lo, -lim), min(hi, lim)], abs=1e-4)
+
+    def logit_scale(data):
+        return Interpreter(model_content=data).get_signature_runner().get_output_details()["logit"]["quantization"][0]
+
+    plain, narrow = logit_scale(quantize_calibrated(calibrated, tiny_spec)), logit_scale(quantize_calibrated(bounded, tiny_spec))
+    u_lo, u_hi = info["used"]
+    width = (max(u_hi, 0) - min(u_lo, 0)) / (max(hi, 0) - min(lo, 0))      # int8 ranges always hold 0
+    assert narrow == pytest.approx(plain * width, rel=0.05) and narrow < plain
