@@ -264,3 +264,21 @@ def test_binary_logit_range_is_bounded(calibrated, tiny_spec):
     u_lo, u_hi = info["used"]
     width = (max(u_hi, 0) - min(u_lo, 0)) / (max(hi, 0) - min(lo, 0))      # int8 ranges always hold 0
     assert narrow == pytest.approx(plain * width, rel=0.05) and narrow < plain
+
+
+def test_compress_refuses_a_release_folder_without_its_float32_file(tiny_release, tmp_path, capsys):
+    """A release folder whose float32 file is missing gives a one-line error and writes nothing."""
+    import shutil
+
+    from leukedge.cli import main
+
+    src, _ = tiny_release
+    broken = tmp_path / "no-float32"
+    shutil.copytree(src, broken)
+    for f in broken.glob("*.float32.tflite"):
+        f.unlink()
+    out = tmp_path / "out"
+    rc = main(["compress", str(broken), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and not out.exists()
+    assert len(err) == 1 and "float32" in err[0]
