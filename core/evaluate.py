@@ -282,7 +282,7 @@ def evaluate_predictor(predictor, items: list[Item], *, threshold: float | None 
     rows = []
     for i, it in enumerate(kept):
         row = {"path": it.path, "split": it.split, "class": it.cls, "y_true": int(y[i]),
-               "probability": f"{p[i]:.6f}", "prediction": int(pred[i]), "correct": int(pred[i] == y[i]),
+               "probability": f"{p[i]:.9g}", "prediction": int(pred[i]), "correct": int(pred[i] == y[i]),
                "group": it.group}
         rows.append(row)
     if spec.task == "subtype":
@@ -291,7 +291,7 @@ def evaluate_predictor(predictor, items: list[Item], *, threshold: float | None 
         for i, row in enumerate(rows):
             row["label"] = int(lab[i])
             row["predicted_label"] = int(np.argmax(sc.probabilities[i]))
-            row.update({f"p_{c}": f"{v:.6f}" for c, v in zip(spec.class_names, sc.probabilities[i])})
+            row.update({f"p_{c}": f"{v:.9g}" for c, v in zip(spec.class_names, sc.probabilities[i])})
     audit = None
     if mask_corners and mask_corners > 0:
         masked_spec = ModelSpec.from_dict(spec.to_dict())
@@ -313,7 +313,7 @@ def evaluate_predictor(predictor, items: list[Item], *, threshold: float | None 
                                                              n_boot, seed)["accuracy"]
         result["shortcut_audit"] = audit
         for i, row in enumerate(rows):
-            row["probability_masked"] = f"{pm[i]:.6f}"
+            row["probability_masked"] = f"{pm[i]:.9g}"
     result["caveats"] = caveats(spec, y, use_all, audit, overlap, threshold_from_val)
     err_groups: dict[str, int] = {}
     for it, ok in zip(kept, pred == y):

@@ -104,3 +104,25 @@ def test_record_survives_sigkill_mid_write(tmp_path, round_):
     h = History(db)
     rid = h.add(model_name="after-crash")
     assert h.get(rid)["model_name"] == "after-crash"
+
+
+def test_predictions_csv_keeps_the_ranking_of_close_probabilities(tmp_path):
+    """predictions.csv keeps float32 precision: a near-constant model (a VGG16 after two epochs
+    from scratch: every probability 0.49979...) or a very confident one (1e-8) must not tie
+    after rounding, or the ROC-AUC computed from the file differs from the model's."""
+    import csv
+
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from leukedge.spec import ModelSpec
+    from leukedge.train.outputs import write_predictions
+
+    spec = ModelSpec(name="t", backbone="tiny-cnn")
+    p = np.array([0.4997991, 0.4997992, 0.4997994, 0.4997993, 3e-9, 4e-9], np.float32)
+    y = [0, 0, 1, 1, 0, 0]
+    rows = [{"path": f"{c}/{i}.jpg", "class": c} for i, c in enumerate("Benign" if t == 0 else "Early" for t in y)]
+    out = write_predictions(tmp_path / "predictions.csv", [("test", rows, p[:, None])], spec)
+    got = np.array([float(r["probability"]) for r in csv.DictReader(open(out))])
+    assert len(set(got)) == len(p)
+    assert roc_auc_score(y, got) == roc_auc_score(y, p) == 1.0

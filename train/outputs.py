@@ -46,10 +46,10 @@ def write_predictions(path: Path, parts: list[tuple[str, list[dict], np.ndarray]
         pos = positive_probs(probs, spec)
         truth = positive_truth(rows, spec)
         for r, p, y, vec in zip(rows, pos, truth, probs):
-            row = {"path": r["path"], "split": split, "class": r["class"], "y_true": int(y), "probability": f"{p:.6f}"}
+            row = {"path": r["path"], "split": split, "class": r["class"], "y_true": int(y), "probability": f"{p:.9g}"}
             if spec.task == "subtype":
                 row["label"] = spec.class_names.index(r["class"])
-                row.update({f"p_{c}": f"{v:.6f}" for c, v in zip(spec.class_names, vec)})
+                row.update({f"p_{c}": f"{v:.9g}" for c, v in zip(spec.class_names, vec)})
             w.writerow(row)
     return atomic_write_text(path, buf.getvalue())
 
