@@ -301,7 +301,8 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
         if cfg.qat:
             int8_model = timed("qat", lambda: _qat(cfg, model, spec, rows, record))
         built.calibrated = _calibrate_int8(cfg, int8_model, built, "int8", timed, release, rows)
-        q = timed("int8_quantize", lambda: export.quantize_calibrated(built.calibrated, spec))
+        q = timed("int8_quantize", lambda: export.quantize_calibrated(
+            built.calibrated, spec, record=record.setdefault("int8_gradcam_branch", {})))
         release.write_bytes(release.model_name("int8"), q)
     if "int16x8" in cfg.variants:
         release.write_bytes(release.model_name("int16x8"), timed("int16x8", lambda: export.convert(
@@ -321,7 +322,8 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
         del x_u8
         record["pruning"] = prep.to_dict()
         pcal = _calibrate_int8(cfg, built.pruned, built, "pruned_int8", timed, release, rows)
-        pq = timed("pruned_int8_quantize", lambda: export.quantize_calibrated(pcal, spec))
+        pq = timed("pruned_int8_quantize", lambda: export.quantize_calibrated(
+            pcal, spec, record=record.setdefault("pruned_int8_gradcam_branch", {})))
         release.write_bytes(release.model_name("pruned-int8"), pq)
     spec.save(release.path("spec.json"))
     if src.split_csv:
@@ -335,7 +337,7 @@ def inherited_record(before: dict, src: Source, float32_sha256: str) -> dict:
     """What a re-quantized release keeps from its source release's ``compress.json``: where the
     float32 file came from and its check against the Keras model (still valid: same bytes)."""
     out = {"folder": str(src.folder), "float32_file": src.float_tflite.name, "float32_sha256": float32_sha256,
-           "made_from": before.get("source"),
+           "made_from": (before.get("source_release") or {}).get("made_from") or before.get("source"),
            "note": "int8 re-derived from the released float32 file (the Keras model is not needed); "
                    "the float32 file is unchanged"}
     keras = (before.get("parity") or {}).get("float32 vs keras")

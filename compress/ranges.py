@@ -31,6 +31,9 @@ from leukedge.progress import progress
 
 log = logging.getLogger(__name__)
 
+#: How the Grad-CAM branch's activations are treated (:func:`leukedge.compress.cam_branch.float_cam_branch`).
+GRADCAM_BRANCH = "float on the int8 feature map (not clipped, not quantized)"
+
 
 @dataclass(frozen=True)
 class Range:
@@ -163,7 +166,7 @@ def summary(ranges: list[Range], percentile: float) -> dict:
     """What the clipping did, for the compress report."""
     s = np.array([r.shrink for r in ranges]) if ranges else np.ones(1)
     worst = sorted(ranges, key=lambda r: r.shrink)[:5]
-    return {"percentile": percentile, "n_tensors": len(ranges), "gradcam_branch": "min/max (not clipped)",
+    return {"percentile": percentile, "n_tensors": len(ranges), "gradcam_branch": GRADCAM_BRANCH,
             "median_width_kept": round(float(np.median(s)), 4), "min_width_kept": round(float(s.min()), 4),
             "n_clipped_below_half": int((s < 0.5).sum()),
             "most_clipped": [{"tensor": r.name, "calibrated": [round(v, 4) for v in r.calibrated],
@@ -219,7 +222,7 @@ def choose_percentile(calibrated: bytes, spec, reference, val_data, images: np.n
     best = max(attempts, key=lambda a: (a["passed"], -len(a["failed"]), a["gates"]["agreement"], -a["mean_abs_dp"]))
     chosen = best["percentile"]
     report = {"chosen": chosen, "split": val_data.split, "attempts": attempts,
-              "gradcam_branch": "min/max (not clipped)", "seconds": round(time.perf_counter() - t0, 1)}
+              "gradcam_branch": GRADCAM_BRANCH, "seconds": round(time.perf_counter() - t0, 1)}
     if chosen < 100.0:
         report.update({k: v for k, v in summary(all_ranges[chosen], chosen).items() if k != "percentile"})
     log.info("activation ranges: percentile %s chosen on the %s split", chosen, val_data.split)

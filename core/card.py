@@ -158,8 +158,12 @@ def quantization_summary(compress: dict) -> dict:
     sel = compress.get("selective_int8") or {}
     if sel.get("replaced_int8_file"):
         out["kept_in_float"] = list(sel.get("kept_float") or [])
-    if p is not None and float(p) < 100.0 and clip.get("gradcam_branch"):
+    cam = compress.get("int8_gradcam_branch") or {}
+    if p is not None and float(p) < 100.0 and clip.get("gradcam_branch") and not cam.get("float_cam"):
         out["activation_ranges"] += f" (Grad-CAM branch: {clip['gradcam_branch']})"
+    if cam.get("float_cam"):
+        out["gradcam_branch"] = ("float32 on the int8 last feature map with the head's int8 weights "
+                                 "(a hybrid fully connected op) and returns the map in float32")
     lr = compress.get("int8_logit_range")
     if lr and lr.get("used") != lr.get("calibrated"):
         out["logit_range"] = lr
@@ -317,6 +321,8 @@ def card_markdown(card: dict) -> str:
     q = card.get("quantization")
     if q:
         kept = f"{len(q['kept_in_float'])} op(s) kept in float" if q["kept_in_float"] else "every op int8"
+        if q.get("gradcam_branch"):
+            kept = kept.replace("every op", "every other op") + "; the Grad-CAM branch runs in " + q["gradcam_branch"]
         page.p(f"int8 file: calibrated on {q['calibration_images']} training images; activation ranges "
                f"{q['activation_ranges']}; {kept}" + ("; quantization-aware fine-tuned" if q["qat"] else "") +
                " (compress.json)." +

@@ -394,13 +394,14 @@ def run_evaluation(model, data_dir, *, split_csv=None, use_all: bool = False, js
     if report_dir:
         report_dir = Path(report_dir)
         report_dir.mkdir(parents=True, exist_ok=True)
+        _paths_relative_to(result, report_dir)
         write_predictions(report_dir / "predictions.csv", pred_rows)
         hist = find_history(info)
         if hist is not None:
             atomic_write_text(report_dir / "history.csv", hist.read_text())
         if gradcam and gradcam > 0:
             _write_cams(predictor, pred_rows, data_dir, extra, report_dir / "cams.npz", gradcam)
-        result["report"] = str(report_dir)
+        result["report"] = "."
         atomic_write_json(report_dir / "evaluation.json", result)
         from .report import build_report
 
@@ -408,6 +409,20 @@ def run_evaluation(model, data_dir, *, split_csv=None, use_all: bool = False, js
     if json_out:
         atomic_write_json(json_out, result)
     return result
+
+
+def _paths_relative_to(result: dict, folder: Path) -> None:
+    """A report written into the model's own folder (a release) names that folder's files
+    relative to it, so the record stays true after the folder is moved (releases are staged in a
+    temporary folder and renamed into place)."""
+    folder = folder.resolve()
+    for section, key in (("model", "path"), ("data", "split_manifest")):
+        value = result.get(section, {}).get(key)
+        if value:
+            try:
+                result[section][key] = str(Path(value).resolve().relative_to(folder)) or "."
+            except ValueError:
+                pass
 
 
 def find_history(info: ModelInfo) -> Path | None:

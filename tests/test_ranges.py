@@ -236,10 +236,27 @@ def test_compress_requantizes_a_release_from_its_float32_file(tiny_release, tmp_
     assert card["float32_sha256"] == sha256_file(src / f32) and card["float32_vs_keras"] == before
     assert (src / "history.csv").exists() == (out / "history.csv").exists()
     assert rc == (0 if summary["passed"] else 1)
+    assert summary["int8_gradcam_branch"]["float_cam"] and summary["int8_gradcam_branch"]["shared_weights"]
+    ev = json.loads((out / "evaluation.json").read_text())              # paths inside the release: relative
+    assert ev["data"]["split_manifest"] == "split.csv" and ev["model"]["path"] == "." and ev["report"] == "."
     for extra in (["--prune", "0.5"], ["--variants", "float32,int8,float16"]):
         bad = tmp_path / "refused"
         rc = main(["compress", str(src), "--out", str(bad), *extra])
         assert rc != 0 and not bad.exists()
+
+
+def test_rederiving_twice_keeps_where_the_float32_file_came_from(tmp_path):
+    """A release re-derived from a re-derived release still names the training run's model."""
+    from leukedge.compress.pipeline import Source, inherited_record
+
+    f32 = tmp_path / "m.float32.tflite"
+    f32.write_bytes(b"x")
+    src = Source(folder=tmp_path, model_file=f32, spec=None, split_csv=None, config={}, float_tflite=f32)
+    keras = {"passed": True, "gates": {"agreement": 1.0}}
+    first = inherited_record({"source": "runs/r1/best.h5", "parity": {"float32 vs keras": keras}}, src, "abc")
+    second = inherited_record({"source": str(tmp_path), "source_release": first}, src, "abc")
+    assert first["made_from"] == second["made_from"] == "runs/r1/best.h5"
+    assert second["float32_vs_keras"] == keras
 
 
 def test_binary_logit_range_is_bounded(calibrated, tiny_spec):
