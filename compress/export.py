@@ -225,7 +225,15 @@ def quantize_calibrated(calibrated: bytes, spec: ModelSpec, denylisted_nodes: li
                                      denylisted_nodes=(deny + [c for c in cam if c not in deny]) or None,
                                      disable_per_channel_for_dense_layers=bool(cam))
     if cam:
-        data, info = float_cam_branch(data)
+        try:
+            data, info = float_cam_branch(data)
+        except ModelError as exc:  # e.g. a file exported before the branch reused W1: all int8 then
+            log.warning("Grad-CAM branch left in int8: %s", exc.one_line())
+            info = {"float_cam": False, "reason": exc.one_line()}
+            data = quantize_calibrated(calibrated, spec, denylisted_nodes, float_cam=False)
+            if record is not None:
+                record.update(info)
+            return data
         if record is not None:
             record.update(info)
     return embed_spec(data, spec)

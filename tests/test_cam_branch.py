@@ -126,3 +126,24 @@ def test_a_float_weight_without_an_int8_twin_is_refused(files, tiny_spec):
         float_cam_branch(tampered, max_float_bytes=0)
     shared, info = float_cam_branch(before)
     assert info["shared_weights"] and len(shared) < len(before)
+
+
+def test_an_old_release_without_a_shareable_kernel_falls_back_to_an_int8_branch(smear_paths):
+    """The first EfficientNet-Lite0 release computed ``alpha = W1 @ g`` (a transposed copy of
+    W1): there is no int8 twin to share, so re-quantizing it keeps the branch int8 and says why,
+    instead of adding a 2.5 MiB float copy."""
+    from pathlib import Path
+
+    from leukedge.compress.export import calibrate_tflite, quantize_calibrated
+    from leukedge.compress.quantization import RepresentativeData
+    from leukedge.preprocess import preprocess_file
+    from leukedge.spec import ModelSpec
+
+    rel = Path("models/efficientnet-lite0-binary")
+    spec = ModelSpec.load(rel)
+    x = np.stack([preprocess_file(p, spec.preprocess) for ps in smear_paths.values() for p in ps[:1]])
+    cal = calibrate_tflite((rel / f"{rel.name}.float32.tflite").read_bytes(), RepresentativeData(x))
+    record: dict = {}
+    q = quantize_calibrated(cal, spec, record=record)
+    assert record["float_cam"] is False and "no int8 twin" in record["reason"]
+    assert len(q) < 0.3 * (rel / f"{rel.name}.float32.tflite").stat().st_size
