@@ -128,7 +128,8 @@ def test_compress_cli_clip_percentile_auto(tiny_run, tmp_path):
     card = json.loads((out / "card.json").read_text())["quantization"]
     assert card["activation_ranges"] == ("min/max" if search["chosen"] == 100.0 else
                                          f"clipped to the {search['chosen']}th percentile (chosen on the validation "
-                                         "split) (Grad-CAM branch: min/max (not clipped))")
+                                         "split)")
+    assert card["gradcam_branch"].startswith("float32 on the int8 last feature map")
 
 
 def test_failed_int8_tries_clipped_ranges_before_float_ops(tiny_run, tmp_path):
