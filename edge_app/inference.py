@@ -101,6 +101,30 @@ class Release:
     def metric(self, name: str):
         return find_metric(self.card, name)
 
+    @property
+    def variant(self) -> str:
+        """The model file's variant (``int8``, ``pruned-int8``, ``float32``...)."""
+        stem = self.model_path.name[:-len(".tflite")]
+        return stem[len(self.folder.name) + 1:] if stem.startswith(self.folder.name + ".") else stem
+
+    @property
+    def parity(self) -> dict | None:
+        """The card's parity of this file against float32: ``{"comparison", "passed", "failed"}``,
+        or None when it was not checked (the float32 file itself, or an old card)."""
+        comps = (self.card.get("parity") or {}).get("comparisons") or {}
+        name = f"{self.variant} vs float32"
+        c = comps.get(name)
+        if not isinstance(c, dict) or "passed" not in c:
+            return None
+        failed = [g.get("name") for g in c.get("gates") or [] if isinstance(g, dict) and not g.get("passed")]
+        return {"comparison": name, "passed": bool(c["passed"]), "failed": failed or list(c.get("failed") or [])}
+
+    @property
+    def parity_status(self) -> str | None:
+        """``pass``/``fail`` for the file that runs (None: not checked)."""
+        p = self.parity
+        return None if p is None else ("pass" if p["passed"] else "fail")
+
     def ood_rates(self) -> dict:
         """Flag rates of the OOD gate per data set (card ``ood`` section, else ``ood.json``)."""
         rates = (self.card.get("ood") or {}).get("rates")
@@ -180,7 +204,12 @@ def load_release(folder: str | os.PathLike, variant: str | None = None, load_ood
         gate = OODGate.load(folder / spec.ood.stats_file)
         if spec.ood.threshold is not None:
             gate.threshold = float(spec.ood.threshold)
-    return Release(folder, spec, card, model_path, files[model_path.name], gate, verified)
+    release = Release(folder, spec, card, model_path, files[model_path.name], gate, verified)
+    p = release.parity
+    if p is not None and not p["passed"]:
+        log.warning("%s: %s FAILED parity (%s; parity.md): its results may differ from the evaluated model; "
+                    "the int8 file is the one to deploy", model_path.name, p["comparison"], ", ".join(p["failed"]))
+    return release
 
 
 # ----- runner ---------------------------------------------------------------------------
@@ -225,6 +254,8 @@ class Screening:
     model_name: str = ""
     model_version: str = ""
     model_sha256: str = ""
+    model_variant: str = ""
+    parity: str | None = None                # the running file's parity against float32: pass / fail / None
     image_sha256: str | None = None
     image: np.ndarray | None = None          # the preprocessed uint8 image (S, S, 3) shown under the heatmap
     heatmap: np.ndarray | None = None        # normalised Grad-CAM in [0, 1], resized to ``image``
@@ -251,7 +282,8 @@ class Screening:
                 "quality": self.quality, "probabilities": self.probabilities, "error": self.error,
                 "ood_score": self.ood_score, "threshold": self.threshold, "model": self.model_name,
                 "model_version": self.model_version, "model_sha256": self.model_sha256,
-                "image_sha256": self.image_sha256, "timings_ms": self.timings}
+                "image_sha256": self.image_sha256, "timings_ms": self.timings,
+                "model_variant": self.model_variant, "parity": self.parity}
 
 
 def normalised_cam(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -325,7 +357,7 @@ class Screener:
     def _base(self, path) -> Screening:
         r = self.release
         return Screening(path=path, threshold=self.threshold, model_name=r.name, model_version=r.version,
-                         model_sha256=r.model_sha256)
+                         model_sha256=r.model_sha256, model_variant=r.variant, parity=r.parity_status)
 
     def screen_image(self, image, heatmap: bool = True) -> Screening:
         """Screen one image: a path, or an RGB uint8 array (a camera frame).

@@ -49,7 +49,9 @@ def present(screening, release) -> dict:
     d = screening.decision
     out = {"colour": COLOURS.get(d, COLOURS[None]), "probability": "", "detail": "", "subtypes": "",
            "model": f"Model: {screening.model_name} v{screening.model_version} "
-                    f"(sha256 {screening.model_sha256[:12]})",
+                    f"(sha256 {screening.model_sha256[:12]})"
+                    + (f" - {screening.model_variant} FAILED parity with float32: use the int8 file"
+                       if screening.parity == "fail" else ""),
            "show_heatmap": d in ("positive", "negative")}
     if screening.error:
         out.update(headline=ERROR, detail=screening.error)

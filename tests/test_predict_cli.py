@@ -106,3 +106,29 @@ def test_calibrate_ood_cli_writes_gate_and_reports_rates(tiny_release, small_dat
 def test_help(argv):
     r = run_cli(*argv)
     assert r.returncode == 0 and "usage: leukedge" in r.stdout
+
+
+def test_a_file_that_failed_parity_is_flagged(smear_paths):
+    """The committed EfficientNet-Lite0 release's pruned int8 file failed parity against
+    float32 (parity.md): choosing it warns on stderr, and every result says so; its int8 file
+    passed and runs without a warning."""
+    from leukedge.edge_app.inference import Screening, load_release
+    from leukedge.edge_app.presenter import present
+
+    release = "models/efficientnet-lite0-binary"
+    smear = smear_paths["Pro"][0]
+    r = run_cli("predict", smear, "--model", release, "--variant", "pruned-int8", "--json", "--threads", 1)
+    assert r.returncode == 0, r.stderr
+    warn = [ln for ln in r.stderr.splitlines() if "FAILED parity" in ln]
+    assert len(warn) == 1 and "pruned-int8 vs float32" in warn[0] and "agreement" in warn[0]
+    (o,) = json.loads(r.stdout)
+    assert o["parity"] == "fail" and o["model_variant"] == "pruned-int8"
+    r = run_cli("predict", smear, "--model", release, "--json", "--threads", 1)
+    (o,) = json.loads(r.stdout)
+    assert r.returncode == 0 and o["parity"] == "pass" and o["model_variant"] == "int8"
+    assert "FAILED parity" not in r.stderr
+    rel = load_release(release, "pruned-int8")
+    assert rel.parity_status == "fail" and load_release(release).parity_status == "pass"
+    shown = present(Screening(path=None, decision="positive", probability=0.9, threshold=0.5, model_name="m",
+                              model_sha256="0" * 64, model_variant=rel.variant, parity=rel.parity_status), rel)
+    assert "FAILED parity" in shown["model"]
