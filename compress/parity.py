@@ -233,6 +233,16 @@ def top_iou(a: np.ndarray, b: np.ndarray, fraction: float = TOP_FRACTION) -> flo
     return len(ta & tb) / len(ta | tb)
 
 
+def _mean_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> list | None:
+    """Percentile bootstrap 95% CI of a mean over images (scipy.stats.bootstrap)."""
+    if values.size < 2 or np.ptp(values) == 0:
+        return None
+    from scipy.stats import bootstrap
+
+    ci = bootstrap((values,), np.mean, n_resamples=n_boot, method="percentile", random_state=seed).confidence_interval
+    return [float(ci.low), float(ci.high)]
+
+
 def heatmap_parity(cam_ref: np.ndarray | None, cam_cand: np.ndarray | None) -> tuple[dict, list, list]:
     """Summary + per-image correlation and IoU lists (None where undefined)."""
     if cam_ref is None or cam_cand is None:
@@ -247,6 +257,7 @@ def heatmap_parity(cam_ref: np.ndarray | None, cam_cand: np.ndarray | None) -> t
     summary = {"available": True, "n": len(corr), "n_defined": int(c.size), "n_both_zero": both_zero,
                "n_one_constant": int(len(corr) - c.size - both_zero),
                "mean_correlation": float(c.mean()) if c.size else None,
+               "mean_correlation_ci95": _mean_ci(c),
                "median_correlation": float(np.median(c)) if c.size else None,
                "min_correlation": float(c.min()) if c.size else None,
                "p05_correlation": float(np.percentile(c, 5)) if c.size else None,

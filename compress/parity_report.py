@@ -69,7 +69,9 @@ def markdown(results: dict[str, ParityResult], title: str = "Parity") -> str:
                 f"- expected calibration error: reference {_fmt(r.calibration['reference_ece'])}, "
                 f"candidate {_fmt(r.calibration['candidate_ece'])}"]
         if h.get("available"):
-            out.append(f"- heatmap correlation: mean {_fmt(h['mean_correlation'])}, median "
+            ci = h.get("mean_correlation_ci95")
+            ci_text = f" [95% CI {_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""
+            out.append(f"- heatmap correlation: mean {_fmt(h['mean_correlation'])}{ci_text}, median "
                        f"{_fmt(h['median_correlation'])}, 5th percentile {_fmt(h['p05_correlation'])}, min "
                        f"{_fmt(h['min_correlation'])} over {h['n_defined']} images ({h['n_both_zero']} both all-zero, "
                        f"{h['n_one_constant']} with one map constant); top-20% IoU mean {_fmt(h['mean_top20_iou'])}")

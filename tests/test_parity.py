@@ -150,6 +150,12 @@ def test_heatmap_helpers():
     assert top_iou(b, c) == 0.0
     summary, corr, iou = heatmap_parity(np.stack([a, b, np.zeros((7, 7))]), np.stack([a, c, np.zeros((7, 7))]))
     assert summary["n_defined"] == 2 and summary["n_both_zero"] == 1 and corr[2] is None
+    # the mean's bootstrap CI brackets it, and narrows with more images
+    few = heatmap_parity(np.stack([a, b, a, b]), np.stack([a, c, a, c]))[0]
+    lo, hi = few["mean_correlation_ci95"]
+    assert lo <= few["mean_correlation"] <= hi and lo < hi
+    many = heatmap_parity(np.stack([a, b] * 50), np.stack([a, c] * 50))[0]
+    assert many["mean_correlation_ci95"][1] - many["mean_correlation_ci95"][0] < hi - lo
 
 
 def test_gates_parse():
