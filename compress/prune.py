@@ -51,6 +51,13 @@ class PruneConfig:
             measured on EfficientNet-Lite0 at 50% (4 epochs, test split, threshold 0.94):
             weight 0 -> |delta accuracy| 0.010, agreement 0.976, heatmap r 0.67; weight 1 ->
             0.038, 0.948, 0.81. The default 0 keeps the decisions closest.
+        cam_distill: with ``distill``, also pull the pruned model's Grad-CAM map (the head's
+            closed form on the feature map, the same the exported file computes) towards the
+            unpruned one's, with weight ``cam_distill`` on ``1 - per-image Pearson
+            correlation`` (the heatmap parity gate's own measure; attention transfer,
+            Zagoruyko & Komodakis 2017). The class is the unpruned model's (positive class for
+            binary, its predicted class for subtype). Feature distillation matches the map's
+            values; this matches what the heatmap shows.
         tolerance: allowed |measured - target| sparsity per layer (plus rounding of tiny layers).
         min_weights: kernels with fewer weights than this stay dense (the stem convolution
             and the narrowest 1x1 projections: a negligible share of the file, but pruning
@@ -67,6 +74,7 @@ class PruneConfig:
     freeze_batchnorm: bool = True
     distill: bool = True
     feature_distill: float = 0.0
+    cam_distill: float = 0.0
     tolerance: float = 0.01
     min_weights: int = 2048
     seed: int = 0
@@ -78,6 +86,8 @@ class PruneConfig:
             raise ConfigError(f"end_fraction must be in (0, 1], got {self.end_fraction}")
         if self.feature_distill < 0:
             raise ConfigError(f"feature_distill must be >= 0, got {self.feature_distill}")
+        if self.cam_distill < 0:
+            raise ConfigError(f"cam_distill must be >= 0, got {self.cam_distill}")
         if self.min_weights < 0:
             raise ConfigError(f"min_weights must be >= 0, got {self.min_weights}")
         if self.epochs < 1 or self.batch_size < 1:
@@ -119,10 +129,10 @@ class _Batches:
         import tf_keras as keras
 
         class Seq(keras.utils.Sequence):
-            def __init__(self, images_u8, labels, spec, batch_size, seed, features=None):
+            def __init__(self, images_u8, labels, spec, batch_size, seed, extra=()):
                 super().__init__()
                 self.x, self.y, self.spec, self.bs = images_u8, labels, spec, batch_size
-                self.f = features
+                self.extra = [e for e in extra if e is not None]
                 self.rng = np.random.default_rng(seed)
                 self.order = self.rng.permutation(len(self.x))
 
@@ -134,9 +144,9 @@ class _Batches:
 
                 idx = self.order[i * self.bs:(i + 1) * self.bs]
                 x = normalize(self.x[idx], self.spec.preprocess)
-                if self.f is None:
+                if not self.extra:
                     return x, self.y[idx]
-                return x, (self.y[idx], self.f[idx].astype(np.float32))
+                return x, (self.y[idx], *(e[idx].astype(np.float32) for e in self.extra))
 
             def on_epoch_end(self):
                 self.order = self.rng.permutation(len(self.x))
@@ -168,6 +178,79 @@ def teacher_feature_maps(model, images_u8: np.ndarray, spec: ModelSpec, batch_si
     out = [fmodel.predict(normalize(images_u8[i:i + batch_size], spec.preprocess), verbose=0).astype(np.float16)
            for i in range(0, len(images_u8), batch_size)]
     return np.concatenate(out)
+
+
+def _own_layer(model, name: str):
+    """Layer ``name`` of ``model``, or the pruning wrapper around it."""
+    for layer in model.layers:
+        if layer.name == name or getattr(getattr(layer, "layer", None), "name", None) == name:
+            return layer
+    raise ModelError(f"model '{model.name}' has no layer '{name}' for distillation",
+                     "build it with leukedge.train.model.build_classifier, or turn distillation off")
+
+
+def _gradcam_layer(hidden, out, fmap_shape):
+    """A keras layer ``[feature map, hidden ReLU output] -> (B, classes, h*w)`` Grad-CAM maps.
+
+    The closed form of the exported ``cam`` output (:func:`leukedge.compress.export.serving_function`):
+    ``relu(((A @ W1) * 1[z > 0]) @ W2 / (h w))``. The kernels are read at call time, so a
+    pruning wrapper's masked kernel is the one used.
+    """
+    import tensorflow as tf
+    import tf_keras as keras
+
+    h, w, d = int(fmap_shape[1]), int(fmap_shape[2]), int(fmap_shape[3])
+    kernels = lambda: (getattr(hidden, "layer", hidden).kernel, getattr(out, "layer", out).kernel)  # noqa: E731
+
+    class GradCam(keras.layers.Layer):
+        def call(self, inputs):
+            a, hid = inputs
+            w1, w2 = kernels()
+            za = tf.matmul(tf.reshape(a, (-1, h * w, d)), w1)                 # (B, hw, U)
+            za = za * tf.cast(hid > 0.0, za.dtype)[:, None, :]
+            # (B, C, hw): classes before cells, so keras never squeezes a binary map's last axis
+            return tf.transpose(tf.nn.relu(tf.matmul(za, w2) * (1.0 / (h * w))), (0, 2, 1))
+
+    return GradCam(name="gradcam_distill")
+
+
+def _cam_correlation_loss(hw: int):
+    """Keras loss ``1 - Pearson(student map, teacher map)`` per image.
+
+    ``y_true`` is ``[teacher map (hw), one-hot class (C)]``; ``y_pred`` every class's map.
+    """
+    import tensorflow as tf
+
+    def cam_correlation_loss(y_true, y_pred):
+        t, onehot = y_true[:, :hw], y_true[:, hw:]
+        s = tf.reduce_sum(y_pred * onehot[:, :, None], axis=1)
+        s = s - tf.reduce_mean(s, axis=1, keepdims=True)
+        t = t - tf.reduce_mean(t, axis=1, keepdims=True)
+        den = tf.sqrt(tf.reduce_sum(s * s, axis=1) * tf.reduce_sum(t * t, axis=1) + 1e-12)
+        return 1.0 - tf.reduce_sum(s * t, axis=1) / den
+
+    return cam_correlation_loss
+
+
+def teacher_cams(model, images_u8: np.ndarray, spec: ModelSpec, targets: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """The unpruned model's Grad-CAM maps and their class, ``(N, h*w + C)`` (map, one-hot).
+
+    The class is the positive one (binary) or the unpruned model's predicted one (subtype,
+    from its probabilities ``targets``), as in the exported ``cam`` output.
+    """
+    import tf_keras as keras
+
+    from leukedge.preprocess import normalize
+
+    fmap = _own_layer(model, "features").output
+    hidden, out = _own_layer(model, "head_dense"), _own_layer(model, "probability")
+    cmodel = keras.Model(model.input, _gradcam_layer(hidden, out, fmap.shape)([fmap, hidden.output]))
+    maps = np.concatenate([cmodel.predict(normalize(images_u8[i:i + batch_size], spec.preprocess), verbose=0)
+                           for i in range(0, len(images_u8), batch_size)])
+    n_cls = maps.shape[1]
+    cls = np.zeros(len(maps), int) if n_cls == 1 else np.argmax(np.asarray(targets).reshape(len(maps), -1), axis=1)
+    chosen = maps[np.arange(len(maps)), cls, :]
+    return np.concatenate([chosen, np.eye(n_cls, dtype=np.float32)[cls]], axis=1).astype(np.float32)
 
 
 def schedule_steps(total_steps: int, frequency: int | None, end_fraction: float = 1.0) -> tuple[int, int, int]:
@@ -247,11 +330,14 @@ def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarra
         class_weight = None  # the teacher's probabilities already carry the balance it learned
     else:
         targets = np.asarray(labels)
-    feats = None
+    feats = cams = None
     if cfg.distill and cfg.feature_distill > 0:
         log.info("feature distillation: the unpruned model's feature maps of %d training images", len(images_u8))
         feats = teacher_feature_maps(model, images_u8, spec, cfg.batch_size)
-    seq = _Batches(images_u8, targets, spec, cfg.batch_size, cfg.seed, feats)
+    if cfg.distill and cfg.cam_distill > 0:
+        log.info("Grad-CAM distillation: the unpruned model's heatmaps of %d training images", len(images_u8))
+        cams = teacher_cams(model, images_u8, spec, targets, cfg.batch_size)
+    seq = _Batches(images_u8, targets, spec, cfg.batch_size, cfg.seed, (feats, cams))
     steps = len(seq) * cfg.epochs
     begin, end, freq = schedule_steps(steps, cfg.frequency, cfg.end_fraction)
     schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=float(cfg.target_sparsity),
@@ -284,19 +370,23 @@ def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarra
         loss = keras.losses.BinaryCrossentropy()
     else:
         loss = keras.losses.CategoricalCrossentropy() if cfg.distill else keras.losses.SparseCategoricalCrossentropy()
-    trainee = pruned
+    # Extra outputs on the same (wrapped) layers. clone_model re-calls unwrapped layers, so
+    # they have a node per graph: the latest one (-1) is the pruned model's.
+    outputs, losses, weights = [pruned.output], [loss], [1.0]
+    fmap = _own_layer(pruned, "features").get_output_at(-1)
     if feats is not None:
-        # A second output on the same (wrapped) layers: the feature map, pulled towards the
-        # teacher's with MSE scaled by 1 / mean square, so the weight is scale-free.
+        # the feature map, pulled towards the teacher's with MSE scaled by 1 / mean square
+        # (so the weight is scale-free)
         mean_sq = float(np.mean(np.square(feats.astype(np.float32)))) or 1.0
-        # clone_model re-calls unwrapped layers, so "features" has a node per graph: the
-        # latest one is the pruned model's.
-        fmap = pruned.get_layer("features").get_output_at(-1)
-        trainee = keras.Model(pruned.input, [pruned.output, fmap])
-        trainee.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=[loss, "mse"],
-                        loss_weights=[1.0, cfg.feature_distill / mean_sq])
-    else:
-        pruned.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=loss)
+        outputs, losses, weights = outputs + [fmap], losses + ["mse"], weights + [cfg.feature_distill / mean_sq]
+    if cams is not None:
+        hidden, out = _own_layer(pruned, "head_dense"), _own_layer(pruned, "probability")
+        cam = _gradcam_layer(hidden, out, fmap.shape)([fmap, hidden.get_output_at(-1)])
+        outputs, losses, weights = outputs + [cam], losses + [_cam_correlation_loss(int(fmap.shape[1] * fmap.shape[2]))], \
+            weights + [cfg.cam_distill]
+    trainee = keras.Model(pruned.input, outputs) if len(outputs) > 1 else pruned
+    trainee.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=losses if len(losses) > 1 else loss,
+                    loss_weights=weights if len(weights) > 1 else None)
     wrapped = {l.layer.name for l in pruned.layers if _is_pruning_wrapper(l) and getattr(l, "prunable_weights", None)}
     log.info("pruning %d layers to %.0f%% sparsity: %d steps (%d epoch(s) x %d batches of %d), mask update every %d "
              "steps from step %d to %d, then fine-tuning with fixed masks (the first steps trace the graph and are slow)",

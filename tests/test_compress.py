@@ -249,6 +249,10 @@ def test_compress_cli_bad_input_is_one_line(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     assert main(["compress", str(tmp_path / "run"), "--out", str(tmp_path / "m"), "--variants", "int9"]) == 2
     assert "did you mean" in capsys.readouterr().err
+    assert main(["compress", str(tmp_path / "run"), "--out", str(tmp_path / "m"), "--prune",
+                 "--prune-cam-distill", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cam_distill must be >= 0" in err and "\n" not in err
 
 
 def test_selective_quantization_keeps_worst_ops_in_float(tiny_keras, tiny_spec, tiny_run, small_dataset, tmp_path):
@@ -316,3 +320,41 @@ def test_feature_distillation_keeps_the_feature_map(tiny_keras, tiny_spec, smear
         pruned, _ = prune_model(tiny_keras, tiny_spec, x, y, cfg)
         errs[w] = float(np.mean((fmap(pruned) - ref) ** 2) / np.mean(ref ** 2))
     assert errs[5.0] < errs[0.0], errs
+
+
+def test_gradcam_distillation_keeps_the_heatmap(tiny_keras, tiny_spec, smear_paths):
+    """The distillation's Grad-CAM is the exported cam output, and pulling it raises the pruned
+    model's per-image heatmap correlation with the unpruned model."""
+    import tf_keras as keras
+
+    from leukedge.compress.export import keras_outputs
+    from leukedge.compress.parity import cam_correlation
+    from leukedge.compress.prune import PruneConfig, prune_model, teacher_cams, teacher_targets
+    from leukedge.imageio import load_image
+    from leukedge.preprocess import normalize, preprocess_uint8
+
+    paths = [p for ps in smear_paths.values() for p in ps]
+    x = np.stack([preprocess_uint8(load_image(p), tiny_spec.preprocess) for p in paths])
+    y = np.array([tiny_spec.label_of(p.parent.name) for p in paths])
+    xn = normalize(x, tiny_spec.preprocess)
+
+    ref = teacher_cams(tiny_keras, x, tiny_spec, teacher_targets(tiny_keras, x, tiny_spec))
+    hw = ref.shape[1] - 1
+    assert np.all(ref[:, hw:] == 1.0)  # binary: the positive class
+    exported = np.stack([keras_outputs(tiny_keras, tiny_spec, xn[i:i + 1])["cam"].ravel() for i in range(4)])
+    np.testing.assert_allclose(ref[:4, :hw], exported, rtol=1e-4, atol=1e-6)
+
+    def mean_corr(model):
+        maps = teacher_cams(model, x, tiny_spec, teacher_targets(model, x, tiny_spec))[:, :hw]
+        c = [cam_correlation(a, b) for a, b in zip(ref[:, :hw], maps)]
+        return float(np.mean([v if v is not None else 0.0 for v in c]))
+
+    corr = {}
+    for w in (0.0, 5.0):
+        keras.utils.set_random_seed(0)
+        cfg = PruneConfig(target_sparsity=0.8, batch_size=8, epochs=4, min_weights=0, cam_distill=w,
+                          learning_rate=3e-3)
+        pruned, report = prune_model(tiny_keras, tiny_spec, x, y, cfg)
+        assert report.overall_sparsity == pytest.approx(0.8, abs=0.02)
+        corr[w] = mean_corr(pruned)
+    assert corr[5.0] > corr[0.0], corr
