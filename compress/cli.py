@@ -56,6 +56,9 @@ def register(sub) -> None:
                         "validation split (DenseNet201 needs it, see the README)")
     c.add_argument("--clip-images", type=int, default=32,
                    help="calibration images the percentiles are measured on (default 32)")
+    c.add_argument("--bn-depthwise", action="store_true",
+                   help="quantize BatchNorms after a Concatenate (DenseNet) as per-channel 1x1 depthwise convs: "
+                        "closer to float32, larger file (DenseNet201: +2.6 MiB, see the README)")
     c.add_argument("--data", default=None, help="data folder (default: the run's config.json, else ../shared/data/aria-all)")
     c.add_argument("--no-parity", action="store_true", help="only write the files (no parity, evaluation or card)")
     c.add_argument("--no-selective", action="store_true", help="do not keep layers in float when int8 fails a gate")
@@ -97,6 +100,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
                          qat=args.qat, qat_epochs=args.qat_epochs, qat_lr=args.qat_lr,
                          qat_batch_size=args.qat_batch_size, qat_max_images=args.qat_max_images,
                          calib=args.calib, clip_percentile=args.clip_percentile, clip_images=args.clip_images,
+                         bn_depthwise=args.bn_depthwise,
                          data_dir=args.data,
                          parity=not args.no_parity, selective=not args.no_selective,
                          keras_check=not args.no_keras_check, n_boot=args.n_boot, gates=Gates.parse(args.gate),

@@ -57,6 +57,11 @@ class CompressConfig:
             ``"auto"`` tries :data:`~leukedge.compress.ranges.AUTO_CANDIDATES` (min/max included)
             and keeps the closest to float32 on the validation split; None keeps TFLite's min/max.
         clip_images: calibration images the percentiles are measured on.
+        bn_depthwise: quantize from a float file in which every per-channel ``MUL`` + ``ADD``
+            (a BatchNorm after a Concatenate) is a 1x1 depthwise conv
+            (:func:`leukedge.compress.bn_depthwise.mul_add_to_depthwise`): per-channel int8 and
+            one rounding instead of two, at ~24 bytes of per-channel scales and zero points per
+            channel (DenseNet201: +2.6 MiB, see the README).
         data_dir: data folder (None: the run's config.json, else the default).
         parity: run parity (and evaluation/card) after writing the files.
         selective: when int8 fails a gate, keep the worst ops in float until it passes.
@@ -87,6 +92,7 @@ class CompressConfig:
     calib: int = 300
     clip_percentile: float | str | None = None
     clip_images: int = 32
+    bn_depthwise: bool = False
     data_dir: str | None = None
     parity: bool = True
     selective: bool = True
@@ -239,7 +245,16 @@ def _calibrate_int8(cfg: CompressConfig, model, built: Built, key: str, timed, r
     from .ranges import bound_logit, choose_percentile, clip_ranges, percentile_ranges, summary
 
     rep = built.representative
-    if model is None:  # a release source: calibrate its float32 file
+    if cfg.bn_depthwise:
+        from .bn_depthwise import mul_add_to_depthwise
+
+        f32 = built.float32 if model is None or model is built.model else timed(
+            f"{key}_float32", lambda: export.convert(model, built.spec, QuantizationConfig.for_float32()))
+        f32, n = mul_add_to_depthwise(f32)
+        built.record[f"{key}_bn_depthwise"] = {"rewritten": n}
+        log.info("%s: %d per-channel MUL + ADD pairs quantized as 1x1 depthwise convs", key, n)
+        calibrated = timed(f"{key}_calibrate", lambda: export.calibrate_tflite(f32, rep))
+    elif model is None:  # a release source: calibrate its float32 file
         calibrated = timed(f"{key}_calibrate", lambda: export.calibrate_tflite(built.float32, rep))
     else:
         calibrated = timed(f"{key}_calibrate",

@@ -118,3 +118,50 @@ def test_compress_cli_int16x8_variant(tiny_run, tmp_path):
     assert summary["passed"] == summary["parity"]["int8 vs float32"]["passed"]
     assert rc == (0 if summary["passed"] else 1)
     assert _split_name(out / "tiny-i16.int16x8.tflite") == ("tiny-i16", "int16x8")
+
+
+def test_float_file_rewrite_is_the_keras_rewrite(tiny_dense_keras, tiny_spec, batch, tmp_path):
+    """`--bn-depthwise` on a float32 .tflite (release sources have no Keras model): the same
+    function, the same ops as the Keras-level rewrite, and a closer int8 file."""
+    from leukedge.compress.bn_depthwise import mul_add_to_depthwise
+    from leukedge.compress.export import calibrate_tflite, convert, quantize_calibrated
+    from leukedge.compress.quantization import QuantizationConfig, RepresentativeData
+    from leukedge.errors import ModelError
+    from leukedge.runtime import LiteRunner
+
+    f32 = convert(tiny_dense_keras, tiny_spec, QuantizationConfig.for_float32())
+    new, n = mul_add_to_depthwise(f32)
+    assert n == 3 and mul_add_to_depthwise(new)[1] == 0
+    for name, data in (("f.tflite", f32), ("dw.tflite", new)):
+        (tmp_path / name).write_bytes(data)
+    ops, before = _ops(tmp_path / "dw.tflite"), _ops(tmp_path / "f.tflite")
+    assert ops.count("DEPTHWISE_CONV_2D") == 3 and ops.count("MUL") == 1     # the one MUL: Grad-CAM's 1[z > 0]
+    assert ops.count("ADD") == before.count("ADD") - 3 and len(ops) == len(before) - 3
+    ref, out = LiteRunner(tmp_path / "f.tflite").predict(batch), LiteRunner(tmp_path / "dw.tflite").predict(batch)
+    for k in ("features", "logit", "cam"):
+        assert np.abs(out[k] - ref[k]).max() <= 1e-5 * max(1.0, np.abs(ref[k]).max()), k
+
+    rep = RepresentativeData(batch)
+    err = {}
+    for name, data in (("i8.tflite", f32), ("i8dw.tflite", new)):
+        (tmp_path / name).write_bytes(quantize_calibrated(calibrate_tflite(data, rep), tiny_spec))
+        q = LiteRunner(tmp_path / name).predict(batch)["features"]
+        err[name] = float(np.sqrt(np.mean((q - ref["features"]) ** 2)) / np.sqrt(np.mean(ref["features"] ** 2)))
+    assert _ops(tmp_path / "i8dw.tflite").count("DEPTHWISE_CONV_2D") == 3
+    assert err["i8dw.tflite"] < err["i8.tflite"], err
+    with pytest.raises(ModelError, match="float model"):
+        mul_add_to_depthwise((tmp_path / "i8.tflite").read_bytes())
+
+
+def test_compress_cli_bn_depthwise_is_recorded(tiny_run, tmp_path):
+    """`leukedge compress --bn-depthwise` records how many pairs it rewrote (tiny-cnn: none, every
+    BatchNorm follows a conv and is folded), and the int8 file is still written."""
+    import json
+
+    from leukedge.cli import main
+
+    out = tmp_path / "tiny-dw"
+    assert main(["compress", str(tiny_run), "--out", str(out), "--bn-depthwise", "--calib", "60", "--no-parity"]) == 0
+    summary = json.loads((out / "compress.json").read_text())
+    assert summary["int8_bn_depthwise"] == {"rewritten": 0} and summary["config"]["bn_depthwise"] is True
+    assert (out / "tiny-dw.int8.tflite").stat().st_size > 0
