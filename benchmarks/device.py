@@ -98,10 +98,17 @@ def _slug(text: str, words: int) -> str:
     return "-".join(tokens[:words]) or "unknown"
 
 
-def device_id(arch: str, cpu_model: str, cores: int, board: str | None = None) -> str:
-    """A short, file-name-safe id: ``x86_64-amd-epyc-2c``, ``aarch64-raspberry-pi-5-4c``."""
+#: Int8 dot-product instructions (flag -> id tag): the same CPU name ("AMD EPYC" in a VM) comes
+#: with and without them, and int8 latency differs about 2x between the two.
+DOT_PRODUCT_TAGS = (("avx512_vnni", "vnni"), ("avx_vnni", "vnni"), ("asimddp", "dotprod"))
+
+
+def device_id(arch: str, cpu_model: str, cores: int, board: str | None = None, flags=()) -> str:
+    """A short, file-name-safe id: ``x86_64-amd-epyc-2c``, ``x86_64-amd-epyc-vnni-2c`` (int8
+    dot-product instructions among ``flags``), ``aarch64-raspberry-pi-5-dotprod-4c``."""
     name = _slug(board, 3) if board else _slug(cpu_model, 2)
-    return f"{arch.lower()}-{name}-{cores}c"
+    tag = next((t for f, t in DOT_PRODUCT_TAGS if f in set(flags)), None)
+    return f"{arch.lower()}-{name}-{tag}-{cores}c" if tag else f"{arch.lower()}-{name}-{cores}c"
 
 
 def device_facts() -> dict:
@@ -119,7 +126,7 @@ def device_facts() -> dict:
         flags.insert(0, "neon")  # Advanced SIMD is NEON
     cores = available_cores()
     return {
-        "id": device_id(arch, cpu, cores, board),
+        "id": device_id(arch, cpu, cores, board, raw_flags),
         "arch": arch,
         "cpu_model": cpu,
         "cores_logical": os.cpu_count() or cores,

@@ -270,15 +270,43 @@ def _safe_input(t: Target, images: list[str], tmp: Path, cache: dict) -> str | N
         return None
 
 
+#: Device facts that must match for a new result to replace a release's earlier record.
+SAME_DEVICE_KEYS = ("arch", "cpu_model", "isa_flags", "cores_available", "board")
+
+
+def _record_path(folder: Path, stem: str, doc: dict) -> Path:
+    """``folder/stem.json``, unless that file is a record from another device (or unreadable):
+    then ``folder/stem-<created>.json``, so an earlier machine's numbers are never overwritten
+    (device ids are short and two machines can share one)."""
+    path = folder / f"{stem}.json"
+    if not path.exists():
+        return path
+    try:
+        old = json.loads(path.read_text())["device"]
+        same = all(old.get(k) == doc["device"].get(k) for k in SAME_DEVICE_KEYS)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        same = False
+    if same:
+        return path
+    stamp = "".join(ch for ch in str(doc.get("created", ""))[:16] if ch.isalnum()) or "new"
+    new = folder / f"{stem}-{stamp}.json"
+    log.warning("%s holds a record from another device (or is unreadable): kept; writing %s", path, new.name)
+    return new
+
+
 def release_files(doc: dict) -> dict[Path, dict]:
     """Per release folder and runtime: ``models/<name>/bench/<device-id>-<runtime>.json`` -> sub-document."""
     out: dict[Path, dict] = {}
+    paths: dict[tuple, Path] = {}
     dev = doc["device"]["id"]
     for row in doc["results"]:
         d = row.get("model_dir")
         if not d or not any(Path(d).glob("*.tflite")):
             continue
-        path = Path(d) / "bench" / f"{dev}-{row['runtime']}.json"
+        key = (d, row["runtime"])
+        if key not in paths:
+            paths[key] = _record_path(Path(d) / "bench", f"{dev}-{row['runtime']}", doc)
+        path = paths[key]
         sub = out.setdefault(path, {**doc, "results": [], "e2e": [], "overhead": []})
         sub["results"].append(row)
         for key in ("e2e", "overhead"):

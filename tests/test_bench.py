@@ -290,3 +290,35 @@ def test_report_says_whether_the_cpu_has_int8_dot_products(bench_run):
     intel = load_result(root / "densenet201-binary-v20261125-x86_64-intel-xeon-2c-litert.json")
     amd = load_result(root / "densenet201-binary-v20261125-x86_64-amd-epyc-2c-litert.json")
     assert int8_dot(intel["device"]) and not int8_dot(amd["device"])
+
+
+def test_device_id_tells_int8_dot_product_machines_apart():
+    from leukedge.benchmarks.device import device_id
+
+    assert device_id("x86_64", "AMD EPYC", 2, flags=["avx2", "fma"]) == "x86_64-amd-epyc-2c"
+    assert device_id("x86_64", "AMD EPYC", 2, flags=["avx2", "avx512_vnni"]) == "x86_64-amd-epyc-vnni-2c"
+    assert device_id("aarch64", "?", 4, board="Raspberry Pi 5 Model B Rev 1.0",
+                     flags=["asimd", "asimddp"]) == "aarch64-raspberry-pi-5-dotprod-4c"
+
+
+def test_save_release_never_overwrites_another_devices_record(tmp_path):
+    """A release's bench record from another machine with the same device id is kept; the same
+    machine's record is refreshed in place."""
+    from leukedge.benchmarks.device import device_facts
+    from leukedge.benchmarks.suite import release_files
+
+    rel = tmp_path / "rel"
+    (rel / "bench").mkdir(parents=True)
+    (rel / "m.int8.tflite").write_bytes(b"x")
+    dev = device_facts()
+    doc = {"created": "2026-11-26T11:45:22+00:00", "device": dev, "e2e": [], "overhead": [],
+           "results": [{"model": "m", "file": "m.int8.tflite", "runtime": "litert", "model_dir": str(rel)}]}
+    mine = rel / "bench" / f"{dev['id']}-litert.json"
+    assert list(release_files(doc)) == [mine]                     # nothing there yet
+    mine.write_text(json.dumps({"device": dev}))
+    assert list(release_files(doc)) == [mine]                     # same machine: refreshed
+    mine.write_text(json.dumps({"device": {**dev, "isa_flags": ["avx2"]}}))
+    other = list(release_files(doc))
+    assert other == [rel / "bench" / f"{dev['id']}-litert-20261126T1145.json"]
+    mine.write_text("{not json")
+    assert list(release_files(doc)) == other                     # unreadable: kept too
