@@ -169,17 +169,35 @@ def resolve_source(path) -> Source:
     return Source(folder, model_file, spec, split if split.exists() else None, config)
 
 
-def check_source_config(cfg: "CompressConfig", src: Source) -> None:
-    """Refuse, before anything is written, what a release source cannot do."""
-    if not src.is_release:
-        return
-    from leukedge.errors import ConfigError
-
-    wanted = [v for v in cfg.variants if v in NEEDS_KERAS] + (["--prune"] if cfg.prune else []) + \
+def needs_keras(cfg: "CompressConfig") -> list[str]:
+    """The requested stages that need a Keras model (a release source recovers one)."""
+    return [v for v in cfg.variants if v in NEEDS_KERAS] + (["--prune"] if cfg.prune else []) + \
         (["--qat"] if cfg.qat else [])
-    if wanted:
-        raise ConfigError(f"{', '.join(wanted)} need the Keras model, and {src.folder.name} is a release "
-                          "(float32 .tflite only)", "pass the training run folder (runs/<run>) instead")
+
+
+def check_source_config(cfg: "CompressConfig", src: Source) -> None:
+    """Refuse, before anything is written, what a source cannot do (nothing at present: a
+    release source gets its Keras model back from its float32 file, see :func:`_recover_keras`)."""
+    return None
+
+
+def _recover_keras(src: Source, spec: ModelSpec, f32: bytes, rows, record: dict):
+    """A release source's Keras model, rebuilt from its float32 file and checked against it on
+    8 validation images (:func:`leukedge.compress.recover.keras_from_float_tflite`)."""
+    from leukedge.fileio import sha256_file
+    from leukedge.preprocess import preprocess_file
+
+    from .recover import keras_from_float_tflite
+
+    val = [r for r in rows if r["split"] == "val"][:8] or [r for r in rows if r["split"] == "train"][:8]
+    images = np.stack([preprocess_file(r["abspath"], spec.preprocess) for r in val])
+    log.info("%s is a release: rebuilding its Keras model from %s", src.folder.name, src.float_tflite.name)
+    model = keras_from_float_tflite(f32, spec, check_images=images)
+    record["keras_recovered"] = {"from": src.float_tflite.name, "sha256": sha256_file(src.float_tflite),
+                                 "checked_on": f"{len(images)} validation images (probability and cam within 1e-3)",
+                                 "note": "BatchNorms after convolutions hold the folded bias with identity "
+                                         "statistics (fine-tuned with BatchNorm frozen)"}
+    return model
 
 
 def _train_images(rows, spec: ModelSpec, max_images: int | None):
@@ -303,6 +321,8 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
 
     if src.is_release:
         model, f32 = None, _release_float32(src, spec, record)
+        if needs_keras(cfg):
+            model = timed("recover_keras", lambda: _recover_keras(src, spec, f32, rows, record))
     else:
         log.info("loading %s", src.model_file)
         model = timed("load_keras", lambda: load_keras_model(src.model_file))
@@ -314,7 +334,7 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
         record["calibration"] = {"n_images": len(built.representative), "split": "train",
                                  "stratified_by_class": True, "preprocessing": "leukedge.preprocess (the spec's)"}
     if "int8" in cfg.variants:
-        int8_model = model
+        int8_model = None if src.is_release else model  # a release's int8 comes from its float32 file
         if cfg.qat:
             int8_model = timed("qat", lambda: _qat(cfg, model, spec, rows, record))
         built.calibrated = _calibrate_int8(cfg, int8_model, built, "int8", timed, release, rows)

@@ -165,3 +165,35 @@ def test_compress_cli_bn_depthwise_is_recorded(tiny_run, tmp_path):
     summary = json.loads((out / "compress.json").read_text())
     assert summary["int8_bn_depthwise"] == {"rewritten": 0} and summary["config"]["bn_depthwise"] is True
     assert (out / "tiny-dw.int8.tflite").stat().st_size > 0
+
+
+def test_keras_model_recovered_from_a_float32_file(tiny_dense_keras, tiny_keras, tiny_spec, batch, tmp_path):
+    """A release keeps only .tflite files: its Keras model is rebuilt from the float32 file
+    (BatchNorm after Concatenate included) and reproduces it; a mismatched spec or an int8
+    file is refused with a clear error."""
+    import copy
+
+    from leukedge.compress.export import calibrate, convert, keras_outputs, quantize_calibrated
+    from leukedge.compress.quantization import QuantizationConfig, RepresentativeData
+    from leukedge.compress.recover import keras_from_float_tflite
+    from leukedge.errors import ModelError
+
+    from fixtures_models import dense_block_model
+
+    for model, arch in ((tiny_dense_keras, dense_block_model(tiny_spec, seed=5)), (tiny_keras, None)):
+        spec = tiny_spec
+        f32 = convert(model, spec, QuantizationConfig.for_float32())
+        back = keras_from_float_tflite(f32, spec, check_images=batch[:4], architecture=arch)
+        a = keras_outputs(model, spec, batch[:1])
+        b = keras_outputs(back, spec, batch[:1])
+        for k in ("probability", "cam"):
+            assert np.abs(a[k] - b[k]).max() <= 1e-4 * max(1.0, np.abs(a[k]).max()), k
+        assert back.count_params() == model.count_params()
+    wrong = copy.deepcopy(tiny_spec)
+    wrong.head = {**(wrong.head or {}), "dense_units": 8}
+    with pytest.raises(ModelError, match="kernel"):
+        keras_from_float_tflite(convert(tiny_keras, tiny_spec, QuantizationConfig.for_float32()), wrong)
+    q = quantize_calibrated(calibrate(tiny_keras, tiny_spec, QuantizationConfig.for_int8(RepresentativeData(batch))),
+                            tiny_spec)
+    with pytest.raises(ModelError, match="float32"):
+        keras_from_float_tflite(q, tiny_spec)
