@@ -125,9 +125,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         report.plot(doc["results"], args.plot, title=f"LeukEdge benchmark on {doc['device']['id']}")
         log.info("wrote %s", args.plot)
     if args.save_release:
-        for path, sub in release_files(doc).items():
+        from leukedge.card import refresh_benchmarks
+
+        written = release_files(doc)
+        for path, sub in written.items():
             atomic_write_json(path, validate(sub, str(path)))
             log.info("wrote %s", path)
+        for folder in sorted({p.parent.parent for p in written}):
+            refresh_benchmarks(folder)
     failed = [r for r in doc["results"] if r["status"] == "error"]
     if failed:
         log.warning("%d of %d rows failed (see the status column)", len(failed), len(doc["results"]))

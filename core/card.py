@@ -182,12 +182,7 @@ def build_card(release_dir) -> dict:
     spec = ModelSpec.load(d)
     ev = _load_json(d / "evaluation.json") if (d / "evaluation.json").exists() else None
     parity = _load_json(d / "parity.json") if (d / "parity.json").exists() else None
-    bench = {}
-    if (d / "bench").is_dir():
-        for f in sorted((d / "bench").glob("*.json")):
-            b = _load_json(f)
-            if b is not None:
-                bench[f.name] = _compact(b)
+    bench = _bench_records(d)
     files = model_files(d, tuple(x for x in (spec.ood.stats_file,) if x))
     figures = sorted(str(f.relative_to(d)) for f in (d / "figures").rglob("*.png")) if (d / "figures").is_dir() else []
     default_rule = next((o.rule for o in spec.operating_points if o.name == "default"), "not recorded")
@@ -369,6 +364,39 @@ def card_markdown(card: dict) -> str:
 
 def _f(v, digits=4):
     return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _bench_records(d: Path) -> dict:
+    """``bench/*.json`` of a release, compacted, by file name."""
+    bench = {}
+    if (d / "bench").is_dir():
+        for f in sorted((d / "bench").glob("*.json")):
+            b = _load_json(f)
+            if b is not None:
+                bench[f.name] = _compact(b)
+    return bench
+
+
+def refresh_benchmarks(release_dir) -> bool:
+    """Put the release's ``bench/*.json`` into its existing card (``benchmarks`` only).
+
+    Nothing else of the card is rebuilt: file hashes in particular stay what the card
+    recorded, so a benchmark never blesses a model file that changed since. A folder without
+    a full card (no ``schema``) is left alone.
+
+    Returns:
+        True when the card was rewritten.
+    """
+    d = Path(release_dir)
+    card = _load_json(d / "card.json") if (d / "card.json").exists() else None
+    if not isinstance(card, dict) or card.get("schema") != CARD_SCHEMA:
+        log.info("%s has no model card to update with the benchmark", d)
+        return False
+    card["benchmarks"] = _bench_records(d)
+    atomic_write_json(d / "card.json", card)
+    atomic_write_text(d / "card.md", card_markdown(card) + "\n")
+    log.info("updated the benchmarks of %s", d / "card.json")
+    return True
 
 
 def write_card(release_dir) -> tuple[Path, Path]:

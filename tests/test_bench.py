@@ -150,6 +150,8 @@ def test_e2e_overhead_and_reports(bench_run, tiny_release):
     assert [p.name for p in saved] == [f"{doc['device']['id']}-litert.json"]
     sub = load_result(saved[0])
     assert {r["variant"] for r in sub["results"]} == {"int8", "float32"} and sub["e2e"]
+    # the fixture's card is not a full card: left alone (its wrong float32 hash is not "fixed")
+    assert json.loads((tiny_release / "card.json").read_text())["files"]["tiny.float32.tflite"] == "0" * 64
 
 
 def test_schema_rejects_bad_documents(bench_run):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +113,27 @@ def test_release_gallery_uses_the_tflite_cam_and_matches_gradienttape(release, t
     ref, _ = GradCAM(tiny_keras)(x)
     assert ref.shape == z["cams"].shape
     np.testing.assert_allclose(z["cams"], ref, rtol=1e-3, atol=1e-4 * float(ref.max()))
+
+
+def test_benchmark_refreshes_only_the_cards_benchmarks(release, tmp_path):
+    """`bench --save-release` puts bench/*.json into the card without re-hashing: a model file
+    changed after the card was written stays caught."""
+    from leukedge.card import refresh_benchmarks, write_card
+    from leukedge.fileio import sha256_file
+
+    d = tmp_path / "tiny"
+    shutil.copytree(release, d)
+    write_card(d)
+    raw = sorted((Path(__file__).resolve().parents[1] / "docs/bench/raw").glob("*litert.json"))[0]
+    (d / "bench").mkdir(exist_ok=True)
+    shutil.copy(raw, d / "bench" / "x86_64-test-2c-litert.json")
+    f32 = d / "tiny.float32.tflite"
+    before = sha256_file(f32)
+    f32.write_bytes(f32.read_bytes() + b"tampered")
+    assert refresh_benchmarks(d)
+    card = json.loads((d / "card.json").read_text())
+    assert list(card["benchmarks"]) == ["x86_64-test-2c-litert.json"]
+    assert card["files"]["tiny.float32.tflite"] == before != sha256_file(f32)
+    assert "x86_64-test-2c-litert.json" in (d / "card.md").read_text()
+    (d / "card.json").write_text(json.dumps({"files": {}}))          # not a full card: left alone
+    assert not refresh_benchmarks(d) and json.loads((d / "card.json").read_text()) == {"files": {}}
