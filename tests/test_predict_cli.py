@@ -108,14 +108,24 @@ def test_help(argv):
     assert r.returncode == 0 and "usage: leukedge" in r.stdout
 
 
-def test_a_file_that_failed_parity_is_flagged(smear_paths):
-    """The committed EfficientNet-Lite0 release's pruned int8 file failed parity against
-    float32 (parity.md): choosing it warns on stderr, and every result says so; its int8 file
-    passed and runs without a warning."""
+def test_a_file_that_failed_parity_is_flagged(smear_paths, tmp_path):
+    """A release whose card records that its pruned int8 file failed parity against float32
+    (the first EfficientNet-Lite0 pruned file did: agreement 0.84; here a copy of the release
+    with that record): choosing it warns on stderr, and every result says so; its int8 file
+    passed and runs without a warning. The committed pruned file passes and is not flagged."""
+    import shutil
+
     from leukedge.edge_app.inference import Screening, load_release
     from leukedge.edge_app.presenter import present
 
-    release = "models/efficientnet-lite0-binary"
+    assert load_release("models/efficientnet-lite0-binary", "pruned-int8").parity_status == "pass"
+    release = tmp_path / "efficientnet-lite0-binary"
+    shutil.copytree("models/efficientnet-lite0-binary", release,
+                    ignore=shutil.ignore_patterns("*.float32.tflite", "figures", "*.html", "cams.npz"))
+    card = json.loads((release / "card.json").read_text())
+    comp = card["parity"]["comparisons"]["pruned-int8 vs float32"]
+    comp.update(passed=False, agreement=0.8425, failed=["delta_accuracy", "agreement", "heatmap_correlation"])
+    (release / "card.json").write_text(json.dumps(card))
     smear = smear_paths["Pro"][0]
     r = run_cli("predict", smear, "--model", release, "--variant", "pruned-int8", "--json", "--threads", 1)
     assert r.returncode == 0, r.stderr
