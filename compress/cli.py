@@ -90,6 +90,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from .parity import Gates
     from .pipeline import CompressConfig, run_compress
     from .quantization import parse_variants
+    from .sizes import breakdown_line
 
     cfg = CompressConfig(source=args.source, out=args.out, variants=parse_variants(args.variants), prune=args.prune,
                          prune_epochs=args.prune_epochs, prune_batch_size=args.prune_batch_size, prune_lr=args.prune_lr,
@@ -123,6 +124,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     for name, d in s["files"].items():
         ratio = f"  {d['ratio_to_float32']:.1%} of float32" if d.get("ratio_to_float32") is not None else ""
         print(f"  {name:<48} {d['mib']:>8.2f} MiB  gzip {d['gzip_bytes'] / 2**20:>7.2f} MiB{ratio}")
+        if d.get("breakdown") and not name.endswith(".float32.tflite"):
+            print(f"    of float32: {breakdown_line(d)}")
     for k, t in s.get("targets", {}).items():
         print(f"  target {k}: {t['value']:.3f} {'met' if t['met'] else 'NOT met'}")
     if s.get("parity"):

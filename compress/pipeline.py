@@ -23,6 +23,7 @@ from leukedge.errors import DataError, ModelError
 from leukedge.spec import ModelSpec
 
 from .parity import Gates
+from .sizes import size_summary
 
 log = logging.getLogger(__name__)
 
@@ -409,28 +410,6 @@ def _release_float32(src: Source, spec: ModelSpec, record: dict) -> bytes:
     return data
 
 
-def size_summary(files: dict[str, dict], name: str) -> dict:
-    """Sizes and the ratios the issue targets (int8 <= 26% and pruned gzip <= 17% of float32)."""
-    f32 = files.get(f"{name}.float32.tflite", {}).get("bytes")
-    out = {}
-    for fname, d in files.items():
-        if not fname.endswith(".tflite"):
-            continue
-        entry = {"bytes": d["bytes"], "mib": round(d["bytes"] / 2**20, 3), "gzip_bytes": d.get("gzip_bytes")}
-        if f32:
-            entry["ratio_to_float32"] = round(d["bytes"] / f32, 4)
-            entry["gzip_ratio_to_float32"] = round(d["gzip_bytes"] / f32, 4) if d.get("gzip_bytes") else None
-        out[fname] = entry
-    targets = {}
-    i8, pi8 = out.get(f"{name}.int8.tflite"), out.get(f"{name}.pruned-int8.tflite")
-    if i8 and f32:
-        targets["int8_le_26pct_of_float32"] = {"value": i8["ratio_to_float32"], "met": i8["ratio_to_float32"] <= 0.26}
-    if pi8 and f32:
-        targets["pruned_int8_gzip_le_17pct_of_float32"] = {"value": pi8["gzip_ratio_to_float32"],
-                                                          "met": pi8["gzip_ratio_to_float32"] <= 0.17}
-    return {"files": out, "targets": targets}
-
-
 def optional_module(name: str) -> bool:
     try:
         return importlib.util.find_spec(name) is not None
@@ -540,7 +519,7 @@ def run_compress(cfg: CompressConfig) -> dict:
         built = build_files(cfg, src, rows, rel)
         summary = {"name": rel.name, "source": str(src.model_file), "data_dir": str(data_dir),
                    "config": {k: v for k, v in asdict(cfg).items()}, **built.record}
-        summary.update(size_summary(rel.files, rel.name))
+        summary.update(size_summary(rel.files, rel.name, rel.staging))
         rel.write_json("compress.json", summary)
         rel.commit()
     out = rel.out
@@ -556,7 +535,7 @@ def run_compress(cfg: CompressConfig) -> dict:
         if "selective_int8" in extra:
             summary["selective_int8"] = {k: v for k, v in extra["selective_int8"].items() if k != "ranking"}
         if extra:
-            summary.update(size_summary(rel.files, rel.name))
+            summary.update(size_summary(rel.files, rel.name, out))
         summary["passed"] = all(r.passed for k, r in results.items() if k.startswith("int8"))
         rel.write_json("compress.json", summary)
         _after(out, data_dir, summary, cfg.ood_check_dirs)

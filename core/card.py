@@ -174,6 +174,19 @@ def quantization_summary(compress: dict) -> dict:
     return out
 
 
+def size_section(compress: dict) -> dict:
+    """File sizes, the size targets and where each file's bytes go (% of float32), from
+    ``compress.json`` (see :mod:`leukedge.compress.sizes`)."""
+    files = {}
+    for name, e in compress.get("files", {}).items():
+        row = {k: e.get(k) for k in ("bytes", "mib", "ratio_to_float32", "gzip_ratio_to_float32")}
+        cats = (e.get("breakdown") or {}).get("categories")
+        if cats:
+            row["breakdown"] = {c: v.get("pct_of_float32") for c, v in cats.items()}
+        files[name] = row
+    return {"files": files, "targets": compress.get("targets", {})}
+
+
 def build_card(release_dir) -> dict:
     """The card dict of a release folder (see module docstring)."""
     d = Path(release_dir)
@@ -240,6 +253,8 @@ def build_card(release_dir) -> dict:
     compress = _load_json(d / "compress.json") if (d / "compress.json").exists() else None
     if compress:
         card["quantization"] = quantization_summary(compress)
+        if compress.get("files"):
+            card["sizes"] = size_section(compress)
     ood = _load_json(d / "ood.json") if (d / "ood.json").exists() else None
     if ood:
         card["ood"] = {k: ood.get(k) for k in ("method", "percentile", "image_margin", "threshold",
@@ -331,6 +346,18 @@ def card_markdown(card: dict) -> str:
             page.p(f"float32 vs the Keras model (GradientTape Grad-CAM), checked when the float32 file was made "
                    f"(same bytes): {'PASS' if keras.get('passed') else 'FAIL'}; agreement {_f(g.get('agreement'))}, "
                    f"heatmap r {_f(g.get('heatmap_correlation'))}.")
+    sizes = card.get("sizes")
+    if sizes:
+        page.h("File sizes")
+        cats = ("weights", "biases", "quantization_parameters", "graph")
+        page.table(["file", "MiB", "% of float32", "gzip % of float32"] + [c.replace("_", " ") + " %" for c in cats],
+                   [[name, _f(e.get("mib"), 2), _pct(e.get("ratio_to_float32")), _pct(e.get("gzip_ratio_to_float32"))]
+                    + [_f(e.get("breakdown", {}).get(c), 2) for c in cats] for name, e in sizes["files"].items()])
+        page.p("Targets: " + "; ".join(f"{k} {_f(t['value'])} ({'met' if t['met'] else 'NOT met'})"
+                                       for k, t in sizes.get("targets", {}).items()) + ". "
+               "An int8 file also stores int32 biases and, per output channel, a float32 scale and an int64 "
+               "zero point for the filter and again for its bias (quantization parameters above): on a "
+               "network of thin layers that keeps it well above 25% of float32.")
     ood = card.get("ood")
     if ood and ood.get("rates"):
         page.h("Out-of-distribution gate")
@@ -364,6 +391,10 @@ def card_markdown(card: dict) -> str:
 
 def _f(v, digits=4):
     return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _pct(v):
+    return "n/a" if v is None else f"{100 * v:.1f}"
 
 
 def _bench_records(d: Path) -> dict:

@@ -358,3 +358,31 @@ def test_gradcam_distillation_keeps_the_heatmap(tiny_keras, tiny_spec, smear_pat
         assert report.overall_sparsity == pytest.approx(0.8, abs=0.02)
         corr[w] = mean_corr(pruned)
     assert corr[5.0] > corr[0.0], corr
+
+
+def test_size_breakdown_accounts_for_every_byte(tiny_release):
+    """Where each file's bytes go: categories add up to the file, int8 weights are a quarter of
+    float32's, per-channel parameters cost 12 bytes per scale, pruning shows in the weights' gzip."""
+    from leukedge.compress.sizes import tflite_breakdown
+
+    out, summary = tiny_release
+    name = out.name
+    b = {v: tflite_breakdown((out / f"{name}.{v}.tflite").read_bytes()) for v in ("float32", "int8", "pruned-int8")}
+    for v, d in b.items():
+        assert sum(c["bytes"] for c in d["categories"].values()) == d["bytes"] == (out / f"{name}.{v}.tflite").stat().st_size
+        assert d["categories"]["graph"]["bytes"] > 0
+    assert b["float32"]["categories"]["quantization_parameters"]["bytes"] == 0
+    assert set(b["float32"]["weight_types"]) == {"float32"}
+    i8 = b["int8"]
+    assert i8["weight_types"]["int8"] > 0 and i8["per_channel_entries"] > 0
+    assert i8["categories"]["quantization_parameters"]["bytes"] == 12 * i8["per_channel_entries"]
+    f32_weights = b["float32"]["weight_types"]["float32"]
+    assert abs(i8["weight_types"]["int8"] + i8["weight_types"].get("float32", 0) / 4 - f32_weights / 4) <= 0.01 * f32_weights / 4
+    assert (b["pruned-int8"]["categories"]["weights"]["gzip_bytes"] < i8["categories"]["weights"]["gzip_bytes"])
+    # the release records it, and the card shows it
+    entry = summary["files"][f"{name}.int8.tflite"]
+    assert entry["breakdown"]["categories"]["weights"]["pct_of_float32"] == pytest.approx(
+        100 * i8["categories"]["weights"]["bytes"] / summary["files"][f"{name}.float32.tflite"]["bytes"], abs=0.01)
+    card = json.loads((out / "card.json").read_text())
+    assert card["sizes"]["files"][f"{name}.int8.tflite"]["breakdown"]["quantization_parameters"] > 0
+    assert "File sizes" in (out / "card.md").read_text()
