@@ -19,6 +19,8 @@ import numpy as np
 from leukedge.errors import ConfigError, ModelError
 from leukedge.spec import ModelSpec
 
+from .block_prune import block_conv, block_runs, blockable, unblock
+
 log = logging.getLogger(__name__)
 
 #: Layer types whose kernels tfmot prunes (its prune_registry), with the kernel attribute.
@@ -62,6 +64,12 @@ class PruneConfig:
         min_weights: kernels with fewer weights than this stay dense (the stem convolution
             and the narrowest 1x1 projections: a negligible share of the file, but pruning
             them costs the most accuracy); 0 prunes every prunable layer.
+        block: prune whole blocks of this many consecutive input weights of one output
+            (tfmot's block sparsity, ranked by mean |w|; Conv2D kernels through
+            :mod:`leukedge.compress.block_prune`); 1 prunes weight by weight. Blocks are
+            contiguous in the TFLite file, so the pruned file gzips smaller (EfficientNet-Lite0
+            int8 at 50%: 17.7% of float32 by weight, 15.0% in blocks of 8); a layer whose
+            input size is not a multiple of ``block`` is pruned weight by weight.
         seed: shuffling seed.
     """
 
@@ -77,6 +85,7 @@ class PruneConfig:
     cam_distill: float = 0.0
     tolerance: float = 0.01
     min_weights: int = 2048
+    block: int = 1
     seed: int = 0
 
     def __post_init__(self):
@@ -90,6 +99,8 @@ class PruneConfig:
             raise ConfigError(f"cam_distill must be >= 0, got {self.cam_distill}")
         if self.min_weights < 0:
             raise ConfigError(f"min_weights must be >= 0, got {self.min_weights}")
+        if int(self.block) != self.block or self.block < 1:
+            raise ConfigError(f"block must be a whole number >= 1, got {self.block}", "e.g. --prune-block 8")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("pruning needs at least 1 epoch and a batch size >= 1")
 
@@ -355,9 +366,19 @@ def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarra
         raise ModelError(f"no layer of '{model.name}' has a prunable kernel of >= {cfg.min_weights} weights",
                          "lower --prune-min-weights (0 prunes every Conv/Dense layer)")
 
+    blocked: set[str] = set()
+
     def wrap(layer):
         if _kernel_size(layer) == 0 or layer.name in kept_dense:
             return layer
+        if cfg.block > 1:
+            # (tfmot squeezes the kernel: a single output column would not stay 2-D)
+            dense = (type(layer).__name__ == "Dense" and int(layer.kernel.shape[0]) % cfg.block == 0
+                     and int(layer.kernel.shape[1]) > 1)
+            if dense or blockable(layer, cfg.block):
+                blocked.add(layer.name)
+                return tfmot.sparsity.keras.prune_low_magnitude(layer if dense else block_conv(layer),
+                                                                pruning_schedule=schedule, block_size=(cfg.block, 1))
         return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
 
     try:
@@ -397,10 +418,19 @@ def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarra
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
     # strip_pruning reuses the original layer objects (they keep their nodes in the pre-pruning
     # graph, so ``layer.output`` would point there): a clean clone has one graph only.
-    clean = keras.models.clone_model(stripped)
-    clean.set_weights(stripped.get_weights())
+    if blocked:
+        clean = unblock(stripped)  # BlockConv2D -> Conv2D (same names and weights)
+    else:
+        clean = keras.models.clone_model(stripped)
+        clean.set_weights(stripped.get_weights())
     stripped = clean
     layers = measure_sparsity(stripped, wrapped)
+    for name in blocked & set(layers):
+        runs = block_runs(getattr(stripped.get_layer(name), "kernel").numpy(), cfg.block)
+        layers[name].update(block=int(cfg.block), zero_blocks=runs["zero_blocks"], mixed_blocks=runs["mixed_blocks"])
+    if cfg.block > 1:
+        log.info("block pruning (blocks of %d input weights): %d of %d pruned layers", cfg.block, len(blocked),
+                 len(wrapped))
     if len(layers) != len(wrapped):
         raise ModelError(f"{len(wrapped)} layers were pruned but {len(layers)} kernels could be measured")
     total = sum(d["size"] for d in layers.values())

@@ -152,6 +152,53 @@ def test_prune_reaches_target_sparsity_per_layer(tiny_keras, tiny_spec, smear_pa
     assert measure_sparsity(tiny_keras) == before  # the original model is untouched
 
 
+def test_block_pruning_zeroes_whole_blocks_contiguous_in_the_tflite_file(tmp_path, tiny_keras, tiny_spec, smear_paths):
+    """--prune-block 4: tfmot block sparsity on Conv2D (through BlockConv2D) and Dense; whole
+    blocks of 4 input weights are zero, and they are runs of 4 zeros in the exported file."""
+    import tensorflow as tf
+
+    from leukedge.compress.block_prune import block_conv, block_runs
+    from leukedge.compress.export import convert
+    from leukedge.compress.prune import PruneConfig, measure_sparsity, prune_model
+    from leukedge.compress.quantization import QuantizationConfig
+    from leukedge.imageio import load_image
+    from leukedge.preprocess import preprocess_uint8
+
+    paths = [p for ps in smear_paths.values() for p in ps]
+    x = np.stack([preprocess_uint8(load_image(p), tiny_spec.preprocess) for p in paths])
+    y = np.array([tiny_spec.label_of(p.parent.name) for p in paths])
+    # the 2-D-kernel convolution is the same function as the layer it replaces
+    conv = tiny_keras.get_layer("tiny_conv1")
+    feats = tf.random.stateless_uniform((2,) + tuple(conv.input_shape[1:]), seed=(1, 2))
+    np.testing.assert_allclose(block_conv(conv)(feats).numpy(), conv(feats).numpy(), rtol=1e-5, atol=1e-6)
+
+    cfg = PruneConfig(target_sparsity=0.5, batch_size=8, epochs=2, min_weights=0, block=4)
+    pruned, report = prune_model(tiny_keras, tiny_spec, x, y, cfg)
+    assert [type(l).__name__ for l in pruned.layers] == [type(l).__name__ for l in tiny_keras.layers]
+    # tiny_conv0 has 3x3x3 = 27 inputs per filter (not a multiple of 4) and `probability` one
+    # output column: pruned weight by weight
+    assert {n for n, d in report.layers.items() if d.get("block") == 4} == {"tiny_conv1", "tiny_conv2", "head_dense"}
+    measured = measure_sparsity(pruned)
+    for name, d in measured.items():
+        assert abs(d["sparsity"] - 0.5) <= 0.01 + 1.0 / d["size"], (name, d)
+        runs = block_runs(pruned.get_layer(name).kernel.numpy(), 4) if name in report.layers and \
+            report.layers[name].get("block") else None
+        if runs:
+            assert runs["mixed_blocks"] == 0 and runs["zero_blocks"] == runs["blocks"] // 2, (name, runs)
+    # weight-by-weight pruning leaves mixed blocks (so the check above can fail)
+    assert block_runs(pruned.get_layer("tiny_conv0").kernel.numpy()[:, :, :2, :], 2)["mixed_blocks"] > 0
+    # in the TFLite file a filter is [out, kh, kw, in]: the zeroed blocks are runs of 4 zeros there
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    data = convert(pruned, tiny_spec, QuantizationConfig.for_float32())
+    m = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+    shapes = {tuple(int(d) for d in t.shape): t.buffer for t in m.subgraphs[0].tensors}
+    w = np.frombuffer(bytes(bytearray(m.buffers[shapes[(16, 3, 3, 8)]].data)), np.float32)
+    blocks = w.reshape(-1, 4)
+    assert np.mean(np.all(blocks == 0, axis=1)) == pytest.approx(0.5, abs=0.01)
+    assert np.all(np.all(blocks == 0, axis=1) | np.all(blocks != 0, axis=1))
+
+
 def test_schedule_ends_on_the_last_step():
     from leukedge.compress.prune import schedule_steps
 
