@@ -82,6 +82,9 @@ def register(sub) -> None:
     p.add_argument("--data", default=None, help="data folder (default $LEUKEDGE_DATA or ../shared/data/aria-all)")
     p.add_argument("--all", action="store_true", help="every image of every class folder in --data (not the test split)")
     p.add_argument("--split", default=None, help="split manifest CSV (default: split.csv beside the reference/candidate)")
+    p.add_argument("--subset", choices=("test", "val"), default="test",
+                   help="which rows of the split manifest (default test; val: the validation split, where "
+                        "compression choices are made, so the test split stays untouched)")
     p.add_argument("--json", metavar="OUT", default=None, help="write the result as JSON")
     p.add_argument("--report", metavar="DIR", default=None, help="write parity.json, parity.md and figures/ into DIR")
     p.add_argument("--gate", action="append", metavar="NAME=VALUE", help=GATE_HELP)
@@ -193,7 +196,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     else:
         from leukedge.split import read_manifest
 
-        data = ParityData.from_manifest(read_manifest(_split_for(args, ref, cand), data_dir), "test")
+        data = ParityData.from_manifest(read_manifest(_split_for(args, ref, cand), data_dir), args.subset)
     _check_classes(set(data.classes), ref.spec)
     res = compare(ref, cand, data, gates, n_boot=args.n_boot)
     label = f"{Path(args.candidate).name} vs {Path(args.reference).name}"

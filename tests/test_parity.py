@@ -104,6 +104,25 @@ def test_cli_release_folders_default_to_float32_vs_int8(tiny_release, small_data
     assert f"{out.name}.int8.tflite vs {out.name}.float32.tflite" in printed
 
 
+def test_cli_subset_val_scores_the_validation_rows(tiny_release, small_dataset, tmp_path):
+    import csv
+
+    from leukedge.cli import main
+
+    out, _ = tiny_release
+    with open(out / "split.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    n = {s: sum(r["split"] == s for r in rows) for s in ("val", "test")}
+    for subset in ("test", "val"):
+        rc = main(["parity", "--reference", str(out), "--candidate", str(out), "--data", str(small_dataset),
+                   "--subset", subset, "--n-boot", "20", "--json", str(tmp_path / f"{subset}.json"),
+                   "--gate", "min_agreement=0", "--gate", "max_delta_roc_auc=1", "--gate", "max_delta_accuracy=1",
+                   "--gate", "max_delta_sensitivity=1", "--gate", "min_heatmap_correlation=0"])
+        assert rc == 0
+        res = next(iter(json.loads((tmp_path / f"{subset}.json").read_text())["comparisons"].values()))
+        assert res["n"] == n[subset] and res["data"]["split"] == subset
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
 def test_corrupt_tflite_is_a_one_line_error(damage, tiny_release, small_dataset, tmp_path, capsys):
     from leukedge.cli import main
