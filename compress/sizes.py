@@ -12,19 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from leukedge.benchmarks.cost import _op_names, _schema
+
 from .release import gzip_size
 
 #: Ops whose input 1 is a weight tensor and input 2 a bias.
 _WEIGHTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D"}
 CATEGORIES = ("weights", "biases", "quantization_parameters", "other_constants", "graph")
-
-
-def _schema():
-    try:
-        from ai_edge_litert import schema_py_generated as s
-    except ImportError:  # pragma: no cover - LiteRT is a dependency; TensorFlow ships the same module
-        from tensorflow.lite.python import schema_py_generated as s
-    return s
 
 
 def tflite_breakdown(data: bytes, with_gzip: bool = True) -> dict:
@@ -39,7 +33,7 @@ def tflite_breakdown(data: bytes, with_gzip: bool = True) -> dict:
     """
     s = _schema()
     model = s.Model.GetRootAs(data, 0)
-    names = {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
+    names = _op_names(s)
     types = {v: k for k, v in vars(s.TensorType).items() if not k.startswith("_") and isinstance(v, int)}
     codes = []
     for i in range(model.OperatorCodesLength()):
