@@ -38,6 +38,10 @@ def register(sub) -> None:
     c.add_argument("--prune-cam-distill", type=float, default=0.0, metavar="W",
                    help="also pull the pruned Grad-CAM map towards the unpruned one (weight W on 1 - per-image "
                         "correlation, the heatmap gate's measure; default 0)")
+    c.add_argument("--prune-logit-distill", type=float, default=0.0, metavar="W",
+                   help="also pull the pruned model's logits towards the unpruned one's (mean squared error, "
+                        "weight W): decisions are thresholds on the logit, which the probability loss barely "
+                        "weighs far from 0.5 (default 0)")
     c.add_argument("--prune-block", type=int, default=1, metavar="B",
                    help="prune whole blocks of B consecutive input weights of a filter (tfmot block sparsity; "
                         "contiguous in the .tflite, so the pruned file gzips smaller: EfficientNet-Lite0 int8 at "
@@ -105,6 +109,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
                          prune_min_weights=args.prune_min_weights,
                          prune_feature_distill=args.prune_feature_distill,
                          prune_cam_distill=args.prune_cam_distill, prune_block=args.prune_block,
+                         prune_logit_distill=args.prune_logit_distill,
                          qat=args.qat, qat_epochs=args.qat_epochs, qat_lr=args.qat_lr,
                          qat_batch_size=args.qat_batch_size, qat_max_images=args.qat_max_images,
                          calib=args.calib, clip_percentile=args.clip_percentile, clip_images=args.clip_images,
@@ -126,7 +131,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
         PruneConfig(target_sparsity=cfg.prune, min_weights=cfg.prune_min_weights,  # validate before minutes of work
                     feature_distill=cfg.prune_feature_distill, cam_distill=cfg.prune_cam_distill,
-                    block=cfg.prune_block)
+                    logit_distill=cfg.prune_logit_distill, block=cfg.prune_block)
     s = run_compress(cfg)
     print(f"release {args.out}")
     for name, d in s["files"].items():

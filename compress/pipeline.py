@@ -45,6 +45,7 @@ class CompressConfig:
         prune_min_weights: kernels smaller than this stay dense (see PruneConfig.min_weights).
         prune_feature_distill: weight of the feature-map distillation (see PruneConfig.feature_distill).
         prune_cam_distill: weight of the Grad-CAM distillation (see PruneConfig.cam_distill).
+        prune_logit_distill: weight of the logit distillation (see PruneConfig.logit_distill).
         prune_block: prune blocks of this many consecutive input weights (see PruneConfig.block).
         qat: make the int8 file from a quantization-aware fine-tuned copy (tfmot; see
             :mod:`leukedge.compress.qat`) instead of the trained weights as they are; float32
@@ -86,6 +87,7 @@ class CompressConfig:
     prune_min_weights: int = 2048
     prune_feature_distill: float = 0.0
     prune_cam_distill: float = 0.0
+    prune_logit_distill: float = 0.0
     prune_block: int = 1
     qat: bool = False
     qat_epochs: int = 1
@@ -356,7 +358,8 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
         pcfg = PruneConfig(target_sparsity=cfg.prune, epochs=cfg.prune_epochs, batch_size=cfg.prune_batch_size,
                            learning_rate=cfg.prune_lr, distill=cfg.prune_distill,
                            min_weights=cfg.prune_min_weights, feature_distill=cfg.prune_feature_distill,
-                           cam_distill=cfg.prune_cam_distill, block=cfg.prune_block)
+                           cam_distill=cfg.prune_cam_distill, logit_distill=cfg.prune_logit_distill,
+                           block=cfg.prune_block)
         n_labels = 2 if spec.task == "binary" else len(spec.class_names)
         built.pruned, prep = timed("prune_finetune", lambda: prune_model(model, spec, x_u8, y, pcfg,
                                                                            _class_weights(y, n_labels)))
