@@ -5,9 +5,11 @@ block is ranked, whole blocks are zeroed) but only for 2-D kernels (Dense); it r
 Conv2D kernel. A block of ``B`` consecutive input channels of one filter is contiguous in the
 TFLite file (its filters are stored ``[out, kh, kw, in]``, fully connected weights
 ``[out, in]``), so block pruning along the input channels turns the pruned weights into runs
-of zeros that gzip stores in a few bits instead of ~1 bit per zero: measured on
-EfficientNet-Lite0's int8 file, zeroing 50% of the weights gzips to 17.7% of float32
-element by element, 16.1% in blocks of 4 and 15.0% in blocks of 8.
+of zeros that gzip stores in a few bits instead of ~1 bit per zero: zeroing 50% of
+EfficientNet-Lite0's int8 weights offline gzips to 17.7% of float32 weight by weight, 16.1%
+in blocks of 4 and 15.0% in blocks of 8. Fine-tuned (subtype model, 8/30/32 distillation),
+the pruned files measured 18.1%, 16.1% and 15.0%, with test heatmap r 0.909, 0.859 and 0.816:
+blocks cost heatmap fidelity (see the README).
 
 :func:`block_conv` rebuilds a Conv2D as :class:`BlockConv2D`, the same convolution whose kernel
 variable is stored 2-D ``(kh * kw * in, out)`` and reshaped when called, and which tells tfmot

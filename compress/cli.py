@@ -44,8 +44,9 @@ def register(sub) -> None:
                         "weighs far from 0.5 (default 0)")
     c.add_argument("--prune-block", type=int, default=1, metavar="B",
                    help="prune whole blocks of B consecutive input weights of a filter (tfmot block sparsity; "
-                        "contiguous in the .tflite, so the pruned file gzips smaller: EfficientNet-Lite0 int8 at "
-                        "50%%: 17.7%% of float32 weight by weight, 15.0%% in blocks of 8; default 1)")
+                        "contiguous in the .tflite, so the pruned file gzips smaller; EfficientNet-Lite0 at 50%%: "
+                        "18.1%% of float32 weight by weight, 16.1%% in blocks of 4, but heatmap r 0.909 -> 0.859; "
+                        "default 1)")
     c.add_argument("--prune-labels", action="store_true",
                    help="fine-tune the pruned model on the labels (default: on the unpruned model's probabilities)")
     c.add_argument("--qat", action="store_true",

@@ -72,9 +72,11 @@ class PruneConfig:
         block: prune whole blocks of this many consecutive input weights of one output
             (tfmot's block sparsity, ranked by mean |w|; Conv2D kernels through
             :mod:`leukedge.compress.block_prune`); 1 prunes weight by weight. Blocks are
-            contiguous in the TFLite file, so the pruned file gzips smaller (EfficientNet-Lite0
-            int8 at 50%: 17.7% of float32 by weight, 15.0% in blocks of 8); a layer whose
-            input size is not a multiple of ``block`` is pruned weight by weight.
+            contiguous in the TFLite file, so the pruned file gzips smaller; a layer whose
+            input size is not a multiple of ``block`` is pruned weight by weight. Measured on
+            the EfficientNet-Lite0 subtype model at 50% (gzip of the pruned int8 file, % of
+            float32; test heatmap r): weight by weight 18.1, 0.909; blocks of 4: 16.1, 0.859;
+            blocks of 8: 15.0, 0.816 (and agreement 0.952). Smaller, but the heatmaps drift.
         seed: shuffling seed.
     """
 
