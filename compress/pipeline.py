@@ -47,6 +47,10 @@ class CompressConfig:
         prune_cam_distill: weight of the Grad-CAM distillation (see PruneConfig.cam_distill).
         prune_logit_distill: weight of the logit distillation (see PruneConfig.logit_distill).
         prune_block: prune blocks of this many consecutive input weights (see PruneConfig.block).
+        prune_clusters: then cluster each pruned kernel to this many values, zeros kept (see
+            PruneConfig.clusters; 0 = off).
+        prune_cluster_epochs: fine-tuning epochs of the clustering.
+        prune_cluster_lr: learning rate of the clustering fine-tune.
         qat: make the int8 file from a quantization-aware fine-tuned copy (tfmot; see
             :mod:`leukedge.compress.qat`) instead of the trained weights as they are; float32
             stays the trained model, so parity measures int8 against what was evaluated.
@@ -89,6 +93,9 @@ class CompressConfig:
     prune_cam_distill: float = 0.0
     prune_logit_distill: float = 0.0
     prune_block: int = 1
+    prune_clusters: int = 0
+    prune_cluster_epochs: int = 4
+    prune_cluster_lr: float = 1e-5
     qat: bool = False
     qat_epochs: int = 1
     qat_lr: float = 1e-5
@@ -105,6 +112,17 @@ class CompressConfig:
     n_boot: int = 1000
     gates: Gates = field(default_factory=Gates)
     ood_check_dirs: list[str] = field(default_factory=list)
+
+    def prune_config(self):
+        """The :class:`~leukedge.compress.prune.PruneConfig` of ``--prune`` (validates it)."""
+        from .prune import PruneConfig
+
+        return PruneConfig(target_sparsity=self.prune, epochs=self.prune_epochs, batch_size=self.prune_batch_size,
+                           learning_rate=self.prune_lr, distill=self.prune_distill,
+                           min_weights=self.prune_min_weights, feature_distill=self.prune_feature_distill,
+                           cam_distill=self.prune_cam_distill, logit_distill=self.prune_logit_distill,
+                           block=self.prune_block, clusters=self.prune_clusters,
+                           cluster_epochs=self.prune_cluster_epochs, cluster_lr=self.prune_cluster_lr)
 
 
 @dataclass
@@ -311,7 +329,7 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
     from leukedge.train.io import load_keras_model
 
     from . import export
-    from .prune import PruneConfig, prune_model
+    from .prune import prune_model
     from .quantization import QuantizationConfig, representative_from_split
 
     spec = export.export_spec(src.spec, release.name)
@@ -355,11 +373,7 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
             release.write_bytes(release.model_name(v), timed(v, lambda qc=qc: export.convert(model, spec, qc)))
     if cfg.prune:
         x_u8, y = timed("prune_load_images", lambda: _train_images(rows, spec, cfg.prune_max_images))
-        pcfg = PruneConfig(target_sparsity=cfg.prune, epochs=cfg.prune_epochs, batch_size=cfg.prune_batch_size,
-                           learning_rate=cfg.prune_lr, distill=cfg.prune_distill,
-                           min_weights=cfg.prune_min_weights, feature_distill=cfg.prune_feature_distill,
-                           cam_distill=cfg.prune_cam_distill, logit_distill=cfg.prune_logit_distill,
-                           block=cfg.prune_block)
+        pcfg = cfg.prune_config()
         n_labels = 2 if spec.task == "binary" else len(spec.class_names)
         built.pruned, prep = timed("prune_finetune", lambda: prune_model(model, spec, x_u8, y, pcfg,
                                                                            _class_weights(y, n_labels)))

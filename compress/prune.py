@@ -20,6 +20,7 @@ from leukedge.errors import ConfigError, ModelError
 from leukedge.spec import ModelSpec
 
 from .block_prune import block_conv, block_runs, blockable, unblock
+from .cluster import check_clusters, cluster_pruned, current_kernel, distinct_values, strip
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,13 @@ class PruneConfig:
             the EfficientNet-Lite0 subtype model at 50% (gzip of the pruned int8 file, % of
             float32; test heatmap r): weight by weight 18.1, 0.909; blocks of 4: 16.1, 0.859;
             blocks of 8: 15.0, 0.816 (and agreement 0.952). Smaller, but the heatmaps drift.
+        clusters: after pruning, tie each pruned kernel to this many shared values (tfmot's
+            sparsity-preserving weight clustering, :mod:`leukedge.compress.cluster`), fine-tuned
+            with the same distillation losses; 0 = no clustering. Makes the pruned int8 file
+            gzip smaller (each channel then holds <= clusters + 1 int8 values).
+        cluster_epochs: fine-tuning epochs of the clustering.
+        cluster_lr: Adam learning rate of the clustering fine-tune (tfmot's examples: 1e-5;
+            a centroid's gradient sums over every weight it stands for).
         seed: shuffling seed.
     """
 
@@ -94,6 +102,9 @@ class PruneConfig:
     tolerance: float = 0.01
     min_weights: int = 2048
     block: int = 1
+    clusters: int = 0
+    cluster_epochs: int = 4
+    cluster_lr: float = 1e-5
     seed: int = 0
 
     def __post_init__(self):
@@ -113,6 +124,11 @@ class PruneConfig:
             raise ConfigError(f"block must be a whole number >= 1, got {self.block}", "e.g. --prune-block 8")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("pruning needs at least 1 epoch and a batch size >= 1")
+        if int(self.clusters) != self.clusters or self.clusters == 1 or self.clusters < 0 or self.clusters > 256:
+            raise ConfigError(f"clusters must be 0 (off) or a whole number in 2..256, got {self.clusters}",
+                              "e.g. --prune-clusters 16")
+        if self.clusters and self.cluster_epochs < 1:
+            raise ConfigError("clustering needs at least 1 fine-tuning epoch (--prune-cluster-epochs)")
 
 
 @dataclass(kw_only=True)
@@ -141,6 +157,7 @@ class PruneReport(FinetuneReport):
     overall_sparsity: float = 0.0
     kept_dense: dict[str, int] = field(default_factory=dict)
     all_kernels_sparsity: float = 0.0
+    clustering: dict = field(default_factory=dict)
 
 
 class _Batches:
@@ -221,7 +238,7 @@ def _gradcam_layer(hidden, out, fmap_shape):
     import tf_keras as keras
 
     h, w, d = int(fmap_shape[1]), int(fmap_shape[2]), int(fmap_shape[3])
-    kernels = lambda: (getattr(hidden, "layer", hidden).kernel, getattr(out, "layer", out).kernel)  # noqa: E731
+    kernels = lambda: (current_kernel(hidden), current_kernel(out))  # noqa: E731
 
     class GradCam(keras.layers.Layer):
         def call(self, inputs):
@@ -244,8 +261,7 @@ def _logit_layer(out):
 
     class Logit(keras.layers.Layer):
         def call(self, hid):
-            o = getattr(out, "layer", out)
-            z = tf.matmul(hid, o.kernel) + o.bias
+            z = tf.matmul(hid, current_kernel(out)) + getattr(out, "layer", out).bias
             return z if z.shape[-1] == 1 else z - tf.reduce_mean(z, axis=1, keepdims=True)
 
     return Logit(name="logit_distill")
@@ -428,31 +444,7 @@ def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarra
     except ValueError as exc:
         raise ModelError(f"tfmot cannot prune this model ({str(exc).splitlines()[0]})",
                          "build it with tf_keras (TF_USE_LEGACY_KERAS=1 before importing TensorFlow)") from None
-    if spec.task == "binary":
-        loss = keras.losses.BinaryCrossentropy()
-    else:
-        loss = keras.losses.CategoricalCrossentropy() if cfg.distill else keras.losses.SparseCategoricalCrossentropy()
-    # Extra outputs on the same (wrapped) layers. clone_model re-calls unwrapped layers, so
-    # they have a node per graph: the latest one (-1) is the pruned model's.
-    outputs, losses, weights = [pruned.output], [loss], [1.0]
-    fmap = _own_layer(pruned, "features").get_output_at(-1)
-    if feats is not None:
-        # the feature map, pulled towards the teacher's with MSE scaled by 1 / mean square
-        # (so the weight is scale-free)
-        mean_sq = float(np.mean(np.square(feats.astype(np.float32)))) or 1.0
-        outputs, losses, weights = outputs + [fmap], losses + ["mse"], weights + [cfg.feature_distill / mean_sq]
-    if cams is not None:
-        hidden, out = _own_layer(pruned, "head_dense"), _own_layer(pruned, "probability")
-        cam = _gradcam_layer(hidden, out, fmap.shape)([fmap, hidden.get_output_at(-1)])
-        outputs, losses, weights = outputs + [cam], losses + [_cam_correlation_loss(int(fmap.shape[1] * fmap.shape[2]))], \
-            weights + [cfg.cam_distill]
-    if logits is not None:
-        out = _own_layer(pruned, "probability")
-        z = _logit_layer(out)(_own_layer(pruned, "head_dense").get_output_at(-1))
-        outputs, losses, weights = outputs + [z], losses + ["mse"], weights + [cfg.logit_distill]
-    trainee = keras.Model(pruned.input, outputs) if len(outputs) > 1 else pruned
-    trainee.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=losses if len(losses) > 1 else loss,
-                    loss_weights=weights if len(weights) > 1 else None)
+    trainee = _trainee(pruned, spec, cfg, feats, cams, logits, cfg.learning_rate)
     wrapped = {l.layer.name for l in pruned.layers if _is_pruning_wrapper(l) and getattr(l, "prunable_weights", None)}
     log.info("pruning %d layers to %.0f%% sparsity: %d steps (%d epoch(s) x %d batches of %d), mask update every %d "
              "steps from step %d to %d, then fine-tuning with fixed masks (the first steps trace the graph and are slow)",
@@ -482,16 +474,76 @@ def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarra
     overall = sum(d["zeros"] for d in layers.values()) / max(1, total)
     every = measure_sparsity(stripped)
     all_sparsity = sum(d["zeros"] for d in every.values()) / max(1, sum(d["size"] for d in every.values()))
+    check_sparsity(layers, cfg.target_sparsity, cfg.tolerance)
+    clustering = {}
+    if cfg.clusters:
+        stripped, clustering = _cluster_phase(stripped, set(layers), spec, cfg, seq, feats, cams, logits, class_weight)
+        after = measure_sparsity(stripped, wrapped)
+        for name, d in after.items():  # the zeros must survive the clustering
+            layers[name]["sparsity_after_clustering"] = d["sparsity"]
+        check_sparsity(after, cfg.target_sparsity, cfg.tolerance)
     report = PruneReport(target_sparsity=float(cfg.target_sparsity), steps=steps, begin_step=begin, end_step=end,
                          frequency=freq, layers=layers, overall_sparsity=float(overall), kept_dense=kept_dense,
                          all_kernels_sparsity=float(all_sparsity),
                          finetune_loss=[float(v) for v in hist.history.get("loss", [])],
-                         seconds=time.perf_counter() - t0, n_images=len(images_u8), config=asdict(cfg))
-    check_sparsity(layers, cfg.target_sparsity, cfg.tolerance)
+                         seconds=time.perf_counter() - t0, n_images=len(images_u8), config=asdict(cfg),
+                         clustering=clustering)
     log.info("pruned %d layers: their kernel sparsity %.3f (target %.2f); %d small layer(s) kept dense "
              "(< %d weights); sparsity over every prunable kernel %.3f; %.0f s",
              len(layers), overall, cfg.target_sparsity, len(kept_dense), cfg.min_weights, all_sparsity, report.seconds)
     return stripped, report
+
+
+def _trainee(student, spec: ModelSpec, cfg: PruneConfig, feats, cams, logits, learning_rate: float):
+    """``student`` (pruning- or clustering-wrapped) compiled with the distillation outputs.
+
+    Extra outputs on the same (wrapped) layers: clone_model re-calls unwrapped layers, so they
+    have a node per graph; the latest one (-1) is the student's.
+    """
+    import tf_keras as keras
+
+    if spec.task == "binary":
+        loss = keras.losses.BinaryCrossentropy()
+    else:
+        loss = keras.losses.CategoricalCrossentropy() if cfg.distill else keras.losses.SparseCategoricalCrossentropy()
+    outputs, losses, weights = [student.output], [loss], [1.0]
+    fmap = _own_layer(student, "features").get_output_at(-1)
+    if feats is not None:
+        # the feature map, pulled towards the teacher's with MSE scaled by 1 / mean square
+        # (so the weight is scale-free)
+        mean_sq = float(np.mean(np.square(feats.astype(np.float32)))) or 1.0
+        outputs, losses, weights = outputs + [fmap], losses + ["mse"], weights + [cfg.feature_distill / mean_sq]
+    if cams is not None:
+        hidden, out = _own_layer(student, "head_dense"), _own_layer(student, "probability")
+        cam = _gradcam_layer(hidden, out, fmap.shape)([fmap, hidden.get_output_at(-1)])
+        outputs, losses, weights = outputs + [cam], losses + [_cam_correlation_loss(int(fmap.shape[1] * fmap.shape[2]))], \
+            weights + [cfg.cam_distill]
+    if logits is not None:
+        out = _own_layer(student, "probability")
+        z = _logit_layer(out)(_own_layer(student, "head_dense").get_output_at(-1))
+        outputs, losses, weights = outputs + [z], losses + ["mse"], weights + [cfg.logit_distill]
+    trainee = keras.Model(student.input, outputs) if len(outputs) > 1 else student
+    trainee.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses if len(losses) > 1 else loss,
+                    loss_weights=weights if len(weights) > 1 else None)
+    return trainee
+
+
+def _cluster_phase(stripped, names: set[str], spec: ModelSpec, cfg: PruneConfig, seq, feats, cams, logits,
+                   class_weight) -> tuple[object, dict]:
+    """Sparsity-preserving clustering of the pruned layers, fine-tuned with the same losses."""
+    t0 = time.perf_counter()
+    clustered = cluster_pruned(stripped, names, cfg.clusters, cfg.freeze_batchnorm)
+    trainee = _trainee(clustered, spec, cfg, feats, cams, logits, cfg.cluster_lr)
+    log.info("clustering %d pruned layers to %d values each (zeros kept): %d epoch(s) x %d batches",
+             len(names), cfg.clusters, cfg.cluster_epochs, len(seq))
+    hist = trainee.fit(seq, epochs=cfg.cluster_epochs, verbose=0, class_weight=class_weight, shuffle=False,
+                       callbacks=[_LogEvery(max(1, len(seq) // 5), "clustering fine-tune")])
+    clean = strip(clustered)
+    layers = distinct_values(clean, names, lambda layer: PRUNED_KERNELS[type(layer).__name__])
+    check_clusters(layers, cfg.clusters)
+    return clean, {"clusters": int(cfg.clusters), "epochs": int(cfg.cluster_epochs), "learning_rate": cfg.cluster_lr,
+                   "layers": layers, "finetune_loss": [float(v) for v in hist.history.get("loss", [])],
+                   "seconds": time.perf_counter() - t0}
 
 
 def _kernel_size(layer) -> int:

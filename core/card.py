@@ -174,6 +174,26 @@ def quantization_summary(compress: dict) -> dict:
     return out
 
 
+def pruning_summary(compress: dict) -> dict | None:
+    """How the ``pruned-int8`` file was made, from ``compress.json`` (sparsity measured on the
+    stripped model, fine-tuning, distillation terms, clustering)."""
+    p = compress.get("pruning")
+    if not p:
+        return None
+    c = p.get("config", {})
+    out = {"target_sparsity": p.get("target_sparsity"), "pruned_layers": len(p.get("layers", {})),
+           "measured_sparsity": p.get("overall_sparsity"), "kept_dense": len(p.get("kept_dense", {})),
+           "epochs": c.get("epochs"), "block": c.get("block", 1), "n_images": p.get("n_images"),
+           "distillation": {k: c.get(k) for k in ("feature_distill", "cam_distill", "logit_distill") if c.get(k)}
+           if c.get("distill") else "labels"}
+    cl = p.get("clustering") or {}
+    if cl:
+        out["clustering"] = {"clusters": cl.get("clusters"), "epochs": cl.get("epochs"),
+                             "max_distinct_values": max((d["distinct_values"] for d in cl.get("layers", {}).values()),
+                                                        default=None)}
+    return out
+
+
 def size_section(compress: dict) -> dict:
     """File sizes, the size targets and where each file's bytes go (% of float32), from
     ``compress.json`` (see :mod:`leukedge.compress.sizes`)."""
@@ -255,6 +275,8 @@ def build_card(release_dir) -> dict:
         card["quantization"] = quantization_summary(compress)
         if compress.get("files"):
             card["sizes"] = size_section(compress)
+        if pruning_summary(compress):
+            card["pruning"] = pruning_summary(compress)
     ood = _load_json(d / "ood.json") if (d / "ood.json").exists() else None
     if ood:
         card["ood"] = {k: ood.get(k) for k in ("method", "percentile", "image_margin", "threshold",
@@ -346,6 +368,20 @@ def card_markdown(card: dict) -> str:
             page.p(f"float32 vs the Keras model (GradientTape Grad-CAM), checked when the float32 file was made "
                    f"(same bytes): {'PASS' if keras.get('passed') else 'FAIL'}; agreement {_f(g.get('agreement'))}, "
                    f"heatmap r {_f(g.get('heatmap_correlation'))}.")
+    pr = card.get("pruning")
+    if pr:
+        dist = pr["distillation"]
+        dist = ("towards the labels" if dist == "labels" else "self-distilled (" + ", ".join(
+            f"{k.replace('_distill', '')} weight {v:g}" for k, v in dist.items()) + ")" if dist else "self-distilled")
+        cl = pr.get("clustering")
+        page.p(f"pruned-int8 file: {pr['pruned_layers']} layers magnitude-pruned to "
+               f"{_pct(pr['target_sparsity'])}% (tfmot; measured {_pct(pr['measured_sparsity'])}%"
+               + (f", in blocks of {pr['block']}" if (pr.get("block") or 1) > 1 else "") +
+               f"; {pr['kept_dense']} small layer(s) kept dense), fine-tuned {pr['epochs']} epoch(s) on "
+               f"{pr['n_images']} training images, {dist}" +
+               (f"; then each pruned kernel clustered to {cl['clusters']} values with its zeros kept "
+                f"({cl['epochs']} epoch(s); at most {cl['max_distinct_values']} distinct values per kernel)"
+                if cl else "") + " (compress.json).")
     sizes = card.get("sizes")
     if sizes:
         page.h("File sizes")

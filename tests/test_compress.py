@@ -199,6 +199,43 @@ def test_block_pruning_zeroes_whole_blocks_contiguous_in_the_tflite_file(tmp_pat
     assert np.all(np.all(blocks == 0, axis=1) | np.all(blocks != 0, axis=1))
 
 
+
+def test_sparsity_preserving_clustering_ties_kernels_and_keeps_zeros(tiny_keras, tiny_spec, smear_paths):
+    """--prune-clusters K: tfmot clustering after pruning (with the Grad-CAM and logit
+    distillation terms on clustered kernels): every pruned kernel holds <= K values + 0, its
+    zeros survive, and the exported int8 file gzips smaller than the pruned-only one."""
+    from leukedge.compress.export import calibrate, quantize_calibrated
+    from leukedge.compress.prune import PruneConfig, measure_sparsity, prune_model
+    from leukedge.compress.quantization import QuantizationConfig, RepresentativeData
+    from leukedge.compress.release import gzip_size
+    from leukedge.imageio import load_image
+    from leukedge.preprocess import normalize, preprocess_uint8
+
+    paths = [p for ps in smear_paths.values() for p in ps]
+    x = np.stack([preprocess_uint8(load_image(p), tiny_spec.preprocess) for p in paths])
+    y = np.array([tiny_spec.label_of(p.parent.name) for p in paths])
+    common = dict(target_sparsity=0.5, batch_size=8, epochs=2, min_weights=0, feature_distill=1, cam_distill=5,
+                  logit_distill=1)
+    plain, _ = prune_model(tiny_keras, tiny_spec, x, y, PruneConfig(**common))
+    clustered, report = prune_model(tiny_keras, tiny_spec, x, y,
+                                    PruneConfig(**common, clusters=4, cluster_epochs=2, cluster_lr=1e-3))
+    assert [l.name for l in clustered.layers] == [l.name for l in tiny_keras.layers]
+    assert set(report.clustering["layers"]) == set(report.layers)
+    assert len(report.clustering["finetune_loss"]) == 2
+    for name, d in measure_sparsity(clustered).items():
+        w = clustered.get_layer(name).kernel.numpy()
+        assert np.unique(w).size <= 5 and np.mean(w == 0) == pytest.approx(0.5, abs=0.01 + 1 / w.size), name
+        assert report.layers[name]["sparsity_after_clustering"] == pytest.approx(np.mean(w == 0))
+    # the pruned-only kernels hold many values (so the check above can fail)
+    assert np.unique(plain.get_layer("tiny_conv2").kernel.numpy()).size > 100
+    assert np.all(np.isfinite(clustered.predict(normalize(x[:4], tiny_spec.preprocess), verbose=0)))
+    rep = RepresentativeData(normalize(x, tiny_spec.preprocess))
+    sizes = {k: gzip_size(quantize_calibrated(calibrate(m, tiny_spec, QuantizationConfig.for_int8(rep)), tiny_spec))
+             for k, m in (("plain", plain), ("clustered", clustered))}
+    assert sizes["clustered"] < 0.95 * sizes["plain"], sizes
+    with pytest.raises(Exception, match="clusters must be"):
+        PruneConfig(clusters=1)
+
 def test_schedule_ends_on_the_last_step():
     from leukedge.compress.prune import schedule_steps
 
@@ -300,6 +337,11 @@ def test_compress_cli_bad_input_is_one_line(tmp_path, capsys):
                  "--prune-cam-distill", "-1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "cam_distill must be >= 0" in err and "\n" not in err
+    assert main(["compress", str(tmp_path / "run"), "--out", str(tmp_path / "m"), "--prune",
+                 "--prune-clusters", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "clusters must be 0 (off) or a whole number in 2..256" in err and "\n" not in err
+    assert not (tmp_path / "m").exists()
 
 
 def test_selective_quantization_keeps_worst_ops_in_float(tiny_keras, tiny_spec, tiny_run, small_dataset, tmp_path):
@@ -457,3 +499,9 @@ def test_size_breakdown_accounts_for_every_byte(tiny_release):
     card = json.loads((out / "card.json").read_text())
     assert card["sizes"]["files"][f"{name}.int8.tflite"]["breakdown"]["quantization_parameters"] > 0
     assert "File sizes" in (out / "card.md").read_text()
+    # and how the pruned file was made (measured sparsity, not the request)
+    pruning = json.loads((out / "compress.json").read_text())["pruning"]
+    assert card["pruning"]["pruned_layers"] == len(pruning["layers"]) > 0
+    assert card["pruning"]["measured_sparsity"] == pytest.approx(0.5, abs=0.02)
+    assert "clustering" not in card["pruning"]
+    assert f"{len(pruning['layers'])} layers magnitude-pruned to 50.0%" in (out / "card.md").read_text()
