@@ -33,6 +33,9 @@ def cluster_pruned(model, names: set[str], clusters: int, freeze_batchnorm: bool
     def wrap(layer):
         if layer.name not in names:
             return layer
+        # a layer frozen in training (e.g. an early backbone block) still gets its centroids
+        # fine-tuned: tfmot refuses to cluster a layer without trainable weights
+        layer.trainable = True
         return cl.cluster_weights(layer, number_of_clusters=int(clusters),
                                   cluster_centroids_init=cl.CentroidInitialization.KMEANS_PLUS_PLUS,
                                   preserve_sparsity=True)
@@ -41,7 +44,8 @@ def cluster_pruned(model, names: set[str], clusters: int, freeze_batchnorm: bool
         wrapped = keras.models.clone_model(model, clone_function=wrap)
     except ValueError as exc:
         raise ModelError(f"tfmot cannot cluster this model ({str(exc).splitlines()[0]})",
-                         "build it with tf_keras (TF_USE_LEGACY_KERAS=1 before importing TensorFlow)") from None
+                         "tfmot clusters the Conv2D/Dense kernels of a tf_keras model; run without --prune-clusters "
+                         "to keep the pruned file unclustered") from None
     if freeze_batchnorm:
         for layer in wrapped.layers:
             if isinstance(layer, keras.layers.BatchNormalization):

@@ -216,8 +216,13 @@ def test_sparsity_preserving_clustering_ties_kernels_and_keeps_zeros(tiny_keras,
     y = np.array([tiny_spec.label_of(p.parent.name) for p in paths])
     common = dict(target_sparsity=0.5, batch_size=8, epochs=2, min_weights=0, feature_distill=1, cam_distill=5,
                   logit_distill=1)
+    import tf_keras as keras
+
+    frozen = keras.models.clone_model(tiny_keras)  # a backbone layer frozen in training, as in real runs
+    frozen.set_weights(tiny_keras.get_weights())
+    frozen.get_layer("tiny_conv1").trainable = False
     plain, _ = prune_model(tiny_keras, tiny_spec, x, y, PruneConfig(**common))
-    clustered, report = prune_model(tiny_keras, tiny_spec, x, y,
+    clustered, report = prune_model(frozen, tiny_spec, x, y,
                                     PruneConfig(**common, clusters=4, cluster_epochs=2, cluster_lr=1e-3))
     assert [l.name for l in clustered.layers] == [l.name for l in tiny_keras.layers]
     assert set(report.clustering["layers"]) == set(report.layers)
