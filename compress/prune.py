@@ -81,7 +81,9 @@ class PruneConfig:
         clusters: after pruning, tie each pruned kernel to this many shared values (tfmot's
             sparsity-preserving weight clustering, :mod:`leukedge.compress.cluster`), fine-tuned
             with the same distillation losses; 0 = no clustering. Makes the pruned int8 file
-            gzip smaller (each channel then holds <= clusters + 1 int8 values).
+            gzip smaller (each channel then holds <= clusters + 1 int8 values). Measured on the
+            EfficientNet-Lite0 subtype model (8/30/32, 8 clustering epochs): gzip 18.1% of
+            float32 -> 16.1% with 32 clusters, every parity gate passing on validation and test.
         cluster_epochs: fine-tuning epochs of the clustering.
         cluster_lr: Adam learning rate of the clustering fine-tune (tfmot's examples: 1e-5;
             a centroid's gradient sums over every weight it stands for).
