@@ -61,11 +61,17 @@ def is_cluster_wrapper(layer) -> bool:
 
 
 def current_kernel(layer):
-    """The kernel ``layer`` computes with now: a pruning wrapper's masked variable, or a
-    clustering wrapper's clustered weight (recomputed in the caller's graph: tfmot's wrapper
+    """The kernel ``layer`` computes with now: a pruning wrapper's masked variable, a QAT
+    wrapper's float variable, or a clustering wrapper's clustered weight (recomputed in the caller's graph: tfmot's wrapper
     swaps the inner layer's kernel attribute for a tensor when it is called)."""
     if is_cluster_wrapper(layer):
         layer.update_clustered_weights_associations()
+    if type(layer).__name__.startswith("QuantizeWrapper"):
+        # a QAT wrapper swaps the attribute for its fake-quantized tensor of another graph:
+        # the float variable (the file's Grad-CAM branch runs in float on the head's weights)
+        for weight, _, _ in layer._weight_vars:  # noqa: SLF001 - tfmot keeps (weight, quantizer, vars) here
+            if weight.name.split("/")[-1].startswith("kernel"):
+                return weight
     return getattr(layer, "layer", layer).kernel
 
 

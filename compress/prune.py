@@ -497,7 +497,7 @@ def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarra
 
 
 def _trainee(student, spec: ModelSpec, cfg: PruneConfig, feats, cams, logits, learning_rate: float):
-    """``student`` (pruning- or clustering-wrapped) compiled with the distillation outputs.
+    """``student`` (pruning-, clustering- or QAT-wrapped) compiled with the distillation outputs.
 
     Extra outputs on the same (wrapped) layers: clone_model re-calls unwrapped layers, so they
     have a node per graph; the latest one (-1) is the student's.

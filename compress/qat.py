@@ -59,6 +59,14 @@ class QATConfig:
         range_images: training images whose float activations set the initial quantizer
             ranges (see :func:`init_ranges`).
         seed: shuffling seed.
+        per_tensor: fake-quantize every weight with one scale per tensor (tfmot's scheme with
+            ``disable_per_axis``), for a file converted per tensor (``--per-tensor``): no
+            per-channel scale and zero-point vectors, which on thin networks are ~3% of the
+            float32 file (see :mod:`leukedge.compress.sizes`).
+        feature_distill: weight of the feature-map distillation term (as
+            :attr:`leukedge.compress.prune.PruneConfig.feature_distill`; 0 = off).
+        cam_distill: weight of the Grad-CAM distillation term (as ``PruneConfig.cam_distill``).
+        logit_distill: weight of the logit distillation term (as ``PruneConfig.logit_distill``).
     """
 
     epochs: int = 1
@@ -67,8 +75,18 @@ class QATConfig:
     distill: bool = True
     range_images: int = 64
     seed: int = 0
+    per_tensor: bool = False
+    feature_distill: float = 0.0
+    cam_distill: float = 0.0
+    logit_distill: float = 0.0
 
     def __post_init__(self):
+        for name in ("feature_distill", "cam_distill", "logit_distill"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"QAT {name.replace('_', ' ')} weight must be >= 0, got {getattr(self, name)}",
+                                  f"e.g. --qat-{name.replace('_', '-')} 8")
+            if getattr(self, name) > 0 and not self.distill:
+                raise ConfigError(f"QAT {name.replace('_', ' ')} needs distillation from the float model")
         if self.range_images < 1:
             raise ConfigError("QAT range initialisation needs at least 1 image")
         if self.epochs < 1 or self.batch_size < 1:
@@ -87,8 +105,9 @@ class QATReport(FinetuneReport):
     weights_changed: float = 0.0
 
 
-def quantize_aware(model):
-    """``(plain, qat)``: the export graph (standalone BN as depthwise, BN frozen) and its tfmot QAT model.
+def quantize_aware(model, per_tensor: bool = False):
+    """``(plain, qat)``: the export graph (standalone BN as depthwise, BN frozen) and its tfmot QAT model
+    (weights fake-quantized per output channel, or per tensor with ``per_tensor``).
 
     Raises:
         ModelError: a layer tfmot cannot quantize.
@@ -105,8 +124,13 @@ def quantize_aware(model):
     for layer in plain.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False  # inference-mode statistics: small batches would disturb them
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_scheme import (  # noqa: E501
+        Default8BitQuantizeScheme)
+
     try:
-        qat = tfmot.quantization.keras.quantize_model(plain)
+        annotated = tfmot.quantization.keras.quantize_annotate_model(plain)
+        qat = tfmot.quantization.keras.quantize_apply(annotated,
+                                                      scheme=Default8BitQuantizeScheme(disable_per_axis=per_tensor))
     except (RuntimeError, ValueError) as exc:
         raise ModelError(f"tfmot cannot make '{model.name}' quantization-aware ({str(exc).splitlines()[0][:160]})",
                          "use post-training int8 (without --qat), or add a QuantizeConfig for that layer") from None
@@ -211,9 +235,7 @@ def qat_finetune(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarr
     Returns:
         (tf_keras model with the QAT-tuned weights, no fake-quant ops; :class:`QATReport`).
     """
-    import tf_keras as keras
-
-    from .prune import _Batches, _LogEvery, teacher_targets
+    from .prune import _Batches, _LogEvery, _trainee, teacher_cams, teacher_feature_maps, teacher_logits, teacher_targets
 
     cfg = config or QATConfig()
     t0 = time.perf_counter()
@@ -222,7 +244,10 @@ def qat_finetune(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarr
         class_weight = None
     else:
         targets = np.asarray(labels)
-    plain, qat = quantize_aware(model)
+    feats = teacher_feature_maps(model, images_u8, spec, cfg.batch_size) if cfg.feature_distill else None
+    cams = teacher_cams(model, images_u8, spec, targets, cfg.batch_size) if cfg.cam_distill else None
+    logits = teacher_logits(model, images_u8, spec, cfg.batch_size) if cfg.logit_distill else None
+    plain, qat = quantize_aware(model, cfg.per_tensor)
     from leukedge.preprocess import normalize
 
     calib = normalize(images_u8[np.random.default_rng(cfg.seed).permutation(len(images_u8))[:cfg.range_images]],
@@ -232,17 +257,17 @@ def qat_finetune(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarr
     n_bn = sum(type(a).__name__ == "BatchNormalization" and type(b).__name__ == "DepthwiseConv2D"
                for a, b in zip(model.layers, plain.layers))
     before = [w.copy() for w in plain.get_weights()]
-    if spec.task == "binary":
-        loss = keras.losses.BinaryCrossentropy()
-    else:
-        loss = keras.losses.CategoricalCrossentropy() if cfg.distill else keras.losses.SparseCategoricalCrossentropy()
-    qat.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=loss)
-    seq = _Batches(images_u8, targets, spec, cfg.batch_size, cfg.seed)
+    # the same losses as the pruning fine-tune (probabilities, then feature / Grad-CAM / logit terms)
+    trainee = _trainee(qat, spec, cfg, feats, cams, logits, cfg.learning_rate)
+    seq = _Batches(images_u8, targets, spec, cfg.batch_size, cfg.seed, (feats, cams, logits))
     wrapped = sum(type(layer).__name__.startswith("QuantizeWrapper") for layer in qat.layers)
-    log.info("quantization-aware fine-tuning: %d wrapped layers, %d epoch(s) x %d batches of %d, lr %.1e, %s "
-             "(the first steps trace the graph and are slow)", wrapped, cfg.epochs, len(seq), cfg.batch_size,
-             cfg.learning_rate, "towards the float model's probabilities" if cfg.distill else "on the labels")
-    hist = qat.fit(seq, epochs=cfg.epochs, verbose=0, class_weight=class_weight, shuffle=False,
+    terms = [f"{k} {getattr(cfg, k + '_distill'):g}" for k in ("feature", "cam", "logit") if getattr(cfg, k + "_distill")]
+    log.info("quantization-aware fine-tuning (weights per %s): %d wrapped layers, %d epoch(s) x %d batches of %d, "
+             "lr %.1e, %s%s (the first steps trace the graph and are slow)", "tensor" if cfg.per_tensor else "channel",
+             wrapped, cfg.epochs, len(seq), cfg.batch_size, cfg.learning_rate,
+             "towards the float model's probabilities" if cfg.distill else "on the labels",
+             f" + distillation {', '.join(terms)}" if terms else "")
+    hist = trainee.fit(seq, epochs=cfg.epochs, verbose=0, class_weight=class_weight, shuffle=False,
                    callbacks=[_LogEvery(max(1, len(seq) // 5), "QAT fine-tune")])
     copy_back(qat, plain)
     after = plain.get_weights()

@@ -178,7 +178,8 @@ AUTO_CANDIDATES = (100.0, 99.999, 99.99, 99.9)
 
 
 def choose_percentile(calibrated: bytes, spec, reference, val_data, images: np.ndarray,
-                      candidates=AUTO_CANDIDATES, gates=None, n_boot: int = 200) -> tuple[float, bytes, dict]:
+                      candidates=AUTO_CANDIDATES, gates=None, n_boot: int = 200,
+                      per_tensor: bool = False) -> tuple[float, bytes, dict]:
     """Quantize with each candidate percentile and keep the one closest to float32 on the
     VALIDATION split (choosing on the test split would flatter the report).
 
@@ -191,6 +192,7 @@ def choose_percentile(calibrated: bytes, spec, reference, val_data, images: np.n
         reference: the float32 predictor.
         val_data: :class:`leukedge.compress.parity.ParityData` of the validation split.
         images: preprocessed training images the percentiles are measured on.
+        per_tensor: quantize the candidates' weights per tensor (``--per-tensor``).
 
     Returns:
         (chosen percentile, its calibrated model with clipped ranges, report dict).
@@ -212,7 +214,7 @@ def choose_percentile(calibrated: bytes, spec, reference, val_data, images: np.n
             p = check_percentile(p)
             models[p] = calibrated if p >= 100.0 else clip_ranges(calibrated, all_ranges[p])
             path = Path(tmp) / f"int8-p{p}.tflite"
-            path.write_bytes(quantize_calibrated(models[p], spec))
+            path.write_bytes(quantize_calibrated(models[p], spec, per_tensor=per_tensor))
             res = compare(reference, TFLitePredictor(path, spec), val_data, gates, n_boot=n_boot, keep_per_image=False)
             attempts.append({"percentile": p, "passed": res.passed, "failed": [g.name for g in res.failed],
                              "gates": {g.name: g.value for g in res.gates},

@@ -105,7 +105,7 @@ def latency_ms(path, x: np.ndarray, runs: int = 20, threads: int | None = 2) -> 
 
 def selective_quantize(calibrated: bytes, spec: ModelSpec, reference, val_data: ParityData, representative,
                        gates: Gates | None = None, max_rounds: int = 7, n_boot: int = 200,
-                       debugger_samples: int = 64) -> tuple[bytes | None, SelectiveReport]:
+                       debugger_samples: int = 64, per_tensor: bool = False) -> tuple[bytes | None, SelectiveReport]:
     """Find the smallest ranked set of ops to keep in float so the int8 file passes ``gates``.
 
     Args:
@@ -118,6 +118,7 @@ def selective_quantize(calibrated: bytes, spec: ModelSpec, reference, val_data: 
         max_rounds: tries with 1, 2, 4, ... 2**(max_rounds-1) float ops.
         n_boot: bootstrap replicates per attempt (only point estimates gate).
         debugger_samples: images the debugger runs.
+        per_tensor: quantize weights per tensor (``--per-tensor``).
 
     Returns:
         (model bytes that pass, or None; :class:`SelectiveReport`).
@@ -129,7 +130,7 @@ def selective_quantize(calibrated: bytes, spec: ModelSpec, reference, val_data: 
     ranking = layer_errors(calibrated, representative, debugger_samples)
     report = SelectiveReport(passed=False, ranking=ranking[:50])
     names = [d["tensor_name"] for d in ranking]
-    base = quantize_calibrated(calibrated, spec)
+    base = quantize_calibrated(calibrated, spec, per_tensor=per_tensor)
     report.int8_bytes = len(base)
     best = None
     with tempfile.TemporaryDirectory(prefix="leukedge-selective-") as tmp:
@@ -141,7 +142,7 @@ def selective_quantize(calibrated: bytes, spec: ModelSpec, reference, val_data: 
         for _ in range(max_rounds):
             k = min(k, len(names))
             keep = names[:k]
-            data = quantize_calibrated(calibrated, spec, denylisted_nodes=keep)
+            data = quantize_calibrated(calibrated, spec, denylisted_nodes=keep, per_tensor=per_tensor)
             path = Path(tmp) / f"selective-{k}.tflite"
             path.write_bytes(data)
             cand = TFLitePredictor(path, spec)

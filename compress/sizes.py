@@ -29,7 +29,8 @@ def tflite_breakdown(data: bytes, with_gzip: bool = True) -> dict:
     vectors: 4 + 8 bytes per entry), ``other_constants`` (every other constant buffer: shapes,
     the Grad-CAM branch's float vectors, ...) and ``graph`` (the rest: operators, tensor
     shapes and names, signatures, flatbuffer padding). Also ``per_channel_entries`` (number of
-    scales stored) and the weights' element types.
+    scales stored), ``quantized_weights`` (weight tensors with one scale, ``per_tensor``, or one
+    per output channel, ``per_channel``) and the weights' element types.
     """
     s = _schema()
     model = s.Model.GetRootAs(data, 0)
@@ -52,6 +53,7 @@ def tflite_breakdown(data: bytes, with_gzip: bool = True) -> dict:
     weight_types: dict[str, int] = {}
     seen: set[int] = set()
     entries = 0
+    scaled = {"per_tensor": 0, "per_channel": 0}  # quantized weight tensors by scale count
     for g in range(model.SubgraphsLength()):
         sg = model.Subgraphs(g)
         role: dict[int, str] = {}
@@ -68,6 +70,8 @@ def tflite_breakdown(data: bytes, with_gzip: bool = True) -> dict:
             if q is not None:
                 n_scale, n_zp = q.ScaleLength(), q.ZeroPointLength()
                 entries += n_scale
+                if role.get(t) == "weights" and n_scale:
+                    scaled["per_channel" if n_scale > 1 else "per_tensor"] += 1
                 chunks["quantization_parameters"].append(
                     (q.ScaleAsNumpy().tobytes() if n_scale else b"") + (q.ZeroPointAsNumpy().tobytes() if n_zp else b""))
             k = tensor.Buffer()
@@ -82,7 +86,8 @@ def tflite_breakdown(data: bytes, with_gzip: bool = True) -> dict:
             if cat == "weights":
                 name = types.get(tensor.Type(), str(tensor.Type())).lower()
                 weight_types[name] = weight_types.get(name, 0) + len(raw)
-    out = {"bytes": len(data), "per_channel_entries": entries, "weight_types": weight_types, "categories": {}}
+    out = {"bytes": len(data), "per_channel_entries": entries, "quantized_weights": scaled,
+           "weight_types": weight_types, "categories": {}}
     used = 0
     for cat, parts in chunks.items():
         blob = b"".join(parts)

@@ -149,7 +149,8 @@ def quantization_summary(compress: dict) -> dict:
     """How the int8 file was made, from ``compress.json`` (calibration, activation ranges,
     ops kept in float, QAT)."""
     out = {"calibration_images": (compress.get("calibration") or {}).get("n_images"),
-           "activation_ranges": "min/max", "kept_in_float": [], "qat": bool(compress.get("qat"))}
+           "activation_ranges": "min/max", "kept_in_float": [], "qat": bool(compress.get("qat")),
+           "weights": "per tensor" if (compress.get("config") or {}).get("per_tensor") else "per output channel"}
     clip = compress.get("int8_range_clipping") or {}
     p = clip.get("chosen", clip.get("percentile"))
     if p is not None and float(p) < 100.0:
@@ -355,8 +356,8 @@ def card_markdown(card: dict) -> str:
         kept = f"{len(q['kept_in_float'])} op(s) kept in float" if q["kept_in_float"] else "every op int8"
         if q.get("gradcam_branch"):
             kept = kept.replace("every op", "every other op") + "; the Grad-CAM branch runs in " + q["gradcam_branch"]
-        page.p(f"int8 file: calibrated on {q['calibration_images']} training images; activation ranges "
-               f"{q['activation_ranges']}; {kept}" + ("; quantization-aware fine-tuned" if q["qat"] else "") +
+        page.p(f"int8 file: calibrated on {q['calibration_images']} training images; weights quantized "
+               f"{q.get('weights', 'per output channel')}; activation ranges {q['activation_ranges']}; {kept}" + ("; quantization-aware fine-tuned" if q["qat"] else "") +
                " (compress.json)." +
                (f" Logit output range bounded to {q['logit_range']['used']} (calibrated "
                 f"{q['logit_range']['calibrated']}): finer int8 steps near the threshold." if q.get("logit_range") else "") +

@@ -68,17 +68,56 @@ def test_qat_config_is_validated():
         QATConfig(epochs=0)
 
 
+def test_per_tensor_qat_with_distillation(tiny_keras, tiny_spec, train_u8):
+    """Per-tensor QAT: tfmot fake-quantizes each kernel with one range (scalar variables; per
+    channel they are vectors), the fine-tune runs with the feature / Grad-CAM / logit terms, and
+    the file converted per tensor has one scale per weight tensor and is smaller."""
+    from leukedge.compress.export import calibrate, quantize_calibrated
+    from leukedge.compress.qat import QATConfig, qat_finetune, quantize_aware
+    from leukedge.compress.quantization import QuantizationConfig, RepresentativeData
+    from leukedge.compress.sizes import tflite_breakdown
+    from leukedge.preprocess import normalize
+
+    ranges = lambda m: [v for v in m.weights if v.name.endswith("kernel_min:0")]  # noqa: E731
+    _, per_tensor = quantize_aware(tiny_keras, per_tensor=True)
+    _, per_channel = quantize_aware(tiny_keras)
+    assert ranges(per_tensor) and all(v.shape.rank == 0 for v in ranges(per_tensor))
+    assert any(v.shape.rank == 1 for v in ranges(per_channel))
+    x_u8, y = train_u8
+    cfg = QATConfig(epochs=2, batch_size=8, learning_rate=1e-4, per_tensor=True, feature_distill=1.0,
+                    cam_distill=1.0, logit_distill=1.0)
+    tuned, rep = qat_finetune(tiny_keras, tiny_spec, x_u8, y, cfg)
+    assert rep.config["per_tensor"] and rep.config["cam_distill"] == 1.0
+    assert len(rep.finetune_loss) == 2 and rep.weights_changed > 0
+    cal = calibrate(tuned, tiny_spec, QuantizationConfig.for_int8(RepresentativeData(
+        normalize(x_u8[:16], tiny_spec.preprocess))))
+    pt = tflite_breakdown(quantize_calibrated(cal, tiny_spec, per_tensor=True), with_gzip=False)
+    pc = tflite_breakdown(quantize_calibrated(cal, tiny_spec), with_gzip=False)
+    assert pt["quantized_weights"]["per_channel"] == 0 and pt["quantized_weights"]["per_tensor"] >= 3
+    assert pc["quantized_weights"]["per_channel"] >= 3
+    q = lambda b: b["categories"]["quantization_parameters"]["bytes"]  # noqa: E731
+    assert q(pt) < q(pc) and pt["bytes"] < pc["bytes"]
+
+
 def test_compress_cli_qat(tiny_run, tmp_path, capsys):
-    """`leukedge compress --qat`: the int8 file comes from the QAT copy, float32 from the trained
-    model, and parity of that int8 against float32 is measured and recorded."""
+    """`leukedge compress --qat --per-tensor` with distillation: the int8 file comes from the QAT
+    copy (weights one scale per tensor), float32 from the trained model, and parity of that
+    int8 against float32 is measured and recorded; the card says how the weights were quantized."""
     from leukedge.cli import main
 
     out = tmp_path / "tiny-qat"
     rc = main(["compress", str(tiny_run), "--out", str(out), "--qat", "--qat-epochs", "1", "--qat-batch-size", "8",
+               "--per-tensor", "--qat-feature-distill", "1", "--qat-cam-distill", "1",
                "--calib", "60", "--no-selective", "--n-boot", "100"])
     summary = json.loads((out / "compress.json").read_text())
     assert summary["qat"]["steps"] >= 1 and summary["qat"]["quantized_layers"] > 0
-    assert summary["config"]["qat"] is True
+    assert summary["config"]["qat"] is True and summary["config"]["per_tensor"] is True
+    assert summary["qat"]["config"]["per_tensor"] and summary["qat"]["config"]["feature_distill"] == 1.0
+    weights = summary["files"]["tiny-qat.int8.tflite"]["breakdown"]["quantized_weights"]
+    assert weights["per_channel"] == 0 and weights["per_tensor"] >= 3
+    card = json.loads((out / "card.json").read_text())
+    assert card["quantization"]["weights"] == "per tensor"
+    assert "weights quantized per tensor" in (out / "card.md").read_text()
     gates = summary["parity"]["int8 vs float32"]["gates"]
     assert gates["agreement"] >= 0.9 and abs(gates["delta_roc_auc"]) < 0.1
     assert rc == (0 if summary["passed"] else 1)
@@ -91,6 +130,10 @@ def test_compress_cli_rejects_bad_qat_settings(tiny_run, tmp_path, capsys):
     rc = main(["compress", str(tiny_run), "--out", str(tmp_path / "x"), "--qat", "--qat-lr", "0"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0 and len(err) == 1 and "learning rate" in err[0]
+    assert not (tmp_path / "x").exists()
+    rc = main(["compress", str(tiny_run), "--out", str(tmp_path / "x"), "--qat", "--qat-cam-distill", "-1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and "cam distill" in err[0]
     assert not (tmp_path / "x").exists()
 
 

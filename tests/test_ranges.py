@@ -239,6 +239,12 @@ def test_compress_requantizes_a_release_from_its_float32_file(tiny_release, tmp_
     assert (src / "history.csv").exists() == (out / "history.csv").exists()
     assert rc == (0 if summary["passed"] else 1)
     assert summary["int8_gradcam_branch"]["float_cam"] and summary["int8_gradcam_branch"]["shared_weights"]
+    # without --prune the source's pruned file is kept (same bytes), with its record, and re-checked
+    pruned = f"{name}.pruned-int8.tflite"
+    assert sha256_file(out / pruned) == sha256_file(src / pruned) == summary["pruned_int8_from_source"]["sha256"]
+    assert summary["pruning"] == json.loads((src / "compress.json").read_text())["pruning"]
+    assert "pruned-int8 vs float32" in summary["parity"]
+    assert json.loads((out / "card.json").read_text())["pruning"]["measured_sparsity"] == pytest.approx(0.5, abs=0.02)
     ev = json.loads((out / "evaluation.json").read_text())              # paths inside the release: relative
     assert ev["data"]["split_manifest"] == "split.csv" and ev["model"]["path"] == "." and ev["report"] == "."
     # what needs a Keras model gets it back from the float32 file; float32 and int8 unchanged
