@@ -74,6 +74,11 @@ def register(sub) -> None:
                    help="int8 weights with one scale per tensor instead of one per output channel: no per-channel "
                         "scale/zero-point vectors (EfficientNet-Lite0: 28.8%% -> 25.7%% of float32) but coarser "
                         "weights; with --qat the fine-tune learns them (see the README)")
+    c.add_argument("--reexport-float32", action="store_true",
+                   help="with a release folder as the source: make its float32 file again with the current "
+                        "exporter from the recovered Keras model (same function, checked on validation images) "
+                        "instead of keeping it byte for byte, e.g. to drop a second copy of the head's weights "
+                        "an older exporter stored")
     c.add_argument("--calib", type=int, default=300, help="calibration images from the training split (default 300)")
     c.add_argument("--clip-percentile", default=None, metavar="P|auto",
                    help="percentile calibration: clip each int8 activation range to the P-th percentile of the "
@@ -133,6 +138,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
                          qat_batch_size=args.qat_batch_size, qat_max_images=args.qat_max_images,
                          qat_feature_distill=args.qat_feature_distill, qat_cam_distill=args.qat_cam_distill,
                          qat_logit_distill=args.qat_logit_distill, per_tensor=args.per_tensor,
+                         reexport_float32=args.reexport_float32,
                          calib=args.calib, clip_percentile=args.clip_percentile, clip_images=args.clip_images,
                          bn_depthwise=args.bn_depthwise,
                          data_dir=args.data,

@@ -65,6 +65,9 @@ class CompressConfig:
             per output channel (and QAT, with ``qat``, fake-quantizes them that way): no
             per-channel scale / zero-point vectors (EfficientNet-Lite0: 28.8% -> 25.7% of
             float32), parity decides whether the coarser weights are good enough.
+        reexport_float32: a release source's float32 file is made again by the current exporter
+            from its recovered Keras model (same function, checked) instead of kept byte for
+            byte; every other file and check is then against the new one.
         calib: calibration images drawn from the training split.
         clip_percentile: clip each int8 activation range to this percentile of the activations
             (percentile calibration, :mod:`leukedge.compress.ranges`) instead of its min/max;
@@ -112,6 +115,7 @@ class CompressConfig:
     qat_cam_distill: float = 0.0
     qat_logit_distill: float = 0.0
     per_tensor: bool = False
+    reexport_float32: bool = False
     calib: int = 300
     clip_percentile: float | str | None = None
     clip_images: int = 32
@@ -214,25 +218,56 @@ def resolve_source(path) -> Source:
 def needs_keras(cfg: "CompressConfig") -> list[str]:
     """The requested stages that need a Keras model (a release source recovers one)."""
     return [v for v in cfg.variants if v in NEEDS_KERAS] + (["--prune"] if cfg.prune else []) + \
-        (["--qat"] if cfg.qat else [])
+        (["--qat"] if cfg.qat else []) + (["--reexport-float32"] if cfg.reexport_float32 else [])
 
 
 def check_source_config(cfg: "CompressConfig", src: Source) -> None:
-    """Refuse, before anything is written, what a source cannot do (nothing at present: a
-    release source gets its Keras model back from its float32 file, see :func:`_recover_keras`)."""
-    return None
+    """Refuse, before anything is written, what a source cannot do (a release source gets its
+    Keras model back from its float32 file, see :func:`_recover_keras`)."""
+    from leukedge.errors import ConfigError
+
+    if cfg.reexport_float32 and not src.is_release:
+        raise ConfigError(f"--reexport-float32 re-exports a release's float32 file; {src.folder.name} is a "
+                          "training run, whose float32 file is always exported fresh", "drop --reexport-float32")
+
+
+def _check_images(rows, spec: ModelSpec) -> np.ndarray:
+    """8 validation images (training images when there is no validation split), preprocessed."""
+    from leukedge.preprocess import preprocess_file
+
+    val = [r for r in rows if r["split"] == "val"][:8] or [r for r in rows if r["split"] == "train"][:8]
+    return np.stack([preprocess_file(r["abspath"], spec.preprocess) for r in val])
+
+
+def _reexport_float32(model, spec: ModelSpec, src: Source, rows, record: dict) -> bytes:
+    """``--reexport-float32``: the release's float32 file made again by the current exporter from
+    the recovered Keras model (the same function, checked on 8 validation images), e.g. to drop
+    what an older exporter stored twice."""
+    from leukedge.fileio import sha256_file
+
+    from . import export
+    from .quantization import QuantizationConfig
+    from .recover import _check
+
+    data = export.convert(model, spec, QuantizationConfig.for_float32())
+    worst = _check(model, spec, data, _check_images(rows, spec), 1e-3)
+    record["float32_reexported"] = {"old_file": src.float_tflite.name, "old_sha256": sha256_file(src.float_tflite),
+                                    "old_bytes": src.float_tflite.stat().st_size, "new_bytes": len(data),
+                                    "worst_relative_error_vs_recovered_keras": worst,
+                                    "note": "same function as the old file (the recovered model matched it "
+                                            "within 1e-3), exported by the current exporter"}
+    log.info("float32 re-exported: %.2f -> %.2f MiB", src.float_tflite.stat().st_size / 2**20, len(data) / 2**20)
+    return data
 
 
 def _recover_keras(src: Source, spec: ModelSpec, f32: bytes, rows, record: dict):
     """A release source's Keras model, rebuilt from its float32 file and checked against it on
     8 validation images (:func:`leukedge.compress.recover.keras_from_float_tflite`)."""
     from leukedge.fileio import sha256_file
-    from leukedge.preprocess import preprocess_file
 
     from .recover import keras_from_float_tflite
 
-    val = [r for r in rows if r["split"] == "val"][:8] or [r for r in rows if r["split"] == "train"][:8]
-    images = np.stack([preprocess_file(r["abspath"], spec.preprocess) for r in val])
+    images = _check_images(rows, spec)
     log.info("%s is a release: rebuilding its Keras model from %s", src.folder.name, src.float_tflite.name)
     model = keras_from_float_tflite(f32, spec, check_images=images)
     record["keras_recovered"] = {"from": src.float_tflite.name, "sha256": sha256_file(src.float_tflite),
@@ -365,6 +400,8 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
         model, f32 = None, _release_float32(src, spec, record)
         if needs_keras(cfg):
             model = timed("recover_keras", lambda: _recover_keras(src, spec, f32, rows, record))
+        if cfg.reexport_float32:
+            f32 = timed("float32", lambda: _reexport_float32(model, spec, src, rows, record))
     else:
         log.info("loading %s", src.model_file)
         model = timed("load_keras", lambda: load_keras_model(src.model_file))

@@ -172,6 +172,8 @@ def quantization_summary(compress: dict) -> dict:
     if src:
         out["rederived_from"] = {"float32_file": src.get("float32_file"), "float32_sha256": src.get("float32_sha256"),
                                  "made_from": src.get("made_from"), "float32_vs_keras": src.get("float32_vs_keras")}
+    if compress.get("float32_reexported"):
+        out["float32_reexported"] = compress["float32_reexported"]
     return out
 
 
@@ -364,10 +366,18 @@ def card_markdown(card: dict) -> str:
                (f" Re-derived from the released float32 file (sha256 {q['rederived_from']['float32_sha256'][:12]}...), "
                 f"itself made from {q['rederived_from']['made_from']}." if q.get("rederived_from") else ""))
         keras = (q.get("rederived_from") or {}).get("float32_vs_keras")
+        rex = q.get("float32_reexported")
+        if rex:
+            worst = rex.get("worst_relative_error_vs_recovered_keras") or {}
+            page.p(f"The float32 file was re-exported by the current exporter from the Keras model recovered from "
+                   f"the released one (sha256 {str(rex.get('old_sha256'))[:12]}..., {rex.get('old_bytes')} -> "
+                   f"{rex.get('new_bytes')} bytes; worst relative error against the recovered model "
+                   + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()) + ").")
         if keras:
             g = keras.get("gates", {})
             page.p(f"float32 vs the Keras model (GradientTape Grad-CAM), checked when the float32 file was made "
-                   f"(same bytes): {'PASS' if keras.get('passed') else 'FAIL'}; agreement {_f(g.get('agreement'))}, "
+                   f"({'the file before re-export' if rex else 'same bytes'}): "
+                   f"{'PASS' if keras.get('passed') else 'FAIL'}; agreement {_f(g.get('agreement'))}, "
                    f"heatmap r {_f(g.get('heatmap_correlation'))}.")
     pr = card.get("pruning")
     if pr:

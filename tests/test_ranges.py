@@ -261,6 +261,43 @@ def test_compress_requantizes_a_release_from_its_float32_file(tiny_release, tmp_
     assert "pruned-int8 vs float32" in again["parity"] and rc in (0, 1)
 
 
+def test_reexport_float32_of_a_release(tiny_release, tiny_run, tmp_path, capsys):
+    """`--reexport-float32`: the float32 file is made again from the recovered Keras model (the
+    same function on real smears), recorded with the old file's hash; a training run refuses it
+    with a one-line error before anything is written."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from leukedge.cli import main
+    from leukedge.fileio import sha256_file
+    from leukedge.preprocess import preprocess_file
+    from leukedge.spec import ModelSpec
+    from leukedge.split import read_manifest
+
+    src, _ = tiny_release
+    name = src.name
+    out = tmp_path / name
+    rc = main(["compress", str(src), "--out", str(out), "--reexport-float32", "--calib", "60", "--no-parity"])
+    assert rc == 0
+    summary = json.loads((out / "compress.json").read_text())
+    rex = summary["float32_reexported"]
+    f32 = f"{name}.float32.tflite"
+    assert rex["old_sha256"] == sha256_file(src / f32) and rex["new_bytes"] == (out / f32).stat().st_size
+    assert max(rex["worst_relative_error_vs_recovered_keras"].values()) < 1e-3
+    spec = ModelSpec.load(src)
+    rows = [r for r in read_manifest(src / "split.csv", summary["data_dir"]) if r["split"] == "test"][:6]
+    x = np.stack([preprocess_file(r["abspath"], spec.preprocess) for r in rows]).astype(np.float32)
+    probs = []
+    for f in (src / f32, out / f32):
+        run = Interpreter(model_path=str(f)).get_signature_runner()
+        probs.append(np.concatenate([run(image=x[i:i + 1])["probability"] for i in range(len(x))]))
+    assert np.abs(probs[0] - probs[1]).max() < 1e-4
+    capsys.readouterr()
+    rc = main(["compress", str(tiny_run), "--out", str(tmp_path / "y"), "--reexport-float32"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and "--reexport-float32" in err[0]
+    assert not (tmp_path / "y").exists()
+
+
 def test_rederiving_twice_keeps_where_the_float32_file_came_from(tmp_path):
     """A release re-derived from a re-derived release still names the training run's model."""
     from leukedge.compress.pipeline import Source, inherited_record
