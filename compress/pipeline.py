@@ -402,6 +402,12 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
             model = timed("recover_keras", lambda: _recover_keras(src, spec, f32, rows, record))
         if cfg.reexport_float32:
             f32 = timed("float32", lambda: _reexport_float32(model, spec, src, rows, record))
+        if cfg.qat or cfg.reexport_float32:
+            record["source_release"]["note"] = (
+                ("float32 re-exported from the Keras model recovered from the released float32 file"
+                 if cfg.reexport_float32 else "the float32 file is unchanged") +
+                ("; int8 made from a quantization-aware fine-tuned copy of that recovered model" if cfg.qat
+                 else "; int8 calibrated from the float32 file"))
     else:
         log.info("loading %s", src.model_file)
         model = timed("load_keras", lambda: load_keras_model(src.model_file))

@@ -283,6 +283,7 @@ def test_reexport_float32_of_a_release(tiny_release, tiny_run, tmp_path, capsys)
     f32 = f"{name}.float32.tflite"
     assert rex["old_sha256"] == sha256_file(src / f32) and rex["new_bytes"] == (out / f32).stat().st_size
     assert max(rex["worst_relative_error_vs_recovered_keras"].values()) < 1e-3
+    assert summary["source_release"]["note"].startswith("float32 re-exported")
     spec = ModelSpec.load(src)
     rows = [r for r in read_manifest(src / "split.csv", summary["data_dir"]) if r["split"] == "test"][:6]
     x = np.stack([preprocess_file(r["abspath"], spec.preprocess) for r in rows]).astype(np.float32)
