@@ -476,7 +476,10 @@ def _release_float32(src: Source, spec: ModelSpec, record: dict) -> bytes:
     from leukedge.fileio import sha256_file
 
     data = _renamed(src.float_tflite.read_bytes(), spec)
-    record["source_release"] = inherited_record(_source_record(src), src, sha256_file(src.float_tflite))
+    before = _source_record(src)
+    record["source_release"] = inherited_record(before, src, sha256_file(src.float_tflite))
+    if before.get("float32_reexported"):  # the same float32 file: how it was made travels on
+        record["float32_reexported"] = before["float32_reexported"]
     log.info("re-quantizing the release %s from %s", src.folder, src.float_tflite.name)
     return data
 

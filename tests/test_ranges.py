@@ -292,6 +292,11 @@ def test_reexport_float32_of_a_release(tiny_release, tiny_run, tmp_path, capsys)
         run = Interpreter(model_path=str(f)).get_signature_runner()
         probs.append(np.concatenate([run(image=x[i:i + 1])["probability"] for i in range(len(x))]))
     assert np.abs(probs[0] - probs[1]).max() < 1e-4
+    # re-quantizing the re-exported release keeps its float32 bytes and the record of the re-export
+    again = tmp_path / "again" / name
+    assert main(["compress", str(out), "--out", str(again), "--calib", "60", "--no-parity"]) == 0
+    assert sha256_file(again / f32) == sha256_file(out / f32)
+    assert json.loads((again / "compress.json").read_text())["float32_reexported"] == rex
     capsys.readouterr()
     rc = main(["compress", str(tiny_run), "--out", str(tmp_path / "y"), "--reexport-float32"])
     err = capsys.readouterr().err.strip().splitlines()
