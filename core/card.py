@@ -151,6 +151,13 @@ def quantization_summary(compress: dict) -> dict:
     out = {"calibration_images": (compress.get("calibration") or {}).get("n_images"),
            "activation_ranges": "min/max", "kept_in_float": [], "qat": bool(compress.get("qat")),
            "weights": "per tensor" if (compress.get("config") or {}).get("per_tensor") else "per output channel"}
+    qat = compress.get("qat") or {}
+    if qat:
+        c = qat.get("config", {})
+        out["qat_recipe"] = {"epochs": c.get("epochs"), "learning_rate": c.get("learning_rate"), "steps": qat.get("steps"),
+                             "distillation": {k: c.get(k) for k in ("feature_distill", "cam_distill", "logit_distill")
+                                              if c.get(k)} if c.get("distill") else "labels",
+                             "weights_changed": qat.get("weights_changed")}
     clip = compress.get("int8_range_clipping") or {}
     p = clip.get("chosen", clip.get("percentile"))
     if p is not None and float(p) < 100.0:
@@ -175,6 +182,16 @@ def quantization_summary(compress: dict) -> dict:
     if compress.get("float32_reexported"):
         out["float32_reexported"] = compress["float32_reexported"]
     return out
+
+
+def _qat_phrase(recipe: dict | None) -> str:
+    """"; quantization-aware fine-tuned (12 epochs, lr 5e-05, distilled: feature 8, cam 30)"."""
+    if not recipe:
+        return "; quantization-aware fine-tuned"
+    dist = recipe.get("distillation")
+    dist = "on the labels" if dist == "labels" else "towards the float model (" + ", ".join(
+        ["probabilities"] + [f"{k.replace('_distill', '')} {v:g}" for k, v in (dist or {}).items()]) + ")"
+    return f"; quantization-aware fine-tuned ({recipe.get('epochs')} epoch(s), lr {recipe.get('learning_rate'):g}, {dist})"
 
 
 def pruning_summary(compress: dict) -> dict | None:
@@ -359,7 +376,7 @@ def card_markdown(card: dict) -> str:
         if q.get("gradcam_branch"):
             kept = kept.replace("every op", "every other op") + "; the Grad-CAM branch runs in " + q["gradcam_branch"]
         page.p(f"int8 file: calibrated on {q['calibration_images']} training images; weights quantized "
-               f"{q.get('weights', 'per output channel')}; activation ranges {q['activation_ranges']}; {kept}" + ("; quantization-aware fine-tuned" if q["qat"] else "") +
+               f"{q.get('weights', 'per output channel')}; activation ranges {q['activation_ranges']}; {kept}" + (_qat_phrase(q.get("qat_recipe")) if q["qat"] else "") +
                " (compress.json)." +
                (f" Logit output range bounded to {q['logit_range']['used']} (calibrated "
                 f"{q['logit_range']['calibrated']}): finer int8 steps near the threshold." if q.get("logit_range") else "") +
@@ -402,9 +419,10 @@ def card_markdown(card: dict) -> str:
                     + [_f(e.get("breakdown", {}).get(c), 2) for c in cats] for name, e in sizes["files"].items()])
         page.p("Targets: " + "; ".join(f"{k} {_f(t['value'])} ({'met' if t['met'] else 'NOT met'})"
                                        for k, t in sizes.get("targets", {}).items()) + ". "
-               "An int8 file also stores int32 biases and, per output channel, a float32 scale and an int64 "
-               "zero point for the filter and again for its bias (quantization parameters above): on a "
-               "network of thin layers that keeps it well above 25% of float32.")
+               "An int8 file also stores int32 biases and, when its weights are quantized per output channel, "
+               "a float32 scale and an int64 zero point per channel for the filter and again for its bias "
+               "(quantization parameters above): on a network of thin layers that keeps it well above 25% of "
+               "float32; weights quantized per tensor store one of each.")
     ood = card.get("ood")
     if ood and ood.get("rates"):
         page.h("Out-of-distribution gate")

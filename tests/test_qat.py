@@ -117,7 +117,9 @@ def test_compress_cli_qat(tiny_run, tmp_path, capsys):
     assert weights["per_channel"] == 0 and weights["per_tensor"] >= 3
     card = json.loads((out / "card.json").read_text())
     assert card["quantization"]["weights"] == "per tensor"
-    assert "weights quantized per tensor" in (out / "card.md").read_text()
+    assert card["quantization"]["qat_recipe"]["distillation"] == {"feature_distill": 1.0, "cam_distill": 1.0}
+    md = (out / "card.md").read_text()
+    assert "weights quantized per tensor" in md and "quantization-aware fine-tuned (1 epoch(s), lr 1e-05" in md
     gates = summary["parity"]["int8 vs float32"]["gates"]
     assert gates["agreement"] >= 0.9 and abs(gates["delta_roc_auc"]) < 0.1
     assert rc == (0 if summary["passed"] else 1)
