@@ -71,9 +71,10 @@ def register(sub) -> None:
     c.add_argument("--qat-logit-distill", type=float, default=0.0, metavar="W",
                    help="QAT: also pull the logits towards the float model's (as --prune-logit-distill)")
     c.add_argument("--per-tensor", action="store_true",
-                   help="int8 weights with one scale per tensor instead of one per output channel: no per-channel "
-                        "scale/zero-point vectors (EfficientNet-Lite0: 28.8%% -> 25.7%% of float32) but coarser "
-                        "weights; with --qat the fine-tune learns them (see the README)")
+                   help="the int8 file's weights with one scale per tensor instead of one per output channel: no "
+                        "per-channel scale/zero-point vectors (EfficientNet-Lite0: 28.8%% -> 25.7%% of float32) but "
+                        "coarser weights; with --qat the fine-tune learns them (see the README). The pruned int8 "
+                        "file stays per channel")
     c.add_argument("--reexport-float32", action="store_true",
                    help="with a release folder as the source: make its float32 file again with the current "
                         "exporter from the recovered Keras model (same function, checked on validation images) "

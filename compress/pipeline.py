@@ -61,10 +61,11 @@ class CompressConfig:
         qat_feature_distill: weight of QAT's feature-map distillation (see QATConfig).
         qat_cam_distill: weight of QAT's Grad-CAM distillation.
         qat_logit_distill: weight of QAT's logit distillation.
-        per_tensor: quantize every int8 file's weights with one scale per tensor instead of one
+        per_tensor: quantize the int8 file's weights with one scale per tensor instead of one
             per output channel (and QAT, with ``qat``, fake-quantizes them that way): no
             per-channel scale / zero-point vectors (EfficientNet-Lite0: 28.8% -> 25.7% of
-            float32), parity decides whether the coarser weights are good enough.
+            float32), parity decides whether the coarser weights are good enough. The pruned
+            int8 file stays per channel (it is not QAT-tuned: per tensor it failed every gate).
         reexport_float32: a release source's float32 file is made again by the current exporter
             from its recovered Keras model (same function, checked) instead of kept byte for
             byte; every other file and check is then against the new one.
@@ -369,7 +370,7 @@ def _calibrate_int8(cfg: CompressConfig, model, built: Built, key: str, timed, r
         ref = TFLitePredictor(release.path(release.model_name("float32")), built.spec)
         val = ParityData.from_manifest(rows, "val")
         p, clipped, report = timed(f"{key}_clip_search", lambda: choose_percentile(
-            calibrated, built.spec, ref, val, images, gates=cfg.gates, per_tensor=cfg.per_tensor))
+            calibrated, built.spec, ref, val, images, gates=cfg.gates, per_tensor=cfg.per_tensor and key == "int8"))
         built.clip_percentile = p
         built.record[f"{key}_range_clipping"] = report
         return clipped
@@ -445,7 +446,7 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
         record["pruning"] = prep.to_dict()
         pcal = _calibrate_int8(cfg, built.pruned, built, "pruned_int8", timed, release, rows)
         pq = timed("pruned_int8_quantize", lambda: export.quantize_calibrated(
-            pcal, spec, record=record.setdefault("pruned_int8_gradcam_branch", {}), per_tensor=cfg.per_tensor))
+            pcal, spec, record=record.setdefault("pruned_int8_gradcam_branch", {})))  # per channel: not QAT-tuned
         release.write_bytes(release.model_name("pruned-int8"), pq)
     spec.save(release.path("spec.json"))
     if src.split_csv:

@@ -108,6 +108,7 @@ def test_compress_cli_qat(tiny_run, tmp_path, capsys):
     out = tmp_path / "tiny-qat"
     rc = main(["compress", str(tiny_run), "--out", str(out), "--qat", "--qat-epochs", "1", "--qat-batch-size", "8",
                "--per-tensor", "--qat-feature-distill", "1", "--qat-cam-distill", "1",
+               "--prune", "0.5", "--prune-epochs", "1", "--prune-min-weights", "0",
                "--calib", "60", "--no-selective", "--n-boot", "100"])
     summary = json.loads((out / "compress.json").read_text())
     assert summary["qat"]["steps"] >= 1 and summary["qat"]["quantized_layers"] > 0
@@ -115,6 +116,8 @@ def test_compress_cli_qat(tiny_run, tmp_path, capsys):
     assert summary["qat"]["config"]["per_tensor"] and summary["qat"]["config"]["feature_distill"] == 1.0
     weights = summary["files"]["tiny-qat.int8.tflite"]["breakdown"]["quantized_weights"]
     assert weights["per_channel"] == 0 and weights["per_tensor"] >= 3
+    # the pruned file is not QAT-tuned: it stays per channel
+    assert summary["files"]["tiny-qat.pruned-int8.tflite"]["breakdown"]["quantized_weights"]["per_channel"] >= 3
     card = json.loads((out / "card.json").read_text())
     assert card["quantization"]["weights"] == "per tensor"
     assert card["quantization"]["qat_recipe"]["distillation"] == {"feature_distill": 1.0, "cam_distill": 1.0}
