@@ -294,6 +294,21 @@ def binary_truth(classes: list[str], spec: ModelSpec) -> np.ndarray:
     return np.array([0 if c == spec.negative_class else 1 for c in classes], dtype=int)
 
 
+def candidate_record(res: ParityResult, **extra) -> dict:
+    """A candidate's parity in brief (``extra`` names the candidate), for :func:`closest`."""
+    return {**extra, "passed": res.passed, "failed": [g.name for g in res.failed],
+            "gates": {g.name: g.value for g in res.gates}, "agreement": res.agreement,
+            "mean_abs_dp": res.probability_diff["mean_abs"]}
+
+
+def closest(candidates: list[dict]) -> dict:
+    """The :func:`candidate_record` closest to the reference: passes the gates, then fewest
+    failed gates, then highest agreement, then lowest mean ``|p_ref - p_cand|`` (the first on ties)."""
+    if not candidates:
+        raise ValueError("no candidates to choose from")
+    return max(candidates, key=lambda a: (a["passed"], -len(a["failed"]), a["agreement"], -a["mean_abs_dp"]))
+
+
 def compare(reference, candidate, data: ParityData, gates: Gates | None = None, n_boot: int = 1000,
             seed: int = 0, keep_per_image: bool = True) -> ParityResult:
     """Compare two predictors on the same images.

@@ -61,6 +61,9 @@ class CompressConfig:
         qat_feature_distill: weight of QAT's feature-map distillation (see QATConfig).
         qat_cam_distill: weight of QAT's Grad-CAM distillation.
         qat_logit_distill: weight of QAT's logit distillation.
+        qat_select_every: every N QAT epochs (and after the last) make the int8 file from the
+            weights, score it against float32 on the validation split, and keep the closest
+            checkpoint (0 = the last epoch's weights).
         per_tensor: quantize the int8 file's weights with one scale per tensor instead of one
             per output channel (and QAT, with ``qat``, fake-quantizes them that way): no
             per-channel scale / zero-point vectors (EfficientNet-Lite0: 28.8% -> 25.7% of
@@ -115,6 +118,7 @@ class CompressConfig:
     qat_feature_distill: float = 0.0
     qat_cam_distill: float = 0.0
     qat_logit_distill: float = 0.0
+    qat_select_every: int = 0
     per_tensor: bool = False
     reexport_float32: bool = False
     calib: int = 300
@@ -146,7 +150,8 @@ class CompressConfig:
 
         return QATConfig(epochs=self.qat_epochs, batch_size=self.qat_batch_size, learning_rate=self.qat_lr,
                          per_tensor=self.per_tensor, feature_distill=self.qat_feature_distill,
-                         cam_distill=self.qat_cam_distill, logit_distill=self.qat_logit_distill)
+                         cam_distill=self.qat_cam_distill, logit_distill=self.qat_logit_distill,
+                         select_every=self.qat_select_every)
 
 
 @dataclass
@@ -302,16 +307,47 @@ def _train_images(rows, spec: ModelSpec, max_images: int | None):
     return np.stack(xs), np.array(ys, np.int64)
 
 
-def _qat(cfg: CompressConfig, model, spec: ModelSpec, rows, record: dict):
+def _qat(cfg: CompressConfig, model, built: "Built", rows, release):
     """The QAT-tuned float model the int8 file is made from (report into ``record["qat"]``)."""
+    import tempfile
+
     from .qat import qat_finetune
 
+    spec = built.spec
     x_u8, y = _train_images(rows, spec, cfg.qat_max_images)
     qcfg = cfg.qat_config()
     n_labels = 2 if spec.task == "binary" else len(spec.class_names)
-    tuned, rep = qat_finetune(model, spec, x_u8, y, qcfg, _class_weights(y, n_labels))
-    record["qat"] = rep.to_dict()
+    with tempfile.TemporaryDirectory(prefix="leukedge-qat-") as tmp:
+        select = _int8_scorer(cfg, built, rows, release, Path(tmp)) if qcfg.select_every else None
+        tuned, rep = qat_finetune(model, spec, x_u8, y, qcfg, _class_weights(y, n_labels), select=select)
+    built.record["qat"] = rep.to_dict()
     return tuned
+
+
+def _int8_scorer(cfg: CompressConfig, built: "Built", rows, release, tmp: Path):
+    """``fn(float_model) -> candidate record``: the int8 file the model makes (the same steps as
+    the released one) compared with the release's float32 file on the validation split."""
+    from dataclasses import replace
+
+    from leukedge.predictors import TFLitePredictor
+
+    from . import export
+    from .parity import ParityData, candidate_record, compare
+
+    ref = TFLitePredictor(release.path(release.model_name("float32")), built.spec)
+    val = ParityData.from_manifest(rows, "val")
+    made = []
+
+    def score(model) -> dict:
+        scratch = replace(built, record={})  # range clipping may be chosen again; nothing recorded
+        calibrated = _calibrate_int8(cfg, model, scratch, "int8", lambda key, fn: fn(), release, rows)
+        path = tmp / f"int8-{len(made)}.tflite"  # a new file each time: earlier interpreters may map theirs
+        path.write_bytes(export.quantize_calibrated(calibrated, built.spec, per_tensor=cfg.per_tensor))
+        made.append(path)
+        return candidate_record(compare(ref, TFLitePredictor(path, built.spec), val, cfg.gates, n_boot=200,
+                                        keep_per_image=False), bytes=path.stat().st_size)
+
+    return score
 
 
 def _class_weights(labels: np.ndarray, n: int) -> dict[int, float]:
@@ -422,7 +458,7 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
     if "int8" in cfg.variants:
         int8_model = None if src.is_release else model  # a release's int8 comes from its float32 file
         if cfg.qat:
-            int8_model = timed("qat", lambda: _qat(cfg, model, spec, rows, record))
+            int8_model = timed("qat", lambda: _qat(cfg, model, built, rows, release))
         built.calibrated = _calibrate_int8(cfg, int8_model, built, "int8", timed, release, rows)
         q = timed("int8_quantize", lambda: export.quantize_calibrated(
             built.calibrated, spec, record=record.setdefault("int8_gradcam_branch", {}), per_tensor=cfg.per_tensor))

@@ -76,6 +76,11 @@ class QATConfig:
             :attr:`leukedge.compress.prune.PruneConfig.feature_distill`; 0 = off).
         cam_distill: weight of the Grad-CAM distillation term (as ``PruneConfig.cam_distill``).
         logit_distill: weight of the logit distillation term (as ``PruneConfig.logit_distill``).
+        select_every: every this many epochs (and after the last), score the int8 file the
+            weights would make on the validation split and keep the closest checkpoint's
+            weights (0 = keep the last epoch's). Needs a ``select`` function (the compress
+            pipeline passes one); it makes validation parity a selection criterion, so the
+            test split is the one that measures the released file.
     """
 
     epochs: int = 1
@@ -88,6 +93,7 @@ class QATConfig:
     feature_distill: float = 0.0
     cam_distill: float = 0.0
     logit_distill: float = 0.0
+    select_every: int = 0
 
     def __post_init__(self):
         for name in ("feature_distill", "cam_distill", "logit_distill"):
@@ -98,6 +104,9 @@ class QATConfig:
                 raise ConfigError(f"QAT {name.replace('_', ' ')} needs distillation from the float model")
         if self.range_images < 1:
             raise ConfigError("QAT range initialisation needs at least 1 image")
+        if self.select_every < 0:
+            raise ConfigError(f"QAT checkpoint selection interval must be >= 0 epochs, got {self.select_every}",
+                              "e.g. --qat-select-every 2 (0 = keep the last epoch)")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("quantization-aware training needs at least 1 epoch and a batch size >= 1")
         if not self.learning_rate > 0:
@@ -112,6 +121,7 @@ class QATReport(FinetuneReport):
     bn_rewritten: int
     ranges_initialised: int = 0
     weights_changed: float = 0.0
+    selection: dict | None = None
 
 
 def quantize_aware(model, per_tensor: bool = False):
@@ -229,8 +239,38 @@ def copy_back(qat, plain) -> int:
     return n
 
 
+class _Checkpoints:
+    """A keras callback scoring the QAT weights every ``every`` epochs (and after the last)
+    with ``select`` and keeping the closest checkpoint (:func:`leukedge.compress.parity.closest`)."""
+
+    def __new__(cls, qat, plain, select, every: int):
+        import tf_keras as keras
+
+        from .parity import closest
+
+        class Cb(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.attempts, self.best, self.weights = [], None, None
+
+            def on_epoch_end(self, epoch, logs=None):
+                n = epoch + 1
+                if n % every and n != self.params.get("epochs"):
+                    return
+                copy_back(qat, plain)
+                a = {"epoch": n, **select(plain)}
+                self.attempts.append(a)
+                if closest([self.best, a] if self.best else [a]) is a:
+                    self.best, self.weights = a, plain.get_weights()
+                log.info("QAT epoch %d: int8 on validation %s (agreement %.4f, mean |dp| %.4f%s)%s", n,
+                         "PASS" if a["passed"] else "fail", a["agreement"], a["mean_abs_dp"],
+                         "; failed: " + ", ".join(a["failed"]) if a["failed"] else "",
+                         " <- best so far" if self.best is a else "")
+
+        return Cb()
+
+
 def qat_finetune(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarray,
-                 config: QATConfig | None = None, class_weight: dict | None = None):
+                 config: QATConfig | None = None, class_weight: dict | None = None, select=None):
     """Fine-tune ``model`` with fake int8 quantization; returns the float model to export and a report.
 
     Args:
@@ -240,6 +280,9 @@ def qat_finetune(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarr
         labels: (N,) integer targets, used when ``config.distill`` is False.
         config: QAT settings.
         class_weight: loss weights per label (label training only).
+        select: ``fn(float_model) -> dict`` scoring the int8 file a checkpoint's weights make
+            (a :func:`leukedge.compress.parity.candidate_record`, on the validation split);
+            used when ``config.select_every`` > 0.
 
     Returns:
         (tf_keras model with the QAT-tuned weights, no fake-quant ops; :class:`QATReport`).
@@ -276,15 +319,29 @@ def qat_finetune(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarr
              wrapped, cfg.epochs, len(seq), cfg.batch_size, cfg.learning_rate,
              "towards the float model's probabilities" if cfg.distill else "on the labels",
              f" + distillation {', '.join(terms)}" if terms else "")
+    callbacks = [_LogEvery(max(1, len(seq) // 5), "QAT fine-tune")]
+    if cfg.select_every:
+        if select is None:
+            raise ConfigError("QAT checkpoint selection needs a scoring function",
+                              "run it through `leukedge compress --qat-select-every N`")
+        callbacks.append(_Checkpoints(qat, plain, select, cfg.select_every))
     hist = trainee.fit(seq, epochs=cfg.epochs, verbose=0, class_weight=class_weight, shuffle=False,
-                   callbacks=[_LogEvery(max(1, len(seq) // 5), "QAT fine-tune")])
+                       callbacks=callbacks)
     copy_back(qat, plain)
+    selection = None
+    if cfg.select_every:
+        chk = callbacks[-1]
+        plain.set_weights(chk.weights)
+        selection = {"every_epochs": cfg.select_every, "chosen_epoch": chk.best["epoch"], "split": "val",
+                     "attempts": chk.attempts}
+        log.info("QAT: kept the weights of epoch %d of %d (closest int8 file on validation)",
+                 chk.best["epoch"], cfg.epochs)
     after = plain.get_weights()
     changed = sum(float(np.sum(a != b)) for a, b in zip(before, after)) / max(1, sum(a.size for a in after))
     report = QATReport(steps=len(seq) * cfg.epochs, n_images=len(images_u8), quantized_layers=wrapped,
                        bn_rewritten=n_bn, ranges_initialised=n_ranges,
                        finetune_loss=[float(v) for v in hist.history.get("loss", [])], weights_changed=changed,
-                       seconds=time.perf_counter() - t0, config=asdict(cfg))
+                       seconds=time.perf_counter() - t0, config=asdict(cfg), selection=selection)
     log.info("QAT done in %.0f s: %.1f%% of the weights changed; loss %s", report.seconds, 100 * changed,
              ", ".join(f"{v:.4f}" for v in report.finetune_loss))
     return plain, report

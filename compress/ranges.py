@@ -203,7 +203,7 @@ def choose_percentile(calibrated: bytes, spec, reference, val_data, images: np.n
     from leukedge.predictors import TFLitePredictor
 
     from .export import quantize_calibrated
-    from .parity import compare
+    from .parity import candidate_record, closest, compare
 
     t0 = time.perf_counter()
     clipped = [p for p in candidates if p < 100.0]
@@ -216,13 +216,10 @@ def choose_percentile(calibrated: bytes, spec, reference, val_data, images: np.n
             path = Path(tmp) / f"int8-p{p}.tflite"
             path.write_bytes(quantize_calibrated(models[p], spec, per_tensor=per_tensor))
             res = compare(reference, TFLitePredictor(path, spec), val_data, gates, n_boot=n_boot, keep_per_image=False)
-            attempts.append({"percentile": p, "passed": res.passed, "failed": [g.name for g in res.failed],
-                             "gates": {g.name: g.value for g in res.gates},
-                             "mean_abs_dp": res.probability_diff["mean_abs"]})
+            attempts.append(candidate_record(res, percentile=p))
             log.info("int8 with activation ranges at percentile %s: %s on validation (agreement %.4f, mean |dp| %.4f)",
                      p, "PASS" if res.passed else "fail", res.agreement, res.probability_diff["mean_abs"])
-    best = max(attempts, key=lambda a: (a["passed"], -len(a["failed"]), a["gates"]["agreement"], -a["mean_abs_dp"]))
-    chosen = best["percentile"]
+    chosen = closest(attempts)["percentile"]
     report = {"chosen": chosen, "split": val_data.split, "attempts": attempts,
               "gradcam_branch": GRADCAM_BRANCH, "seconds": round(time.perf_counter() - t0, 1)}
     if chosen < 100.0:

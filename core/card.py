@@ -158,6 +158,10 @@ def quantization_summary(compress: dict) -> dict:
                              "distillation": {k: c.get(k) for k in ("feature_distill", "cam_distill", "logit_distill")
                                               if c.get(k)} if c.get("distill") else "labels",
                              "weights_changed": qat.get("weights_changed")}
+        sel = qat.get("selection")
+        if sel:
+            out["qat_recipe"]["checkpoint"] = {"epoch": sel.get("chosen_epoch"), "every_epochs": sel.get("every_epochs"),
+                                               "chosen_on": sel.get("split")}
     clip = compress.get("int8_range_clipping") or {}
     p = clip.get("chosen", clip.get("percentile"))
     if p is not None and float(p) < 100.0:
@@ -191,7 +195,13 @@ def _qat_phrase(recipe: dict | None) -> str:
     dist = recipe.get("distillation")
     dist = "on the labels" if dist == "labels" else "towards the float model (" + ", ".join(
         ["probabilities"] + [f"{k.replace('_distill', '')} {v:g}" for k, v in (dist or {}).items()]) + ")"
-    return f"; quantization-aware fine-tuned ({recipe.get('epochs')} epoch(s), lr {recipe.get('learning_rate'):g}, {dist})"
+    chk = recipe.get("checkpoint")
+    kept = (f"; the weights of epoch {chk['epoch']}, the int8 file closest to float32 on the "
+            f"{'validation' if chk.get('chosen_on') == 'val' else chk.get('chosen_on')} split among checkpoints every "
+            f"{chk['every_epochs']} epoch(s), so its validation parity is a selection criterion and the test split "
+            "measures it" if chk else "")
+    return (f"; quantization-aware fine-tuned ({recipe.get('epochs')} epoch(s), lr {recipe.get('learning_rate'):g}, "
+            f"{dist}{kept})")
 
 
 def pruning_summary(compress: dict) -> dict | None:

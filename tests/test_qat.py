@@ -66,6 +66,32 @@ def test_qat_config_is_validated():
         QATConfig(learning_rate=0)
     with pytest.raises(ConfigError):
         QATConfig(epochs=0)
+    with pytest.raises(ConfigError, match="selection interval"):
+        QATConfig(select_every=-1)
+
+
+def test_checkpoint_selection_needs_a_scorer(tiny_keras, tiny_spec, train_u8):
+    from leukedge.compress.qat import QATConfig, qat_finetune
+    from leukedge.errors import ConfigError
+
+    x, y = train_u8
+    with pytest.raises(ConfigError, match="scoring function"):
+        qat_finetune(tiny_keras, tiny_spec, x[:8], y[:8], QATConfig(select_every=1, batch_size=8))
+
+
+def test_closest_candidate_ranks_gates_then_agreement_then_dp():
+    from leukedge.compress.parity import closest
+
+    def c(name, passed, failed, agreement, dp):
+        return {"name": name, "passed": passed, "failed": failed, "agreement": agreement, "mean_abs_dp": dp}
+
+    cands = [c("a", False, ["agreement"], 0.99, 0.01), c("b", True, [], 0.991, 0.02),
+             c("c", True, [], 0.995, 0.03), c("d", True, [], 0.995, 0.01), c("e", False, ["x", "y"], 1.0, 0.0)]
+    assert closest(cands)["name"] == "d"
+    assert closest(cands[:1] + cands[4:])["name"] == "a"  # fewer failed gates beat higher agreement
+    assert closest([c("f", True, [], 0.99, 0.01), c("g", True, [], 0.99, 0.01)])["name"] == "f"
+    with pytest.raises(ValueError):
+        closest([])
 
 
 def test_per_tensor_qat_with_distillation(tiny_keras, tiny_spec, train_u8):
@@ -106,8 +132,8 @@ def test_compress_cli_qat(tiny_run, tmp_path, capsys):
     from leukedge.cli import main
 
     out = tmp_path / "tiny-qat"
-    rc = main(["compress", str(tiny_run), "--out", str(out), "--qat", "--qat-epochs", "1", "--qat-batch-size", "8",
-               "--per-tensor", "--qat-feature-distill", "1", "--qat-cam-distill", "1",
+    rc = main(["compress", str(tiny_run), "--out", str(out), "--qat", "--qat-epochs", "2", "--qat-batch-size", "8",
+               "--per-tensor", "--qat-feature-distill", "1", "--qat-cam-distill", "1", "--qat-select-every", "1",
                "--prune", "0.5", "--prune-epochs", "1", "--prune-min-weights", "0",
                "--calib", "60", "--no-selective", "--n-boot", "100"])
     summary = json.loads((out / "compress.json").read_text())
@@ -122,7 +148,25 @@ def test_compress_cli_qat(tiny_run, tmp_path, capsys):
     assert card["quantization"]["weights"] == "per tensor"
     assert card["quantization"]["qat_recipe"]["distillation"] == {"feature_distill": 1.0, "cam_distill": 1.0}
     md = (out / "card.md").read_text()
-    assert "weights quantized per tensor" in md and "quantization-aware fine-tuned (1 epoch(s), lr 1e-05" in md
+    assert "weights quantized per tensor" in md and "quantization-aware fine-tuned (2 epoch(s), lr 1e-05" in md
+    # checkpoint selection: both epochs scored on validation, the closest kept, and the released
+    # int8 file is the one that was scored (same validation parity when measured again)
+    from leukedge.compress.parity import ParityData, closest, compare
+    from leukedge.split import read_manifest
+
+    sel = summary["qat"]["selection"]
+    assert [a["epoch"] for a in sel["attempts"]] == [1, 2] and sel["split"] == "val"
+    chosen = closest(sel["attempts"])
+    assert sel["chosen_epoch"] == chosen["epoch"]
+    assert card["quantization"]["qat_recipe"]["checkpoint"] == {"epoch": chosen["epoch"], "every_epochs": 1,
+                                                                 "chosen_on": "val"}
+    assert f"the weights of epoch {chosen['epoch']}" in md
+    assert (out / "tiny-qat.int8.tflite").stat().st_size == chosen["bytes"]
+    rows = read_manifest(out / "split.csv", summary["data_dir"])
+    again = compare(out / "tiny-qat.float32.tflite", out / "tiny-qat.int8.tflite", ParityData.from_manifest(rows, "val"),
+                    n_boot=50, keep_per_image=False)
+    assert again.agreement == chosen["agreement"]
+    assert again.probability_diff["mean_abs"] == pytest.approx(chosen["mean_abs_dp"], abs=1e-6)
     gates = summary["parity"]["int8 vs float32"]["gates"]
     assert gates["agreement"] >= 0.9 and abs(gates["delta_roc_auc"]) < 0.1
     assert rc == (0 if summary["passed"] else 1)
