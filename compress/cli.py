@@ -70,6 +70,10 @@ def register(sub) -> None:
                    help="QAT: also pull the Grad-CAM map towards the float model's (as --prune-cam-distill)")
     c.add_argument("--qat-logit-distill", type=float, default=0.0, metavar="W",
                    help="QAT: also pull the logits towards the float model's (as --prune-logit-distill)")
+    c.add_argument("--prune-select-every", type=int, default=0, metavar="N",
+                   help="every N epochs of the pruned model's last fine-tune (clustering, else pruning once at the "
+                        "target sparsity) make the pruned int8 file, compare it with float32 on the validation split "
+                        "and keep the closest checkpoint (default 0: the last epoch)")
     c.add_argument("--qat-select-every", type=int, default=0, metavar="N",
                    help="QAT: every N epochs (and after the last) make the int8 file, compare it with float32 on "
                         "the validation split and keep the closest checkpoint (default 0: the last epoch)")
@@ -142,6 +146,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
                          qat_batch_size=args.qat_batch_size, qat_max_images=args.qat_max_images,
                          qat_feature_distill=args.qat_feature_distill, qat_cam_distill=args.qat_cam_distill,
                          qat_logit_distill=args.qat_logit_distill, qat_select_every=args.qat_select_every,
+                         prune_select_every=args.prune_select_every,
                          per_tensor=args.per_tensor,
                          reexport_float32=args.reexport_float32,
                          calib=args.calib, clip_percentile=args.clip_percentile, clip_images=args.clip_images,

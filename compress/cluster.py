@@ -86,6 +86,25 @@ def strip(model):
     return clean
 
 
+def clustered_copy(clustered, template):
+    """A plain model (``template``'s architecture: the pruned model that was clustered) with
+    the weights ``clustered`` computes with now, leaving ``clustered`` and its training alone
+    (tfmot's ``strip_clustering`` writes into the wrapped layers; cloning a wrapper re-runs its
+    centroid initialisation)."""
+    import tf_keras as keras
+
+    copy = keras.models.clone_model(template)  # every layer's weights are set below
+    for layer in clustered.layers:
+        target = copy.get_layer(getattr(layer, "layer", layer).name)
+        if not is_cluster_wrapper(layer):
+            target.set_weights(layer.get_weights())
+            continue
+        layer.update_clustered_weights_associations()  # the inner layer's kernel: the clustered tensor
+        target.set_weights([np.asarray(getattr(layer.layer, w.name.split("/")[-1].split(":")[0]))
+                            for w in target.weights])
+    return copy
+
+
 def distinct_values(model, names: set[str], attr_of) -> dict[str, dict]:
     """Per clustered layer: distinct kernel values (including 0) and its sparsity."""
     out = {}

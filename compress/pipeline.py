@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,6 +62,9 @@ class CompressConfig:
         qat_feature_distill: weight of QAT's feature-map distillation (see QATConfig).
         qat_cam_distill: weight of QAT's Grad-CAM distillation.
         qat_logit_distill: weight of QAT's logit distillation.
+        prune_select_every: every N epochs of the pruned model's last fine-tune (clustering with
+            ``prune_clusters``, else pruning once at the target sparsity) make the pruned int8
+            file, score it on the validation split, keep the closest checkpoint (0 = the last).
         qat_select_every: every N QAT epochs (and after the last) make the int8 file from the
             weights, score it against float32 on the validation split, and keep the closest
             checkpoint (0 = the last epoch's weights).
@@ -119,6 +123,7 @@ class CompressConfig:
     qat_cam_distill: float = 0.0
     qat_logit_distill: float = 0.0
     qat_select_every: int = 0
+    prune_select_every: int = 0
     per_tensor: bool = False
     reexport_float32: bool = False
     calib: int = 300
@@ -142,7 +147,8 @@ class CompressConfig:
                            min_weights=self.prune_min_weights, feature_distill=self.prune_feature_distill,
                            cam_distill=self.prune_cam_distill, logit_distill=self.prune_logit_distill,
                            block=self.prune_block, clusters=self.prune_clusters,
-                           cluster_epochs=self.prune_cluster_epochs, cluster_lr=self.prune_cluster_lr)
+                           cluster_epochs=self.prune_cluster_epochs, cluster_lr=self.prune_cluster_lr,
+                           select_every=self.prune_select_every)
 
     def qat_config(self):
         """The :class:`~leukedge.compress.qat.QATConfig` of ``--qat`` (validates it)."""
@@ -309,8 +315,6 @@ def _train_images(rows, spec: ModelSpec, max_images: int | None):
 
 def _qat(cfg: CompressConfig, model, built: "Built", rows, release):
     """The QAT-tuned float model the int8 file is made from (report into ``record["qat"]``)."""
-    import tempfile
-
     from .qat import qat_finetune
 
     spec = built.spec
@@ -318,15 +322,16 @@ def _qat(cfg: CompressConfig, model, built: "Built", rows, release):
     qcfg = cfg.qat_config()
     n_labels = 2 if spec.task == "binary" else len(spec.class_names)
     with tempfile.TemporaryDirectory(prefix="leukedge-qat-") as tmp:
-        select = _int8_scorer(cfg, built, rows, release, Path(tmp)) if qcfg.select_every else None
+        select = _int8_scorer(cfg, built, rows, release, Path(tmp), "int8") if qcfg.select_every else None
         tuned, rep = qat_finetune(model, spec, x_u8, y, qcfg, _class_weights(y, n_labels), select=select)
     built.record["qat"] = rep.to_dict()
     return tuned
 
 
-def _int8_scorer(cfg: CompressConfig, built: "Built", rows, release, tmp: Path):
-    """``fn(float_model) -> candidate record``: the int8 file the model makes (the same steps as
-    the released one) compared with the release's float32 file on the validation split."""
+def _int8_scorer(cfg: CompressConfig, built: "Built", rows, release, tmp: Path, key: str):
+    """``fn(float_model) -> candidate record``: the ``key`` ("int8" or "pruned_int8") file the
+    model makes (the same steps as the released one) compared with the release's float32 file
+    on the validation split."""
     from dataclasses import replace
 
     from leukedge.predictors import TFLitePredictor
@@ -340,9 +345,10 @@ def _int8_scorer(cfg: CompressConfig, built: "Built", rows, release, tmp: Path):
 
     def score(model) -> dict:
         scratch = replace(built, record={})  # range clipping may be chosen again; nothing recorded
-        calibrated = _calibrate_int8(cfg, model, scratch, "int8", lambda key, fn: fn(), release, rows)
-        path = tmp / f"int8-{len(made)}.tflite"  # a new file each time: earlier interpreters may map theirs
-        path.write_bytes(export.quantize_calibrated(calibrated, built.spec, per_tensor=cfg.per_tensor))
+        calibrated = _calibrate_int8(cfg, model, scratch, key, lambda _, fn: fn(), release, rows)
+        path = tmp / f"{key}-{len(made)}.tflite"  # a new file each time: earlier interpreters may map theirs
+        path.write_bytes(export.quantize_calibrated(calibrated, built.spec,
+                                                    per_tensor=cfg.per_tensor and key == "int8"))
         made.append(path)
         return candidate_record(compare(ref, TFLitePredictor(path, built.spec), val, cfg.gates, n_boot=200,
                                         keep_per_image=False), bytes=path.stat().st_size)
@@ -476,8 +482,10 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
         x_u8, y = timed("prune_load_images", lambda: _train_images(rows, spec, cfg.prune_max_images))
         pcfg = cfg.prune_config()
         n_labels = 2 if spec.task == "binary" else len(spec.class_names)
-        built.pruned, prep = timed("prune_finetune", lambda: prune_model(model, spec, x_u8, y, pcfg,
-                                                                           _class_weights(y, n_labels)))
+        with tempfile.TemporaryDirectory(prefix="leukedge-prune-") as tmp:
+            select = _int8_scorer(cfg, built, rows, release, Path(tmp), "pruned_int8") if pcfg.select_every else None
+            built.pruned, prep = timed("prune_finetune", lambda: prune_model(model, spec, x_u8, y, pcfg,
+                                                                               _class_weights(y, n_labels), select))
         del x_u8
         record["pruning"] = prep.to_dict()
         pcal = _calibrate_int8(cfg, built.pruned, built, "pruned_int8", timed, release, rows)

@@ -20,7 +20,7 @@ from leukedge.errors import ConfigError, ModelError
 from leukedge.spec import ModelSpec
 
 from .block_prune import block_conv, block_runs, blockable, unblock
-from .cluster import check_clusters, cluster_pruned, current_kernel, distinct_values, strip
+from .cluster import check_clusters, cluster_pruned, clustered_copy, current_kernel, distinct_values, strip
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,12 @@ class PruneConfig:
         cluster_lr: Adam learning rate of the clustering fine-tune (tfmot's examples: 1e-5;
             a centroid's gradient sums over every weight it stands for).
         seed: shuffling seed.
+        select_every: every this many epochs of the last fine-tune (clustering when
+            ``clusters``, else pruning once the sparsity target is reached) and after its last
+            epoch, score the int8 file the weights make on the validation split and keep the
+            closest checkpoint (0 = the last epoch's). Needs a ``select`` function (the compress
+            pipeline passes one); validation parity then becomes a selection criterion, so the
+            test split is the one that measures the file.
     """
 
     target_sparsity: float = 0.5
@@ -108,6 +114,7 @@ class PruneConfig:
     cluster_epochs: int = 4
     cluster_lr: float = 1e-5
     seed: int = 0
+    select_every: int = 0
 
     def __post_init__(self):
         if not 0.0 < float(self.target_sparsity) < 1.0:
@@ -129,6 +136,9 @@ class PruneConfig:
         if int(self.clusters) != self.clusters or self.clusters == 1 or self.clusters < 0 or self.clusters > 256:
             raise ConfigError(f"clusters must be 0 (off) or a whole number in 2..256, got {self.clusters}",
                               "e.g. --prune-clusters 16")
+        if self.select_every < 0:
+            raise ConfigError(f"pruning checkpoint selection interval must be >= 0 epochs, got {self.select_every}",
+                              "e.g. --prune-select-every 2 (0 = keep the last epoch)")
         if self.clusters and self.cluster_epochs < 1:
             raise ConfigError("clustering needs at least 1 fine-tuning epoch (--prune-cluster-epochs)")
 
@@ -142,6 +152,7 @@ class FinetuneReport:
     finetune_loss: list[float] = field(default_factory=list)
     seconds: float = 0.0
     config: dict = field(default_factory=dict)
+    selection: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -370,7 +381,7 @@ def check_sparsity(layers: dict[str, dict], target: float, tolerance: float = 0.
 
 
 def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarray,
-                config: PruneConfig | None = None, class_weight: dict | None = None):
+                config: PruneConfig | None = None, class_weight: dict | None = None, select=None):
     """Prune ``model`` to the target sparsity while fine-tuning on training images.
 
     Args:
@@ -380,6 +391,9 @@ def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarra
         labels: (N,) integer targets (``spec.label_of``).
         config: pruning settings.
         class_weight: loss weights per label (e.g. inverse frequency).
+        select: ``fn(float_model) -> dict`` scoring the int8 file a checkpoint makes (a
+            :func:`leukedge.compress.parity.candidate_record`, on the validation split); used
+            when ``config.select_every`` > 0.
 
     Returns:
         (stripped pruned tf_keras model, :class:`PruneReport`).
@@ -452,17 +466,18 @@ def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarra
              "steps from step %d to %d, then fine-tuning with fixed masks (the first steps trace the graph and are slow)",
              len(wrapped),
              100 * cfg.target_sparsity, steps, cfg.epochs, len(seq), cfg.batch_size, freq, begin, end)
+    if cfg.select_every and select is None:
+        raise ConfigError("pruning checkpoint selection needs a scoring function",
+                          "run it through `leukedge compress --prune-select-every N`")
+    callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), _LogEvery(max(1, len(seq) // 5))]
+    chk = None
+    if cfg.select_every and not cfg.clusters:  # with clustering, the clustering fine-tune's epochs are scored
+        chk = Checkpoints(lambda: _strip_pruned(_snapshot(pruned), blocked), select, cfg.select_every,
+                          first=-(-end // len(seq)), label="pruned")  # from the epoch the target sparsity is reached
+        callbacks.append(chk)
     hist = trainee.fit(seq, epochs=cfg.epochs, verbose=0, class_weight=class_weight, shuffle=False,
-                      callbacks=[tfmot.sparsity.keras.UpdatePruningStep(), _LogEvery(max(1, len(seq) // 5))])
-    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
-    # strip_pruning reuses the original layer objects (they keep their nodes in the pre-pruning
-    # graph, so ``layer.output`` would point there): a clean clone has one graph only.
-    if blocked:
-        clean = unblock(stripped)  # BlockConv2D -> Conv2D (same names and weights)
-    else:
-        clean = keras.models.clone_model(stripped)
-        clean.set_weights(stripped.get_weights())
-    stripped = clean
+                       callbacks=callbacks)
+    stripped = chk.best_model if chk else _strip_pruned(pruned, blocked)
     layers = measure_sparsity(stripped, wrapped)
     for name in blocked & set(layers):
         runs = block_runs(getattr(stripped.get_layer(name), "kernel").numpy(), cfg.block)
@@ -479,7 +494,8 @@ def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarra
     check_sparsity(layers, cfg.target_sparsity, cfg.tolerance)
     clustering = {}
     if cfg.clusters:
-        stripped, clustering = _cluster_phase(stripped, set(layers), spec, cfg, seq, feats, cams, logits, class_weight)
+        stripped, clustering, chk = _cluster_phase(stripped, set(layers), spec, cfg, seq, feats, cams, logits,
+                                                   class_weight, select)
         after = measure_sparsity(stripped, wrapped)
         for name, d in after.items():  # the zeros must survive the clustering
             layers[name]["sparsity_after_clustering"] = d["sparsity"]
@@ -489,7 +505,7 @@ def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarra
                          all_kernels_sparsity=float(all_sparsity),
                          finetune_loss=[float(v) for v in hist.history.get("loss", [])],
                          seconds=time.perf_counter() - t0, n_images=len(images_u8), config=asdict(cfg),
-                         clustering=clustering)
+                         clustering=clustering, selection=chk.selection() if chk else None)
     log.info("pruned %d layers: their kernel sparsity %.3f (target %.2f); %d small layer(s) kept dense "
              "(< %d weights); sparsity over every prunable kernel %.3f; %.0f s",
              len(layers), overall, cfg.target_sparsity, len(kept_dense), cfg.min_weights, all_sparsity, report.seconds)
@@ -530,22 +546,51 @@ def _trainee(student, spec: ModelSpec, cfg: PruneConfig, feats, cams, logits, le
     return trainee
 
 
+def _snapshot(model):
+    """An independent copy of a (wrapped) model with its current weights: stripping it leaves
+    the model being fine-tuned alone (tfmot's strip functions reuse and modify the inner layers)."""
+    import tf_keras as keras
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _strip_pruned(pruned, blocked: set[str]):
+    """tfmot's ``strip_pruning``, then a clean model (one graph, plain layers)."""
+    import tensorflow_model_optimization as tfmot
+
+    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    # strip_pruning reuses the original layer objects (they keep their nodes in the pre-pruning
+    # graph, so ``layer.output`` would point there): a clean clone has one graph only.
+    if blocked:
+        return unblock(stripped)  # BlockConv2D -> Conv2D (same names and weights)
+    return _snapshot(stripped)
+
+
 def _cluster_phase(stripped, names: set[str], spec: ModelSpec, cfg: PruneConfig, seq, feats, cams, logits,
-                   class_weight) -> tuple[object, dict]:
-    """Sparsity-preserving clustering of the pruned layers, fine-tuned with the same losses."""
+                   class_weight, select=None) -> tuple[object, dict, object]:
+    """Sparsity-preserving clustering of the pruned layers, fine-tuned with the same losses
+    (and the checkpoint chosen on validation with ``cfg.select_every``)."""
     t0 = time.perf_counter()
     clustered = cluster_pruned(stripped, names, cfg.clusters, cfg.freeze_batchnorm)
     trainee = _trainee(clustered, spec, cfg, feats, cams, logits, cfg.cluster_lr)
     log.info("clustering %d pruned layers to %d values each (zeros kept): %d epoch(s) x %d batches",
              len(names), cfg.clusters, cfg.cluster_epochs, len(seq))
+    callbacks = [_LogEvery(max(1, len(seq) // 5), "clustering fine-tune")]
+    chk = None
+    if cfg.select_every:
+        chk = Checkpoints(lambda: clustered_copy(clustered, stripped), select, cfg.select_every,
+                          label="pruned + clustered")
+        callbacks.append(chk)
     hist = trainee.fit(seq, epochs=cfg.cluster_epochs, verbose=0, class_weight=class_weight, shuffle=False,
-                       callbacks=[_LogEvery(max(1, len(seq) // 5), "clustering fine-tune")])
-    clean = strip(clustered)
+                       callbacks=callbacks)
+    clean = chk.best_model if chk else strip(clustered)
     layers = distinct_values(clean, names, lambda layer: PRUNED_KERNELS[type(layer).__name__])
     check_clusters(layers, cfg.clusters)
     return clean, {"clusters": int(cfg.clusters), "epochs": int(cfg.cluster_epochs), "learning_rate": cfg.cluster_lr,
                    "layers": layers, "finetune_loss": [float(v) for v in hist.history.get("loss", [])],
-                   "seconds": time.perf_counter() - t0}
+                   "seconds": time.perf_counter() - t0}, chk
 
 
 def _kernel_size(layer) -> int:
@@ -578,5 +623,45 @@ class _LogEvery:
                     eta = el / self.done * (total - self.done) if total else float("nan")
                     log.info("%s step %d/%d loss %.4f (%.1f s elapsed, ETA %.0f s)", label,
                              self.done, total, (logs or {}).get("loss", float("nan")), el, eta)
+
+        return Cb()
+
+
+class Checkpoints:
+    """A keras callback choosing a fine-tune's checkpoint on validation parity.
+
+    Every ``every`` epochs from epoch ``first`` (and after the last), ``make()`` returns the
+    float model the int8 file would be made from, ``select(model)`` scores that file (a
+    :func:`leukedge.compress.parity.candidate_record`), and the closest one
+    (:func:`leukedge.compress.parity.closest`) is kept: ``keep(model)`` (default: the model
+    itself) as ``best_model``. :meth:`selection` is the record for ``compress.json``.
+    """
+
+    def __new__(cls, make, select, every: int, first: int = 1, keep=None, label: str = "int8", split: str = "val"):
+        import tf_keras as keras
+
+        from .parity import closest
+
+        class Cb(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.attempts, self.best, self.best_model = [], None, None
+
+            def on_epoch_end(self, epoch, logs=None):
+                n = epoch + 1
+                if n != self.params.get("epochs") and (n < first or n % every):
+                    return
+                model = make()
+                a = {"epoch": n, **select(model)}
+                self.attempts.append(a)
+                if closest([self.best, a] if self.best else [a]) is a:
+                    self.best, self.best_model = a, keep(model) if keep else model
+                log.info("epoch %d: %s file on %s %s (agreement %.4f, mean |dp| %.4f%s)%s", n, label, split,
+                         "PASS" if a["passed"] else "fail", a["agreement"], a["mean_abs_dp"],
+                         "; failed: " + ", ".join(a["failed"]) if a["failed"] else "",
+                         " <- best so far" if self.best is a else "")
+
+            def selection(self) -> dict:
+                return {"every_epochs": every, "from_epoch": first, "chosen_epoch": self.best["epoch"], "split": split,
+                        "attempts": self.attempts}
 
         return Cb()

@@ -121,7 +121,6 @@ class QATReport(FinetuneReport):
     bn_rewritten: int
     ranges_initialised: int = 0
     weights_changed: float = 0.0
-    selection: dict | None = None
 
 
 def quantize_aware(model, per_tensor: bool = False):
@@ -239,36 +238,6 @@ def copy_back(qat, plain) -> int:
     return n
 
 
-class _Checkpoints:
-    """A keras callback scoring the QAT weights every ``every`` epochs (and after the last)
-    with ``select`` and keeping the closest checkpoint (:func:`leukedge.compress.parity.closest`)."""
-
-    def __new__(cls, qat, plain, select, every: int):
-        import tf_keras as keras
-
-        from .parity import closest
-
-        class Cb(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                self.attempts, self.best, self.weights = [], None, None
-
-            def on_epoch_end(self, epoch, logs=None):
-                n = epoch + 1
-                if n % every and n != self.params.get("epochs"):
-                    return
-                copy_back(qat, plain)
-                a = {"epoch": n, **select(plain)}
-                self.attempts.append(a)
-                if closest([self.best, a] if self.best else [a]) is a:
-                    self.best, self.weights = a, plain.get_weights()
-                log.info("QAT epoch %d: int8 on validation %s (agreement %.4f, mean |dp| %.4f%s)%s", n,
-                         "PASS" if a["passed"] else "fail", a["agreement"], a["mean_abs_dp"],
-                         "; failed: " + ", ".join(a["failed"]) if a["failed"] else "",
-                         " <- best so far" if self.best is a else "")
-
-        return Cb()
-
-
 def qat_finetune(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarray,
                  config: QATConfig | None = None, class_weight: dict | None = None, select=None):
     """Fine-tune ``model`` with fake int8 quantization; returns the float model to export and a report.
@@ -287,7 +256,8 @@ def qat_finetune(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarr
     Returns:
         (tf_keras model with the QAT-tuned weights, no fake-quant ops; :class:`QATReport`).
     """
-    from .prune import _Batches, _LogEvery, _trainee, teacher_cams, teacher_feature_maps, teacher_logits, teacher_targets
+    from .prune import (Checkpoints, _Batches, _LogEvery, _trainee, teacher_cams, teacher_feature_maps, teacher_logits,
+                        teacher_targets)
 
     cfg = config or QATConfig()
     t0 = time.perf_counter()
@@ -324,16 +294,19 @@ def qat_finetune(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarr
         if select is None:
             raise ConfigError("QAT checkpoint selection needs a scoring function",
                               "run it through `leukedge compress --qat-select-every N`")
-        callbacks.append(_Checkpoints(qat, plain, select, cfg.select_every))
+        def tuned():
+            copy_back(qat, plain)
+            return plain
+
+        callbacks.append(Checkpoints(tuned, select, cfg.select_every, keep=lambda m: m.get_weights(), label="QAT int8"))
     hist = trainee.fit(seq, epochs=cfg.epochs, verbose=0, class_weight=class_weight, shuffle=False,
                        callbacks=callbacks)
     copy_back(qat, plain)
     selection = None
     if cfg.select_every:
         chk = callbacks[-1]
-        plain.set_weights(chk.weights)
-        selection = {"every_epochs": cfg.select_every, "chosen_epoch": chk.best["epoch"], "split": "val",
-                     "attempts": chk.attempts}
+        plain.set_weights(chk.best_model)
+        selection = chk.selection()
         log.info("QAT: kept the weights of epoch %d of %d (closest int8 file on validation)",
                  chk.best["epoch"], cfg.epochs)
     after = plain.get_weights()

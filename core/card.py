@@ -158,10 +158,8 @@ def quantization_summary(compress: dict) -> dict:
                              "distillation": {k: c.get(k) for k in ("feature_distill", "cam_distill", "logit_distill")
                                               if c.get(k)} if c.get("distill") else "labels",
                              "weights_changed": qat.get("weights_changed")}
-        sel = qat.get("selection")
-        if sel:
-            out["qat_recipe"]["checkpoint"] = {"epoch": sel.get("chosen_epoch"), "every_epochs": sel.get("every_epochs"),
-                                               "chosen_on": sel.get("split")}
+        if qat.get("selection"):
+            out["qat_recipe"]["checkpoint"] = _checkpoint(qat["selection"])
     clip = compress.get("int8_range_clipping") or {}
     p = clip.get("chosen", clip.get("percentile"))
     if p is not None and float(p) < 100.0:
@@ -188,6 +186,22 @@ def quantization_summary(compress: dict) -> dict:
     return out
 
 
+def _checkpoint(selection: dict) -> dict:
+    """Which fine-tuning checkpoint a file was made from (``selection`` of compress.json)."""
+    return {"epoch": selection.get("chosen_epoch"), "every_epochs": selection.get("every_epochs"),
+            "chosen_on": selection.get("split")}
+
+
+def _checkpoint_phrase(chk: dict | None) -> str:
+    """"; the weights of epoch 8, ... chosen on the validation split ..." ("" without selection)."""
+    if not chk:
+        return ""
+    split = "validation" if chk.get("chosen_on") == "val" else chk.get("chosen_on")
+    return (f"; the weights of epoch {chk['epoch']}, the file closest to float32 on the {split} split among "
+            f"checkpoints every {chk['every_epochs']} epoch(s), so its {split} parity is a selection criterion "
+            "and the test split measures it")
+
+
 def _qat_phrase(recipe: dict | None) -> str:
     """"; quantization-aware fine-tuned (12 epochs, lr 5e-05, distilled: feature 8, cam 30)"."""
     if not recipe:
@@ -195,13 +209,8 @@ def _qat_phrase(recipe: dict | None) -> str:
     dist = recipe.get("distillation")
     dist = "on the labels" if dist == "labels" else "towards the float model (" + ", ".join(
         ["probabilities"] + [f"{k.replace('_distill', '')} {v:g}" for k, v in (dist or {}).items()]) + ")"
-    chk = recipe.get("checkpoint")
-    kept = (f"; the weights of epoch {chk['epoch']}, the int8 file closest to float32 on the "
-            f"{'validation' if chk.get('chosen_on') == 'val' else chk.get('chosen_on')} split among checkpoints every "
-            f"{chk['every_epochs']} epoch(s), so its validation parity is a selection criterion and the test split "
-            "measures it" if chk else "")
     return (f"; quantization-aware fine-tuned ({recipe.get('epochs')} epoch(s), lr {recipe.get('learning_rate'):g}, "
-            f"{dist}{kept})")
+            f"{dist}{_checkpoint_phrase(recipe.get('checkpoint'))})")
 
 
 def pruning_summary(compress: dict) -> dict | None:
@@ -221,6 +230,8 @@ def pruning_summary(compress: dict) -> dict | None:
         out["clustering"] = {"clusters": cl.get("clusters"), "epochs": cl.get("epochs"),
                              "max_distinct_values": max((d["distinct_values"] for d in cl.get("layers", {}).values()),
                                                         default=None)}
+    if p.get("selection"):
+        out["checkpoint"] = _checkpoint(p["selection"])
     return out
 
 
@@ -419,7 +430,7 @@ def card_markdown(card: dict) -> str:
                f"{pr['n_images']} training images, {dist}" +
                (f"; then each pruned kernel clustered to {cl['clusters']} values with its zeros kept "
                 f"({cl['epochs']} epoch(s); at most {cl['max_distinct_values']} distinct values per kernel)"
-                if cl else "") + " (compress.json).")
+                if cl else "") + _checkpoint_phrase(pr.get("checkpoint")) + " (compress.json).")
     sizes = card.get("sizes")
     if sizes:
         page.h("File sizes")

@@ -241,6 +241,59 @@ def test_sparsity_preserving_clustering_ties_kernels_and_keeps_zeros(tiny_keras,
     with pytest.raises(Exception, match="clusters must be"):
         PruneConfig(clusters=1)
 
+def test_pruning_and_clustering_keep_the_checkpoint_closest_on_a_score(tiny_keras, tiny_spec, smear_paths):
+    """--prune-select-every: checkpoints of the last fine-tune (pruning from the epoch the target
+    sparsity is reached, else clustering) are scored on copies, the closest is returned at the
+    target sparsity, and the fine-tuned model itself is left alone by the scoring."""
+    from leukedge.compress.parity import closest
+    from leukedge.compress.prune import PruneConfig, measure_sparsity, prune_model
+    from leukedge.errors import ConfigError
+    from leukedge.imageio import load_image
+    from leukedge.preprocess import normalize, preprocess_uint8
+
+    paths = [p for ps in smear_paths.values() for p in ps]
+    x = np.stack([preprocess_uint8(load_image(p), tiny_spec.preprocess) for p in paths])
+    y = np.array([tiny_spec.label_of(p.parent.name) for p in paths])
+    xf = normalize(x, tiny_spec.preprocess)
+    p_ref = tiny_keras.predict(xf, verbose=0).ravel()
+
+    def score(model):  # the unpruned model's decisions as the reference, as parity does with float32
+        p = model.predict(xf, verbose=0).ravel()
+        agree = float(np.mean((p >= tiny_spec.threshold) == (p_ref >= tiny_spec.threshold)))
+        return {"passed": agree >= 0.99, "failed": [] if agree >= 0.99 else ["agreement"], "agreement": agree,
+                "mean_abs_dp": float(np.mean(np.abs(p - p_ref)))}
+
+    seen = []
+    common = dict(target_sparsity=0.5, batch_size=8, min_weights=0, select_every=1, end_fraction=0.5)
+    pruned, report = prune_model(tiny_keras, tiny_spec, x, y, PruneConfig(epochs=4, **common),
+                                 select=lambda m: seen.append(m) or score(m))
+    sel = report.selection
+    steps_per_epoch = report.steps // 4
+    first = -(-report.end_step // steps_per_epoch)
+    assert sel["from_epoch"] == first and [a["epoch"] for a in sel["attempts"]] == list(range(first, 5))
+    assert sel["chosen_epoch"] == closest(sel["attempts"])["epoch"]
+    again = score(pruned)  # the returned model is the chosen checkpoint
+    assert again["mean_abs_dp"] == pytest.approx(closest(sel["attempts"])["mean_abs_dp"], abs=1e-6)
+    assert len(seen) == len(sel["attempts"]) and len({id(m) for m in seen}) == len(seen)  # a copy per checkpoint
+    for name, d in measure_sparsity(pruned).items():
+        if name in report.layers:
+            assert abs(d["sparsity"] - 0.5) <= 0.01 + 1.0 / d["size"], (name, d)
+    # with clustering, the clustering epochs are the ones scored; zeros and clusters survive the choice
+    clustered, report = prune_model(tiny_keras, tiny_spec, x, y,
+                                    PruneConfig(epochs=2, clusters=4, cluster_epochs=3, cluster_lr=1e-3, **common),
+                                    select=score)
+    assert [a["epoch"] for a in report.selection["attempts"]] == [1, 2, 3]
+    assert score(clustered)["mean_abs_dp"] == pytest.approx(closest(report.selection["attempts"])["mean_abs_dp"],
+                                                            abs=1e-6)
+    for name in report.layers:
+        w = clustered.get_layer(name).kernel.numpy()
+        assert np.unique(w).size <= 5 and np.mean(w == 0) == pytest.approx(0.5, abs=0.01 + 1 / w.size), name
+    with pytest.raises(ConfigError, match="scoring function"):
+        prune_model(tiny_keras, tiny_spec, x[:8], y[:8], PruneConfig(epochs=1, **common))
+    with pytest.raises(ConfigError, match="selection interval"):
+        PruneConfig(select_every=-2)
+
+
 def test_schedule_ends_on_the_last_step():
     from leukedge.compress.prune import schedule_steps
 

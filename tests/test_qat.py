@@ -134,7 +134,7 @@ def test_compress_cli_qat(tiny_run, tmp_path, capsys):
     out = tmp_path / "tiny-qat"
     rc = main(["compress", str(tiny_run), "--out", str(out), "--qat", "--qat-epochs", "2", "--qat-batch-size", "8",
                "--per-tensor", "--qat-feature-distill", "1", "--qat-cam-distill", "1", "--qat-select-every", "1",
-               "--prune", "0.5", "--prune-epochs", "1", "--prune-min-weights", "0",
+               "--prune", "0.5", "--prune-epochs", "1", "--prune-min-weights", "0", "--prune-select-every", "1",
                "--calib", "60", "--no-selective", "--n-boot", "100"])
     summary = json.loads((out / "compress.json").read_text())
     assert summary["qat"]["steps"] >= 1 and summary["qat"]["quantized_layers"] > 0
@@ -167,6 +167,11 @@ def test_compress_cli_qat(tiny_run, tmp_path, capsys):
                     n_boot=50, keep_per_image=False)
     assert again.agreement == chosen["agreement"]
     assert again.probability_diff["mean_abs"] == pytest.approx(chosen["mean_abs_dp"], abs=1e-6)
+    # the pruned file's checkpoint too (one pruning epoch: one candidate, the file that was scored)
+    psel = summary["pruning"]["selection"]
+    assert [a["epoch"] for a in psel["attempts"]] == [1] and psel["chosen_epoch"] == 1
+    assert (out / "tiny-qat.pruned-int8.tflite").stat().st_size == psel["attempts"][0]["bytes"]
+    assert card["pruning"]["checkpoint"]["epoch"] == 1 and "pruned-int8 file" in md
     gates = summary["parity"]["int8 vs float32"]["gates"]
     assert gates["agreement"] >= 0.9 and abs(gates["delta_roc_auc"]) < 0.1
     assert rc == (0 if summary["passed"] else 1)
