@@ -56,6 +56,10 @@ def register(sub) -> None:
     c.add_argument("--prune-cluster-lr", type=float, default=1e-5, help="clustering learning rate (default 1e-5)")
     c.add_argument("--prune-labels", action="store_true",
                    help="fine-tune the pruned model on the labels (default: on the unpruned model's probabilities)")
+    c.add_argument("--prune-select-every", type=int, default=0, metavar="N",
+                   help="every N epochs of the pruned model's last fine-tune (clustering, else pruning once at the "
+                        "target sparsity) make the pruned int8 file, compare it with float32 on the validation split "
+                        "and keep the closest checkpoint (default 0: the last epoch)")
     c.add_argument("--qat", action="store_true",
                    help="experimental: make the int8 file from a quantization-aware fine-tuned copy (tfmot, towards "
                         "the float model's probabilities); float32 stays as trained and parity decides (on DenseNet201 "
@@ -70,13 +74,9 @@ def register(sub) -> None:
                    help="QAT: also pull the Grad-CAM map towards the float model's (as --prune-cam-distill)")
     c.add_argument("--qat-logit-distill", type=float, default=0.0, metavar="W",
                    help="QAT: also pull the logits towards the float model's (as --prune-logit-distill)")
-    c.add_argument("--prune-select-every", type=int, default=0, metavar="N",
-                   help="every N epochs of the pruned model's last fine-tune (clustering, else pruning once at the "
-                        "target sparsity) make the pruned int8 file, compare it with float32 on the validation split "
-                        "and keep the closest checkpoint (default 0: the last epoch)")
     c.add_argument("--qat-select-every", type=int, default=0, metavar="N",
-                   help="QAT: every N epochs (and after the last) make the int8 file, compare it with float32 on "
-                        "the validation split and keep the closest checkpoint (default 0: the last epoch)")
+                   help="QAT: keep the checkpoint whose int8 file is closest to float32 on the validation split, "
+                        "scoring every N epochs and the last (as --prune-select-every; default 0: the last epoch)")
     c.add_argument("--per-tensor", action="store_true",
                    help="the int8 file's weights with one scale per tensor instead of one per output channel: no "
                         "per-channel scale/zero-point vectors (EfficientNet-Lite0: 28.8%% -> 25.7%% of float32) but "
@@ -129,6 +129,8 @@ def register(sub) -> None:
 
 # ----- compress -----------------------------------------------------------------------------------
 def cmd_compress(args: argparse.Namespace) -> int:
+    from leukedge.errors import ConfigError
+
     from .parity import Gates
     from .pipeline import CompressConfig, run_compress
     from .quantization import parse_variants
@@ -155,6 +157,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
                          parity=not args.no_parity, selective=not args.no_selective,
                          keras_check=not args.no_keras_check, n_boot=args.n_boot, gates=Gates.parse(args.gate),
                          ood_check_dirs=list(args.ood_check))
+    for flag, needs, on in (("--qat-select-every", "--qat", cfg.qat), ("--prune-select-every", "--prune", cfg.prune)):
+        if getattr(args, flag[2:].replace("-", "_")) and on in (None, False):
+            raise ConfigError(f"{flag} chooses a checkpoint of {needs}'s fine-tune: add {needs}")
     if cfg.qat:
         cfg.qat_config()  # validate early
     if cfg.clip_percentile not in (None, "auto"):

@@ -189,6 +189,13 @@ def test_compress_cli_rejects_bad_qat_settings(tiny_run, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0 and len(err) == 1 and "cam distill" in err[0]
     assert not (tmp_path / "x").exists()
+    for args, word in ((["--qat-select-every", "2"], "add --qat"), (["--prune-select-every", "1"], "add --prune"),
+                       (["--qat", "--qat-select-every", "-1"], "selection interval"),
+                       (["--prune", "0.5", "--prune-select-every", "-1"], "selection interval")):
+        rc = main(["compress", str(tiny_run), "--out", str(tmp_path / "x")] + args)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc != 0 and len(err) == 1 and word in err[0], (args, err)
+        assert not (tmp_path / "x").exists()
 
 
 def test_ranges_start_at_the_float_models_not_tfmots_defaults(tiny_keras, tiny_spec, train_u8):
