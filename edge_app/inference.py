@@ -125,15 +125,21 @@ class Release:
         p = self.parity
         return None if p is None else ("pass" if p["passed"] else "fail")
 
-    def ood_rates(self) -> dict:
-        """Flag rates of the OOD gate per data set (card ``ood`` section, else ``ood.json``)."""
+    def ood_rates(self) -> dict[str, float]:
+        """Fraction flagged by the OOD gate per data set (card ``ood`` section, else ``ood.json``;
+        each set is ``{"n": .., "flagged": ..}`` there, or a plain fraction)."""
         rates = (self.card.get("ood") or {}).get("rates")
         if not rates and (self.folder / "ood.json").is_file():
             try:
-                rates = {k: v["flagged"] for k, v in json.loads((self.folder / "ood.json").read_text())["rates"].items()}
+                rates = json.loads((self.folder / "ood.json").read_text())["rates"]
             except (ValueError, KeyError, TypeError):
                 rates = None
-        return rates or {}
+        out = {}
+        for name, v in (rates if isinstance(rates, dict) else {}).items():
+            v = v.get("flagged") if isinstance(v, dict) else v
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[name] = float(v)
+        return out
 
     def figures(self) -> list[Path]:
         return sorted((self.folder / "figures").glob("*.png"))

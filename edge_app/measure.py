@@ -27,6 +27,18 @@ from pathlib import Path
 import numpy as np
 
 
+class AppRunError(RuntimeError):
+    """The app, driven by the autopilot, exited with an error (its last stderr line)."""
+
+
+def _run(args: list[str], timeout: float) -> None:
+    """Run the autopilot; a failure raises with the app's own error, not just an exit status."""
+    proc = subprocess.run(args, env=_env(), capture_output=True, text=True, timeout=timeout)
+    if proc.returncode:
+        lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("[INFO")]
+        raise AppRunError(f"the app exited with status {proc.returncode}: {lines[-1] if lines else 'no error output'}")
+
+
 def _env():
     return {**os.environ, "SDL_VIDEODRIVER": os.environ.get("SDL_VIDEODRIVER", "offscreen"),
             "KIVY_NO_ARGS": "1", "KIVY_NO_CONFIG": "1",
@@ -50,7 +62,7 @@ def cold_start(model, runs: int = 3, threads=None) -> dict:
                     "--db", f"{d}/h.sqlite3", "--out", f"{d}/r.json"]
             if threads:
                 args += ["--threads", str(threads)]
-            subprocess.run(args, env=_env(), capture_output=True, timeout=120, check=True)
+            _run(args, 120)
             r = json.loads(Path(d, "r.json").read_text())
             first.append((r["first_frame_unix"] - t0) * 1000)
             ready.append((r["model_loaded_unix"] - t0) * 1000)
@@ -71,7 +83,7 @@ def ui_latency(model, images, repeat: int = 2, threads=None) -> dict:
                 "--images", *links]
         if threads:
             args += ["--threads", str(threads)]
-        subprocess.run(args, env=_env(), capture_output=True, timeout=900, check=True)
+        _run(args, 900)
         r = json.loads(Path(d, "r.json").read_text())
     lat = r["latencies_ms"]
     path = r.get("inference_path_ms", [])
@@ -103,6 +115,14 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    try:
+        return _measure(args)
+    except AppRunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _measure(args) -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     out = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                        "python": platform.python_version(), "load_avg": list(os.getloadavg())},

@@ -57,6 +57,23 @@ def test_int8_release_scores_real_smears_like_its_evaluation(release, smear_path
     assert compared >= 1, "none of the smears is in the release's test predictions"
 
 
+@pytest.mark.parametrize("release", RELEASES, ids=lambda p: p.name)
+def test_app_model_screen_text_of_each_release(release):
+    """The app's model screen (card lines) renders every released card, OOD rates included."""
+    from leukedge.edge_app import presenter
+    from leukedge.edge_app.inference import load_release
+
+    rel = load_release(release)
+    card = json.loads((release / "card.json").read_text())
+    rates = rel.ood_rates()
+    assert rates and all(0.0 <= v <= 1.0 for v in rates.values())
+    assert rates["pbc-lymphocytes"] == card["ood"]["rates"]["pbc-lymphocytes"]["flagged"]
+    lines = presenter.card_lines(rel)
+    gate = next(line for line in lines if line.startswith("Out-of-distribution gate"))
+    assert "pbc-lymphocytes 100%" in gate and "train" not in gate
+    assert any(line.startswith("recall:") for line in lines)
+
+
 def test_tampered_release_file_is_refused(tmp_path):
     import shutil
 
