@@ -655,8 +655,10 @@ class Checkpoints:
                 self.attempts.append(a)
                 if closest([self.best, a] if self.best else [a]) is a:
                     self.best, self.best_model = a, keep(model) if keep else model
-                log.info("epoch %d: %s file on %s %s (agreement %.4f, mean |dp| %.4f%s)%s", n, label, split,
-                         "PASS" if a["passed"] else "fail", a["agreement"], a["mean_abs_dp"],
+                heat = (a.get("gates") or {}).get("heatmap_correlation")
+                log.info("epoch %d: %s file on %s %s (agreement %.4f, heatmap r %s, mean |dp| %.4f%s)%s", n, label,
+                         split, "PASS" if a["passed"] else "fail", a["agreement"],
+                         "n/a" if heat is None else f"{heat:.3f}", a["mean_abs_dp"],
                          "; failed: " + ", ".join(a["failed"]) if a["failed"] else "",
                          " <- best so far" if self.best is a else "")
 
