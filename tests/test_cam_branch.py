@@ -139,7 +139,7 @@ def test_an_old_release_without_a_shareable_kernel_falls_back_to_an_int8_branch(
     from leukedge.preprocess import preprocess_file
     from leukedge.spec import ModelSpec
 
-    rel = Path("models/efficientnet-lite0-binary")
+    rel = Path(__file__).parent / "data" / "legacy" / "efficientnet-lite0-binary"  # that release's files
     spec = ModelSpec.load(rel)
     x = np.stack([preprocess_file(p, spec.preprocess) for ps in smear_paths.values() for p in ps[:1]])
     cal = calibrate_tflite((rel / f"{rel.name}.float32.tflite").read_bytes(), RepresentativeData(x))

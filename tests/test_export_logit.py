@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-RELEASE = Path("models/efficientnet-lite0-binary")
+#: the first EfficientNet-Lite0 release's files (before ``logit`` and the shared head kernel)
+RELEASE = Path(__file__).parent / "data" / "legacy" / "efficientnet-lite0-binary"
 
 
 def _batch(paths, spec):
@@ -161,8 +162,12 @@ def test_hidden_kernel_is_stored_once(tiny_files, tiny_keras):
     kernel = tuple(tiny_keras.get_layer("head_dense").kernel.shape)        # (D, U) = (32, 16)
     for f in tiny_files:
         assert constant_copies(f, kernel) == 1, f.name
-    # the committed release (exported before the Grad-CAM reused the kernel) has two copies
+    # the first release (exported before the Grad-CAM reused the kernel) has two copies, the
+    # re-exported one in models/ one
     assert constant_copies(RELEASE / f"{RELEASE.name}.int8.tflite", (1280, 512)) == 2
+    current = Path("models") / RELEASE.name
+    for v in ("float32", "int8"):
+        assert constant_copies(current / f"{RELEASE.name}.{v}.tflite", (1280, 512)) == 1, v
 
 
 def test_probability_from_logit_is_stable_and_leaves_old_outputs_alone():
@@ -180,7 +185,7 @@ def test_probability_from_logit_is_stable_and_leaves_old_outputs_alone():
 
 
 def test_release_file_without_logit_reads_as_before(aria_dir):
-    """The committed int8 release predates ``logit``: same outputs, same probabilities as its evaluation."""
+    """The first release's int8 file predates ``logit``: same outputs, same probabilities as its evaluation."""
     from leukedge.preprocess import preprocess_file
     from leukedge.runtime import LiteRunner
     from leukedge.spec import ModelSpec
