@@ -173,6 +173,18 @@ def load_release(folder: str | os.PathLike, variant: str | None = None, load_ood
         ModelError: missing folder/card/spec/model, tampered file, invalid card.
     """
     folder = Path(folder)
+    if folder.is_file():  # a model file: its release folder, that variant
+        prefix, suffix = folder.parent.name + ".", ".tflite"
+        name = folder.name
+        if name.startswith(prefix) and name.endswith(suffix) and (folder.parent / "card.json").is_file():
+            v = name[len(prefix):-len(suffix)]
+            if variant and variant != v:
+                raise ModelError(f"{folder}: this is the {v} file, but variant {variant} was asked for",
+                                 f"pass the folder {folder.parent} with --variant {variant}, or drop --variant")
+            return load_release(folder.parent, v, load_ood)
+        raise ModelError(f"{folder}: a single model file, not a release folder",
+                         "screening runs a release folder (models/<name>: the spec, card and OOD gate travel with "
+                         "the model, checked by sha256); pass the folder that holds it")
     if not folder.is_dir():
         hint = "choose one of: " + ", ".join(str(p) for p in list_releases()) if list_releases() else \
             "pass a release folder models/<name> (made by `leukedge compress`)"

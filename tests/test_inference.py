@@ -71,6 +71,15 @@ def test_tampered_model_or_ood_file_is_refused(tiny_release, tmp_path):
             Screener(copy)
     with pytest.raises(ModelError, match="no such model folder"):
         load_release(tmp_path / "nope")
+    # a model file of a release opens that release with its variant; a lone file is refused
+    rel = load_release(tiny_release / f"{RELEASE_NAME}.int8.tflite")
+    assert rel.model_path == tiny_release / f"{RELEASE_NAME}.int8.tflite" and rel.folder == tiny_release
+    with pytest.raises(ModelError, match="variant pruned-int8 was asked"):
+        load_release(tiny_release / f"{RELEASE_NAME}.int8.tflite", "pruned-int8")
+    lone = tmp_path / "lone.tflite"
+    shutil.copy(tiny_release / f"{RELEASE_NAME}.int8.tflite", lone)
+    with pytest.raises(ModelError, match="a single model file, not a release folder"):
+        load_release(lone)
 
 
 def test_unreadable_images_give_an_error_not_an_exception(screener, tmp_path):
