@@ -82,6 +82,10 @@ def register(sub) -> None:
                         "per-channel scale/zero-point vectors (EfficientNet-Lite0: 28.8%% -> 25.7%% of float32) but "
                         "coarser weights; with --qat the fine-tune learns them (see the README). The pruned int8 "
                         "file stays per channel")
+    c.add_argument("--keep-int8", action="store_true",
+                   help="with a release folder as the source: keep its int8 file byte for byte (and how it was "
+                        "made, e.g. QAT) and check it again, instead of re-deriving it from the float32 file; "
+                        "e.g. to try another --prune recipe")
     c.add_argument("--reexport-float32", action="store_true",
                    help="with a release folder as the source: make its float32 file again with the current "
                         "exporter from the recovered Keras model (same function, checked on validation images) "
@@ -150,7 +154,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
                          qat_logit_distill=args.qat_logit_distill, qat_select_every=args.qat_select_every,
                          prune_select_every=args.prune_select_every,
                          per_tensor=args.per_tensor,
-                         reexport_float32=args.reexport_float32,
+                         reexport_float32=args.reexport_float32, keep_int8=args.keep_int8,
                          calib=args.calib, clip_percentile=args.clip_percentile, clip_images=args.clip_images,
                          bn_depthwise=args.bn_depthwise,
                          data_dir=args.data,

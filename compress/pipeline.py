@@ -73,6 +73,10 @@ class CompressConfig:
             per-channel scale / zero-point vectors (EfficientNet-Lite0: 28.8% -> 25.7% of
             float32), parity decides whether the coarser weights are good enough. The pruned
             int8 file stays per channel (it is not QAT-tuned: per tensor it failed every gate).
+        keep_int8: a release source's int8 file is kept byte for byte (with the record of how it
+            was made: QAT, range clipping, ops kept in float) and checked again, instead of
+            re-derived from the float32 file; e.g. to try another pruning recipe on a release
+            whose int8 file came from quantization-aware training.
         reexport_float32: a release source's float32 file is made again by the current exporter
             from its recovered Keras model (same function, checked) instead of kept byte for
             byte; every other file and check is then against the new one.
@@ -126,6 +130,7 @@ class CompressConfig:
     prune_select_every: int = 0
     per_tensor: bool = False
     reexport_float32: bool = False
+    keep_int8: bool = False
     calib: int = 300
     clip_percentile: float | str | None = None
     clip_images: int = 32
@@ -241,6 +246,19 @@ def check_source_config(cfg: "CompressConfig", src: Source) -> None:
     if cfg.reexport_float32 and not src.is_release:
         raise ConfigError(f"--reexport-float32 re-exports a release's float32 file; {src.folder.name} is a "
                           "training run, whose float32 file is always exported fresh", "drop --reexport-float32")
+    if cfg.keep_int8:
+        clash = [flag for flag, on in (("--qat", cfg.qat), ("--per-tensor", cfg.per_tensor),
+                                       ("--reexport-float32", cfg.reexport_float32),
+                                       ("--clip-percentile", cfg.clip_percentile not in (None, 100.0)),
+                                       ("--bn-depthwise", cfg.bn_depthwise)) if on]
+        if not src.is_release:
+            raise ConfigError(f"--keep-int8 keeps a release's int8 file; {src.folder.name} is a training run",
+                              "drop --keep-int8")
+        if clash:
+            raise ConfigError(f"--keep-int8 keeps the source's int8 file, so {', '.join(clash)} would not apply",
+                              "drop one or the other")
+        if "int8" not in cfg.variants:
+            raise ConfigError("--keep-int8 needs the int8 variant", "add int8 to --variants")
 
 
 def _check_images(rows, spec: ModelSpec) -> np.ndarray:
@@ -463,12 +481,17 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
                                  "stratified_by_class": True, "preprocessing": "leukedge.preprocess (the spec's)"}
     if "int8" in cfg.variants:
         int8_model = None if src.is_release else model  # a release's int8 comes from its float32 file
-        if cfg.qat:
-            int8_model = timed("qat", lambda: _qat(cfg, model, built, rows, release))
-        built.calibrated = _calibrate_int8(cfg, int8_model, built, "int8", timed, release, rows)
-        q = timed("int8_quantize", lambda: export.quantize_calibrated(
-            built.calibrated, spec, record=record.setdefault("int8_gradcam_branch", {}), per_tensor=cfg.per_tensor))
-        release.write_bytes(release.model_name("int8"), q)
+        if cfg.keep_int8:
+            if not _carry(src, spec, release, record, "int8", INT8_RECORDS, "drop --keep-int8 to re-derive it"):
+                raise ModelError(f"{src.folder}: no int8 file to keep", "drop --keep-int8")
+        else:
+            if cfg.qat:
+                int8_model = timed("qat", lambda: _qat(cfg, model, built, rows, release))
+            built.calibrated = _calibrate_int8(cfg, int8_model, built, "int8", timed, release, rows)
+            q = timed("int8_quantize", lambda: export.quantize_calibrated(
+                built.calibrated, spec, record=record.setdefault("int8_gradcam_branch", {}),
+                per_tensor=cfg.per_tensor))
+            release.write_bytes(release.model_name("int8"), q)
     if "int16x8" in cfg.variants:
         release.write_bytes(release.model_name("int16x8"), timed("int16x8", lambda: export.convert(
             model, spec, QuantizationConfig.for_int16x8(built.representative))))
@@ -477,7 +500,7 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
             qc = QuantizationConfig.for_float16() if v == "float16" else QuantizationConfig.for_dynamic()
             release.write_bytes(release.model_name(v), timed(v, lambda qc=qc: export.convert(model, spec, qc)))
     if not cfg.prune and src.is_release:
-        _carry_pruned(src, spec, release, record)
+        _carry(src, spec, release, record, "pruned-int8", PRUNED_RECORDS, "pass --prune to make a new one")
     if cfg.prune:
         x_u8, y = timed("prune_load_images", lambda: _train_images(rows, spec, cfg.prune_max_images))
         pcfg = cfg.prune_config()
@@ -546,23 +569,30 @@ def _source_record(src: Source) -> dict:
         return {}
 
 
-def _carry_pruned(src: Source, spec: ModelSpec, release, record: dict) -> bool:
-    """Re-quantizing a release without ``--prune`` keeps its pruned int8 file (byte for byte when
-    the name is kept) and the record of how it was made, instead of dropping it."""
+#: compress.json records that describe how a release's int8 / pruned int8 file was made.
+INT8_RECORDS = ("qat", "int8_logit_range", "int8_gradcam_branch", "int8_range_clipping", "int8_bn_depthwise",
+                "selective_int8")
+PRUNED_RECORDS = ("pruning", "pruned_int8_gradcam_branch")
+
+
+def _carry(src: Source, spec: ModelSpec, release, record: dict, variant: str, keys, how: str) -> bool:
+    """Keep the source release's ``variant`` file (byte for byte when the name is kept) and the
+    records of how it was made (``keys`` of its compress.json) instead of re-making or dropping
+    it: re-quantizing a release without ``--prune`` keeps its pruned file, ``--keep-int8`` its
+    int8 file. Parity checks it again like any other file."""
     from leukedge.fileio import sha256_file
 
-    f = src.folder / src.float_tflite.name.replace(".float32.tflite", ".pruned-int8.tflite")
+    f = src.folder / src.float_tflite.name.replace(".float32.tflite", f".{variant}.tflite")
     if not f.exists():
         return False
     before = _source_record(src)
-    release.write_bytes(release.model_name("pruned-int8"), _renamed(f.read_bytes(), spec))
-    for key in ("pruning", "pruned_int8_gradcam_branch"):
+    release.write_bytes(release.model_name(variant), _renamed(f.read_bytes(), spec))
+    for key in keys:
         if before.get(key):
             record[key] = before[key]
-    record["pruned_int8_from_source"] = {"file": f.name, "sha256": sha256_file(f),
-                                         "note": "the source release's pruned int8 file, not re-made "
-                                                 "(pass --prune to make a new one)"}
-    log.info("keeping the source release's pruned int8 file %s (pass --prune to make a new one)", f.name)
+    record[f"{variant.replace('-', '_')}_from_source"] = {
+        "file": f.name, "sha256": sha256_file(f), "note": f"the source release's {variant} file, not re-made ({how})"}
+    log.info("keeping the source release's %s file %s (%s)", variant, f.name, how)
     return True
 
 

@@ -150,7 +150,7 @@ def quantization_summary(compress: dict) -> dict:
     ops kept in float, QAT)."""
     out = {"calibration_images": (compress.get("calibration") or {}).get("n_images"),
            "activation_ranges": "min/max", "kept_in_float": [], "qat": bool(compress.get("qat")),
-           "weights": "per tensor" if (compress.get("config") or {}).get("per_tensor") else "per output channel"}
+           "weights": _int8_weights(compress)}
     qat = compress.get("qat") or {}
     if qat:
         c = qat.get("config", {})
@@ -184,6 +184,16 @@ def quantization_summary(compress: dict) -> dict:
     if compress.get("float32_reexported"):
         out["float32_reexported"] = compress["float32_reexported"]
     return out
+
+
+def _int8_weights(compress: dict) -> str:
+    """How the int8 file's weights are quantized, read off the file's measured breakdown (a kept
+    source file, ``--keep-int8``, keeps its own), else from the settings."""
+    int8 = next((v for k, v in (compress.get("files") or {}).items() if k.endswith(".int8.tflite")), {})
+    qw = (int8.get("breakdown") or {}).get("quantized_weights") or {}
+    if qw.get("per_channel") or qw.get("per_tensor"):
+        return "per output channel" if qw.get("per_channel") else "per tensor"
+    return "per tensor" if (compress.get("config") or {}).get("per_tensor") else "per output channel"
 
 
 def _checkpoint(selection: dict) -> dict:

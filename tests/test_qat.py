@@ -172,6 +172,27 @@ def test_compress_cli_qat(tiny_run, tmp_path, capsys):
     assert [a["epoch"] for a in psel["attempts"]] == [1] and psel["chosen_epoch"] == 1
     assert (out / "tiny-qat.pruned-int8.tflite").stat().st_size == psel["attempts"][0]["bytes"]
     assert card["pruning"]["checkpoint"]["epoch"] == 1 and "pruned-int8 file" in md
+    # --keep-int8: another pruning of that release keeps its QAT int8 file, its record and what the card says
+    from leukedge.fileio import sha256_file
+
+    out2 = tmp_path / "again" / "tiny-qat"
+    main(["compress", str(out), "--out", str(out2), "--keep-int8", "--prune", "0.5", "--prune-epochs", "1",
+          "--prune-min-weights", "0", "--calib", "60", "--no-selective", "--n-boot", "100"])
+    again = json.loads((out2 / "compress.json").read_text())
+    assert sha256_file(out2 / "tiny-qat.int8.tflite") == sha256_file(out / "tiny-qat.int8.tflite") \
+        == again["int8_from_source"]["sha256"]
+    assert again["qat"] == summary["qat"] and again["config"]["per_tensor"] is False
+    assert "int8 vs float32" in again["parity"] and again["pruning"]["config"]["select_every"] == 0
+    card2 = json.loads((out2 / "card.json").read_text())
+    assert card2["quantization"]["weights"] == "per tensor" and card2["quantization"]["qat_recipe"]["checkpoint"]
+    capsys.readouterr()
+    for args, word in ((["--keep-int8", "--qat"], "--qat"), (["--keep-int8", "--per-tensor"], "--per-tensor")):
+        bad = main(["compress", str(out), "--out", str(tmp_path / "x"), *args])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert bad != 0 and len(err) == 1 and "--keep-int8" in err[0] and word in err[0], err
+    bad = main(["compress", str(tiny_run), "--out", str(tmp_path / "x"), "--keep-int8"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert bad != 0 and len(err) == 1 and "training run" in err[0] and not (tmp_path / "x").exists()
     gates = summary["parity"]["int8 vs float32"]["gates"]
     assert gates["agreement"] >= 0.9 and abs(gates["delta_roc_auc"]) < 0.1
     assert rc == (0 if summary["passed"] else 1)
