@@ -94,6 +94,7 @@ def test_resume_after_sigkill_continues_from_the_next_epoch(small_dataset, manif
     res = subprocess.run(cmd[:4] + ["--resume", str(run)], env=env, capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr[-2000:]
     assert f"resuming after epoch {done}" in res.stderr
+    assert f"restored the optimizer state of epoch {done}" in res.stderr  # Adam continues, no restart
     epochs_seen = [int(r["epoch"]) for r in _history(run)]
     assert epochs_seen == list(range(1, epochs + 1))  # no duplicated or missing epoch
     final = json.loads(state.read_text())

@@ -2,9 +2,11 @@
 
 :class:`RunState` does what Keras' ``ModelCheckpoint``, ``EarlyStopping`` and
 ``ReduceLROnPlateau`` do, but keeps their counters in ``state.json`` so that ``--resume``
-continues an interrupted run exactly: after every epoch it writes ``last.h5``,
-``history.csv`` and, last (the commit point), ``state.json``, each atomically
-(temporary file + ``os.replace``).
+continues an interrupted run where it stopped: after every epoch it writes ``last.h5``,
+``last.optimizer.npz`` (Adam's moments and step count, :mod:`.checkpoint`), ``history.csv``
+and, last (the commit point), ``state.json``, each atomically (temporary file +
+``os.replace``). What a resume does not restore: the position in the shuffled, augmented
+data stream and the random state of dropout (the resumed run draws them afresh).
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from pathlib import Path
 import tf_keras as keras
 
 from leukedge.fileio import atomic_write_json, atomic_write_text
+
+from .checkpoint import OPTIMIZER_FILE, save_optimizer_state
 
 log = logging.getLogger("leukedge.train")
 
@@ -164,9 +168,11 @@ class RunState(keras.callbacks.Callback):
                 row[k] = f"{float(logs[k]):.6f}"
         self.history.append(row)
         st.update(epoch=done, phase=self.phase, lr=get_lr(self.model), updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        # Commit order: last.h5, history.csv, then state.json (a crash in between is harmless:
-        # resume trusts state.json and drops history rows beyond its epoch).
+        # Commit order: last.h5, its optimizer state, history.csv, then state.json (a crash in
+        # between is harmless: resume trusts state.json, drops history rows beyond its epoch and
+        # uses the optimizer state only when it was saved after that epoch).
         save_model_atomic(self.model, self.run_dir / "last.h5")
+        save_optimizer_state(self.model, self.run_dir / OPTIMIZER_FILE, self.phase, done)
         write_history(self.run_dir / "history.csv", self.history)
         atomic_write_json(self.run_dir / "state.json", st)
         log.info("epoch %d/%d [%s] loss %.4f acc %.4f auc %.4f | val_loss %.4f val_acc %.4f val_auc %.4f | "

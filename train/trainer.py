@@ -2,7 +2,8 @@
 
 A run folder ``runs/<YYYYmmdd-HHMMSS>-<backbone>-<size>/`` (subtype runs end in
 ``-subtype``) holds ``config.json``, ``split.csv`` (the manifest used), ``history.csv``,
-``best.h5``, ``last.h5`` + ``state.json`` (rewritten after every epoch), ``train.log``
+``best.h5``, ``last.h5`` + ``last.optimizer.npz`` + ``state.json`` (rewritten after every
+epoch), ``train.log``
 and, when training ends, ``spec.json`` (threshold chosen on the validation split),
 ``predictions.csv`` (validation and test, best weights) and ``summary.json``.
 ``runs/latest`` points at the newest run.
@@ -34,6 +35,7 @@ from leukedge.errors import ConfigError, DataError
 from leukedge.fileio import atomic_copy, atomic_write_json, sha256_file
 from leukedge.split import SPLITS, read_manifest, rows_of
 
+from .checkpoint import OPTIMIZER_FILE, restore_optimizer_state
 from .config import TrainConfig
 from .dataset import class_weights, eval_pipeline, labels_of, limit_rows, spec_for, train_pipeline
 
@@ -328,6 +330,8 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool) -> Path:
             set_trainable(model, phase, cfg)
             compile_model(model, spec, phase.lr)
             set_lr(model, float(state.get("lr", phase.lr)))
+            if continuing and have_last:  # Adam's moments and step count, saved with last.h5
+                restore_optimizer_state(model, run_dir / OPTIMIZER_FILE, phase.name, state["epoch"])
             callbacks = [Progress(tr.steps, cfg.batch_size, cfg.epochs, cfg.log_every, images),
                          RunState(run_dir, cfg, state, phase.name, phase.early_stopping, images)]
             if recal:
