@@ -134,7 +134,7 @@ def salvage(damaged: Path, store: RecordStore) -> dict:
 
 
 def open_records(path: str | os.PathLike, images: str | os.PathLike | None = None,
-                 rule: VerdictRule | None = None) -> OpenResult:
+                 rule: VerdictRule | None = None, synchronous: str = "FULL") -> OpenResult:
     """Open (or create, or recover) the records database at ``path``; never raises for its state."""
     path = Path(path)
     try:
@@ -158,7 +158,7 @@ def open_records(path: str | os.PathLike, images: str | os.PathLike | None = Non
                 return OpenResult(None, problem=msg, kind=CORRUPT)
             log.warning("damaged history database moved to %s (%s)", moved, damage)
     try:
-        store = RecordStore(path, images=images, rule=rule)
+        store = RecordStore(path, images=images, rule=rule, synchronous=synchronous)
     except RecordsError as exc:
         if exc.kind == READ_ONLY or (existed and not os.access(path.parent, os.W_OK)) or exc.kind == UNAVAILABLE \
                 and existed:

@@ -90,10 +90,11 @@ def _status_v1(row: dict) -> str:
             "out-of-distribution": "ood"}.get(d, "unreadable")
 
 
-def import_legacy(conn: sqlite3.Connection, now_utc: str) -> int:
-    """Import screenings rows not yet imported, each as a one-field sample; returns how many."""
-    cur = conn.execute("SELECT * FROM screenings WHERE id NOT IN "
-                       "(SELECT legacy_screening_id FROM samples WHERE legacy_screening_id IS NOT NULL) ORDER BY id")
+def import_legacy(conn: sqlite3.Connection, now_utc: str, screening_id: int | None = None) -> int:
+    """Import screenings rows not yet imported (or just ``screening_id``), each as a one-field sample."""
+    only = "" if screening_id is None else f" AND id = {int(screening_id)}"
+    cur = conn.execute("SELECT * FROM screenings WHERE id NOT IN (SELECT legacy_screening_id FROM samples "
+                       "WHERE legacy_screening_id IS NOT NULL)" + only + " ORDER BY id")
     names = [d[0] for d in cur.description]
     n = 0
     for values in cur.fetchall():

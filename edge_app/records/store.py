@@ -35,7 +35,7 @@ from . import schema
 from .clock import Stamp, parse_utc, stamp_of
 from .errors import MISSING, READ_ONLY, RecordsError, wrap
 from .images import ImageFolder
-from .verdict import USABLE, Verdict, VerdictRule, field_status, sample_verdict
+from .verdict import UNREADABLE, USABLE, Verdict, VerdictRule, field_status, sample_verdict
 from .wording import shown_probability
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,9 @@ class RecordStore:
         try:
             if source is None and getattr(screening, "path", None):
                 source = screening.path
-            if source is not None and (not isinstance(source, (str, os.PathLike)) or Path(source).is_file()):
+            # an unreadable file is not kept (it may be anything, of any size): its sha256 is recorded
+            if status != UNREADABLE and source is not None and (
+                    not isinstance(source, (str, os.PathLike)) or Path(source).is_file()):
                 image_rel, image_sha = self.images.save_capture(sample_uid, seq, source) or (None, None)
                 written.append(image_rel)
             if status in USABLE and hasattr(screening, "overlay"):
