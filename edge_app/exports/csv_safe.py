@@ -28,7 +28,7 @@ def neutralise(value):
 def to_csv(header: Sequence[str], rows: Iterable[Sequence]) -> str:
     """CSV text (header first) with every text cell neutralised."""
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = csv.writer(buf, lineterminator="\r\n")  # RFC 4180; a cell holding a lone CR is then quoted too
     w.writerow([neutralise(h) for h in header])
     for r in rows:
         w.writerow([neutralise(v) for v in r])

@@ -37,6 +37,28 @@ MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".bmp"
         ".tiff": "image/tiff"}
 
 
+#: Required value sets (FHIR R4) of the status elements written here: the models check types, cardinality
+#: and formats, but not these codes, so they are checked on top.
+STATUS_CODES = {
+    "DiagnosticReport": {"registered", "partial", "preliminary", "final", "amended", "corrected", "appended",
+                         "cancelled", "entered-in-error", "unknown"},
+    "Observation": {"registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error",
+                    "unknown"},
+    "Media": {"preparation", "in-progress", "not-done", "on-hold", "stopped", "completed", "entered-in-error",
+              "unknown"},
+}
+
+
+def check_bindings(bundle: Bundle) -> Bundle:
+    """Refuse a status code outside its required FHIR R4 value set (ValueError)."""
+    for e in bundle.entry or []:
+        kind = e.resource.get_resource_type()
+        allowed = STATUS_CODES.get(kind)
+        if allowed is not None and e.resource.status not in allowed:
+            raise ValueError(f"{kind}.status {e.resource.status!r} is not in its FHIR R4 value set")
+    return bundle
+
+
 def _urn() -> str:
     return f"urn:uuid:{uuid.uuid4()}"
 
@@ -119,8 +141,8 @@ def sample_bundle(sample: SampleRecord, card: dict | None = None) -> Bundle:
     if media_links:
         report["media"] = media_links
     entries.insert(0, {"fullUrl": _urn(), "resource": report})
-    return Bundle.model_validate({"resourceType": "Bundle", "type": "collection",
-                                  "timestamp": sample.created.iso_local(), "entry": entries})
+    return check_bindings(Bundle.model_validate({"resourceType": "Bundle", "type": "collection",
+                                                 "timestamp": sample.created.iso_local(), "entry": entries}))
 
 
 def bundle_json(sample: SampleRecord, card: dict | None = None) -> str:
@@ -129,7 +151,7 @@ def bundle_json(sample: SampleRecord, card: dict | None = None) -> str:
 
 def parse_bundle(text: str | bytes) -> Bundle:
     """Read an exported file back through the FHIR models (raises on anything invalid)."""
-    return Bundle.model_validate_json(text)
+    return check_bindings(Bundle.model_validate_json(text))
 
 
 def export_sample_fhir(sample: SampleRecord, folder: str | os.PathLike, card: dict | None = None) -> Path:

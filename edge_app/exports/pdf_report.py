@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +86,8 @@ def _field_block(pdf: FPDF, f: FieldRecord) -> None:
         lines.append(f"Refer threshold: {f.threshold:.2f}")
     if f.quality and f.quality != "ok":
         lines.append(f"Quality: {f.quality}")
-    if f.error:
-        lines.append(f"Error: {f.error}")
+    if f.error:  # file names only: no machine paths in a report that leaves the device
+        lines.append("Error: " + re.sub(r"(?:[A-Za-z]:)?[/\\][^\s:]*[/\\]([^/\\\s:]+)", r"\1", f.error))
     if f.image_sha256:
         lines.append(f"Image sha256: {f.image_sha256[:16]}...")
     pdf.multi_cell(pdf.w - pdf.r_margin - x, 4.5, latin1("\n".join(lines)))

@@ -128,6 +128,7 @@ class RecordStore:
                 self.conn = sqlite3.connect(uri, uri=True, timeout=10, check_same_thread=False, isolation_level=None)
                 self.conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
             else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.conn = sqlite3.connect(str(self.path), timeout=10, check_same_thread=False, isolation_level=None)
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute(f"PRAGMA synchronous={synchronous}")
