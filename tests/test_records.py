@@ -221,3 +221,59 @@ def test_open_records_on_a_new_path_says_so(tmp_path):
     res = open_records(tmp_path / "sub" / "h.sqlite3")
     assert res.store is not None and "new history database" in res.notice and res.problem is None
     assert json.loads(json.dumps(res.store.audit()[0]["data"]))["to"] == 2
+
+
+def test_fields_from_several_threads_get_distinct_numbers(tmp_path, shots):
+    import threading
+
+    store = RecordStore(tmp_path / "h.sqlite3", rule=VerdictRule(max_attempts=40))
+    s = store.start_sample("T-1")
+    errors = []
+
+    def work():
+        try:
+            for _ in range(5):
+                store.add_field(s.uid, shots["negative"][1], source=shots["negative"][0])
+        except Exception as exc:  # noqa: BLE001 - surfaced by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    rec = store.sample(s.uid)
+    assert not errors and [f.seq for f in rec.fields] == list(range(1, 21))
+    assert len({f.image_path for f in rec.fields}) == 20 and all(f.image_path.is_file() for f in rec.fields)
+
+
+def test_samples_evaluate_cli_on_a_small_split(tmp_path, aria_dir):
+    """`leukedge samples evaluate` on 18 real test images of 3 groups, with the committed binary release."""
+    import csv as _csv
+
+    from leukedge.cli import main
+
+    rows = [r for r in _csv.DictReader(open("models/efficientnet-lite0-binary/split.csv")) if r["split"] == "test"]
+    keep = [r for g in ("Benign:0000", "Pre:0018", "Pro:0008") for r in rows if r["group"] == g][:30]
+    keep = [r for r in keep if r["group"] == "Benign:0000"][:6] + [r for r in keep if r["group"] != "Benign:0000"][:12]
+    split = tmp_path / "split.csv"
+    with open(split, "w", newline="") as fh:
+        w = _csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(keep)
+    out = tmp_path / "r.json"
+    rc = main(["samples", "evaluate", "--model", "models/efficientnet-lite0-binary", "--data", str(aria_dir),
+               "--split", str(split), "--fields", "3", "--k", "1", "2", "--json", str(out), "--csv",
+               str(tmp_path / "r.csv"), "--md", str(tmp_path / "r.md")])
+    assert rc == 0
+    res = json.loads(out.read_text())[0]
+    block = res["by_fields"]["3"]
+    assert block["n_samples"] == 6 and block["image_level"]["n_images"] == 18
+    any2 = next(r for r in block["rules"] if r["rule"] == "any" and r["k"] == 2)
+    assert any2["n_leukemia"] == 4 and any2["n_benign"] == 2
+    assert any2["sensitivity"]["k"] + any2["missed"]["k"] + any2["cannot_assess_leukemia"]["k"] == 4
+    lo, hi = any2["sensitivity"]["ci95"]
+    assert 0 <= lo <= any2["sensitivity"]["value"] <= hi <= 1
+    assert "| any | 2 | 4 / 2 |" in (tmp_path / "r.md").read_text()
+    assert main(["samples", "evaluate", "--model", "models/efficientnet-lite0-binary", "--data",
+                 str(tmp_path / "nope")]) == 2

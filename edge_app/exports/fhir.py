@@ -24,6 +24,7 @@ from pathlib import Path
 
 from fhir.resources.R4B.bundle import Bundle
 
+from ..records.clock import Stamp
 from ..records.store import FieldRecord, SampleRecord
 from ..records.wording import FIELD_WORDS, HEADLINES, verdict_text
 from .naming import export_name, write_new
@@ -132,7 +133,7 @@ def sample_bundle(sample: SampleRecord, card: dict | None = None) -> Bundle:
               "identifier": [{"system": SAMPLE_ID_SYSTEM, "value": sample.sample_id},
                              {"system": "urn:leukedge:sample-uid", "value": sample.uid}],
               "effectiveDateTime": sample.created.iso_local(),
-              "issued": sample.created.local.isoformat(timespec="milliseconds"),
+              "issued": Stamp.now().iso_local(),  # when this report was made
               "result": [{"reference": r} for r in obs_refs],
               "conclusion": " ".join([text.headline + ".", text.meaning, text.next_step, text.caveat,
                                       text.performance, "Model: " + "; ".join(models) if models else ""]).strip(),

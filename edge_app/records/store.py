@@ -225,6 +225,10 @@ class RecordStore:
             source: the captured image (a path or an RGB frame), kept with the record.
             release: the release that screened it (for its signature status).
         """
+        with self._lock:  # seq and file names stay unique when threads add fields to one sample
+            return self._add_field(sample_uid, screening, source, release)
+
+    def _add_field(self, sample_uid, screening, source, release) -> FieldRecord:
         row = self._sample_row(sample_uid)
         if self._finished(row["id"]):
             raise ConfigError(f"sample {row['sample_id']!r} is finished", "start a new sample for new fields")
