@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 RELEASE = Path("models/efficientnet-lite0-binary")
@@ -23,7 +24,7 @@ def screener():
 
 @pytest.fixture(scope="session")
 def shots(screener, aria_dir, lymph_dir, tmp_path_factory):
-    """``{name: (path, Screening)}`` for negative, negative2, positive, ood, unreadable."""
+    """``{name: (path or frame, Screening)}`` for negative, negative2, positive, ood, unreadable, retake."""
     bad = tmp_path_factory.mktemp("bad") / "not-an-image.jpg"
     bad.write_bytes(b"this is not a JPEG" * 10)
     paths = {"negative": aria_dir / "Benign" / "WBC-Benign-013.jpg",
@@ -32,6 +33,9 @@ def shots(screener, aria_dir, lymph_dir, tmp_path_factory):
              "ood": sorted((lymph_dir / "lymphocyte").glob("*.jpg"))[0],
              "unreadable": bad}
     out = {k: (p, screener.screen_image(p)) for k, p in paths.items()}
+    dark = np.full((224, 224, 3), 3, np.uint8)  # a camera frame with the lamp off
+    out["retake"] = (dark, screener.screen_image(dark))
+    assert out["retake"][1].decision == "retake" and out["retake"][1].probability is not None
     assert out["negative"][1].decision == "negative" and out["negative2"][1].decision == "negative"
     assert out["positive"][1].decision == "positive"
     assert out["ood"][1].decision == "out-of-distribution" and out["ood"][1].probability > 0.5

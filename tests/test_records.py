@@ -79,10 +79,12 @@ def test_a_hidden_score_is_never_shown(shots):
 # ----- the store --------------------------------------------------------------------------
 def test_sample_with_fields_images_and_null_hidden_scores(tmp_path, shots, screener):
     store = RecordStore(tmp_path / "h.sqlite3")
-    rec = fill_sample(store, shots, "P-001", ["negative", "ood", "unreadable", "positive"], screener.release)
-    assert [f.status for f in rec.fields] == [N, O, U, P] and [f.seq for f in rec.fields] == [1, 2, 3, 4]
+    rec = fill_sample(store, shots, "P-001", ["negative", "ood", "unreadable", "positive", "retake"],
+                      screener.release)
+    assert [f.status for f in rec.fields] == [N, O, U, P, R] and [f.seq for f in rec.fields] == [1, 2, 3, 4, 5]
     assert rec.verdict.code == REFER and rec.finished and rec.verdict.n_usable == 2
-    neg, ood, bad, pos = rec.fields
+    neg, ood, bad, pos, dark = rec.fields
+    assert dark.probability is None and dark.quality == "under-exposed" and dark.image_path.suffix == ".png"
     assert neg.image_path.read_bytes() == shots["negative"][0].read_bytes()   # the capture kept as taken
     assert neg.heatmap_path.is_file() and neg.heatmap_path.read_bytes()[:4] == b"\x89PNG"
     assert ood.image_path.is_file() and ood.heatmap_path is None              # no heatmap without a score
@@ -92,7 +94,7 @@ def test_sample_with_fields_images_and_null_hidden_scores(tmp_path, shots, scree
     assert neg.model_name == "efficientnet-lite0-binary" and neg.model_variant == "int8"
     assert neg.signature_status == getattr(screener.release, "signature_status", "unknown")
     raw = sqlite3.connect(tmp_path / "h.sqlite3").execute("SELECT status, probability FROM fields ORDER BY id").fetchall()
-    assert raw[1] == (O, None) and raw[2] == (U, None)                    # stored as NULL, not 1.00
+    assert raw[1] == (O, None) and raw[2] == (U, None) and raw[4] == (R, None)  # stored as NULL, not 1.00
     with pytest.raises(sqlite3.IntegrityError):                             # the schema refuses one too
         store.conn.execute("INSERT INTO fields (uid, sample_ref, seq, created_utc, status, probability) "
                            "VALUES ('x', ?, 9, 't', 'ood', 0.99)", (rec.db_id,))
