@@ -279,3 +279,51 @@ def test_samples_evaluate_cli_on_a_small_split(tmp_path, aria_dir):
     assert "| any | 2 | 4 / 2 |" in (tmp_path / "r.md").read_text()
     assert main(["samples", "evaluate", "--model", "models/efficientnet-lite0-binary", "--data",
                  str(tmp_path / "nope")]) == 2
+
+
+def test_screening_session_two_samples_nothing_carries_over_and_hand_over(tmp_path, shots, screener):
+    from leukedge.edge_app.records import ScreeningSession
+
+    session = ScreeningSession(open_records(tmp_path / "h.sqlite3").store, screener)
+    with pytest.raises(ConfigError, match="no sample is open"):
+        session.add_field(shots["positive"][0])
+    a = session.start("A-1")
+    step = session.add_field(shots["positive"][0])
+    assert step.field.status == P and step.verdict.code == REFER and step.text.headline.startswith("Refer")
+    b = session.start("B-2", id_source="scanned")  # A is finished on the way: its verdict is recorded
+    assert session.store.sample(a.uid).finished and session.store.sample(a.uid).verdict.code == REFER
+    assert session.current().fields == [] and session.current().verdict.code == TAKE_MORE
+    s1 = session.add_field(shots["negative"][0])
+    assert s1.verdict.code == TAKE_MORE and "another field" in s1.text.next_step
+    s2 = session.add_field(shots["ood"][0])
+    assert s2.field.probability is None and s2.verdict.code == TAKE_MORE
+    s3 = session.add_field(shots["negative2"][0])
+    assert s3.verdict.code == NO_SIGNS and "does not rule leukemia out" in s3.text.caveat
+    assert [f.status for f in s3.sample.fields] == [N, O, N]  # nothing of A's positive field
+    assert session.finish().code == NO_SIGNS and session.current() is None
+    paths = session.hand_over(b.uid, tmp_path / "out")
+    assert [p.suffix for p in paths] == [".pdf", ".json", ".csv"] and all(p.stat().st_size > 0 for p in paths)
+    again = session.hand_over(b.uid, tmp_path / "out", kinds=("csv",))
+    assert again[0] != paths[2] and paths[2].exists()
+    ev = [e for e in session.store.audit(b.uid) if e["kind"] == "exported"]
+    assert len(ev) == 2 and ev[0]["data"]["files"] == [p.name for p in paths]
+    with pytest.raises(ConfigError, match="unknown export"):
+        session.hand_over(b.uid, tmp_path / "out", kinds=("docx",))
+
+
+def test_retention_is_applied_when_the_history_opens(tmp_path, shots):
+    db = tmp_path / "h.sqlite3"
+    store = RecordStore(db)
+    rec = fill_sample(store, shots, "OLD", ["negative"])
+    store.set_retention(1)
+    store.close()
+    con = sqlite3.connect(db)  # make the field two days old (outside the store: the test's time machine)
+    con.execute("DROP TRIGGER fields_no_update")
+    old = (datetime.now(timezone.utc) - timedelta(days=2)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    con.execute("UPDATE fields SET created_utc = ?", (old,))
+    con.commit()
+    con.close()
+    res = open_records(db)
+    after = res.store.sample(rec.uid)
+    assert after.fields[0].image_deleted and not rec.fields[0].image_path.exists()
+    assert res.store.conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'fields_no_update'").fetchone()[0]

@@ -177,4 +177,10 @@ def open_records(path: str | os.PathLike, images: str | os.PathLike | None = Non
                         data={"moved_to": moved.name, "rows_copied": salvaged})
         notice = (f"The history database was damaged. It was moved to {moved.name} (nothing deleted) and a new one "
                   f"was started; {n} records could be copied back from it.")
+    try:
+        gone = store.apply_retention()  # the image retention the user chose, applied at each start
+        if gone:
+            log.info("image retention: images of %d fields deleted (audited)", gone)
+    except RecordsError as exc:
+        log.warning("image retention not applied: %s", exc.one_line())
     return OpenResult(store, notice=notice, kind=CORRUPT if moved else None, moved_to=moved, salvaged=salvaged)
