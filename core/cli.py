@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "leukedge.compress.cli",
     "leukedge.benchmarks.cli",
     "leukedge.edge_app.cli",
+    "leukedge.edge_app.records.cli",
     "leukedge.pipeline",
 ]
 

@@ -208,9 +208,16 @@ class Controller:
 
     # ----- history ----------------------------------------------------------------------
     def export_history(self, path=None) -> str:
-        path = Path(path) if path else self.history.path.with_suffix(".csv")
-        self.history.export_csv(path)
-        return str(path)
+        """Write a new timestamped CSV (never overwrites an earlier export) in ``path`` (a folder)
+        or the database's folder; raises a LeukEdgeError (e.g. full disk) with the database untouched."""
+        return str(self.history.export_new(Path(path) if path else self.history.path.parent))
+
+    def export_history_text(self, path=None) -> str:
+        """Export and say what happened (the app keeps running when the export fails)."""
+        try:
+            return f"Exported to {self.export_history(path)}"
+        except LeukEdgeError as exc:
+            return f"Export failed: {exc.one_line()}"
 
     def shutdown(self):
         self.stop_camera() if self.source else None

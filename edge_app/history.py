@@ -1,49 +1,43 @@
-"""Screening history: a local SQLite database that survives the app being killed.
+"""Screening history (version 1 API): one row per screened image, on the records database.
+
+This is the per-image API the app used before samples existed; it now sits on the same
+SQLite file and connection as :class:`~leukedge.edge_app.records.RecordStore` (schema
+version 2), and each row it adds is also recorded as a one-field sample there. New code
+should use :mod:`leukedge.edge_app.records` (samples, fields, verdicts, audit trail).
 
 WAL journal + ``synchronous=FULL``: each screening is inserted in one transaction, and
 once :meth:`History.add` returns the record is on disk; killing the process at any
 moment loses no committed record and never corrupts the file (SQLite's atomic commit).
-One connection guarded by a lock, so the worker thread and the UI thread can both use it.
+
+Opening never takes the app down: a damaged file is moved aside (``.damaged-<time>``)
+and a new one started, a read-only one is opened for reading, and when no database can
+be opened at all (an uncreatable folder) the history is *unavailable*: ``problem`` says
+why, reads return nothing and :meth:`add` raises a :class:`RecordsError`. ``notice`` is
+the message for the user in each case. A score hidden by the quality or OOD gate is
+never stored, listed or exported.
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
-import sqlite3
-import threading
-from datetime import datetime, timezone
 from pathlib import Path
 
 from leukedge.errors import ConfigError
 
+from .exports.csv_safe import to_csv
+from .exports.naming import export_name, write_new
+from .records import schema
+from .records.clock import Stamp
+from .records.errors import UNAVAILABLE, RecordsError
+from .records.recovery import open_records
+from .records.wording import shown_probability
+
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = schema.SCHEMA_VERSION
 COLUMNS = ("id", "time_utc", "image_sha256", "image_path", "sample_id", "probability", "decision", "quality",
            "ood", "ood_score", "model_name", "model_version", "model_sha256", "threshold", "error")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS screenings (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    time_utc TEXT NOT NULL,
-    image_sha256 TEXT,
-    image_path TEXT,
-    sample_id TEXT,
-    probability REAL,
-    decision TEXT,
-    quality TEXT,
-    ood INTEGER NOT NULL DEFAULT 0,
-    ood_score REAL,
-    model_name TEXT NOT NULL,
-    model_version TEXT,
-    model_sha256 TEXT,
-    threshold REAL,
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS screenings_time ON screenings(time_utc);
-"""
+_SCORED = ("positive", "negative")
 
 
 def default_db_path() -> Path:
@@ -56,7 +50,13 @@ def default_db_path() -> Path:
 
 
 def now_utc() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return Stamp.now().utc
+
+
+def _masked(row: dict) -> dict:
+    """A screenings row as shown: no probability unless the image was scored."""
+    row["probability"] = shown_probability(row.get("decision"), row.get("probability"))
+    return row
 
 
 class History:
@@ -72,46 +72,30 @@ class History:
         if synchronous not in ("FULL", "NORMAL"):
             raise ConfigError(f"synchronous must be FULL or NORMAL, got {synchronous}")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        try:
-            self.conn = sqlite3.connect(str(self.path), timeout=10, check_same_thread=False, isolation_level=None)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute(f"PRAGMA synchronous={synchronous}")
-            self.conn.execute("PRAGMA foreign_keys=ON")
-            with self._tx():
-                for stmt in _SCHEMA.strip().split(";"):
-                    if stmt.strip():
-                        self.conn.execute(stmt)
-                self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as exc:
-            raise ConfigError(f"{self.path}: cannot open the history database ({exc})",
-                              "move the file away; a new one will be created") from None
+        res = open_records(self.path, synchronous=synchronous)
+        self.store = res.store
+        self.notice = res.notice or res.problem
+        self.problem = res.problem
+        self.moved_to = res.moved_to
+        self.conn = self.store.conn if self.store is not None else None
+        if self.notice:
+            log.warning("%s", self.notice)
 
-    # ----- transactions -----------------------------------------------------------------
-    def _tx(self):
-        history = self
+    @property
+    def available(self) -> bool:
+        return self.store is not None
 
-        class _Tx:
-            def __enter__(self_inner):
-                history._lock.acquire()
-                history.conn.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self_inner, exc_type, exc, tb):
-                try:
-                    history.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
-                finally:
-                    history._lock.release()
-                return False
-
-        return _Tx()
+    @property
+    def read_only(self) -> bool:
+        return self.store is not None and self.store.read_only
 
     # ----- writing ----------------------------------------------------------------------
     def add(self, screening=None, *, sample_id: str | None = None, image_path: str | None = None, **fields) -> int:
         """Insert one screening in one transaction; returns its id once committed.
 
         ``screening`` is an :class:`~leukedge.edge_app.inference.Screening` (or None, then
-        ``fields`` give the columns directly).
+        ``fields`` give the columns directly). Raises :class:`RecordsError` (full disk,
+        read-only, unavailable...) without losing any earlier record.
         """
         row = {}
         if screening is not None:
@@ -128,18 +112,22 @@ class History:
         unknown = set(row) - set(COLUMNS)
         if unknown:
             raise ConfigError(f"unknown history columns {sorted(unknown)}")
+        if "decision" in row and row["decision"] not in _SCORED:
+            row["probability"] = None  # a score the gates hid is never stored
+        if self.store is None:
+            raise RecordsError(f"{self.path}: the history is unavailable: {self.problem}", kind=UNAVAILABLE)
         cols = sorted(row)
         sql = f"INSERT INTO screenings ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-        with self._tx():
-            cur = self.conn.execute(sql, [row[c] for c in cols])
-            return int(cur.lastrowid)
+        with self.store._writing("save the screening"):
+            rid = int(self.conn.execute(sql, [row[c] for c in cols]).lastrowid)
+            schema.import_legacy(self.conn, row["time_utc"], screening_id=rid)
+        return rid
 
     # ----- reading ----------------------------------------------------------------------
     def _rows(self, sql: str, args=()) -> list[dict]:
-        with self._lock:
-            cur = self.conn.execute(sql, args)
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, r)) for r in cur.fetchall()]
+        if self.store is None:
+            return []
+        return [_masked(r) for r in self.store._rows(sql, args)]
 
     def list(self, limit: int = 100, offset: int = 0) -> list[dict]:
         """Newest first."""
@@ -150,26 +138,35 @@ class History:
         return rows[0] if rows else None
 
     def count(self) -> int:
-        return int(self._rows("SELECT COUNT(*) AS n FROM screenings")[0]["n"])
+        if self.store is None:
+            return 0
+        return int(self.store._rows("SELECT COUNT(*) AS n FROM screenings")[0]["n"])
+
+    def csv_text(self) -> str:
+        """All records as CSV (oldest first), formula-leading cells neutralised."""
+        rows = self._rows("SELECT * FROM screenings ORDER BY id")
+        return to_csv(COLUMNS, ([r.get(c) for c in COLUMNS] for r in rows))
 
     def export_csv(self, path: str | os.PathLike | None = None) -> str:
-        """All records as CSV (oldest first); written atomically to ``path`` when given."""
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
-        w.writeheader()
-        for r in self._rows("SELECT * FROM screenings ORDER BY id"):
-            w.writerow({c: r.get(c) for c in COLUMNS})
-        text = buf.getvalue()
+        """All records as CSV text; written atomically to ``path`` when given (see :meth:`export_new`)."""
+        text = self.csv_text()
         if path is not None:
             from leukedge.fileio import atomic_write_text
 
             atomic_write_text(path, text)
         return text
 
+    def export_new(self, folder: str | os.PathLike) -> Path:
+        """Write the CSV as a new timestamped file in ``folder`` (never overwrites); returns its path.
+
+        Raises :class:`~leukedge.edge_app.exports.naming.ExportError` (full disk...) with the
+        database untouched.
+        """
+        return write_new(folder, export_name("leukedge-history", "csv"), self.csv_text().encode("utf-8"))
+
     def integrity_check(self) -> str:
-        with self._lock:
-            return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
+        return self.store.integrity_check() if self.store is not None else "unavailable"
 
     def close(self) -> None:
-        with self._lock:
-            self.conn.close()
+        if self.store is not None:
+            self.store.close()

@@ -1,0 +1,133 @@
+"""Safe wording for a sample's verdict: what it means and what to do next.
+
+Pure functions used by the app's screens and by the reports (PDF, FHIR, CSV), so the
+words a health worker reads on screen and in a referral are the same. Rules kept here:
+
+- every verdict says what to do next;
+- a negative (``no_signs``) always says it does not rule leukemia out;
+- sensitivity and specificity are given in words with their 95% CIs from the model card;
+- a score hidden by the quality or out-of-distribution gate is never shown (:func:`score_text`).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .verdict import CANNOT_ASSESS, NO_SIGNS, OOD, REFER, RETAKE, TAKE_MORE, UNREADABLE, USABLE, Verdict
+
+HEADLINES = {
+    REFER: "Refer: signs of leukemia in this sample",
+    NO_SIGNS: "No signs of leukemia found",
+    TAKE_MORE: "Retake: not enough usable fields yet",
+    CANNOT_ASSESS: "Cannot assess this sample",
+}
+
+NOT_RULED_OUT = ("A negative screen does not rule leukemia out: if the patient has symptoms (tiredness, "
+                 "fever, bruising or bleeding, repeated infections), refer anyway.")
+NOT_A_DIAGNOSIS = "This is a screening aid, not a diagnosis."
+
+#: RGBA colours per verdict (screen headline, report banner).
+COLOURS = {REFER: (0.78, 0.16, 0.16, 1), NO_SIGNS: (0.13, 0.55, 0.25, 1), TAKE_MORE: (0.85, 0.5, 0.05, 1),
+           CANNOT_ASSESS: (0.4, 0.4, 0.4, 1)}
+
+FIELD_WORDS = {"positive": "signs of leukemia", "negative": "no signs found",
+               RETAKE: "image quality too low: no result", OOD: "unlike the smears the model knows: no result",
+               UNREADABLE: "image could not be read: no result"}
+
+
+@dataclass(frozen=True)
+class VerdictText:
+    """What the screen and the reports say about one sample."""
+
+    code: str
+    headline: str
+    meaning: str
+    next_step: str
+    caveat: str
+    performance: str
+    colour: tuple
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        return [t for t in (self.headline, self.meaning, self.next_step, self.caveat, self.performance) if t]
+
+
+def pct(v) -> str:
+    v = 100 * float(v)
+    return f"{v:.1f}%" if 0 < v < 10 or 99 < v < 100 else f"{v:.0f}%"
+
+
+def _metric(card: dict | None, name: str) -> tuple[float | None, list | None]:
+    ev = (card or {}).get("evaluation") or {}
+    m = (ev.get("metrics") if isinstance(ev, dict) else None) or (card or {}).get("metrics") or {}
+    v = m.get(name) if isinstance(m, dict) else None
+    if isinstance(v, dict):
+        ci = v.get("ci95")
+        ok = isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(c, (int, float)) for c in ci)
+        v = v.get("value")
+        return (float(v), list(ci) if ok else None) if isinstance(v, (int, float)) else (None, None)
+    return (float(v), None) if isinstance(v, (int, float)) and not isinstance(v, bool) else (None, None)
+
+
+def performance_sentence(card: dict | None) -> str:
+    """Sensitivity and specificity in words with their 95% CIs, from the card's test evaluation."""
+    sens, sens_ci = _metric(card, "recall")
+    spec, spec_ci = _metric(card, "specificity")
+    if sens is None or spec is None:
+        return "This model's sensitivity and specificity are not in its model card: treat every result with care."
+    ev = (card or {}).get("evaluation") or {}
+    n = ev.get("n") if isinstance(ev, dict) else None
+    where = f"{n} test images" if isinstance(n, int) else "its test images"
+
+    def ci(c):
+        return f" (95% CI {pct(c[0])} to {pct(c[1])})" if c else " (no confidence interval in the card)"
+
+    return (f"On {where} this model found {pct(sens)} of leukemia images{ci(sens_ci)} and correctly "
+            f"cleared {pct(spec)} of non-leukemia images{ci(spec_ci)}. These are per-image figures from "
+            f"one hospital's smears; results on other slides may be worse.")
+
+
+def verdict_text(verdict: Verdict, card: dict | None = None) -> VerdictText:
+    """The texts for ``verdict`` (with the model card's performance)."""
+    v, k = verdict, verdict.rule.min_usable
+    if v.code == REFER:
+        meaning = (f"{v.n_positive} of {v.n_usable} usable fields of view show signs of leukemia "
+                   f"(one is enough to refer).")
+        nxt = ("Refer the patient to a haematologist or the clinic's doctor today, with this report and the "
+               "slide, for a blood film review and a confirming test.")
+        caveat = NOT_A_DIAGNOSIS + " The model can be wrong: only a laboratory confirms leukemia."
+    elif v.code == NO_SIGNS:
+        meaning = f"None of the {v.n_usable} usable fields of view shows signs of leukemia."
+        nxt = "No referral is needed because of this screen. Keep the usual follow-up of the patient."
+        caveat = NOT_RULED_OUT + " " + NOT_A_DIAGNOSIS
+    elif v.code == TAKE_MORE:
+        meaning = (f"{v.n_usable} usable field{'s' if v.n_usable != 1 else ''} of view so far; "
+                   f"{k} are needed before the sample can be called negative.")
+        nxt = ("Move the slide to another area of the smear (thin, evenly spread, cells not overlapping), "
+               "focus, and take another field of view.")
+        caveat = "No result yet: do not tell the patient anything from this screen."
+    elif v.code == CANNOT_ASSESS:
+        meaning = (f"Only {v.n_usable} of {v.n_fields} attempts could be used ({k} usable fields are needed): "
+                   f"the photos were too poor or unlike the smears the model knows.")
+        nxt = ("Send the slide for review by a laboratory or a trained microscopist. If the patient is unwell, "
+               "refer without waiting.")
+        caveat = "This is not a negative result: leukemia has not been ruled out."
+    else:
+        raise ValueError(f"unknown verdict {v.code!r}")
+    return VerdictText(v.code, HEADLINES[v.code], meaning, nxt, caveat, performance_sentence(card), COLOURS[v.code])
+
+
+def shown_probability(status: str, probability) -> float | None:
+    """The probability that may be stored, shown or exported for a field: None unless it was scored."""
+    if status not in USABLE or probability is None:
+        return None
+    return float(probability)
+
+
+def score_text(status: str, probability) -> str:
+    """``probability of leukemia 0.93`` for a scored field; the reason there is no score otherwise."""
+    p = shown_probability(status, probability)
+    if p is None:
+        return FIELD_WORDS.get(status, "no result")
+    return f"{FIELD_WORDS[status]} (model score {p:.2f})"
