@@ -21,7 +21,7 @@ import numpy as np
 
 from .data import Record, class_counts, scan
 from .errors import ConfigError, DataError
-from .fileio import atomic_write_json, atomic_write_text, sha256_file
+from .fileio import atomic_write_json, atomic_write_text, read_limited, sha256_file
 from .hashing import hash_records, near_duplicate_pairs
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,8 @@ def make_split(data_dir, cfg: SplitConfig | None = None) -> SplitResult:
     if cfg.drop_exact_duplicates:
         seen: dict[str, int] = {}
         for i, h in enumerate(hashed):
+            if h.sha256 is None:  # unreadable: excluded below
+                continue
             if h.sha256 in seen:
                 excluded.add(i)
             else:
@@ -178,23 +180,40 @@ def manifest_text(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def summary_path(manifest: str | os.PathLike) -> Path:
+    """Where the summary of a manifest goes: ``X.split.csv`` -> ``X.split.json``."""
+    return Path(manifest).with_suffix(".json")
+
+
 def write_manifest(result: SplitResult, out: str | os.PathLike) -> Path:
-    """Write the CSV manifest and a ``.json`` summary beside it (atomically)."""
+    """Write the CSV manifest and its ``.json`` summary beside it (atomically).
+
+    Raises:
+        ConfigError: ``out`` does not end in ``.csv`` (the summary would overwrite the manifest).
+    """
     out = Path(out)
+    if out.suffix.lower() != ".csv":
+        raise ConfigError(f"{out}: a split manifest must end in .csv (its summary is written beside it as "
+                          f"{summary_path(out).name})", f"name it like {out.with_suffix('.csv').name}")
     atomic_write_text(out, manifest_text(result.rows))
     summary = dict(result.summary)
     summary["manifest_sha256"] = sha256_file(out)
-    atomic_write_json(out.with_suffix(".json"), summary)
+    atomic_write_json(summary_path(out), summary)
     return out
 
 
 def read_manifest(path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> list[dict]:
     """Read a split manifest; with ``data_dir``, add each row's absolute ``abspath`` and check it exists."""
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise DataError(f"{path}: no split manifest", "create one with `leukedge data split DIR`")
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    data = read_limited(path, "csv", DataError)
+    try:
+        rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"), newline="")))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})", "pass a manifest made by `leukedge data split`") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a CSV file ({exc})", "pass a manifest made by `leukedge data split`") from None
     if not rows or not set(MANIFEST_COLUMNS[:3]).issubset(rows[0]):
         raise DataError(f"{path}: not a LeukEdge split manifest (columns {MANIFEST_COLUMNS})")
     if data_dir is not None:
