@@ -109,7 +109,7 @@ def scan_folder(data_dir: str | os.PathLike, classes: list[str] | None = None) -
             raise DataError(f"{root}: broken symbolic link (points to {os.readlink(root)})", "pass an existing folder")
         raise DataError(f"{root}: no such folder", "pass a folder with one subfolder per class (e.g. Benign/ Early/ Pre/ Pro/)")
     if not root.is_dir():
-        raise DataError(f"{root}: is a file, not a folder", "pass a folder with one subfolder per class")
+        raise DataError(f"{root}: is not a folder", "pass a folder with one subfolder per class")
     try:
         entries = sorted(root.iterdir())
     except OSError as exc:

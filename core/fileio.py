@@ -193,9 +193,20 @@ def check_output_path(path: str | os.PathLike, what: str = "output file", suffix
         parent = parent.parent
     if not parent.is_dir():
         raise ConfigError(f"{p}: {parent} is a file, not a folder", f"choose another place for the {what}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{p}: folder {parent} is not writable", f"choose another place for the {what}")
+    _probe_writable(p, parent, what)
     return p
+
+
+def _probe_writable(p: Path, folder: Path, what: str) -> None:
+    """Create and delete a temporary file in ``folder``: the real test (root ignores modes,
+    read-only mounts and /proc ignore os.access)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".leukedge-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot write in {folder} ({exc.strerror or exc})",
+                          f"choose another place for the {what}") from None
 
 
 def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
@@ -212,8 +223,7 @@ def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Pa
         parent = parent.parent
     if not parent.is_dir():
         raise ConfigError(f"{p}: {parent} is a file, not a folder", f"choose another place for the {what}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{p}: folder {parent} is not writable", f"choose another place for the {what}")
+    _probe_writable(p, parent, what)
     return p
 
 
@@ -224,15 +234,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     renamed over ``path`` (an atomic operation on POSIX file systems).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # name the file the user asked for, not the temporary one
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; released files must be readable
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
     except BaseException:
         try:
             os.unlink(tmp)

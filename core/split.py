@@ -56,6 +56,12 @@ class SplitConfig:
             raise ConfigError(f"split fractions must be 3 positive numbers summing to 1, got {self.fractions}")
         if self.block_size < 1:
             raise ConfigError(f"block_size must be >= 1, got {self.block_size}")
+        if self.group_regex:
+            try:
+                re.compile(self.group_regex)
+            except re.error as exc:
+                raise ConfigError(f"--group-regex {self.group_regex!r} is not a valid regular expression ({exc})",
+                                  "e.g. --group-regex '(\\d+)_' (the first capture group is the group key)") from None
 
 
 def group_key(rec: Record, cfg: SplitConfig) -> str:
