@@ -15,6 +15,7 @@ import sys
 
 from . import __version__
 from .errors import LeukEdgeError
+from .fileio import check_byte_limits
 
 #: Stage CLI modules, in the order their commands are listed by ``leukedge --help``.
 COMMAND_MODULES = [
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         (getattr(args, "_parser", None) or parser).print_help()
         return 0 if args.command is None else 2
     try:
+        check_byte_limits()  # a bad LEUKEDGE_MAX_*_BYTES fails the command once, not every file
         rc = args.func(args)
         return int(rc or 0)
     except LeukEdgeError as exc:

@@ -45,6 +45,16 @@ def byte_limit(kind: str) -> int:
     return value
 
 
+def check_byte_limits() -> None:
+    """Validate every ``LEUKEDGE_MAX_<KIND>_BYTES`` variable (the CLI calls this first).
+
+    Raises:
+        ConfigError: one is not a positive integer.
+    """
+    for kind in MAX_BYTES:
+        byte_limit(kind)
+
+
 def _kind_of(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "a folder"

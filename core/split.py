@@ -139,6 +139,11 @@ def make_split(data_dir, cfg: SplitConfig | None = None) -> SplitResult:
     y = np.array([hashed[i].record.cls for i in use])
     g = np.array([groups[i] for i in use])
     n_folds = 20
+    small = {c: int(n) for c, n in zip(*np.unique(y, return_counts=True)) if n < n_folds}
+    if small:
+        raise DataError(f"{data_dir}: class(es) with fewer than {n_folds} readable images: {small}",
+                        f"a 70/15/15 split by group needs at least {n_folds} images per class; add images "
+                        "or remove the class folder")
     if len(set(g)) < n_folds:
         raise DataError(f"only {len(set(g))} groups in {data_dir}: too few to split 70/15/15 by group",
                         "use a smaller --block-size or a --group-regex with more groups")

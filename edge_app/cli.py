@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 log = logging.getLogger(__name__)
@@ -124,17 +125,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
         screener.set_operating_point(args.operating_point)
     writer = JsonListWriter(sys.stdout) if args.json else TableWriter(sys.stdout)
     n = n_err = 0
+    stop: list[int] = []
+    # Ctrl-C / SIGTERM stop between two images (never in the middle of a write), so the JSON
+    # list on stdout is always closed and valid.
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     writer.start()
     try:
         # One image at a time, written as soon as it is scored and then dropped: memory stays
         # flat for any number of images. A bad image gets its own `error`; the others are scored.
         for path in args.images:
+            if stop:
+                break
             r = screener.screen_image(path, heatmap=False)
             writer.write(r)
             n += 1
             n_err += r.error is not None
     finally:
         writer.end()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stop:
+        print(f"leukedge: interrupted after {n} of {len(args.images)} images", file=sys.stderr)
+        return 130
     if not args.json:
         print(f"{n - n_err} screened, {n_err} unreadable; model {screener.release.name} "
               f"v{screener.release.version}, threshold {screener.threshold:.2f}", file=sys.stderr)
