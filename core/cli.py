@@ -56,6 +56,11 @@ def setup_logging(debug: bool = False, quiet: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # File names that are not valid in the terminal's encoding (bytes from another system)
+    # print as \xff escapes instead of raising UnicodeEncodeError in the middle of a report.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.debug, args.quiet)

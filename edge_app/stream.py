@@ -53,8 +53,15 @@ class TableWriter:
 
     @staticmethod
     def row(r) -> str:
-        path = (r.path or "").replace("\n", "\\n")
+        path = printable(r.path or "")
         name = path if len(path) <= 40 else "..." + path[-37:]
         prob = "" if r.probability is None else f"{r.probability:.3f}"
         return (f"{name:<40} {prob:>6} {r.decision or '-':<20} {r.quality or '-':<14} "
-                f"{'yes' if r.ood else 'no':<5} {r.error or ''}")
+                f"{'yes' if r.ood else 'no':<5} {printable(r.error or '')}")
+
+
+def printable(text: str) -> str:
+    """One printable line: file-name bytes that are not UTF-8 as ``\\xff``, newlines as ``\\n``
+    (so any terminal encoding can print it and a row stays one row)."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text.replace("\r", "\\r").replace("\n", "\\n")

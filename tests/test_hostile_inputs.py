@@ -25,6 +25,7 @@ import pytest
 from PIL import Image
 
 RELEASE = Path("models/efficientnet-lite0-binary")
+NON_UTF8 = os.fsdecode(b"bad\xffname.jpg")  # a file name from another system's encoding
 TIMEOUT = 120
 
 
@@ -72,6 +73,9 @@ def _image_cases(smear: Path):
         "folder.jpg": (lambda p: p.mkdir(), r"is a folder, not a regular file"),
         "broken-link.jpg": (lambda p: p.symlink_to(p.parent / "nowhere.jpg"), r"broken symbolic link"),
         "missing.jpg": (lambda p: None, r"no such file"),
+        "self-loop.jpg": (lambda p: p.symlink_to(p.name), r"Too many levels of symbolic links"),
+        NON_UTF8: (lambda p: p.write_bytes(jpeg), "scored"),
+        "new\nline.jpg": (lambda p: p.write_bytes(jpeg), "scored"),
         "empty.jpg": (lambda p: p.write_bytes(b""), r"empty file \(0 bytes\)"),
         "text.jpg": (lambda p: p.write_text("this is a text file, not a picture\n" * 20), r"not an image file"),
         "truncated.jpg": (lambda p: p.write_bytes(jpeg[: len(jpeg) // 3]), r"cannot decode image"),
@@ -130,12 +134,13 @@ def test_predict_with_bad_inputs_exits_2_with_one_valid_json_list(predict_all, h
         assert o["error"] is None and 0.0 <= o["probability"] <= 1.0 and o["decision"] in ("positive", "negative")
 
 
-CASE_NAMES = ["fifo.jpg", "dev-zero.jpg", "socket.jpg", "folder.jpg", "broken-link.jpg", "missing.jpg", "empty.jpg",
+CASE_NAMES = ["fifo.jpg", "dev-zero.jpg", "socket.jpg", "folder.jpg", "broken-link.jpg", "missing.jpg", "self-loop.jpg",
+              NON_UTF8, "new\nline.jpg", "empty.jpg",
               "text.jpg", "truncated.jpg", "one-pixel.png", "huge-header.png", "eps.jpg", "gray16.png", "cmyk.jpg",
               "palette.png", "alpha.png", "pages.tif", "animated.gif"]
 
 
-@pytest.mark.parametrize("name", CASE_NAMES)
+@pytest.mark.parametrize("name", CASE_NAMES, ids=[n.encode("ascii", "backslashreplace").decode() for n in CASE_NAMES])
 def test_each_odd_input_has_its_defined_result(predict_all, hostile_images, name):
     _, by_name, _ = predict_all
     expected = hostile_images[1][name]
@@ -191,11 +196,14 @@ def test_predict_streams_results_and_keeps_json_valid_when_interrupted(smear_pat
 def test_predict_table_mode_streams_rows_and_exits_2_on_a_bad_input(smear_paths, tmp_path):
     fifo = tmp_path / "x.jpg"
     os.mkfifo(fifo)
-    r = run_cli("predict", smear_paths["Benign"][2], fifo, smear_paths["Early"][2], "--model", RELEASE)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
+    odd = tmp_path / NON_UTF8
+    odd.write_bytes(smear_paths["Early"][2].read_bytes())
+    r = run_cli("predict", smear_paths["Benign"][2], fifo, odd, "--model", RELEASE, env={"PYTHONIOENCODING": "utf-8"})
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     rows = r.stdout.splitlines()
     assert rows[0].startswith("image") and len(rows) == 4
     assert "FIFO" in rows[2] and rows[1].split()[2] in ("positive", "negative")
+    assert "bad\\xffname.jpg" in rows[3] and rows[3].split()[2] in ("positive", "negative")
     assert "2 screened, 1 unreadable" in r.stderr
 
 
