@@ -341,6 +341,8 @@ SWEEP = [
     ("bench {release} --quick --json {d}/dir.json", r"is a folder"),
     ("bench {release} --quick --threads 0", r"not a positive number"),
     ("app --model {release} --threads 0", r"at least 1 thread"),
+    ("train --data {d}/empty", r"has no class subfolders"),
+    ("train --data {d}/good --split {d}/nonutf8.csv", r"not UTF-8 text"),
 ]
 
 
