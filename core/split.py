@@ -15,7 +15,7 @@ import os
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -227,6 +227,10 @@ def read_manifest(path: str | os.PathLike, data_dir: str | os.PathLike | None = 
         raise DataError(f"{path}: not a CSV file ({exc})", "pass a manifest made by `leukedge data split`") from None
     if not rows or not set(MANIFEST_COLUMNS[:3]).issubset(rows[0]):
         raise DataError(f"{path}: not a LeukEdge split manifest (columns {MANIFEST_COLUMNS})")
+    outside = [r.get("path") for r in rows if not _inside(r.get("path"))]
+    if outside:
+        raise DataError(f"{path}: {len(outside)} row(s) name a path outside the data folder (first: {outside[0]!r})",
+                        "manifest paths are relative to the data folder, with no '..' and not absolute")
     if data_dir is not None:
         root = Path(data_dir)
         missing = [r["path"] for r in rows if r["split"] in SPLITS and not (root / r["path"]).exists()]
@@ -236,6 +240,14 @@ def read_manifest(path: str | os.PathLike, data_dir: str | os.PathLike | None = 
         for r in rows:
             r["abspath"] = str((root / r["path"]).resolve())
     return rows
+
+
+def _inside(relpath) -> bool:
+    """A manifest path stays inside its data folder: relative, no ``..`` component."""
+    if not isinstance(relpath, str) or not relpath:
+        return False
+    p = PurePosixPath(relpath.replace("\\", "/"))
+    return not p.is_absolute() and ".." not in p.parts
 
 
 def rows_of(rows: list[dict], split: str) -> list[dict]:

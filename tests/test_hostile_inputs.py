@@ -311,6 +311,7 @@ def paths(tmp_path_factory, smear_paths):
     (d / "nonutf8.json").write_bytes(b"\xff\xfe{\"a\": 1}")
     (d / "nonutf8.csv").write_bytes(b"\xff\xfepath,class,split\n")
     (d / "list.json").write_text("[1, 2]\n")
+    (d / "escape.csv").write_text("path,class,split,group,sha256,phash\n../../etc/passwd,Benign,test,g,,\n")
     (d / "good" / "Benign").mkdir(parents=True)
     (d / "good" / "Benign" / "a.jpg").symlink_to(smear_paths["Benign"][0])
     return d
@@ -333,6 +334,7 @@ SWEEP = [
     ("evaluate --model {release} --data {d}/file.txt --all", r"no such data folder"),
     ("evaluate --model {release} --data {d}/good --split {d}/nonutf8.csv", r"not UTF-8 text"),
     ("evaluate --model {release} --data {d}/good --split {d}/fifo.csv", r"FIFO \(named pipe\)"),
+    ("evaluate --model {release} --data {d}/good --split {d}/escape.csv", r"outside the data folder"),
     ("evaluate --model {release} --data {d}/good --all --json {d}/dir.json", r"is a folder"),
     ("bench compare {d}/nonutf8.json", r"not UTF-8 text"),
     ("bench compare {d}/list.json", r"not a LeukEdge benchmark result"),
