@@ -24,6 +24,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import pick
+from leukedge.errors import ConfigError, DataError
+from leukedge.fileio import read_json, read_limited
+from leukedge.runtime import check_threads, max_threads
+
 RELEASE = Path("models/efficientnet-lite0-binary")
 NON_UTF8 = os.fsdecode(b"bad\xffname.jpg")  # a file name from another system's encoding
 TIMEOUT = 120
@@ -227,9 +232,6 @@ def test_huge_thread_count_is_clamped_with_a_warning(smear_paths):
 
 
 def test_runtime_check_threads():
-    from leukedge.errors import ConfigError
-    from leukedge.runtime import check_threads, max_threads
-
     assert check_threads(None) is None and check_threads(1) == 1
     assert check_threads(10**6) == max_threads()
     for bad in (0, -1, 1.5, "2", True):
@@ -241,8 +243,6 @@ def test_runtime_check_threads():
 @pytest.fixture(scope="module")
 def messy_data(tmp_path_factory, aria_dir):
     """Two classes of real smears (symlinks) plus entries that cannot be read."""
-    from conftest import pick
-
     root = tmp_path_factory.mktemp("messy")
     for c in ("Benign", "Pro"):
         (root / c).mkdir()
@@ -364,9 +364,6 @@ def test_broken_pipe_is_quiet(smear_paths):
 
 
 def test_bounded_json_reader(tmp_path):
-    from leukedge.errors import DataError
-    from leukedge.fileio import read_json, read_limited
-
     p = tmp_path / "a.json"
     p.write_text('{"a": 1}')
     assert read_json(p) == {"a": 1}
