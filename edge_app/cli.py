@@ -90,9 +90,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from leukedge.data import resolve_data_dir
+    from leukedge.runtime import check_threads
 
     from .calibrate import calibrate_from_data
 
+    args.threads = check_threads(args.threads)
     _limit_blas_threads()
     data = resolve_data_dir(args.data)
     ood_dirs = args.ood_data
