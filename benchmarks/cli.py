@@ -56,6 +56,7 @@ def register(sub) -> None:
 
 def _threads(text: str | None, quick: bool) -> list[int]:
     from leukedge.errors import ConfigError
+    from leukedge.runtime import max_threads
 
     if text is None:
         return [0] if quick else [1, 2, 0]
@@ -65,10 +66,23 @@ def _threads(text: str | None, quick: bool) -> list[int]:
         if tok == "all":
             out.append(0)
         elif tok.isdigit() and int(tok) > 0:
-            out.append(int(tok))
+            n = int(tok)
+            if n > max_threads():
+                log.warning("--threads %d is more than %d (4 x the CPUs): using %d", n, max_threads(), max_threads())
+                n = max_threads()
+            out.append(n)
         else:
             raise ConfigError(f"--threads: '{tok}' is not a positive number or 'all'", "e.g. --threads 1,2,all")
     return out
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse unusable --json/--md/--plot paths before minutes of measuring."""
+    from leukedge.fileio import check_output_path
+
+    for flag in ("json", "md", "plot"):
+        if getattr(args, flag, None):
+            check_output_path(getattr(args, flag), f"--{flag} output")
 
 
 def _default_images(arg: str | None) -> str | None:
@@ -99,6 +113,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{flag} must be {'zero or more' if flag == 'warmup' else 'positive'}, got {v}")
     if args.min_time is not None and args.min_time <= 0:
         raise ConfigError(f"--min-time must be positive, got {args.min_time}")
+    _check_outputs(args)
     cfg = BenchConfig(
         models=args.models,
         runtimes=[r.strip() for r in args.runtimes.split(",") if r.strip()] if args.runtimes else None,
@@ -148,6 +163,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     files = args.models[1:]
     if not files:
         raise ConfigError("bench compare needs result files", "leukedge bench compare A.json B.json ...")
+    _check_outputs(args)
     docs = [report.load_result(f) for f in files]
     merged = report.merge(docs, files)
     md = report.compare_markdown(merged)

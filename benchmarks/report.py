@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from leukedge.errors import ModelError
+from leukedge.fileio import read_json
 
 from .schema import SCHEMA_NAME, SCHEMA_VERSION, SchemaError, validate
 
@@ -243,12 +244,9 @@ def load_result(path: str | Path) -> dict:
         ModelError: missing or not JSON. SchemaError: wrong schema or version.
     """
     p = Path(path)
-    if not p.is_file():
+    if not p.exists() and not p.is_symlink():
         raise ModelError(f"{path}: no such benchmark JSON", "run `leukedge bench MODEL --json OUT` first")
-    try:
-        doc = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path}: not valid JSON ({exc})") from None
+    doc = read_json(p, ModelError, expect=None)  # regular file, bounded, UTF-8 JSON
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_NAME:
         raise SchemaError(f"{path}: not a LeukEdge benchmark result (schema {doc.get('schema') if isinstance(doc, dict) else None!r})",
                           "pass files written by `leukedge bench --json`")

@@ -5,7 +5,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .data import class_counts, scan
+from .data import class_counts, scan_folder
 from .errors import DataError
 from .hashing import exact_duplicates, hash_records, near_duplicate_pairs
 
@@ -45,14 +45,15 @@ class CheckReport:
 def check_folder(data_dir, max_distance: int = 10, adjacent_window: int = 25) -> CheckReport:
     """Scan, decode and hash every image of ``data_dir``.
 
-    Unreadable files are reported (path + reason) and skipped, never a crash.
+    Unreadable files (undecodable, too large, broken links, FIFOs, devices, folders with an
+    image name) are reported (path + reason) and skipped, never a crash.
 
     Raises:
         DataError: the folder is missing, empty, or a class has no (readable) image.
     """
-    records = scan(data_dir)
+    records, skipped = scan_folder(data_dir)
     hashed = hash_records(records, desc="check: reading")
-    unreadable = [{"path": h.record.relpath, "reason": h.error} for h in hashed if h.error]
+    unreadable = list(skipped) + [{"path": h.record.relpath, "reason": h.error} for h in hashed if h.error]
     readable_per_class = Counter(h.record.cls for h in hashed if not h.error)
     empty = [c for c in class_counts(records) if readable_per_class[c] == 0]
     sizes = Counter(f"{h.size[0]}x{h.size[1]}" for h in hashed if h.size)

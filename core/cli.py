@@ -15,6 +15,7 @@ import sys
 
 from . import __version__
 from .errors import LeukEdgeError
+from .fileio import check_byte_limits
 
 #: Stage CLI modules, in the order their commands are listed by ``leukedge --help``.
 COMMAND_MODULES = [
@@ -56,6 +57,11 @@ def setup_logging(debug: bool = False, quiet: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # File names that are not valid in the terminal's encoding (bytes from another system)
+    # print as \xff escapes instead of raising UnicodeEncodeError in the middle of a report.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.debug, args.quiet)
@@ -64,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         (getattr(args, "_parser", None) or parser).print_help()
         return 0 if args.command is None else 2
     try:
+        check_byte_limits()  # a bad LEUKEDGE_MAX_*_BYTES fails the command once, not every file
         rc = args.func(args)
         return int(rc or 0)
     except LeukEdgeError as exc:
@@ -85,6 +92,35 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         print("leukedge: error: out of memory; use smaller inputs or a smaller batch", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `leukedge predict ... | head`: the reader left; stay quiet (stdout is gone) like other Unix tools.
+        _silence_stdout()
+        return 141
+    except OSError as exc:
+        if args.debug:
+            raise
+        # A file the user named could not be read or written (full disk, read-only folder, a path
+        # through a file...): one line naming it, not a traceback.
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f) or "a file"
+        print(f"leukedge: error: cannot use {where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - last resort: a bug must still not print a traceback
+        if args.debug:
+            raise
+        log.debug("unexpected error", exc_info=True)
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"leukedge: internal error: {type(exc).__name__}{': ' + msg if msg else ''} "
+              "(rerun with --debug for the traceback, and please report it)", file=sys.stderr)
+        return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so Python's exit-time flush of a closed pipe raises nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def run() -> None:

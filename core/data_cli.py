@@ -23,7 +23,9 @@ def register(sub) -> None:
 
     s = dsub.add_parser("split", help="grouped, stratified 70/15/15 split -> manifest CSV")
     s.add_argument("dir", nargs="?", help="data folder (default: $LEUKEDGE_DATA or ../shared/data/aria-all)")
-    s.add_argument("--out", default=None, help="manifest CSV (default: splits/<folder>.split.csv)")
+    s.add_argument("--out", default=None, metavar="CSV",
+                   help="manifest CSV, must end in .csv (default: splits/<folder>.split.csv); the summary is "
+                        "written beside it as <name>.json")
     s.add_argument("--seed", type=int, default=42)
     s.add_argument("--block-size", type=int, default=25, help="consecutive file numbers per group (default 25)")
     s.add_argument("--group-regex", default=None, help="group key: first capture group of this regex on the path")
@@ -41,8 +43,10 @@ def register(sub) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     from .check import check_folder
     from .data import resolve_data_dir
-    from .fileio import atomic_write_json
+    from .fileio import atomic_write_json, check_output_path
 
+    if args.json:
+        check_output_path(args.json, "--json report", ".json")
     report = check_folder(resolve_data_dir(args.dir), max_distance=args.max_distance)
     print(report.to_text())
     if args.json:
@@ -55,16 +59,19 @@ def cmd_split(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .data import resolve_data_dir
-    from .split import SplitConfig, make_split, write_manifest
+    from .fileio import check_output_path
+    from .split import SplitConfig, make_split, summary_path, write_manifest
 
     data_dir = resolve_data_dir(args.dir)
+    out = Path(args.out or f"splits/{Path(data_dir).resolve().name}.split.csv")
+    check_output_path(out, "split manifest (--out)", ".csv")
+    check_output_path(summary_path(out), "split summary")
     cfg = SplitConfig(fractions=tuple(args.fractions), seed=args.seed, block_size=args.block_size,
                       group_regex=args.group_regex, near_dup_distance=args.max_distance)
     res = make_split(data_dir, cfg)
-    out = Path(args.out or f"splits/{Path(data_dir).resolve().name}.split.csv")
     write_manifest(res, out)
     s = res.summary
-    print(f"wrote {out} ({sum(s['n'].values())} rows)")
+    print(f"wrote {out} ({sum(s['n'].values())} rows) and its summary {summary_path(out)}")
     for split in ("train", "val", "test", "excluded"):
         if split in s["counts"]:
             print(f"  {split:<9} n={s['n'][split]:<5} groups={s['groups'][split]:<4} {json.dumps(s['counts'][split])}")
@@ -75,7 +82,9 @@ def cmd_split(args: argparse.Namespace) -> int:
 def cmd_eda(args: argparse.Namespace) -> int:
     from .data import resolve_data_dir
     from .eda import run_eda
+    from .fileio import check_output_dir
 
+    check_output_dir(args.out, "EDA report folder (--out)")
     path = run_eda(resolve_data_dir(args.dir), args.out, max_per_class=args.max_per_class)
     print(f"wrote {path}")
     return 0

@@ -212,7 +212,10 @@ def _overlap_with_training(items: list[Item], manifest: Path | None, data_dir: P
         return None
     n = 0
     for it in items:
-        it.sha256 = it.sha256 or sha256_file(it.abspath)
+        try:
+            it.sha256 = it.sha256 or sha256_file(it.abspath)
+        except DataError:  # unreadable: scoring reports it
+            continue
         n += it.sha256 in seen
     return n
 
@@ -381,6 +384,11 @@ def run_evaluation(model, data_dir, *, split_csv=None, use_all: bool = False, js
     result, pred_rows, extra = evaluate_predictor(predictor, items, threshold=threshold, n_boot=n_boot, seed=seed,
                                                   mask_corners=mask_corners, val_items=val_items,
                                                   use_all=use_all, overlap=overlap)
+    if use_all:  # entries scan() left out (broken links, FIFOs, folders named x.jpg) are unreadable too
+        from .data import scan_folder
+
+        for s in scan_folder(data_dir)[1]:
+            result["unreadable"][str(data_dir / s["path"])] = s["reason"]
     result["model"] = info.to_dict(predictor)
     result["spec"] = {"preprocess": spec.to_dict()["preprocess"], "class_names": spec.class_names,
                       "negative_class": spec.negative_class, "positive_classes": spec.positive_classes,

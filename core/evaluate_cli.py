@@ -50,6 +50,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import resolve_data_dir
     from .errors import ConfigError
     from .evaluate import run_evaluation
+    from .fileio import check_output_dir, check_output_path
     from .report import fmt_ci
 
     if not args.model:
@@ -59,6 +60,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--mask-corners must be in [0, 0.5), got {args.mask_corners}")
     if args.n_boot < 100:
         raise ConfigError(f"--n-boot {args.n_boot} is too few for a 95% interval", "use at least 100 (default 1000)")
+    if args.json_out:
+        check_output_path(args.json_out, "--json output")
+    if args.report:
+        check_output_dir(args.report, "--report folder")
     res = run_evaluation(args.model, resolve_data_dir(args.data), split_csv=args.split, use_all=args.all,
                          json_out=args.json_out, report_dir=args.report, mask_corners=args.mask_corners,
                          threshold=args.threshold, gradcam=args.gradcam, variant=args.variant, n_boot=args.n_boot,

@@ -1,6 +1,7 @@
 """Exact (sha256) and near (perceptual hash) duplicate detection."""
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -8,8 +9,7 @@ import numpy as np
 
 from .data import Record
 from .errors import ImageError
-from .fileio import sha256_file
-from .imageio import load_image
+from .imageio import decode_image, read_image_bytes
 from .progress import progress
 
 log = logging.getLogger(__name__)
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class HashedRecord:
     record: Record
-    sha256: str
+    sha256: str | None  # None when the file could not be read at all
     phash: int | None  # 64-bit perceptual hash, None when unreadable
     size: tuple[int, int] | None  # (width, height)
     error: str | None = None
@@ -34,12 +34,17 @@ def phash64(rgb: np.ndarray) -> int:
 
 
 def hash_records(records: list[Record], desc: str = "hashing") -> list[HashedRecord]:
-    """sha256 + perceptual hash + size of every record; unreadable images keep their error."""
+    """sha256 + perceptual hash + size of every record; unreadable images keep their error.
+
+    Each file is read once (bounded, regular files only: see :func:`leukedge.imageio.read_image_bytes`).
+    """
     out = []
     for r in progress(records, desc=desc, unit="img"):
-        sha = sha256_file(r.path)
+        sha = None
         try:
-            img = load_image(r.path)
+            data = read_image_bytes(r.path)
+            sha = hashlib.sha256(data).hexdigest()
+            img = decode_image(data, r.path)
             out.append(HashedRecord(r, sha, phash64(img), (img.shape[1], img.shape[0])))
         except ImageError as exc:
             out.append(HashedRecord(r, sha, None, None, exc.one_line()))
@@ -50,6 +55,8 @@ def exact_duplicates(hashed: list[HashedRecord]) -> list[list[str]]:
     """Groups (of 2+) of relpaths with identical bytes."""
     by: dict[str, list[str]] = {}
     for h in hashed:
+        if h.sha256 is None:
+            continue
         by.setdefault(h.sha256, []).append(h.record.relpath)
     return [sorted(v) for v in by.values() if len(v) > 1]
 

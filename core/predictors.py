@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ImageError, ModelError
+from .fileio import check_regular, read_json
 from .preprocess import preprocess
 from .imageio import load_image
 from .progress import progress
@@ -95,14 +96,12 @@ def _release_file(folder: Path, spec: ModelSpec, variant: str | None) -> Path:
 
 def card_sha256(folder: Path) -> dict[str, str]:
     """sha256 of each model file as listed by the release's card.json (empty when no card)."""
-    import json
-
     card = folder / "card.json"
     if not card.exists():
         return {}
     try:
-        return dict(json.loads(card.read_text()).get("files", {}))
-    except (ValueError, AttributeError):
+        return dict(read_json(card, ModelError).get("files", {}))  # regular file, bounded, a JSON object
+    except (ValueError, AttributeError, TypeError):
         raise ModelError(f"{card}: not a valid model card") from None
 
 
@@ -119,6 +118,8 @@ def load_predictor(path, variant: str | None = None, num_threads: int | None = N
     p = Path(path)
     if not p.exists():
         raise ModelError(f"{p}: no such model", "pass models/<name>, a .tflite file or a training run folder")
+    if not p.is_dir():
+        check_regular(p, ModelError, "model")  # a FIFO or device: refused, never read
     if p.is_file():
         if p.suffix == ".h5":
             return KerasPredictor(p.parent, ModelSpec.load(p.parent), p.name)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, ModelError, did_you_mean
-from .fileio import sha256_file
+from .fileio import check_regular, open_regular, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,39 @@ def _tensorflow():
     import tensorflow as tf
 
     return tf.lite.Interpreter
+
+
+def max_threads() -> int:
+    """The most interpreter threads LeukEdge asks for: 4 x the CPUs (at least 4).
+
+    More threads than that only add contention; far more (``--threads 100000``) make the
+    runtime's thread pool crash the process (SIGSEGV) instead of raising.
+    """
+    return max(4, (os.cpu_count() or 1) * 4)
+
+
+def check_threads(num_threads, what: str = "--threads") -> int | None:
+    """Validate an interpreter thread count: None (the runtime's default) or 1..:func:`max_threads`.
+
+    Counts above the maximum are clamped with a warning.
+
+    Raises:
+        ConfigError: not an integer, or below 1.
+    """
+    if num_threads is None:
+        return None
+    cpus = os.cpu_count() or 1
+    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
+        raise ConfigError(f"{what} {num_threads!r} is not a whole number", f"use 1..{cpus} (this machine has {cpus} CPUs)")
+    n = int(num_threads)
+    if n < 1:
+        raise ConfigError(f"{what} {n}: at least 1 thread is needed",
+                          f"use 1..{cpus} (this machine has {cpus} CPUs), or leave it out for the runtime's default")
+    top = max_threads()
+    if n > top:
+        log.warning("%s %d is more than %d (4 x %d CPUs): using %d threads", what, n, top, cpus, top)
+        return top
+    return n
 
 
 #: Runtime name -> function returning the Interpreter class.
@@ -64,15 +97,15 @@ def check_tflite_file(path: str | os.PathLike, expected_sha256: str | None = Non
         raise ModelError(f"{p}: no such model file", "check the path or run `leukedge compress`")
     if p.is_dir():
         raise ModelError(f"{p}: is a folder", "name a .tflite file or use --model models/<name>")
-    size = p.stat().st_size
+    size = check_regular(p, ModelError, "model (.tflite)").st_size
     if size < 64:
         raise ModelError(f"{p}: {size} bytes is too small to be a TFLite model", "re-export or re-download it")
-    with open(p, "rb") as fh:
+    with open_regular(p, ModelError, "model (.tflite)") as fh:
         head = fh.read(8)
     if head[4:8] != b"TFL3":
         raise ModelError(f"{p}: not a TFLite model (no TFL3 identifier)", "name a .tflite file exported by LeukEdge")
     if expected_sha256:
-        actual = sha256_file(p)
+        actual = sha256_file(p, error=ModelError)
         if actual != expected_sha256:
             raise ModelError(f"{p}: sha256 {actual[:12]}... does not match the model card ({expected_sha256[:12]}...)",
                              "the file was modified or corrupted; re-download the release")
@@ -148,6 +181,7 @@ class LiteRunner(TensorIO):
 
     def __init__(self, model_path, num_threads: int | None = None, runtime: str = "litert",
                  expected_sha256: str | None = None):
+        num_threads = check_threads(num_threads, "num_threads")
         self.path = check_tflite_file(model_path, expected_sha256)
         self.runtime = runtime
         cls = interpreter_class(runtime)

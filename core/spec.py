@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ConfigError, ModelError
+from .fileio import read_limited
 from .preprocess import PreprocessConfig
 
 SPEC_SCHEMA = 1
@@ -205,4 +206,4 @@ class ModelSpec:
             p = p / "spec.json"
         if not p.exists():
             raise ModelError(f"{p}: no model spec found", "point at a release folder (models/<name>) or a run folder")
-        return cls.from_json(p.read_text())
+        return cls.from_json(read_limited(p, "json", ModelError).decode("utf-8", errors="replace"))

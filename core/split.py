@@ -15,13 +15,13 @@ import os
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from .data import Record, class_counts, scan
 from .errors import ConfigError, DataError
-from .fileio import atomic_write_json, atomic_write_text, sha256_file
+from .fileio import atomic_write_json, atomic_write_text, read_limited, sha256_file
 from .hashing import hash_records, near_duplicate_pairs
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,12 @@ class SplitConfig:
             raise ConfigError(f"split fractions must be 3 positive numbers summing to 1, got {self.fractions}")
         if self.block_size < 1:
             raise ConfigError(f"block_size must be >= 1, got {self.block_size}")
+        if self.group_regex:
+            try:
+                re.compile(self.group_regex)
+            except re.error as exc:
+                raise ConfigError(f"--group-regex {self.group_regex!r} is not a valid regular expression ({exc})",
+                                  "e.g. --group-regex '(\\d+)_' (the first capture group is the group key)") from None
 
 
 def group_key(rec: Record, cfg: SplitConfig) -> str:
@@ -121,6 +127,8 @@ def make_split(data_dir, cfg: SplitConfig | None = None) -> SplitResult:
     if cfg.drop_exact_duplicates:
         seen: dict[str, int] = {}
         for i, h in enumerate(hashed):
+            if h.sha256 is None:  # unreadable: excluded below
+                continue
             if h.sha256 in seen:
                 excluded.add(i)
             else:
@@ -131,6 +139,11 @@ def make_split(data_dir, cfg: SplitConfig | None = None) -> SplitResult:
     y = np.array([hashed[i].record.cls for i in use])
     g = np.array([groups[i] for i in use])
     n_folds = 20
+    small = {c: int(n) for c, n in zip(*np.unique(y, return_counts=True)) if n < n_folds}
+    if small:
+        raise DataError(f"{data_dir}: class(es) with fewer than {n_folds} readable images: {small}",
+                        f"a 70/15/15 split by group needs at least {n_folds} images per class; add images "
+                        "or remove the class folder")
     if len(set(g)) < n_folds:
         raise DataError(f"only {len(set(g))} groups in {data_dir}: too few to split 70/15/15 by group",
                         "use a smaller --block-size or a --group-regex with more groups")
@@ -178,25 +191,46 @@ def manifest_text(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def summary_path(manifest: str | os.PathLike) -> Path:
+    """Where the summary of a manifest goes: ``X.split.csv`` -> ``X.split.json``."""
+    return Path(manifest).with_suffix(".json")
+
+
 def write_manifest(result: SplitResult, out: str | os.PathLike) -> Path:
-    """Write the CSV manifest and a ``.json`` summary beside it (atomically)."""
+    """Write the CSV manifest and its ``.json`` summary beside it (atomically).
+
+    Raises:
+        ConfigError: ``out`` does not end in ``.csv`` (the summary would overwrite the manifest).
+    """
     out = Path(out)
+    if out.suffix.lower() != ".csv":
+        raise ConfigError(f"{out}: a split manifest must end in .csv (its summary is written beside it as "
+                          f"{summary_path(out).name})", f"name it like {out.with_suffix('.csv').name}")
     atomic_write_text(out, manifest_text(result.rows))
     summary = dict(result.summary)
     summary["manifest_sha256"] = sha256_file(out)
-    atomic_write_json(out.with_suffix(".json"), summary)
+    atomic_write_json(summary_path(out), summary)
     return out
 
 
 def read_manifest(path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> list[dict]:
     """Read a split manifest; with ``data_dir``, add each row's absolute ``abspath`` and check it exists."""
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise DataError(f"{path}: no split manifest", "create one with `leukedge data split DIR`")
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    data = read_limited(path, "csv", DataError)
+    try:
+        rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"), newline="")))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})", "pass a manifest made by `leukedge data split`") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a CSV file ({exc})", "pass a manifest made by `leukedge data split`") from None
     if not rows or not set(MANIFEST_COLUMNS[:3]).issubset(rows[0]):
         raise DataError(f"{path}: not a LeukEdge split manifest (columns {MANIFEST_COLUMNS})")
+    outside = [r.get("path") for r in rows if not _inside(r.get("path"))]
+    if outside:
+        raise DataError(f"{path}: {len(outside)} row(s) name a path outside the data folder (first: {outside[0]!r})",
+                        "manifest paths are relative to the data folder, with no '..' and not absolute")
     if data_dir is not None:
         root = Path(data_dir)
         missing = [r["path"] for r in rows if r["split"] in SPLITS and not (root / r["path"]).exists()]
@@ -206,6 +240,14 @@ def read_manifest(path: str | os.PathLike, data_dir: str | os.PathLike | None = 
         for r in rows:
             r["abspath"] = str((root / r["path"]).resolve())
     return rows
+
+
+def _inside(relpath) -> bool:
+    """A manifest path stays inside its data folder: relative, no ``..`` component."""
+    if not isinstance(relpath, str) or not relpath:
+        return False
+    p = PurePosixPath(relpath.replace("\\", "/"))
+    return not p.is_absolute() and ".." not in p.parts
 
 
 def rows_of(rows: list[dict], split: str) -> list[dict]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def register(sub) -> None:
     a.add_argument("--models-root", default="models", help="folder of release folders (default: models)")
     a.add_argument("--db", help="history database (default: $LEUKEDGE_DB or ~/.local/share/leukedge/history.sqlite3)")
     a.add_argument("--fullscreen", action="store_true", help="fullscreen (kiosk / Raspberry Pi touch display)")
-    a.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    a.add_argument("--threads", type=int, default=None, help="interpreter threads (1 or more)")
     a.add_argument("--camera", default=None,
                    help="camera source: index (0), kivy:0 (Kivy's camera, Android) or a video file")
     a.add_argument("--start-dir", default=None, help="folder the file chooser opens in")
@@ -61,7 +62,8 @@ def register(sub) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--model", required=True, help="release folder models/<name>")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
-    p.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="interpreter threads (1 or more; above 4 x the CPUs is clamped with a warning)")
     p.add_argument("--variant", default=None, help="model file variant: int8 (default), pruned-int8, float32")
     p.add_argument("--operating-point", default=None, help="a validated operating point of the card (default: spec's)")
     p.set_defaults(func=cmd_predict)
@@ -70,6 +72,9 @@ def register(sub) -> None:
 def cmd_app(args: argparse.Namespace) -> int:
     if getattr(args, "app_command", None):
         return args.func(args)
+    from leukedge.runtime import check_threads
+
+    args.threads = check_threads(args.threads)
     _limit_blas_threads()
     from .app import run_app
 
@@ -85,9 +90,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from leukedge.data import resolve_data_dir
+    from leukedge.runtime import check_threads
 
     from .calibrate import calibrate_from_data
 
+    args.threads = check_threads(args.threads)
     _limit_blas_threads()
     data = resolve_data_dir(args.data)
     ood_dirs = args.ood_data
@@ -107,31 +114,43 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(results) -> str:
-    lines = [f"{'image':<40} {'prob':>6} {'decision':<20} {'quality':<14} {'ood':<5} error"]
-    for r in results:
-        name = r.path if len(r.path or "") <= 40 else "..." + r.path[-37:]
-        prob = "" if r.probability is None else f"{r.probability:.3f}"
-        lines.append(f"{name:<40} {prob:>6} {r.decision or '-':<20} {r.quality or '-':<14} "
-                     f"{'yes' if r.ood else 'no':<5} {r.error or ''}")
-    return "\n".join(lines)
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    import json
+    from leukedge.runtime import check_threads
 
     from .inference import Screener
+    from .stream import JsonListWriter, TableWriter
 
+    threads = check_threads(args.threads)
     _limit_blas_threads()
-    screener = Screener(args.model, num_threads=args.threads, variant=args.variant)
+    screener = Screener(args.model, num_threads=threads, variant=args.variant)
     if args.operating_point:
         screener.set_operating_point(args.operating_point)
-    results = [screener.screen_image(path, heatmap=False) for path in args.images]
-    if args.json:
-        print(json.dumps([r.to_json() for r in results], indent=2))
-    else:
-        print(_table(results))
-        n_err = sum(1 for r in results if r.error)
-        print(f"{len(results) - n_err} screened, {n_err} unreadable; model {screener.release.name} "
+    writer = JsonListWriter(sys.stdout) if args.json else TableWriter(sys.stdout)
+    n = n_err = 0
+    stop: list[int] = []
+    # Ctrl-C / SIGTERM stop between two images (never in the middle of a write), so the JSON
+    # list on stdout is always closed and valid.
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    writer.start()
+    try:
+        # One image at a time, written as soon as it is scored and then dropped: memory stays
+        # flat for any number of images. A bad image gets its own `error`; the others are scored.
+        for path in args.images:
+            if stop:
+                break
+            r = screener.screen_image(path, heatmap=False)
+            writer.write(r)
+            n += 1
+            n_err += r.error is not None
+    finally:
+        writer.end()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stop:
+        print(f"leukedge: interrupted after {n} of {len(args.images)} images", file=sys.stderr)
+        return 130
+    if not args.json:
+        print(f"{n - n_err} screened, {n_err} unreadable; model {screener.release.name} "
               f"v{screener.release.version}, threshold {screener.threshold:.2f}", file=sys.stderr)
-    return 2 if any(r.error for r in results) else 0
+    return 2 if n_err else 0

@@ -25,7 +25,7 @@ import numpy as np
 
 from leukedge.errors import ImageError, LeukEdgeError, ModelError
 from leukedge.fileio import sha256_file
-from leukedge.imageio import load_image
+from leukedge.imageio import decode_image, read_image_bytes
 from leukedge.preprocess import normalize, preprocess_uint8
 from leukedge.spec import ModelSpec
 
@@ -388,8 +388,10 @@ class Screener:
         res = self._base(str(image) if is_path else None)
         try:
             if is_path:
-                rgb = load_image(image)
-                res.image_sha256 = hashlib.sha256(Path(image).read_bytes()).hexdigest()
+                data = read_image_bytes(image)  # regular files only, bounded; read once
+                res.image_sha256 = hashlib.sha256(data).hexdigest()
+                rgb = decode_image(data, str(image))
+                del data
             else:
                 rgb = np.asarray(image)
                 if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[-1] != 3 or min(rgb.shape[:2]) < 8:

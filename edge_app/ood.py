@@ -18,6 +18,7 @@ OpenCV are needed at run time.
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ import cv2
 import numpy as np
 
 from leukedge.errors import ModelError
+from leukedge.fileio import atomic_write_bytes, read_limited
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +106,6 @@ class OODGate:
     # ----- persistence ------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write the ``.npz`` atomically."""
-        import io
-
-        from leukedge.fileio import atomic_write_bytes
-
         arrays = {"mean": self.mean, "components": self.components, "variances": self.variances,
                   "residual_variance": np.float64(self.residual_variance), "threshold": np.float64(self.threshold),
                   "percentile": np.float64(self.percentile)}
@@ -121,8 +119,12 @@ class OODGate:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "OODGate":
         p = Path(path)
+        if not p.exists() and not p.is_symlink():
+            raise ModelError(f"{p}: OOD statistics file is missing",
+                             "run `leukedge app calibrate-ood models/<name> --data DIR`")
+        data = read_limited(p, "npz", ModelError)  # a regular file, bounded
         try:
-            with np.load(p, allow_pickle=False) as z:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 img = "img_mean" in z.files
                 return cls(mean=z["mean"], components=z["components"], variances=z["variances"],
                            residual_variance=float(z["residual_variance"]), threshold=float(z["threshold"]),

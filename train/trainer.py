@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leukedge.data import resolve_data_dir
+from leukedge.data import resolve_data_dir, scan
 from leukedge.errors import ConfigError, DataError
 from leukedge.fileio import atomic_copy, atomic_write_json, sha256_file
 from leukedge.split import SPLITS, read_manifest, rows_of
@@ -236,6 +236,12 @@ def prepare_run(cfg: TrainConfig) -> Path:
     cfg.data_dir = str(data_dir.resolve())
     if cfg.split and not Path(cfg.split).exists():
         raise DataError(f"{cfg.split}: no split manifest", "create one with `leukedge data split DIR --out FILE`")
+    # The data is checked before the weights are looked for (they may need a download): an
+    # empty folder or a bad manifest is reported as such, not as a download failure.
+    if cfg.split:
+        read_manifest(cfg.split, data_dir)
+    else:
+        scan(data_dir)
     resolve_weights(cfg)  # fail before creating anything when the weights are unavailable
     run_dir = new_run_dir(cfg)
     if cfg.split:
