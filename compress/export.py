@@ -44,6 +44,7 @@ import numpy as np
 
 from leukedge.errors import ModelError
 from leukedge.spec import ModelSpec
+from leukedge.tflite_graph import read_model, read_root, schema, tensor_name, write_model
 
 from .quantization import QuantizationConfig
 
@@ -250,33 +251,25 @@ def embed_spec(tflite: bytes, spec: ModelSpec) -> bytes:
     The runtime ignores metadata; :func:`read_embedded_spec` reads it back. spec.json also
     travels beside the file in the release folder (the app reads that one).
     """
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
-    model.metadata = [m for m in (model.metadata or []) if _name(m.name) != SPEC_METADATA]
-    buf = schema.BufferT()
+    S = schema()
+    model = read_model(tflite)
+    model.metadata = [m for m in (model.metadata or []) if tensor_name(m) != SPEC_METADATA]
+    buf = S.BufferT()
     buf.data = np.frombuffer(spec.to_json().encode("utf-8"), dtype=np.uint8)
     model.buffers.append(buf)
-    meta = schema.MetadataT()
+    meta = S.MetadataT()
     meta.name = SPEC_METADATA
     meta.buffer = len(model.buffers) - 1
     model.metadata.append(meta)
-    return flatbuffer_utils.convert_object_to_bytearray(model)
-
-
-def _name(n) -> str:
-    return n.decode() if isinstance(n, bytes) else str(n)
+    return write_model(model)
 
 
 def read_embedded_spec(tflite: bytes) -> ModelSpec | None:
     """The spec stored by :func:`embed_spec`, or None when the file has none."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    model = schema.Model.GetRootAs(bytearray(tflite), 0)
+    model = read_root(bytearray(tflite))
     for i in range(model.MetadataLength()):
         meta = model.Metadata(i)
-        if _name(meta.Name()) == SPEC_METADATA:
+        if tensor_name(meta) == SPEC_METADATA:
             raw = model.Buffers(meta.Buffer()).DataAsNumpy()
             return ModelSpec.from_json(bytes(raw).decode("utf-8"))
     return None

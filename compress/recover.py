@@ -28,22 +28,20 @@ import numpy as np
 
 from leukedge.errors import ModelError
 from leukedge.spec import ModelSpec
+from leukedge.tflite_graph import opcode_names, read_model, schema, tensor_name
 
 log = logging.getLogger(__name__)
 
 
 def _op_weights(data: bytes) -> list[tuple[str, list[str], list[np.ndarray]]]:
     """(op name, names of its constant inputs, their float32 values) for every op with constants."""
-    from tensorflow.lite.python import schema_py_generated as S
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+    S = schema()
+    model = read_model(data)
     graph = model.subgraphs[0]
-    codes = {v: k for k, v in vars(S.BuiltinOperator).items() if not k.startswith("_")}
+    codes = opcode_names(model)
     out = []
     for op in graph.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        name = codes.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
+        name = codes[op.opcodeIndex]
         names, values = [], []
         for i in op.inputs:
             if i < 0:
@@ -57,7 +55,7 @@ def _op_weights(data: bytes) -> list[tuple[str, list[str], list[np.ndarray]]]:
                     raise ModelError("only a float32 .tflite can be turned back into a Keras model "
                                      "(this one has int8 weights)", "pass the release's <name>.float32.tflite")
                 continue  # shapes, indices
-            names.append(t.name.decode() if isinstance(t.name, bytes) else str(t.name))
+            names.append(tensor_name(t))
             values.append(np.frombuffer(bytes(bytearray(buf)), np.float32).reshape([int(d) for d in t.shape]))
         if values:
             out.append((name, names, values))
