@@ -46,6 +46,7 @@ from leukedge.errors import ModelError
 from leukedge.spec import ModelSpec
 from leukedge.tflite_graph import read_model, read_root, schema, tensor_name, write_model
 
+from .cam_graph import cam_scores
 from .quantization import QuantizationConfig
 
 log = logging.getLogger(__name__)
@@ -111,9 +112,7 @@ def serving_function(model, spec: ModelSpec):
         if b2 is not None:
             logit = logit + b2
         prob = activation(logit)
-        za = tf.matmul(tf.reshape(a, (h * w, d)), w1)               # (h w, U): A @ W1, the hidden layer's kernel
-        za = za * tf.cast(hid > 0.0, tf.float32)                    # * 1[z > 0]
-        cams = tf.matmul(za, w2 * (1.0 / (h * w)))                  # (h w, C): every class, GAP's 1 / (h w)
+        cams = cam_scores(tf.reshape(a, (h * w, d)), tf.cast(hid > 0.0, tf.float32), w1, w2, h * w)  # (h w, C)
         c = 0 if binary else tf.argmax(logit[0])                    # positive / predicted class
         cam = tf.nn.relu(tf.reshape(tf.gather(cams, c, axis=1), (1, h, w)))
         return {"probability": prob, "logit": logit, "cam": cam, "features": p}

@@ -20,6 +20,7 @@ from leukedge.errors import ConfigError, ModelError
 from leukedge.spec import ModelSpec
 
 from .block_prune import block_conv, block_runs, blockable, unblock
+from .cam_graph import cam_scores
 from .cluster import check_clusters, cluster_pruned, clustered_copy, current_kernel, distinct_values, strip
 
 log = logging.getLogger(__name__)
@@ -243,8 +244,8 @@ def _own_layer(model, name: str):
 def _gradcam_layer(hidden, out, fmap_shape):
     """A keras layer ``[feature map, hidden ReLU output] -> (B, classes, h*w)`` Grad-CAM maps.
 
-    The closed form of the exported ``cam`` output (:func:`leukedge.compress.export.serving_function`):
-    ``relu(((A @ W1) * 1[z > 0]) @ W2 / (h w))``. The kernels are read at call time, so a
+    The closed form of the exported ``cam`` output, built by the same
+    :func:`leukedge.compress.cam_graph.cam_scores`. The kernels are read at call time, so a
     pruning wrapper's masked kernel is the one used.
     """
     import tensorflow as tf
@@ -257,10 +258,12 @@ def _gradcam_layer(hidden, out, fmap_shape):
         def call(self, inputs):
             a, hid = inputs
             w1, w2 = kernels()
-            za = tf.matmul(tf.reshape(a, (-1, h * w, d)), w1)                 # (B, hw, U)
-            za = za * tf.cast(hid > 0.0, za.dtype)[:, None, :]
+            active = tf.cast(hid > 0.0, a.dtype)                               # (B, U)
+            active = tf.reshape(tf.repeat(active[:, None, :], h * w, axis=1), (-1, active.shape[-1]))
+            cams = cam_scores(tf.reshape(a, (-1, d)), active, w1, w2, h * w)  # (B hw, C)
+            cams = tf.reshape(tf.nn.relu(cams), (-1, h * w, cams.shape[-1]))
             # (B, C, hw): classes before cells, so keras never squeezes a binary map's last axis
-            return tf.transpose(tf.nn.relu(tf.matmul(za, w2) * (1.0 / (h * w))), (0, 2, 1))
+            return tf.transpose(cams, (0, 2, 1))
 
     return GradCam(name="gradcam_distill")
 
