@@ -23,6 +23,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -122,8 +123,6 @@ def matmul_gmacs(n: int = PROBE_SIZE, repeats: int = 10, min_time: float = 1.0) 
 
     The best call (not the mean) is the peak: calls slowed by other processes do not count.
     """
-    import time
-
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)

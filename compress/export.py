@@ -46,6 +46,7 @@ from leukedge.errors import ModelError
 from leukedge.spec import ModelSpec
 from leukedge.tflite_graph import read_model, read_root, schema, tensor_name, write_model
 
+from .cam_branch import cam_only_tensors, float_cam_branch
 from .cam_graph import cam_scores
 from .quantization import QuantizationConfig
 
@@ -214,8 +215,6 @@ def quantize_calibrated(calibrated: bytes, spec: ModelSpec, denylisted_nodes: li
     """
     import tensorflow as tf
     from tensorflow.lite.python import convert as tfl_convert
-
-    from .cam_branch import cam_only_tensors, float_cam_branch
 
     deny = list(denylisted_nodes or [])
     cam = sorted(cam_only_tensors(calibrated)) if float_cam else []

@@ -21,14 +21,21 @@ features) and the Grad-CAM branch keep their calibrated ranges, and ranges only 
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from leukedge.errors import ConfigError
+from leukedge.predictors import TFLitePredictor
 from leukedge.progress import progress
 from leukedge.tflite_graph import read_model, signature_outputs, tensor_name, write_model
+
+from .cam_branch import cam_only_tensors
+from .export import quantize_calibrated
+from .parity import candidate_record, closest, compare
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +62,6 @@ def activation_tensors(calibrated: bytes) -> dict[int, tuple[str, float, float]]
     """Index -> (name, min, max) of every calibrated activation of the main graph, except the
     graph's inputs and outputs, the Grad-CAM branch (:mod:`leukedge.compress.cam_branch`:
     its per-image peaks vary too much for a clipped range) and constants."""
-    from .cam_branch import cam_only_tensors
-
     model = read_model(calibrated)
     graph = model.subgraphs[0]
     io = set(int(i) for i in graph.inputs) | set(int(i) for i in graph.outputs)
@@ -186,14 +191,6 @@ def choose_percentile(calibrated: bytes, spec, reference, val_data, images: np.n
     Returns:
         (chosen percentile, its calibrated model with clipped ranges, report dict).
     """
-    import tempfile
-    from pathlib import Path
-
-    from leukedge.predictors import TFLitePredictor
-
-    from .export import quantize_calibrated
-    from .parity import candidate_record, closest, compare
-
     t0 = time.perf_counter()
     clipped = [p for p in candidates if p < 100.0]
     all_ranges = percentile_ranges_multi(calibrated, images, clipped) if clipped else {}

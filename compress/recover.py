@@ -29,6 +29,9 @@ import numpy as np
 from leukedge.errors import ModelError
 from leukedge.spec import ModelSpec
 from leukedge.tflite_graph import opcode_names, read_model, schema, tensor_name
+from leukedge.train.model import build_classifier
+
+from .export import serving_function
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +116,6 @@ def keras_from_float_tflite(data: bytes, spec: ModelSpec, check_images: np.ndarr
         ModelError: a weight with no matching layer, a layer left without weights, a shape
             mismatch, or outputs that differ from the file's.
     """
-    from leukedge.train.model import build_classifier
-
     head = spec.head or {}
     model = architecture if architecture is not None else build_classifier(
         spec, None, dense_units=int(head.get("dense_units", 512)), dropout=float(head.get("dropout", 0.5)))
@@ -200,8 +201,6 @@ def _check(model, spec: ModelSpec, data: bytes, images: np.ndarray, tolerance: f
     """Worst relative error of ``model``'s probability and cam against the ``.tflite`` ``data``
     on ``images``; raises :class:`ModelError` above ``tolerance``."""
     from ai_edge_litert.interpreter import Interpreter
-
-    from .export import serving_function
 
     runner = Interpreter(model_content=bytes(data), num_threads=2).get_signature_runner()
     serve, _ = serving_function(model, spec)
