@@ -116,7 +116,6 @@ class KerasSession(Session):
             if not target.spec_path:
                 raise ModelError(f"{target.model}: no Keras model and no spec.json to rebuild one from",
                                  "name a release or run folder, or leave 'keras' out of --runtimes")
-
             spec = ModelSpec.load(target.spec_path)
             self.model = build_classifier(spec, weights=None)
             self.note = "Keras model rebuilt from spec.json with untrained weights (same architecture and cost)"

@@ -121,7 +121,6 @@ def select_items(data_dir, spec: ModelSpec, split_csv=None, use_all: bool = Fals
     Returns:
         (items, manifest rows or None).
     """
-
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: no such data folder", "pass --data DIR (one subfolder per class)")
@@ -329,10 +328,8 @@ def evaluate_predictor(predictor, items: list[Item], *, threshold: float | None 
 
 
 # --------------------------------------------------------------------------------------------
-# Files
+# The whole evaluation (files written: predictions.csv via leukedge.predictions_csv)
 # --------------------------------------------------------------------------------------------
-
-
 def run_evaluation(model, data_dir, *, split_csv=None, use_all: bool = False, json_out=None, report_dir=None,
                    mask_corners: float = DEFAULT_CORNER_MASK, threshold: float | None = None, gradcam: int = 4,
                    variant: str | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
