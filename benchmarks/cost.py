@@ -1,7 +1,7 @@
 """Cost model: multiply-accumulates per inference and the machine's measured peak.
 
 MACs are counted from the ``.tflite`` flatbuffer itself (parsed with the schema module that
-ships with LiteRT, or TensorFlow's), so no interpreter and no TensorFlow is needed:
+ships with LiteRT, or TensorFlow's: :mod:`leukedge.tflite_graph`), so no interpreter and no TensorFlow is needed:
 
 * ``CONV_2D``: out_h * out_w * out_c * k_h * k_w * in_c_per_group (the filter's last dim)
 * ``DEPTHWISE_CONV_2D``: out_h * out_w * out_c * k_h * k_w
@@ -23,9 +23,12 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+
+from leukedge.tflite_graph import opcode_names, read_root, tensor_shape
 
 log = logging.getLogger(__name__)
 
@@ -34,37 +37,14 @@ PROBE = (f"numpy float32 matmul {PROBE_SIZE}x{PROBE_SIZE}, best of >= 10 calls o
          "OPENBLAS_NUM_THREADS=threads, one process per thread count")
 
 
-def _schema():
-    try:
-        from ai_edge_litert import schema_py_generated as s
-    except ImportError:
-        from tensorflow.lite.python import schema_py_generated as s  # noqa: F401 (fallback)
-    return s
-
-
-def _op_names(s) -> dict[int, str]:
-    return {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
-
-
-def _shape(tensor) -> tuple[int, ...]:
-    arr = tensor.ShapeAsNumpy()
-    return tuple(int(d) for d in arr) if not isinstance(arr, int) else ()
-
-
 def count_macs_tflite(path: str | os.PathLike) -> dict:
     """MACs of one inference of a ``.tflite`` file (main subgraph).
 
     Returns:
         ``{"macs": int, "by_op": {op_name: macs}, "ops": n_operators}``.
     """
-    s = _schema()
-    buf = Path(path).read_bytes()
-    model = s.Model.GetRootAs(buf, 0)
-    names = _op_names(s)
-    codes = []
-    for i in range(model.OperatorCodesLength()):
-        oc = model.OperatorCodes(i)
-        codes.append(names.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()), "CUSTOM"))
+    model = read_root(Path(path).read_bytes())
+    codes = opcode_names(model)
     sg = model.Subgraphs(0)
     by_op: dict[str, int] = {}
     total = 0
@@ -82,33 +62,31 @@ def count_macs_tflite(path: str | os.PathLike) -> dict:
 
 def input_shape_tflite(path: str | os.PathLike) -> tuple[int, ...]:
     """Shape of the first input of the main subgraph, read from the flatbuffer (no interpreter)."""
-    s = _schema()
-    model = s.Model.GetRootAs(Path(path).read_bytes(), 0)
-    sg = model.Subgraphs(0)
-    return _shape(sg.Tensors(int(sg.InputsAsNumpy()[0])))
+    sg = read_root(Path(path).read_bytes()).Subgraphs(0)
+    return tensor_shape(sg.Tensors(int(sg.InputsAsNumpy()[0])))
 
 
 def _op_macs(name: str, ins: list, outs: list) -> int:
     try:
         if name == "CONV_2D":
-            _, oh, ow, oc = _shape(outs[0])
-            _, kh, kw, ic = _shape(ins[1])
+            _, oh, ow, oc = tensor_shape(outs[0])
+            _, kh, kw, ic = tensor_shape(ins[1])
             return oh * ow * oc * kh * kw * ic
         if name == "DEPTHWISE_CONV_2D":
-            _, oh, ow, oc = _shape(outs[0])
-            _, kh, kw, _ = _shape(ins[1])
+            _, oh, ow, oc = tensor_shape(outs[0])
+            _, kh, kw, _ = tensor_shape(ins[1])
             return oh * ow * oc * kh * kw
         if name == "FULLY_CONNECTED":
-            out_units, in_units = _shape(ins[1])
-            rows = int(np.prod(_shape(outs[0]))) // max(out_units, 1)
+            out_units, in_units = tensor_shape(ins[1])
+            rows = int(np.prod(tensor_shape(outs[0]))) // max(out_units, 1)
             return rows * out_units * in_units
         if name == "TRANSPOSE_CONV":
-            _, kh, kw, _ = _shape(ins[1])  # (out_c, kh, kw, in_c)
-            _, ih, iw, ic = _shape(ins[2])
-            oc = _shape(ins[1])[0]
+            _, kh, kw, _ = tensor_shape(ins[1])  # (out_c, kh, kw, in_c)
+            _, ih, iw, ic = tensor_shape(ins[2])
+            oc = tensor_shape(ins[1])[0]
             return ih * iw * ic * kh * kw * oc
         if name == "BATCH_MATMUL":
-            a, o = _shape(ins[0]), _shape(outs[0])
+            a, o = tensor_shape(ins[0]), tensor_shape(outs[0])
             k = a[-1]
             return int(np.prod(o)) * k
     except (ValueError, IndexError, AttributeError):
@@ -145,8 +123,6 @@ def matmul_gmacs(n: int = PROBE_SIZE, repeats: int = 10, min_time: float = 1.0) 
 
     The best call (not the mean) is the peak: calls slowed by other processes do not count.
     """
-    import time
-
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)

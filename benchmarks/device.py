@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -189,6 +190,4 @@ class OthersCPU:
 
 
 def _monotonic() -> float:
-    import time
-
     return time.perf_counter()

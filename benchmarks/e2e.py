@@ -6,8 +6,9 @@ Stages (each timed per image, on real smears read from disk every time):
 2. ``preprocess``: :func:`leukedge.preprocess.preprocess_uint8` + :func:`~leukedge.preprocess.normalize`
    (exactly :func:`~leukedge.preprocess.preprocess`, split so the uint8 image is kept for the overlay).
 3. ``inference``: :meth:`LiteRunner.run` (quantize input, invoke, dequantize outputs).
-4. ``gradcam``: the model's ``cam`` output normalised to [0, 1], resized to the input size,
-   colour-mapped (OpenCV JET) and blended over the preprocessed image; plus the decision.
+4. ``gradcam``: the model's ``cam`` output drawn over the preprocessed image by
+   :func:`leukedge.heatmap.overlay`, the renderer the app uses (normalise to [0, 1] by the
+   map's maximum, resize, OpenCV JET, blend); plus the decision.
 """
 from __future__ import annotations
 
@@ -16,29 +17,15 @@ import time
 
 import numpy as np
 
+from leukedge.heatmap import overlay
+from leukedge.imageio import load_image
+from leukedge.preprocess import PreprocessConfig, normalize, preprocess_uint8
+from leukedge.runtime import LiteRunner
+from leukedge.spec import ModelSpec
+
+from .device import OthersCPU
+
 log = logging.getLogger(__name__)
-
-
-def heatmap_overlay(cam: np.ndarray, image_u8: np.ndarray, alpha: float = 0.4) -> np.ndarray:
-    """Colour-mapped Grad-CAM over an RGB uint8 image (what the app shows).
-
-    Args:
-        cam: (h, w) non-negative map (not normalised).
-        image_u8: (S, S, 3) RGB uint8 (the preprocessed image).
-        alpha: heatmap weight.
-    """
-    import cv2
-
-    cam = np.asarray(cam, np.float32)
-    if cam.ndim == 3:
-        cam = cam[..., 0]
-    lo, hi = float(cam.min()), float(cam.max())
-    norm = (cam - lo) / (hi - lo) if hi > lo else np.zeros_like(cam)
-    h, w = image_u8.shape[:2]
-    up = cv2.resize(norm, (w, h), interpolation=cv2.INTER_LINEAR)
-    colour = cv2.applyColorMap(np.uint8(np.clip(up, 0, 1) * 255), cv2.COLORMAP_JET)
-    colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
-    return cv2.addWeighted(image_u8, 1.0 - alpha, colour, alpha, 0.0)
 
 
 def _stage(values: list[float]) -> dict:
@@ -50,13 +37,6 @@ def _stage(values: list[float]) -> dict:
 
 def measure_e2e(job: dict) -> dict:
     """Time the four stages on ``job["images"]`` (cycled to ``job["e2e_runs"]``). Runs in a fresh process."""
-    from leukedge.imageio import load_image
-    from leukedge.preprocess import PreprocessConfig, normalize, preprocess_uint8
-    from leukedge.runtime import LiteRunner
-    from leukedge.spec import ModelSpec
-
-    from .device import OthersCPU
-
     images = job.get("images") or []
     if not images:
         return {"status": "skipped", "error": "no images (pass --images DIR)", "images": 0,
@@ -88,7 +68,7 @@ def measure_e2e(job: dict) -> dict:
         out = runner.run(x)
         t3 = clock()
         if has_cam:
-            heatmap_overlay(out["cam"], u8)
+            overlay(u8, out["cam"])
         prob = out["probability"]
         if spec is not None:
             spec.decide(spec.positive_probability(prob))

@@ -21,11 +21,18 @@ import platform  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
+
+from leukedge.data import resolve_data_dir  # noqa: E402
+from leukedge.split import read_manifest, rows_of  # noqa: E402
+from leukedge.train.config import TrainConfig  # noqa: E402
+from leukedge.train.dataset import spec_for, train_pipeline  # noqa: E402
+from leukedge.train.model import build_classifier  # noqa: E402
+from leukedge.train.trainer import setup_runtime  # noqa: E402
+
 
 def pipeline_rate(rows, spec, cfg, batch: int) -> dict:
     """Images/s of the training pipeline: first epoch (decode + preprocess + augment) and cached."""
-    from leukedge.train.dataset import train_pipeline
-
     pipe = train_pipeline(rows, spec, cfg, batch_size=batch)
     it = iter(pipe.dataset)
     steps = math.ceil(len(rows) / batch)
@@ -43,10 +50,7 @@ def pipeline_rate(rows, spec, cfg, batch: int) -> dict:
 
 def train_step_rate(spec, batch: int, steps: int) -> dict:
     """Images/s of DenseNet201 ``train_on_batch`` (untrained weights, whole net trainable)."""
-    import numpy as np
     import tf_keras as keras
-
-    from leukedge.train.model import build_classifier
 
     model = build_classifier(spec, weights=None)
     model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy")
@@ -73,13 +77,6 @@ def main(argv=None) -> dict:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--json", default=None, help="write the result here")
     args = ap.parse_args(argv)
-
-    import leukedge  # noqa: F401
-    from leukedge.data import resolve_data_dir
-    from leukedge.split import read_manifest, rows_of
-    from leukedge.train.config import TrainConfig
-    from leukedge.train.dataset import spec_for
-    from leukedge.train.trainer import setup_runtime
 
     cfg = TrainConfig(backbone="densenet201", weights="none", input_size=args.size)
     setup_runtime(cfg)

@@ -13,6 +13,9 @@ import time
 
 import numpy as np
 
+from .runner import time_calls
+from .runtimes import Target, get_runtime
+
 BLOCK = 5
 
 
@@ -30,9 +33,6 @@ def bare_loop(invoke, calls: int, block: int = BLOCK) -> list[float]:
 
 def measure_overhead(job: dict) -> dict:
     """Interleave harness and bare rounds on one interpreter. Runs in a fresh process."""
-    from .runner import time_calls
-    from .runtimes import Target, get_runtime
-
     rt = get_runtime(job["runtime"])
     if rt.kind != "tflite":
         return {"status": "skipped", "error": "overhead is measured for .tflite runtimes", "rounds": 0}

@@ -11,6 +11,7 @@ Each job (latency, end-to-end or overhead of one model x runtime x threads) runs
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -23,6 +24,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from .device import OthersCPU, load_average, proc_kib
+from .runtimes import Target, get_runtime
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +81,6 @@ def peak_rss_mb() -> float:
     fork + exec into it, so a child of a big parent would report the parent's peak.
     Elsewhere ``ru_maxrss`` (KiB on Linux, bytes on macOS).
     """
-    from .device import proc_kib
-
     kib = proc_kib("/proc/self/status", "VmHWM:")
     if kib is not None:
         return round(kib / 1024, 2)
@@ -95,9 +97,6 @@ def one_line(exc: BaseException) -> str:
 
 def measure_latency(job: dict) -> dict:
     """Load a model, warm up, time batch-1 invocations. Runs in a fresh process."""
-    from .device import OthersCPU, load_average
-    from .runtimes import Target, get_runtime
-
     rt = get_runtime(job["runtime"])
     target = Target.from_dict(job["target"])
     rt.preload()
@@ -134,8 +133,6 @@ TASKS = {"latency": "leukedge.benchmarks.runner:measure_latency",
 
 def worker_main(job_path: str, out_path: str) -> int:
     """Child entry point: run one job, write its result JSON (errors included)."""
-    import importlib
-
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     job = json.loads(Path(job_path).read_text())
     try:

@@ -20,7 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from leukedge.errors import ConfigError, ModelError, did_you_mean
+from leukedge.runtime import LiteRunner
+from leukedge.spec import ModelSpec
+from leukedge.train.io import load_keras_model
+from leukedge.train.model import build_classifier
 
+from .cost import count_macs_keras
 from .device import dist_version
 
 log = logging.getLogger(__name__)
@@ -83,8 +88,6 @@ class Session:
 
 class LiteSession(Session):
     def __init__(self, path: str, threads: int, runtime: str):
-        from leukedge.runtime import LiteRunner
-
         self.runner = LiteRunner(path, num_threads=threads, runtime=runtime)
         self.interpreter = self.runner.interpreter
         self.input_shape = self.runner.input_shape
@@ -108,20 +111,14 @@ class KerasSession(Session):
         except RuntimeError as exc:
             log.warning("could not set TensorFlow threads: %s", exc)
         if target.path:
-            from leukedge.train.io import load_keras_model
-
             self.model = load_keras_model(target.path)
         else:
             if not target.spec_path:
                 raise ModelError(f"{target.model}: no Keras model and no spec.json to rebuild one from",
                                  "name a release or run folder, or leave 'keras' out of --runtimes")
-            from leukedge.spec import ModelSpec
-            from leukedge.train.model import build_classifier
-
             spec = ModelSpec.load(target.spec_path)
             self.model = build_classifier(spec, weights=None)
             self.note = "Keras model rebuilt from spec.json with untrained weights (same architecture and cost)"
-        from .cost import count_macs_keras
 
         self.macs = count_macs_keras(self.model)
         shape = tuple(int(d) if d else 1 for d in self.model.input_shape)

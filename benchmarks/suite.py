@@ -20,10 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from leukedge import __version__
+from leukedge.preprocess import PreprocessConfig, preprocess_file
+from leukedge.spec import ModelSpec
 
 from . import cost
 from .device import available_cores, device_facts, load_average
-from .runner import CHILD_ENV, run_isolated
+from .runner import CHILD_ENV, latency_stats, run_isolated
 from .runtimes import REGISTRY, Target, default_runtimes, get_runtime
 from .schema import SCHEMA_NAME, SCHEMA_VERSION
 from .targets import card_check, discover, file_facts, find_images, find_metric
@@ -78,8 +80,6 @@ def _input_for(target: Target, image: str | None, tmp: Path, cache: dict) -> str
     """A preprocessed real smear for ``target`` saved as .npy (None: the worker uses random input)."""
     if not image:
         return None
-    from leukedge.preprocess import PreprocessConfig, preprocess_file
-    from leukedge.spec import ModelSpec
 
     if target.spec_path:
         cfg = ModelSpec.load(target.spec_path).preprocess
@@ -242,8 +242,6 @@ def run_benchmark(cfg: BenchConfig) -> dict:
 
 def _merge_rounds(row: dict, res_list: list[dict], ms: np.ndarray) -> None:
     """Fill ``row`` from one or more rounds of one latency job: samples pooled, stats recomputed."""
-    from .runner import latency_stats
-
     first = dict(res_list[0])
     note = first.pop("note", None)
     if row["macs"] is not None:

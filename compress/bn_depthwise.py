@@ -18,44 +18,12 @@ from __future__ import annotations
 import numpy as np
 
 from leukedge.errors import ModelError
+from leukedge.tflite_graph import constant, opcode_index, opcode_names, read_model, schema, write_model
 
 
-def _model(data: bytes):
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    return flatbuffer_utils.read_model_from_bytearray(bytearray(data))
-
-
-def _opcode_names(model) -> list[str]:
-    from tensorflow.lite.python import schema_py_generated as S
-
-    names = {v: k for k, v in vars(S.BuiltinOperator).items() if not k.startswith("_")}
-    return [names.get(max(c.builtinCode, c.deprecatedBuiltinCode), "?") for c in model.operatorCodes]
-
-
-def _const(model, graph, i: int) -> np.ndarray | None:
+def _float_constant(model, graph, i: int) -> np.ndarray | None:
     """A float32 constant tensor's values (None: not a float constant)."""
-    from tensorflow.lite.python import schema_py_generated as S
-
-    t = graph.tensors[i]
-    data = model.buffers[t.buffer].data
-    if t.type != S.TensorType.FLOAT32 or data is None or not len(data):
-        return None
-    return np.frombuffer(bytes(bytearray(data)), np.float32).reshape([int(d) for d in t.shape])
-
-
-def _opcode_index(model, builtin: int) -> int:
-    from tensorflow.lite.python import schema_py_generated as S
-
-    for k, c in enumerate(model.operatorCodes):
-        if max(c.builtinCode, c.deprecatedBuiltinCode) == builtin:
-            return k
-    code = S.OperatorCodeT()
-    code.builtinCode = builtin
-    code.deprecatedBuiltinCode = min(builtin, 127)
-    code.version = 1
-    model.operatorCodes.append(code)
-    return len(model.operatorCodes) - 1
+    return constant(model, graph.tensors[i], {schema().TensorType.FLOAT32: np.float32})
 
 
 def _drop_unused_opcodes(model) -> None:
@@ -82,12 +50,10 @@ def mul_add_to_depthwise(data: bytes) -> tuple[bytes, int]:
     Raises:
         ModelError: not a float model.
     """
-    from tensorflow.lite.python import schema_py_generated as S
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = _model(data)
+    S = schema()
+    model = read_model(data)
     graph = model.subgraphs[0]
-    names = _opcode_names(model)
+    names = opcode_names(model)
     if any(graph.tensors[int(i)].type != S.TensorType.FLOAT32 for i in graph.inputs):
         raise ModelError("mul_add_to_depthwise needs a float model (this file's input is not float32)")
     consumers: dict[int, list[int]] = {}
@@ -115,7 +81,7 @@ def mul_add_to_depthwise(data: bytes) -> tuple[bytes, int]:
         if op_name(k) != "MUL" or (op.builtinOptions is not None and op.builtinOptions.fusedActivationFunction):
             continue
         ins = [int(i) for i in op.inputs]
-        consts = [_const(model, graph, i) for i in ins]
+        consts = [_float_constant(model, graph, i) for i in ins]
         if len(ins) != 2 or sum(c is not None for c in consts) != 1:
             continue
         xi, si = (ins[0], ins[1]) if consts[1] is not None else (ins[1], ins[0])
@@ -130,11 +96,11 @@ def mul_add_to_depthwise(data: bytes) -> tuple[bytes, int]:
             continue
         add = graph.operators[a]
         bi = [int(i) for i in add.inputs if int(i) != out]
-        b = _const(model, graph, bi[0]) if len(bi) == 1 else None
+        b = _float_constant(model, graph, bi[0]) if len(bi) == 1 else None
         if b is None or b.shape != s.shape or tensor_users.get(si) != 1 or buffer_users.get(graph.tensors[si].buffer) != 1:
             continue
         if dw is None:
-            dw = _opcode_index(model, S.BuiltinOperator.DEPTHWISE_CONV_2D)
+            dw = opcode_index(model, S.BuiltinOperator.DEPTHWISE_CONV_2D)
         graph.tensors[si].shape = np.array([1, 1, 1, shape[3]], np.int32)  # s becomes the 1x1 filter
         opts = S.DepthwiseConv2DOptionsT()
         opts.padding, opts.strideW, opts.strideH = S.Padding.VALID, 1, 1
@@ -153,4 +119,4 @@ def mul_add_to_depthwise(data: bytes) -> tuple[bytes, int]:
     graph.operators = [replace.get(k, op) for k, op in enumerate(graph.operators) if k not in drop]
     _drop_unused_opcodes(model)
     # the MUL outputs stay behind as unused tensors (no data, a few bytes of metadata each)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), len(replace)
+    return write_model(model), len(replace)

@@ -21,24 +21,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from leukedge.errors import ModelError
+from leukedge.tflite_graph import (constant, opcode_names, read_model, schema, signature_outputs, tensor_name,
+                                   write_model)
+
 CAM_OUTPUT = "cam"
-
-
-def _model(data: bytes):
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    return flatbuffer_utils.read_model_from_bytearray(bytearray(data))
-
-
-def _s(x) -> str:
-    return x.decode() if isinstance(x, bytes) else str(x)
-
-
-def _signature_outputs(model) -> dict[str, int]:
-    sigs = model.signatureDefs or []
-    if not sigs:
-        return {}
-    return {_s(t.name): int(t.tensorIndex) for t in (sigs[0].outputs or [])}
 
 
 def _ancestors(graph, producers: dict[int, int], tensor: int) -> set[int]:
@@ -57,9 +44,9 @@ def _ancestors(graph, producers: dict[int, int], tensor: int) -> set[int]:
 def cam_only_tensors(data: bytes) -> set[str]:
     """Names of every tensor that only the ``cam`` output depends on (their ranges are not
     clipped: :mod:`leukedge.compress.ranges`)."""
-    model = _model(data)
+    model = read_model(data)
     graph = model.subgraphs[0]
-    outputs = _signature_outputs(model)
+    outputs = signature_outputs(model)
     if CAM_OUTPUT not in outputs:
         return set()
     producers = {int(o): k for k, op in enumerate(graph.operators) for o in op.outputs}
@@ -68,31 +55,12 @@ def cam_only_tensors(data: bytes) -> set[str]:
     for name, t in outputs.items():
         if name != CAM_OUTPUT:
             others |= _ancestors(graph, producers, t)
-    return {_s(graph.tensors[int(o)].name) for k in cam - others for o in graph.operators[k].outputs}
+    return {tensor_name(graph.tensors[int(o)]) for k in cam - others for o in graph.operators[k].outputs}
 
 
 # ----- the float Grad-CAM branch -----------------------------------------------------------------
 #: Above this many bytes, a float constant left in the Grad-CAM branch means a weight was copied.
 MAX_FLOAT_CONSTANT_BYTES = 64 * 1024
-
-
-def _opcode_names(model) -> list[str]:
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    return [names.get(max(int(c.builtinCode), int(c.deprecatedBuiltinCode)), "?") for c in model.operatorCodes]
-
-
-def _constant(model, t) -> np.ndarray | None:
-    buf = model.buffers[t.buffer] if t.buffer < len(model.buffers) else None
-    if buf is None or buf.data is None or not len(buf.data):
-        return None
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    dtype = {schema.TensorType.FLOAT32: np.float32, schema.TensorType.INT8: np.int8}.get(t.type)
-    if dtype is None:
-        return None
-    return np.frombuffer(bytes(bytearray(buf.data)), dtype).reshape([int(d) for d in t.shape])
 
 
 def float_cam_branch(data: bytes, max_float_bytes: int = MAX_FLOAT_CONSTANT_BYTES) -> tuple[bytes, dict]:
@@ -121,15 +89,11 @@ def float_cam_branch(data: bytes, max_float_bytes: int = MAX_FLOAT_CONSTANT_BYTE
         :class:`~leukedge.errors.ModelError` if a float weight was copied and cannot be shared
         (the int8 twin's values must equal it to within half an int8 step per channel).
     """
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    from leukedge.errors import ModelError
-
-    model = _model(data)
+    T = schema().TensorType
+    model = read_model(data)
     graph = model.subgraphs[0]
-    ops = _opcode_names(model)
-    outputs = _signature_outputs(model)
+    ops = opcode_names(model)
+    outputs = signature_outputs(model)
     if CAM_OUTPUT not in outputs:
         return data, {"float_cam": False, "reason": "no cam output"}
     producers = {int(o): k for k, op in enumerate(graph.operators) for o in op.outputs}
@@ -142,34 +106,34 @@ def float_cam_branch(data: bytes, max_float_bytes: int = MAX_FLOAT_CONSTANT_BYTE
         if ops[op.opcodeIndex] == "FULLY_CONNECTED" and len(op.inputs) > 1:
             t = graph.tensors[op.inputs[1]]
             q = t.quantization
-            if t.type == schema.TensorType.INT8 and q is not None and q.scale is not None and _constant(model, t) is not None:
+            if t.type == T.INT8 and q is not None and q.scale is not None and constant(model, t) is not None:
                 int8_weights.setdefault(tuple(int(d) for d in t.shape), []).append(int(op.inputs[1]))
     shared, freed = [], set()
     for k in sorted(branch):
         op = graph.operators[k]
-        if ops[op.opcodeIndex] != "FULLY_CONNECTED" or graph.tensors[op.inputs[0]].type != schema.TensorType.FLOAT32:
+        if ops[op.opcodeIndex] != "FULLY_CONNECTED" or graph.tensors[op.inputs[0]].type != T.FLOAT32:
             continue
         w_idx = int(op.inputs[1])
-        w = _constant(model, graph.tensors[w_idx])
-        if w is None or graph.tensors[w_idx].type != schema.TensorType.FLOAT32:
+        w = constant(model, graph.tensors[w_idx])
+        if w is None or graph.tensors[w_idx].type != T.FLOAT32:
             continue
         for cand in int8_weights.get(w.shape, []):
             t = graph.tensors[cand]
             scale = np.asarray(t.quantization.scale, np.float32).reshape(-1, *([1] * (w.ndim - 1)))
             if scale.shape[0] not in (1, w.shape[0]):
                 continue
-            wq = _constant(model, t).astype(np.float32) * scale
+            wq = constant(model, t).astype(np.float32) * scale
             if np.all(np.abs(wq - w) <= 0.51 * scale + 1e-7):
                 op.inputs[1] = cand
                 op.builtinOptions.asymmetricQuantizeInputs = True
-                shared.append({"float": _s(graph.tensors[w_idx].name), "int8": _s(t.name), "shape": list(w.shape)})
+                shared.append({"float": tensor_name(graph.tensors[w_idx]), "int8": tensor_name(t), "shape": list(w.shape)})
                 freed.add(w_idx)
                 break
         else:
             if w.nbytes <= max_float_bytes:   # e.g. the output layer's W2 column: kept in float
                 continue
             raise ModelError(f"the float Grad-CAM branch holds a {w.nbytes / 2**20:.2f} MiB float copy of "
-                             f"'{_s(graph.tensors[w_idx].name)}' with no int8 twin to share",
+                             f"'{tensor_name(graph.tensors[w_idx])}' with no int8 twin to share",
                              "quantize without the float Grad-CAM branch (float_cam=False)")
     saved = 0
     for w_idx in freed:
@@ -184,7 +148,7 @@ def float_cam_branch(data: bytes, max_float_bytes: int = MAX_FLOAT_CONSTANT_BYTE
     k = producers.get(cam_idx)
     if k is not None and ops[graph.operators[k].opcodeIndex] == "QUANTIZE":
         src = int(graph.operators[k].inputs[0])
-        if graph.tensors[src].type == schema.TensorType.FLOAT32:
+        if graph.tensors[src].type == T.FLOAT32:
             graph.outputs = np.array([src if int(o) == cam_idx else int(o) for o in graph.outputs], np.int32)
             for t in model.signatureDefs[0].outputs:
                 if int(t.tensorIndex) == cam_idx:
@@ -192,6 +156,6 @@ def float_cam_branch(data: bytes, max_float_bytes: int = MAX_FLOAT_CONSTANT_BYTE
             graph.tensors[src].name = graph.tensors[cam_idx].name
             del graph.operators[k]
             float_outputs.append(CAM_OUTPUT)
-    out = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    out = write_model(model)
     return out, {"float_cam": True, "shared_weights": shared, "float_outputs": float_outputs,
                  "float_bytes_dropped": saved}

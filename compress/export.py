@@ -44,7 +44,10 @@ import numpy as np
 
 from leukedge.errors import ModelError
 from leukedge.spec import ModelSpec
+from leukedge.tflite_graph import read_model, read_root, schema, tensor_name, write_model
 
+from .cam_branch import cam_only_tensors, float_cam_branch
+from .cam_graph import cam_scores
 from .quantization import QuantizationConfig
 
 log = logging.getLogger(__name__)
@@ -110,9 +113,7 @@ def serving_function(model, spec: ModelSpec):
         if b2 is not None:
             logit = logit + b2
         prob = activation(logit)
-        za = tf.matmul(tf.reshape(a, (h * w, d)), w1)               # (h w, U): A @ W1, the hidden layer's kernel
-        za = za * tf.cast(hid > 0.0, tf.float32)                    # * 1[z > 0]
-        cams = tf.matmul(za, w2 * (1.0 / (h * w)))                  # (h w, C): every class, GAP's 1 / (h w)
+        cams = cam_scores(tf.reshape(a, (h * w, d)), tf.cast(hid > 0.0, tf.float32), w1, w2, h * w)  # (h w, C)
         c = 0 if binary else tf.argmax(logit[0])                    # positive / predicted class
         cam = tf.nn.relu(tf.reshape(tf.gather(cams, c, axis=1), (1, h, w)))
         return {"probability": prob, "logit": logit, "cam": cam, "features": p}
@@ -215,8 +216,6 @@ def quantize_calibrated(calibrated: bytes, spec: ModelSpec, denylisted_nodes: li
     import tensorflow as tf
     from tensorflow.lite.python import convert as tfl_convert
 
-    from .cam_branch import cam_only_tensors, float_cam_branch
-
     deny = list(denylisted_nodes or [])
     cam = sorted(cam_only_tensors(calibrated)) if float_cam else []
     # Fully connected weights per tensor when the branch is float: its hybrid op shares them,
@@ -250,33 +249,25 @@ def embed_spec(tflite: bytes, spec: ModelSpec) -> bytes:
     The runtime ignores metadata; :func:`read_embedded_spec` reads it back. spec.json also
     travels beside the file in the release folder (the app reads that one).
     """
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
-    model.metadata = [m for m in (model.metadata or []) if _name(m.name) != SPEC_METADATA]
-    buf = schema.BufferT()
+    S = schema()
+    model = read_model(tflite)
+    model.metadata = [m for m in (model.metadata or []) if tensor_name(m) != SPEC_METADATA]
+    buf = S.BufferT()
     buf.data = np.frombuffer(spec.to_json().encode("utf-8"), dtype=np.uint8)
     model.buffers.append(buf)
-    meta = schema.MetadataT()
+    meta = S.MetadataT()
     meta.name = SPEC_METADATA
     meta.buffer = len(model.buffers) - 1
     model.metadata.append(meta)
-    return flatbuffer_utils.convert_object_to_bytearray(model)
-
-
-def _name(n) -> str:
-    return n.decode() if isinstance(n, bytes) else str(n)
+    return write_model(model)
 
 
 def read_embedded_spec(tflite: bytes) -> ModelSpec | None:
     """The spec stored by :func:`embed_spec`, or None when the file has none."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    model = schema.Model.GetRootAs(bytearray(tflite), 0)
+    model = read_root(bytearray(tflite))
     for i in range(model.MetadataLength()):
         meta = model.Metadata(i)
-        if _name(meta.Name()) == SPEC_METADATA:
+        if tensor_name(meta) == SPEC_METADATA:
             raw = model.Buffers(meta.Buffer()).DataAsNumpy()
             return ModelSpec.from_json(bytes(raw).decode("utf-8"))
     return None

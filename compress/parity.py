@@ -19,11 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from leukedge import metrics as M
+from leukedge.data import scan
 from leukedge.errors import ConfigError, DataError, ImageError, did_you_mean
+from leukedge.fileio import sha256_file
 from leukedge.imageio import load_image
+from leukedge.predictors import load_predictor
 from leukedge.preprocess import preprocess
 from leukedge.progress import progress
 from leukedge.spec import ModelSpec
+from leukedge.train.gradcam import gradcam
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +107,6 @@ class ParityData:
     @classmethod
     def from_folder(cls, data_dir) -> "ParityData":
         """Every image of every class folder (``--all``)."""
-        from leukedge.data import scan
-
         recs = scan(data_dir)
         return cls([r.path for r in recs], [r.cls for r in recs], "all")
 
@@ -186,8 +188,6 @@ class ParityResult:
 # ----- scoring -----------------------------------------------------------------------------------
 def describe(predictor) -> dict:
     """Name, kind, file and sha256 of a predictor (for the report)."""
-    from leukedge.fileio import sha256_file
-
     d = {"name": predictor.name, "kind": predictor.kind, "spec": predictor.spec.name,
          "backbone": predictor.spec.backbone, "task": predictor.spec.task}
     runner = getattr(predictor, "runner", None)
@@ -204,8 +204,6 @@ def run_predictor(predictor, x: np.ndarray, batch_size: int = 32, desc: str = "s
     for s in progress(starts, desc=desc, total=len(starts), unit="batch"):
         o = predictor.predict(x[s:s + batch_size])
         if "cam" not in o and getattr(predictor, "kind", "") == "keras":
-            from leukedge.train.gradcam import gradcam
-
             o["cam"], _ = gradcam(predictor.model, x[s:s + batch_size])
         for k in ("probability", "probabilities", "cam"):
             if k in o:
@@ -326,8 +324,6 @@ def compare(reference, candidate, data: ParityData, gates: Gates | None = None, 
     Raises:
         DataError: no image readable; ConfigError: the two models' tasks or classes differ.
     """
-    from leukedge.predictors import load_predictor
-
     gates = gates or Gates()
     ref = reference if hasattr(reference, "predict") else load_predictor(reference)
     cand = candidate if hasattr(candidate, "predict") else load_predictor(candidate)

@@ -6,6 +6,7 @@ correlation histogram.
 """
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 
@@ -103,8 +104,6 @@ def _plt():
 
 
 def _save(fig, path: Path) -> Path:
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     _plt().close(fig)

@@ -607,7 +607,8 @@ def _parity_set(cfg: CompressConfig, rel, built: Built, src: Source, rows) -> di
     """Parity of each quantized file against float32 on the test split; an int8 file that fails
     is remade with clipped activation ranges, then with its worst ops in float (both chosen on
     the validation split), unless ``cfg.selective`` is off."""
-    from leukedge.predictors import KerasPredictor, TFLitePredictor
+    from leukedge.predictors import TFLitePredictor
+    from leukedge.train.predictor import KerasPredictor
 
     from .parity import ParityData, compare
     from .parity_report import write_reports

@@ -17,10 +17,13 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from leukedge.errors import ConfigError, ModelError
+from leukedge.preprocess import normalize
 from leukedge.spec import ModelSpec
 
 from .block_prune import block_conv, block_runs, blockable, unblock
+from .cam_graph import cam_scores
 from .cluster import check_clusters, cluster_pruned, clustered_copy, current_kernel, distinct_values, strip
+from .parity import closest
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +194,6 @@ class _Batches:
                 return math.ceil(len(self.x) / self.bs)
 
             def __getitem__(self, i):
-                from leukedge.preprocess import normalize
-
                 idx = self.order[i * self.bs:(i + 1) * self.bs]
                 x = normalize(self.x[idx], self.spec.preprocess)
                 if not self.extra:
@@ -207,8 +208,6 @@ class _Batches:
 
 def teacher_targets(model, images_u8: np.ndarray, spec: ModelSpec, batch_size: int = 32) -> np.ndarray:
     """The unpruned model's probabilities on the training images (soft targets), (N, outputs)."""
-    from leukedge.preprocess import normalize
-
     log.info("self-distillation: scoring %d training images with the unpruned model", len(images_u8))
     out = [model.predict(normalize(images_u8[i:i + batch_size], spec.preprocess), verbose=0)
            for i in range(0, len(images_u8), batch_size)]
@@ -218,8 +217,6 @@ def teacher_targets(model, images_u8: np.ndarray, spec: ModelSpec, batch_size: i
 def teacher_feature_maps(model, images_u8: np.ndarray, spec: ModelSpec, batch_size: int = 32) -> np.ndarray:
     """The unpruned model's last feature map (layer ``features``) on the training images, float16."""
     import tf_keras as keras
-
-    from leukedge.preprocess import normalize
 
     try:
         fmodel = keras.Model(model.input, model.get_layer("features").output)
@@ -243,8 +240,8 @@ def _own_layer(model, name: str):
 def _gradcam_layer(hidden, out, fmap_shape):
     """A keras layer ``[feature map, hidden ReLU output] -> (B, classes, h*w)`` Grad-CAM maps.
 
-    The closed form of the exported ``cam`` output (:func:`leukedge.compress.export.serving_function`):
-    ``relu(((A @ W1) * 1[z > 0]) @ W2 / (h w))``. The kernels are read at call time, so a
+    The closed form of the exported ``cam`` output, built by the same
+    :func:`leukedge.compress.cam_graph.cam_scores`. The kernels are read at call time, so a
     pruning wrapper's masked kernel is the one used.
     """
     import tensorflow as tf
@@ -257,10 +254,12 @@ def _gradcam_layer(hidden, out, fmap_shape):
         def call(self, inputs):
             a, hid = inputs
             w1, w2 = kernels()
-            za = tf.matmul(tf.reshape(a, (-1, h * w, d)), w1)                 # (B, hw, U)
-            za = za * tf.cast(hid > 0.0, za.dtype)[:, None, :]
+            active = tf.cast(hid > 0.0, a.dtype)                               # (B, U)
+            active = tf.reshape(tf.repeat(active[:, None, :], h * w, axis=1), (-1, active.shape[-1]))
+            cams = cam_scores(tf.reshape(a, (-1, d)), active, w1, w2, h * w)  # (B hw, C)
+            cams = tf.reshape(tf.nn.relu(cams), (-1, h * w, cams.shape[-1]))
             # (B, C, hw): classes before cells, so keras never squeezes a binary map's last axis
-            return tf.transpose(tf.nn.relu(tf.matmul(za, w2) * (1.0 / (h * w))), (0, 2, 1))
+            return tf.transpose(cams, (0, 2, 1))
 
     return GradCam(name="gradcam_distill")
 
@@ -283,8 +282,6 @@ def _logit_layer(out):
 def teacher_logits(model, images_u8: np.ndarray, spec: ModelSpec, batch_size: int = 32) -> np.ndarray:
     """The unpruned model's logits (subtype: centred) on the training images, (N, outputs)."""
     import tf_keras as keras
-
-    from leukedge.preprocess import normalize
 
     hidden, out = _own_layer(model, "head_dense"), _own_layer(model, "probability")
     lmodel = keras.Model(model.input, _logit_layer(out)(hidden.output))
@@ -317,8 +314,6 @@ def teacher_cams(model, images_u8: np.ndarray, spec: ModelSpec, targets: np.ndar
     from its probabilities ``targets``), as in the exported ``cam`` output.
     """
     import tf_keras as keras
-
-    from leukedge.preprocess import normalize
 
     fmap = _own_layer(model, "features").output
     hidden, out = _own_layer(model, "head_dense"), _own_layer(model, "probability")
@@ -639,8 +634,6 @@ class Checkpoints:
 
     def __new__(cls, make, select, every: int, first: int = 1, keep=None, label: str = "int8", split: str = "val"):
         import tf_keras as keras
-
-        from .parity import closest
 
         class Cb(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):

@@ -48,9 +48,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from leukedge.errors import ConfigError, ModelError
+from leukedge.preprocess import normalize
 from leukedge.spec import ModelSpec
 
-from .prune import FinetuneReport
+from .bn_fold import standalone_bn_to_depthwise
+from .prune import (Checkpoints, FinetuneReport, _Batches, _LogEvery, _trainee, teacher_cams, teacher_feature_maps,
+                    teacher_logits, teacher_targets)
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +135,6 @@ def quantize_aware(model, per_tensor: bool = False):
     """
     import tensorflow_model_optimization as tfmot
     import tf_keras as keras
-
-    from .bn_fold import standalone_bn_to_depthwise
 
     plain = standalone_bn_to_depthwise(model)
     if plain is model:  # never train the caller's model in place
@@ -256,9 +257,6 @@ def qat_finetune(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarr
     Returns:
         (tf_keras model with the QAT-tuned weights, no fake-quant ops; :class:`QATReport`).
     """
-    from .prune import (Checkpoints, _Batches, _LogEvery, _trainee, teacher_cams, teacher_feature_maps, teacher_logits,
-                        teacher_targets)
-
     cfg = config or QATConfig()
     t0 = time.perf_counter()
     if cfg.distill:
@@ -270,7 +268,6 @@ def qat_finetune(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarr
     cams = teacher_cams(model, images_u8, spec, targets, cfg.batch_size) if cfg.cam_distill else None
     logits = teacher_logits(model, images_u8, spec, cfg.batch_size) if cfg.logit_distill else None
     plain, qat = quantize_aware(model, cfg.per_tensor)
-    from leukedge.preprocess import normalize
 
     calib = normalize(images_u8[np.random.default_rng(cfg.seed).permutation(len(images_u8))[:cfg.range_images]],
                       spec.preprocess)

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from leukedge.errors import ConfigError, DataError, ImageError
+from leukedge.errors import ConfigError, DataError, ImageError, did_you_mean
 from leukedge.imageio import load_image
 from leukedge.preprocess import preprocess
 from leukedge.progress import progress
@@ -75,8 +75,6 @@ class QuantizationConfig:
 
     def __post_init__(self):
         if self.kind not in VARIANTS:
-            from leukedge.errors import did_you_mean
-
             raise ConfigError(f"unknown quantization '{self.kind}'", did_you_mean(self.kind, VARIANTS))
         if self.kind in ("int8", "int16x8") and self.representative_data is None:
             raise ConfigError(f"{self.kind} quantization needs representative data (training images)")
@@ -131,8 +129,6 @@ class QuantizationConfig:
 
 def parse_variants(text: str) -> list[str]:
     """``"int8,float32"`` -> ``["float32", "int8"]`` (float32 always first: it is the reference)."""
-    from leukedge.errors import did_you_mean
-
     names = [v.strip() for v in text.split(",") if v.strip()]
     for v in names:
         if v not in VARIANTS:

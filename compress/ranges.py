@@ -21,13 +21,21 @@ features) and the Grad-CAM branch keep their calibrated ranges, and ranges only 
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from leukedge.errors import ConfigError
+from leukedge.predictors import TFLitePredictor
 from leukedge.progress import progress
+from leukedge.tflite_graph import read_model, signature_outputs, tensor_name, write_model
+
+from .cam_branch import cam_only_tensors
+from .export import quantize_calibrated
+from .parity import candidate_record, closest, compare
 
 log = logging.getLogger(__name__)
 
@@ -50,35 +58,23 @@ class Range:
         return (self.clipped[1] - self.clipped[0]) / w if w > 0 else 1.0
 
 
-def _model(calibrated: bytes):
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    return flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated))
-
-
-def _name(t) -> str:
-    return t.name.decode() if isinstance(t.name, bytes) else str(t.name)
-
-
 def activation_tensors(calibrated: bytes) -> dict[int, tuple[str, float, float]]:
     """Index -> (name, min, max) of every calibrated activation of the main graph, except the
     graph's inputs and outputs, the Grad-CAM branch (:mod:`leukedge.compress.cam_branch`:
     its per-image peaks vary too much for a clipped range) and constants."""
-    from .cam_branch import cam_only_tensors
-
-    model = _model(calibrated)
+    model = read_model(calibrated)
     graph = model.subgraphs[0]
     io = set(int(i) for i in graph.inputs) | set(int(i) for i in graph.outputs)
     cam = cam_only_tensors(calibrated)
     out = {}
     for i, t in enumerate(graph.tensors):
         q = t.quantization
-        if i in io or q is None or q.min is None or q.max is None or len(q.min) != 1 or _name(t) in cam:
+        if i in io or q is None or q.min is None or q.max is None or len(q.min) != 1 or tensor_name(t) in cam:
             continue
         buf = model.buffers[t.buffer] if t.buffer < len(model.buffers) else None
         if buf is not None and buf.data is not None and len(buf.data):
             continue
-        out[i] = (_name(t), float(q.min[0]), float(q.max[0]))
+        out[i] = (tensor_name(t), float(q.min[0]), float(q.max[0]))
     return out
 
 
@@ -144,14 +140,12 @@ def percentile_ranges_multi(calibrated: bytes, images: np.ndarray, percentiles) 
 
 def clip_ranges(calibrated: bytes, ranges: list[Range]) -> bytes:
     """A copy of the calibrated model with the ``ranges``' clipped min/max written in."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = _model(calibrated)
+    model = read_model(calibrated)
     graph = model.subgraphs[0]
     by_name = {r.name: r for r in ranges}
     n = 0
     for t in graph.tensors:
-        r = by_name.get(_name(t))
+        r = by_name.get(tensor_name(t))
         if r is None or t.quantization is None or t.quantization.min is None:
             continue
         t.quantization.min = np.asarray([r.clipped[0]], np.float32)
@@ -159,7 +153,7 @@ def clip_ranges(calibrated: bytes, ranges: list[Range]) -> bytes:
         n += 1
     if n != len(by_name):
         raise ConfigError(f"{len(by_name) - n} of {len(by_name)} clipped ranges name no tensor of this model")
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return write_model(model)
 
 
 def summary(ranges: list[Range], percentile: float) -> dict:
@@ -197,14 +191,6 @@ def choose_percentile(calibrated: bytes, spec, reference, val_data, images: np.n
     Returns:
         (chosen percentile, its calibrated model with clipped ranges, report dict).
     """
-    import tempfile
-    from pathlib import Path
-
-    from leukedge.predictors import TFLitePredictor
-
-    from .export import quantize_calibrated
-    from .parity import candidate_record, closest, compare
-
     t0 = time.perf_counter()
     clipped = [p for p in candidates if p < 100.0]
     all_ranges = percentile_ranges_multi(calibrated, images, clipped) if clipped else {}
@@ -247,12 +233,8 @@ def bound_logit(calibrated: bytes, limit: float = LOGIT_LIMIT) -> tuple[bytes, d
         (model bytes, ``{"calibrated": [lo, hi], "used": [lo, hi], "limit": limit}`` or None
         when there is no single-logit output).
     """
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    from .cam_branch import _signature_outputs
-
-    model = _model(calibrated)
-    idx = _signature_outputs(model).get("logit")
+    model = read_model(calibrated)
+    idx = signature_outputs(model).get("logit")
     if idx is None:
         return calibrated, None
     t = model.subgraphs[0].tensors[idx]
@@ -267,4 +249,4 @@ def bound_logit(calibrated: bytes, limit: float = LOGIT_LIMIT) -> tuple[bytes, d
     q.min = np.asarray([new_lo], np.float32)
     q.max = np.asarray([new_hi], np.float32)
     log.info("logit range %.2f..%.2f bounded to %.2f..%.2f", lo, hi, new_lo, new_hi)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), info
+    return write_model(model), info

@@ -28,22 +28,23 @@ import numpy as np
 
 from leukedge.errors import ModelError
 from leukedge.spec import ModelSpec
+from leukedge.tflite_graph import opcode_names, read_model, schema, tensor_name
+from leukedge.train.model import build_classifier
+
+from .export import serving_function
 
 log = logging.getLogger(__name__)
 
 
 def _op_weights(data: bytes) -> list[tuple[str, list[str], list[np.ndarray]]]:
     """(op name, names of its constant inputs, their float32 values) for every op with constants."""
-    from tensorflow.lite.python import schema_py_generated as S
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+    S = schema()
+    model = read_model(data)
     graph = model.subgraphs[0]
-    codes = {v: k for k, v in vars(S.BuiltinOperator).items() if not k.startswith("_")}
+    codes = opcode_names(model)
     out = []
     for op in graph.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        name = codes.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
+        name = codes[op.opcodeIndex]
         names, values = [], []
         for i in op.inputs:
             if i < 0:
@@ -57,7 +58,7 @@ def _op_weights(data: bytes) -> list[tuple[str, list[str], list[np.ndarray]]]:
                     raise ModelError("only a float32 .tflite can be turned back into a Keras model "
                                      "(this one has int8 weights)", "pass the release's <name>.float32.tflite")
                 continue  # shapes, indices
-            names.append(t.name.decode() if isinstance(t.name, bytes) else str(t.name))
+            names.append(tensor_name(t))
             values.append(np.frombuffer(bytes(bytearray(buf)), np.float32).reshape([int(d) for d in t.shape]))
         if values:
             out.append((name, names, values))
@@ -115,8 +116,6 @@ def keras_from_float_tflite(data: bytes, spec: ModelSpec, check_images: np.ndarr
         ModelError: a weight with no matching layer, a layer left without weights, a shape
             mismatch, or outputs that differ from the file's.
     """
-    from leukedge.train.model import build_classifier
-
     head = spec.head or {}
     model = architecture if architecture is not None else build_classifier(
         spec, None, dense_units=int(head.get("dense_units", 512)), dropout=float(head.get("dropout", 0.5)))
@@ -202,8 +201,6 @@ def _check(model, spec: ModelSpec, data: bytes, images: np.ndarray, tolerance: f
     """Worst relative error of ``model``'s probability and cam against the ``.tflite`` ``data``
     on ``images``; raises :class:`ModelError` above ``tolerance``."""
     from ai_edge_litert.interpreter import Interpreter
-
-    from .export import serving_function
 
     runner = Interpreter(model_content=bytes(data), num_threads=2).get_signature_runner()
     serve, _ = serving_function(model, spec)

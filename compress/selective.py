@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from leukedge.predictors import TFLitePredictor
+from leukedge.runtime import LiteRunner
 from leukedge.spec import ModelSpec
 
 from .export import quantize_calibrated
@@ -90,8 +92,6 @@ def layer_errors(calibrated: bytes, representative, max_samples: int = 64) -> li
 
 def latency_ms(path, x: np.ndarray, runs: int = 20, threads: int | None = 2) -> float:
     """Median ms per image of a .tflite with LiteRT (after 3 warm-up runs)."""
-    from leukedge.runtime import LiteRunner
-
     r = LiteRunner(path, num_threads=threads)
     for _ in range(3):
         r.run(x)
@@ -123,8 +123,6 @@ def selective_quantize(calibrated: bytes, spec: ModelSpec, reference, val_data: 
     Returns:
         (model bytes that pass, or None; :class:`SelectiveReport`).
     """
-    from leukedge.predictors import TFLitePredictor
-
     t0 = time.perf_counter()
     gates = gates or Gates()
     ranking = layer_errors(calibrated, representative, debugger_samples)

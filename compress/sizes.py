@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from leukedge.benchmarks.cost import _op_names, _schema
+from leukedge.tflite_graph import opcode_names, read_root, tensor_type_names
 
 from .release import gzip_size
 
@@ -32,14 +32,9 @@ def tflite_breakdown(data: bytes, with_gzip: bool = True) -> dict:
     scales stored), ``quantized_weights`` (weight tensors with one scale, ``per_tensor``, or one
     per output channel, ``per_channel``) and the weights' element types.
     """
-    s = _schema()
-    model = s.Model.GetRootAs(data, 0)
-    names = _op_names(s)
-    types = {v: k for k, v in vars(s.TensorType).items() if not k.startswith("_") and isinstance(v, int)}
-    codes = []
-    for i in range(model.OperatorCodesLength()):
-        oc = model.OperatorCodes(i)
-        codes.append(names.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()), "CUSTOM"))
+    model = read_root(data)
+    types = tensor_type_names()
+    codes = opcode_names(model)
 
     def buffer_bytes(k: int) -> bytes:
         b = model.Buffers(k)

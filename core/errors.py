@@ -4,6 +4,7 @@ Every error raised for bad input derives from :class:`LeukEdgeError`; the CLI tu
 into a one-line message and a non-zero exit, the app into a message on screen.
 """
 from __future__ import annotations
+import difflib
 
 
 class LeukEdgeError(Exception):
@@ -46,8 +47,6 @@ class ConfigError(LeukEdgeError):
 
 def did_you_mean(name: str, choices) -> str:
     """Return a 'did you mean' hint for an unknown registry name."""
-    import difflib
-
     choices = sorted(choices)
     close = difflib.get_close_matches(name, choices, n=1)
     hint = f"choose one of: {', '.join(choices)}"

@@ -8,8 +8,7 @@ per-image ``predictions.csv`` and the heatmaps of the gallery images, then
 """
 from __future__ import annotations
 
-import csv
-import io
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -18,9 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics as M
-from .errors import DataError, ModelError
+from .data import scan
+from .errors import DataError, ModelError, did_you_mean
 from .fileio import atomic_write_json, atomic_write_text, sha256_file
+from .predictions_csv import PRED_COLUMNS, read_predictions, write_predictions  # noqa: F401 (public here too)
+from .predictors import load_predictor, score_paths
+from .preprocess import preprocess_file
+from .report import build_report
 from .spec import ModelSpec
+from .split import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +80,6 @@ class ModelInfo:
 # --------------------------------------------------------------------------------------------
 def load_model(model: str | os.PathLike, variant: str | None = None):
     """Load a predictor and describe what it is. Returns ``(predictor, ModelInfo)``."""
-    from .predictors import load_predictor
-
     p = Path(model)
     if not p.exists():
         raise ModelError(f"{p}: no such model", "pass models/<name>, a .tflite file (spec.json beside it) or a run folder")
@@ -107,8 +110,6 @@ def check_classes(classes, spec: ModelSpec, where: str) -> None:
         known = list(spec.class_names)
     unknown = sorted(set(classes) - set(known))
     if unknown:
-        from .errors import did_you_mean
-
         raise DataError(f"{where}: class folder(s) {unknown} are not classes of model '{spec.name}'",
                         f"the model knows {known}; rename or remove the folder ({did_you_mean(unknown[0], known)})")
 
@@ -120,9 +121,6 @@ def select_items(data_dir, spec: ModelSpec, split_csv=None, use_all: bool = Fals
     Returns:
         (items, manifest rows or None).
     """
-    from .data import scan
-    from .split import read_manifest
-
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: no such data folder", "pass --data DIR (one subfolder per class)")
@@ -151,8 +149,6 @@ def binary_truth(items: list[Item], spec: ModelSpec) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 def score(predictor, items: list[Item], spec: ModelSpec | None = None, desc: str = "evaluate", keep=("cam",)):
     """Score items; returns (kept items, Scores) with unreadable images dropped (listed in Scores.errors)."""
-    from .predictors import score_paths
-
     sc = score_paths(predictor, [it.abspath for it in items], keep=keep, desc=desc, spec=spec)
     by_path = {it.abspath: it for it in items}
     return [by_path[p] for p in sc.paths], sc
@@ -205,8 +201,6 @@ def _overlap_with_training(items: list[Item], manifest: Path | None, data_dir: P
     """How many scored images are byte-identical to the model's train/val images (None: unknown)."""
     if manifest is None or not Path(manifest).exists():
         return None
-    from .split import read_manifest
-
     seen = {r.get("sha256") for r in read_manifest(manifest) if r["split"] in ("train", "val") and r.get("sha256")}
     if not seen:
         return None
@@ -337,28 +331,8 @@ def evaluate_predictor(predictor, items: list[Item], *, threshold: float | None 
 
 
 # --------------------------------------------------------------------------------------------
-# Files
+# The whole evaluation (files written: predictions.csv via leukedge.predictions_csv)
 # --------------------------------------------------------------------------------------------
-PRED_COLUMNS = ["path", "split", "class", "y_true", "probability", "prediction", "correct", "group",
-                "probability_masked",
-                "label", "predicted_label"]
-
-
-def write_predictions(path, rows: list[dict]) -> Path:
-    cols = [c for c in PRED_COLUMNS if rows and c in rows[0]]
-    cols += [c for c in (rows[0] if rows else {}) if c not in cols]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return atomic_write_text(path, buf.getvalue())
-
-
-def read_predictions(path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 def run_evaluation(model, data_dir, *, split_csv=None, use_all: bool = False, json_out=None, report_dir=None,
                    mask_corners: float = DEFAULT_CORNER_MASK, threshold: float | None = None, gradcam: int = 4,
                    variant: str | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
@@ -411,8 +385,6 @@ def run_evaluation(model, data_dir, *, split_csv=None, use_all: bool = False, js
             _write_cams(predictor, pred_rows, data_dir, extra, report_dir / "cams.npz", gradcam)
         result["report"] = "."
         atomic_write_json(report_dir / "evaluation.json", result)
-        from .report import build_report
-
         build_report(report_dir)
     if json_out:
         atomic_write_json(json_out, result)
@@ -440,8 +412,6 @@ def find_history(info: ModelInfo) -> Path | None:
         return info.folder / "history.csv"
     cj = info.folder / "compress.json"
     if cj.exists():
-        import json
-
         try:
             src = Path(json.loads(cj.read_text()).get("source", ""))
         except (ValueError, AttributeError):
@@ -466,20 +436,17 @@ def gallery_selection(rows: list[dict], n_per_group: int, max_errors: int = 60) 
 
 
 def _write_cams(predictor, rows, data_dir: Path, extra: dict, out: Path, n_per_group: int) -> None:
-    """Heatmaps of the gallery + error images: the model's own ``cam`` output, else GradientTape."""
+    """Heatmaps of the gallery + error images: the model's own ``cam`` output, else the predictor's
+    :meth:`~leukedge.predictors.Predictor.heatmaps` (Keras: GradientTape)."""
     sel = gallery_selection(rows, n_per_group)
     idx = sorted({i for v in sel.values() for i in v})
     if not idx:
         return
     if "cam" in extra:
         cams, source = extra["cam"][idx], "tflite cam output (in-graph Grad-CAM closed form)"
-    elif getattr(predictor, "kind", "") == "keras":
-        from .preprocess import preprocess_file
-        from leukedge.train.gradcam import GradCAM
-
+    elif getattr(predictor, "heatmap_source", None):
         x = np.stack([preprocess_file(data_dir / rows[i]["path"], predictor.spec.preprocess) for i in idx])
-        cams, _ = GradCAM(predictor.model)(x)
-        source = "Grad-CAM (TensorFlow GradientTape on the Keras model)"
+        cams, source = predictor.heatmaps(x), predictor.heatmap_source
     else:
         log.warning("this model has no 'cam' output: no Grad-CAM gallery")
         return

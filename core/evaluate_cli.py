@@ -88,7 +88,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from leukedge.train.compare import compare_runs
+    from .compare import compare_runs
 
     table = compare_runs(args.runs, args.out, split=args.split, n_boot=args.n_boot)
     print(table["markdown"])

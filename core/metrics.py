@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+from .spec import OperatingPoint
+
 log = logging.getLogger(__name__)
 
 #: The binary metrics, in report order (the keys of :func:`binary_metrics`).
@@ -364,8 +366,6 @@ def choose_threshold(y_val, p_val, min_sensitivity: float = 0.99) -> list:
         list of :class:`leukedge.spec.OperatingPoint` (sensitivity/specificity measured on
         the validation data).
     """
-    from .spec import OperatingPoint
-
     y, s = _as_arrays(y_val, p_val)
     if y.size == 0 or len(np.unique(y)) < 2:
         raise ValueError("choose_threshold needs validation data with both classes")

@@ -3,14 +3,18 @@
 Every consumer (evaluate, parity, bench, predict) gets the same interface:
 ``predictor.predict(x) -> {"probability": (N,), "probabilities": (N, C), "cam": ..., ...}``
 where ``x`` is a float32 batch made by :func:`leukedge.preprocess.preprocess` with the
-predictor's own spec. The Keras path imports TensorFlow lazily (only when used).
+predictor's own spec. Core runs ``.tflite`` files itself; other formats come from a
+registry filled by the stage that owns them (:func:`register_loader`: importing
+:mod:`leukedge.train` adds ``.h5`` Keras checkpoints), so this module imports no stage.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -29,14 +33,20 @@ RELEASE_VARIANTS = ("int8", "pruned-int8", "int16x8", "float32", "float16", "dyn
 
 
 class Predictor:
-    """Base class: ``spec``, ``name``, ``kind`` and ``predict``."""
+    """Base class: ``spec``, ``name``, ``kind``, ``predict`` and (optionally) ``heatmaps``."""
 
     spec: ModelSpec
     name: str
     kind: str
+    #: How :meth:`heatmaps` makes its maps (None: only a model ``cam`` output gives heatmaps).
+    heatmap_source: str | None = None
 
     def raw(self, x: np.ndarray) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+    def heatmaps(self, x: np.ndarray) -> np.ndarray:
+        """Grad-CAM maps (N, h, w) of a batch, for predictors whose model has no ``cam`` output."""
+        raise ModelError(f"{self.name}: no heatmaps without a 'cam' output")
 
     def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Run a float32 batch (N, S, S, 3); returns named outputs with a batch dimension."""
@@ -66,19 +76,25 @@ class TFLitePredictor(Predictor):
         return self.runner.predict(x)
 
 
-class KerasPredictor(Predictor):
-    kind = "keras"
+#: Loaders of model files core does not run itself, by suffix: ``loader(folder, spec, file name)``.
+_LOADERS: dict[str, Callable[[Path, ModelSpec, str], Predictor]] = {}
 
-    def __init__(self, run_dir, spec: ModelSpec, checkpoint: str = "best.h5"):
-        from leukedge.train.io import load_keras_model  # TensorFlow only here
 
-        self.spec = spec
-        self.run_dir = Path(run_dir)
-        self.model = load_keras_model(self.run_dir / checkpoint)
-        self.name = f"{self.run_dir.name}/{checkpoint}"
+def register_loader(suffix: str, loader: Callable[[Path, ModelSpec, str], Predictor]) -> None:
+    """Let :func:`load_predictor` open ``suffix`` files (and run folders holding ``best<suffix>``).
 
-    def raw(self, x):
-        return {"probability": self.model.predict(x, verbose=0, batch_size=32)}
+    A stage calls this when imported (``leukedge.train`` registers ``.h5``), so core needs
+    no import of it.
+    """
+    _LOADERS[suffix] = loader
+
+
+def _registered(folder: Path, spec: ModelSpec, file_name: str) -> Predictor:
+    loader = _LOADERS.get(Path(file_name).suffix)
+    if loader is None:
+        raise ModelError(f"{folder / file_name}: a Keras checkpoint needs the train stage",
+                         "install leukedge[train]; in Python, `import leukedge.train` first (the CLI does)")
+    return loader(folder, spec, file_name)
 
 
 def _release_file(folder: Path, spec: ModelSpec, variant: str | None) -> Path:
@@ -121,8 +137,8 @@ def load_predictor(path, variant: str | None = None, num_threads: int | None = N
     if not p.is_dir():
         check_regular(p, ModelError, "model")  # a FIFO or device: refused, never read
     if p.is_file():
-        if p.suffix == ".h5":
-            return KerasPredictor(p.parent, ModelSpec.load(p.parent), p.name)
+        if p.suffix == ".h5" or p.suffix in _LOADERS:
+            return _registered(p.parent, ModelSpec.load(p.parent), p.name)
         spec = ModelSpec.load(p.parent)
         sha = card_sha256(p.parent).get(p.name) if verify else None
         return TFLitePredictor(p, spec, num_threads, runtime, sha)
@@ -130,7 +146,7 @@ def load_predictor(path, variant: str | None = None, num_threads: int | None = N
         p = p.resolve()
     spec = ModelSpec.load(p)
     if (p / "best.h5").exists() and not list(p.glob("*.tflite")):
-        return KerasPredictor(p, spec)
+        return _registered(p, spec, "best.h5")
     f = _release_file(p, spec, variant)
     sha = card_sha256(p).get(f.name) if verify else None
     return TFLitePredictor(f, spec, num_threads, runtime, sha)

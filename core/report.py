@@ -7,15 +7,21 @@ be re-made at any time, and what it shows is what was saved. matplotlib runs wit
 """
 from __future__ import annotations
 
+import csv
 import html
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 
 from .fileio import atomic_write_text
+from .heatmap import overlay
+from .imageio import load_image
+from .predictions_csv import read_predictions
+from .preprocess import PreprocessConfig, preprocess_uint8
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +31,7 @@ CLASS_COLORS = {"Benign": "#1b9e77", "Early": "#d95f02", "Pre": "#7570b3", "Pro"
 
 
 def _plt():
+    # matplotlib (the `data` extra) is imported when a figure is drawn: it is optional and slow to import
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -106,8 +113,6 @@ class Page:
 
 
 def _links(text: str) -> str:
-    import re
-
     text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
     return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r"<a href='\2'>\1</a>", text)
 
@@ -221,8 +226,6 @@ def fig_probabilities(path, rows, threshold):
 
 
 def fig_history(path, hist_csv) -> bool:
-    import csv
-
     with open(hist_csv, newline="") as fh:
         h = list(csv.DictReader(fh))
     if not h:
@@ -277,23 +280,7 @@ def fig_shortcut(path, ev: dict):
     plt.close(fig)
 
 
-def overlay(img_u8: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """The heatmap (normalised to its own max, jet colours) blended over the image."""
-    import cv2
-    from matplotlib import colormaps
-
-    h, w = img_u8.shape[:2]
-    c = cv2.resize(np.asarray(cam, np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
-    c = np.clip(c, 0, None)
-    c = c / c.max() if c.max() > 0 else c
-    heat = (colormaps["jet"](c)[..., :3] * 255).astype(np.float32)
-    return (img_u8.astype(np.float32) * (1 - alpha) + heat * alpha).clip(0, 255).astype(np.uint8)
-
-
 def _display_image(data_dir: Path, relpath: str, pre: dict):
-    from .imageio import load_image
-    from .preprocess import PreprocessConfig, preprocess_uint8
-
     cfg = PreprocessConfig(**pre)
     return preprocess_uint8(load_image(data_dir / relpath), cfg.replace(input_size=max(cfg.input_size, 160)))
 
@@ -351,8 +338,6 @@ def build_report(report_dir) -> Path:
     Returns:
         the path of ``evaluation.md``.
     """
-    from .evaluate import read_predictions
-
     d = Path(report_dir)
     ev = json.loads((d / "evaluation.json").read_text())
     rows = read_predictions(d / "predictions.csv")

@@ -19,7 +19,9 @@ import numpy as np
 from leukedge.errors import DataError, ModelError
 from leukedge.fileio import atomic_write_json, sha256_file
 from leukedge.spec import OODConfig
+from leukedge.split import read_manifest
 
+from .inference import load_release, make_runner
 from .ood import IMAGE_MARGIN, METHOD, OOD_FILE, collect, fit_gate, flag_rate
 
 log = logging.getLogger(__name__)
@@ -38,8 +40,6 @@ def image_files(folder: str | os.PathLike) -> list[Path]:
 
 def split_paths(manifest: str | os.PathLike, data_dir: str | os.PathLike) -> dict[str, list[str]]:
     """``{train|val|test: [abspath]}`` from a split manifest."""
-    from leukedge.split import read_manifest
-
     rows = read_manifest(manifest, data_dir)
     out = {s: [r["abspath"] for r in rows if r["split"] == s] for s in ("train", "val", "test")}
     if not out["train"] or not out["val"]:
@@ -70,8 +70,6 @@ def calibrate_release(folder: str | os.PathLike, train: list, val: list, checks:
         max_per_split: subsample each list to at most this many images (None: all).
         image_margin: image-statistics threshold = this times its validation percentile.
     """
-    from .inference import load_release, make_runner
-
     folder = Path(folder)
     release = load_release(folder, load_ood=False)
     spec = release.spec

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from leukedge.errors import ConfigError, ImageError
+from leukedge.imageio import load_image
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,6 @@ class FileSource(FrameSource):
     """A still image file (always returns the same frame)."""
 
     def __init__(self, path: str | os.PathLike):
-        from leukedge.imageio import load_image
-
         self.path = Path(path)
         self.frame = load_image(self.path)
 

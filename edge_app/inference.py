@@ -20,11 +20,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from leukedge.errors import ImageError, LeukEdgeError, ModelError
 from leukedge.fileio import sha256_file
+from leukedge.heatmap import ALPHA, blend, colorize, normalise
 from leukedge.imageio import decode_image, read_image_bytes
 from leukedge.preprocess import normalize, preprocess_uint8
 from leukedge.spec import ModelSpec
@@ -288,11 +288,11 @@ class Screening:
     def guidance(self) -> str:
         return guidance(self.quality) if self.quality else ""
 
-    def overlay(self, alpha: float = 0.45) -> np.ndarray | None:
+    def overlay(self, alpha: float = ALPHA) -> np.ndarray | None:
         """The heatmap blended over the image (uint8 RGB), or None."""
         if self.image is None or self.heatmap_rgb is None:
             return None
-        return cv2.addWeighted(self.image, 1.0 - alpha, self.heatmap_rgb, alpha, 0.0)
+        return blend(self.image, self.heatmap_rgb, alpha)
 
     def to_json(self) -> dict:
         """The ``leukedge predict --json`` object (INTERFACES.md keys first)."""
@@ -302,22 +302,6 @@ class Screening:
                 "model_version": self.model_version, "model_sha256": self.model_sha256,
                 "image_sha256": self.image_sha256, "timings_ms": self.timings,
                 "model_variant": self.model_variant, "parity": self.parity}
-
-
-def normalised_cam(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """ReLU, scale to [0, 1] by the maximum and resize to ``size`` (w, h)."""
-    cam = np.maximum(np.asarray(cam, np.float32).squeeze(), 0.0)
-    if cam.ndim != 2:
-        cam = cam.reshape(int(np.sqrt(cam.size)), -1)
-    peak = float(cam.max())
-    cam = cam / peak if peak > 0 else np.zeros_like(cam)
-    return np.clip(cv2.resize(cam, size, interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
-
-
-def colorize(heat: np.ndarray) -> np.ndarray:
-    """A [0, 1] heatmap through OpenCV's JET colour map, as RGB uint8."""
-    bgr = cv2.applyColorMap(np.round(heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 # ----- the screener ---------------------------------------------------------------------
@@ -416,7 +400,7 @@ class Screener:
             res.probabilities = {c: float(p) for c, p in zip(self.spec.class_names, probs)}
         res.image = shown
         if heatmap and "cam" in out:
-            res.heatmap = normalised_cam(out["cam"], (shown.shape[1], shown.shape[0]))
+            res.heatmap = normalise(out["cam"], (shown.shape[1], shown.shape[0]))
             res.heatmap_rgb = colorize(res.heatmap)
         t["heatmap"] = time.perf_counter()
         gate = self.release.ood

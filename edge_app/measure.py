@@ -26,6 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from leukedge.fileio import atomic_write_text
+
+from .inference import Screener
+
 
 class AppRunError(RuntimeError):
     """The app, driven by the autopilot, exited with an error (its last stderr line)."""
@@ -94,8 +98,6 @@ def ui_latency(model, images, repeat: int = 2, threads=None) -> dict:
 
 
 def inference_path(model, images, threads=None) -> dict:
-    from .inference import Screener
-
     s = Screener(model, num_threads=threads)
     per = {}
     for img in images:
@@ -134,8 +136,6 @@ def _measure(args) -> int:
     text = json.dumps(out, indent=2)
     print(text)
     if args.json:
-        from leukedge.fileio import atomic_write_text
-
         atomic_write_text(args.json, text + "\n")
     return 0
 

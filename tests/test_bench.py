@@ -217,18 +217,6 @@ def test_unknown_runtime_suggests_a_name(tiny_release, capsys):
     assert "did you mean 'litert'" in capsys.readouterr().err
 
 
-def test_heatmap_overlay_marks_the_hot_region():
-    from leukedge.benchmarks.e2e import heatmap_overlay
-
-    cam = np.zeros((4, 4), np.float32)
-    cam[0, 3] = 5.0  # hot top-right cell
-    img = np.full((32, 32, 3), 128, np.uint8)
-    over = heatmap_overlay(cam, img)
-    assert over.shape == img.shape and over.dtype == np.uint8
-    assert over[2, 29, 0] > over[29, 2, 0]  # red (JET high) at the hot corner, blue-ish at the cold one
-    assert over[29, 2, 2] > over[29, 2, 0]
-
-
 def test_stats_and_metric_lookup(tmp_path):
     from leukedge.benchmarks.runner import latency_stats, time_calls
     from leukedge.benchmarks.targets import find_metric

@@ -200,7 +200,7 @@ def test_gradcam_gradienttape_on_real_smear(tiny_keras, tiny_spec, smear_paths):
 
 
 def test_compare_runs_table(evaluated, tmp_path, run_dir):
-    from leukedge.train.compare import compare_runs
+    from leukedge.compare import compare_runs
 
     res, out = evaluated
     a, b = tmp_path / "a", tmp_path / "b"

@@ -21,10 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
+from leukedge.data import resolve_data_dir
 from leukedge.errors import ConfigError
 from leukedge.fileio import atomic_copy, atomic_write_json
+from leukedge.spec import ModelSpec
+from leukedge.split import make_split, write_manifest
 
 from .config import TrainConfig
+from .dataset import eval_pipeline, labels_of, spec_for
+from .io import load_keras_model
+from .outputs import positive_probs, positive_truth, set_thresholds, write_predictions, write_summary
+from .trainer import build_model, load_rows, resolve_weights, setup_runtime
 
 log = logging.getLogger("leukedge.train")
 C_GRID = (0.01, 0.1, 1.0)
@@ -34,9 +41,6 @@ def feature_model(cfg: TrainConfig, spec, features_from: str | None):
     """A Keras model image -> pooled features (``gap``), from a run or a pretrained backbone."""
     import tf_keras as keras
 
-    from .io import load_keras_model
-    from .trainer import build_model, resolve_weights
-
     if features_from:
         model = load_keras_model(Path(features_from) / "best.h5")
     else:
@@ -45,8 +49,6 @@ def feature_model(cfg: TrainConfig, spec, features_from: str | None):
 
 
 def extract(model, rows, spec, batch_size: int) -> np.ndarray:
-    from .dataset import eval_pipeline
-
     pipe = eval_pipeline(rows, spec, batch_size=batch_size, cache=False)
     return model.predict(pipe.dataset, verbose=0).astype(np.float64)
 
@@ -57,8 +59,6 @@ def fit_lr(x_train, y_train, x_val, y_val_pos, spec, seed: int):
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import StandardScaler
-
-    from .outputs import positive_probs
 
     scaler = StandardScaler().fit(x_train)
     counts = np.bincount(y_train)
@@ -84,14 +84,6 @@ def _probs(clf, x, spec) -> np.ndarray:
 
 def run_baseline(cfg: TrainConfig, features_from: str | None = None) -> Path:
     """Fit the LR + SMOTE baseline and write its run folder; returns it."""
-    from leukedge.data import resolve_data_dir
-    from leukedge.split import make_split, write_manifest
-    from leukedge.spec import ModelSpec
-
-    from .dataset import labels_of, spec_for
-    from .outputs import positive_probs, positive_truth, set_thresholds, write_predictions, write_summary
-    from .trainer import load_rows, setup_runtime
-
     if features_from:
         src = TrainConfig.load(features_from)
         cfg.backbone, cfg.input_size, cfg.weights = src.backbone, src.input_size, f"run:{Path(features_from).name}"

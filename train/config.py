@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from leukedge.errors import ConfigError, did_you_mean
+from leukedge.train.backbones import get_backbone
 
 BALANCE_MODES = ("class_weight", "oversample", "both", "none")
 TASKS = ("binary", "subtype")
@@ -126,8 +127,6 @@ class TrainConfig:
     search_folds: int = 3
 
     def validate(self) -> "TrainConfig":
-        from leukedge.train.backbones import get_backbone
-
         get_backbone(self.backbone)  # unknown name -> ConfigError with "did you mean"
         if self.task not in TASKS:
             raise ConfigError(f"unknown task '{self.task}'", f"choose one of {TASKS}")
@@ -152,8 +151,6 @@ class TrainConfig:
         return "min" if self.monitor.endswith("loss") else "max"
 
     def resolved_input_size(self) -> int:
-        from leukedge.train.backbones import get_backbone
-
         return int(self.input_size or get_backbone(self.backbone).input_size)
 
     def to_dict(self) -> dict:

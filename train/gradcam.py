@@ -14,6 +14,8 @@ import logging
 
 import numpy as np
 
+from leukedge.errors import ModelError
+
 from .model import FEATURE_LAYER, OUTPUT_LAYER
 
 log = logging.getLogger(__name__)
@@ -31,8 +33,6 @@ class GradCAM:
     def __init__(self, model, feature_layer: str = FEATURE_LAYER, output_layer: str = OUTPUT_LAYER):
         import tensorflow as tf
         import tf_keras as keras
-
-        from leukedge.errors import ModelError
 
         try:
             fmap = model.get_layer(feature_layer).output

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from leukedge.fileio import atomic_write_json, atomic_write_text
+from leukedge.metrics import choose_threshold
 from leukedge.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,6 @@ def set_thresholds(spec: ModelSpec, y_val: np.ndarray, p_val: np.ndarray) -> Mod
     """Choose the operating points on validation data (``leukedge.metrics.choose_threshold``):
     ``default`` = highest specificity with sensitivity >= 0.99 (fallback Youden's J),
     ``youden`` and ``0.5``; the spec's threshold becomes ``default``."""
-    from leukedge.metrics import choose_threshold
-
     points = choose_threshold(y_val, p_val, min_sensitivity=0.99)
     spec.operating_points = points
     spec.threshold = float(next(p.threshold for p in points if p.name == "default"))

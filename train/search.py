@@ -21,10 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
+from leukedge.data import resolve_data_dir
 from leukedge.errors import ConfigError, DataError
-from leukedge.fileio import atomic_write_json, atomic_write_text
+from leukedge.fileio import atomic_copy, atomic_write_json, atomic_write_text
+from leukedge.split import make_split, read_manifest, write_manifest
 
 from .config import TrainConfig
+from .dataset import class_weights, eval_pipeline, labels_of, limit_rows, spec_for, train_pipeline
+from .outputs import positive_probs, positive_truth
+from .trainer import (bn_recalibrate_steps, build_model, compile_model, plan_phases, resolve_weights, set_trainable,
+                      setup_runtime)
 
 log = logging.getLogger("leukedge.train")
 NUMERIC_FIELDS = {f.name for f in dataclasses.fields(TrainConfig) if f.type in ("int", "float", "int | None")}
@@ -59,10 +65,7 @@ def _fold_score(cfg: TrainConfig, spec, weights, train_rows, val_rows) -> dict:
     import tf_keras as keras
     from sklearn.metrics import roc_auc_score
 
-    from .dataset import class_weights, eval_pipeline, labels_of, train_pipeline
-    from .outputs import positive_probs, positive_truth
-    from .callbacks import BNRecalibrate
-    from .trainer import bn_recalibrate_steps, build_model, compile_model, plan_phases, set_trainable
+    from .callbacks import BNRecalibrate  # a Keras callback class: TensorFlow at import
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.seed)
@@ -96,13 +99,6 @@ def _fold_score(cfg: TrainConfig, spec, weights, train_rows, val_rows) -> dict:
 def run_search(cfg: TrainConfig) -> Path:
     """Run the grid search; returns the results folder (``search.csv``, ``search.md``)."""
     from sklearn.model_selection import StratifiedGroupKFold
-
-    from leukedge.data import resolve_data_dir
-    from leukedge.fileio import atomic_copy
-    from leukedge.split import make_split, read_manifest, write_manifest
-
-    from .dataset import limit_rows, spec_for
-    from .trainer import resolve_weights, setup_runtime
 
     cfg.validate()
     grid = cfg.search_grid or {}

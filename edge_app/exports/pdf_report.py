@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from leukedge import __version__
 
-from ..inference import colorize
+from leukedge.heatmap import colorize
 from ..records.clock import Stamp
 from ..records.store import FieldRecord, SampleRecord
 from ..records.wording import score_text, verdict_text

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from leukedge import metrics as M
-from leukedge.errors import DataError
-from leukedge.fileio import atomic_write_json, atomic_write_text, sha256_file
+from . import metrics as M
+from .errors import DataError
+from .predictions_csv import read_predictions
+from .fileio import atomic_write_json, atomic_write_text, sha256_file
+from .report import fig_roc, fmt_ci
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +28,6 @@ KEYS = M.BINARY_KEYS
 
 def _load_run(arg: str, split: str) -> dict:
     """One run: its label, threshold, manifest hash and test rows."""
-    from leukedge.evaluate import read_predictions
-
     p = Path(arg)
     if p.is_dir() and p.is_symlink():
         p = p.resolve()
@@ -106,8 +106,6 @@ def compare_runs(runs: list[str], out_dir, split: str = "test", n_boot: int = 10
                                                       (pc >= r["threshold"]).astype(int))}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from leukedge.report import fig_roc, fmt_ci
-
     fig_roc(out_dir / "roc_all.png", curves, title=f"ROC curves, {split} split (n={len(common)})")
     lines = [f"# Model comparison ({split} split, n = {len(common)} images, 95% bootstrap CIs)", "",
              "| model | threshold | accuracy | precision | recall | specificity | F1 | ROC-AUC | flags |",
