@@ -2,8 +2,9 @@
 
 :func:`write_card` reads ``spec.json`` (required), ``evaluation.json``, ``parity.json``,
 ``bench/*.json`` and ``figures/*.png`` when present, hashes every model file, and writes the
-card atomically. ``card.json["files"]`` (``{filename: sha256}``) is what
-:func:`leukedge.predictors.load_predictor` and the app verify model files against.
+card atomically. ``card.json["files"]`` (``{filename: sha256}``) lists every file the runtime
+reads (model files, ``spec.json``, the OOD statistics, ``ood.json``); ``leukedge release sign``
+signs the card, and :func:`leukedge.release_check.verify_release` checks both.
 """
 from __future__ import annotations
 
@@ -267,7 +268,8 @@ def build_card(release_dir) -> dict:
     ev = _load_json(d / "evaluation.json") if (d / "evaluation.json").exists() else None
     parity = _load_json(d / "parity.json") if (d / "parity.json").exists() else None
     bench = _bench_records(d)
-    files = model_files(d, tuple(x for x in (spec.ood.stats_file,) if x))
+    # every file the runtime reads (release_check.runtime_files): model files, spec, OOD statistics and report
+    files = model_files(d, tuple(x for x in ("spec.json", "ood.json", spec.ood.stats_file) if x))
     figures = sorted(str(f.relative_to(d)) for f in (d / "figures").rglob("*.png")) if (d / "figures").is_dir() else []
     default_rule = next((o.rule for o in spec.operating_points if o.name == "default"), "not recorded")
     card = {

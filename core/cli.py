@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "leukedge.benchmarks.cli",
     "leukedge.edge_app.cli",
     "leukedge.pipeline",
+    "leukedge.release_cli",
 ]
 
 log = logging.getLogger("leukedge")
