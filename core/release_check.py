@@ -188,7 +188,7 @@ def verify_release(folder: str | os.PathLike, allow_unsigned: bool = False,
     except ModelError as exc:
         if not allow_unsigned:
             raise
-        problem = exc.message
+        problem = exc.message.removeprefix(f"{folder}: ")
         log.warning("%s: NOT VERIFIED (%s); running it only because --allow-unsigned was given",
                     folder, exc.message)
     validate_card(card, str(folder / SIGNED_FILE))
