@@ -51,6 +51,9 @@ def register(sub) -> None:
                    help="also write models/<name>/bench/<device-id>-<runtime>.json for release folders")
     p.add_argument("--timeout", type=float, default=900.0, metavar="S", help="seconds allowed per measurement (default 900)")
     p.add_argument("--fail-on-error", action="store_true", help="exit 1 when any row has status error")
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="development only: measure a release whose signature is missing, wrong or untrusted "
+                        "(the result says \"unsigned\")")
     p.set_defaults(func=cmd_bench, _parser=p)
 
 
@@ -83,6 +86,25 @@ def _default_images(arg: str | None) -> str | None:
     return str(d) if d.is_dir() else None
 
 
+def _signatures(models: list[str], allow_unsigned: bool) -> dict[str, str]:
+    """``{MODEL: verified | unsigned | unverified}``; a release folder that fails verification
+    raises (one line) unless ``allow_unsigned`` covers its signature. A lone file is ``unverified``."""
+    from pathlib import Path
+
+    from leukedge.release_check import UNVERIFIED, verify_release
+
+    out = {}
+    for m in models:
+        p = Path(m)
+        if p.is_dir() and (p / "card.json").exists():
+            out[m] = verify_release(p, allow_unsigned).status
+        else:
+            out[m] = UNVERIFIED
+        if out[m] != "verified":
+            log.warning("%s: %s (not a signed release; its numbers say so)", m, out[m].upper())
+    return out
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.models[0] == "compare":
         return cmd_compare(args)
@@ -110,7 +132,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         overhead=not args.no_overhead, peak=not args.no_peak,
         e2e_runs=5 if args.quick else 30, overhead_rounds=2 if args.quick else 12, timeout=args.timeout,
         rounds=args.rounds)
+    signatures = _signatures(args.models, args.allow_unsigned)  # refuse unsigned releases before measuring
     doc = validate(run_benchmark(cfg), "benchmark result")
+    doc["signatures"] = signatures
     md = report.markdown(doc)
     print(md)
     if args.json:

@@ -128,6 +128,8 @@ def register(sub) -> None:
     p.add_argument("--report", metavar="DIR", default=None, help="write parity.json, parity.md and figures/ into DIR")
     p.add_argument("--gate", action="append", metavar="NAME=VALUE", help=GATE_HELP)
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the CIs (default 1000)")
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="development only: run a release whose signature is missing, wrong or untrusted (results say \"unsigned\")")
     p.set_defaults(func=cmd_parity)
 
 
@@ -193,16 +195,17 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 
 # ----- parity ---------------------------------------------------------------------------------------
-def _load(path: str, prefer: str | None):
-    """A predictor from a .tflite, a release folder (``prefer`` variant if present) or a run folder."""
+def _load(path: str, prefer: str | None, allow_unsigned: bool = False):
+    """A predictor from a .tflite, a release folder (``prefer`` variant if present; verified, see
+    :func:`leukedge.predictors.load_predictor`) or a run folder."""
     from pathlib import Path
 
     from leukedge.predictors import load_predictor
 
     p = Path(path)
     if p.is_dir() and prefer and (p.resolve() / f"{p.resolve().name}.{prefer}.tflite").exists():
-        return load_predictor(p, variant=prefer)
-    return load_predictor(p)
+        return load_predictor(p, variant=prefer, allow_unsigned=allow_unsigned)
+    return load_predictor(p, allow_unsigned=allow_unsigned)
 
 
 def _split_for(args, ref, cand):
@@ -234,8 +237,9 @@ def cmd_parity(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data)
     if not Path(data_dir).is_dir():
         raise DataError(f"{data_dir}: no such data folder", "pass --data DIR (one subfolder per class)")
-    ref = _load(args.reference, "float32")
-    cand = _load(args.candidate, None)
+    ref = _load(args.reference, "float32", args.allow_unsigned)
+    cand = _load(args.candidate, None, args.allow_unsigned)
+    signature = {"reference": ref.signature, "candidate": cand.signature}
     if args.all:
         data = ParityData.from_folder(data_dir)
     else:
@@ -246,10 +250,13 @@ def cmd_parity(args: argparse.Namespace) -> int:
     res = compare(ref, cand, data, gates, n_boot=args.n_boot)
     label = f"{Path(args.candidate).name} vs {Path(args.reference).name}"
     if args.json:
-        write_json({label: res}, args.json)
+        write_json({label: res}, args.json, {"signature": signature})
     if args.report:
         write_reports({label: res}, args.report)
     print(f"parity: {cand.name} vs {ref.name} on {res.n} images ({data.split})")
+    for role, status in signature.items():
+        if status != "verified":
+            print(f"  {role} signature: {'UNSIGNED release (--allow-unsigned)' if status == 'unsigned' else 'not a signed release: UNVERIFIED'}")
     print(res.table())
     m = res.metrics
     print(f"|p_ref - p_cand| mean {res.probability_diff['mean_abs']:.5f} max {res.probability_diff['max_abs']:.5f}; "

@@ -463,7 +463,8 @@ def card_markdown(card: dict) -> str:
                f"features exceeds {_f(ood.get('threshold'))} (the {ood.get('percentile')}th percentile of validation "
                f"distances) or the image colour statistics exceed {_f(ood.get('image_threshold'))}. Flagged rates:")
         page.table(["images", "n", "flagged"],
-                   [[name, r.get("n"), _f(r.get("flagged"))] for name, r in ood["rates"].items()])
+                   [[name, r.get("n"), _f(r.get("flagged"))] if isinstance(r, dict) else [name, "", _f(r)]
+                    for name, r in ood["rates"].items()])  # calibrate-ood records plain fractions
     if card.get("benchmarks"):
         page.h("Benchmarks")
         page.bullets(f"{name}: see bench/{name}" for name in card["benchmarks"])
@@ -525,7 +526,15 @@ def refresh_benchmarks(release_dir) -> bool:
     atomic_write_json(d / "card.json", card)
     atomic_write_text(d / "card.md", card_markdown(card) + "\n")
     log.info("updated the benchmarks of %s", d / "card.json")
+    _warn_resign(d)
     return True
+
+
+def _warn_resign(d: Path) -> None:
+    """A rewritten card no longer matches its signature: say so (the release is refused until re-signed)."""
+    if (d / "card.sig").exists():
+        log.warning("%s changed, so its signature (card.sig) no longer matches: re-sign it with "
+                    "`leukedge release sign %s --key KEY` (docs/trust.md)", d / "card.json", d)
 
 
 def write_card(release_dir) -> tuple[Path, Path]:
@@ -539,4 +548,5 @@ def write_card(release_dir) -> tuple[Path, Path]:
     j = atomic_write_json(d / "card.json", card)
     md = atomic_write_text(d / "card.md", card_markdown(card) + "\n")
     log.info("wrote %s and %s (%d model files hashed)", j, md, len(card["files"]))
+    _warn_resign(d)
     return j, md

@@ -9,9 +9,27 @@ import pytest
 
 import leukedge  # noqa: F401  (sets TF_USE_LEGACY_KERAS before any TensorFlow import)
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from leukedge.trust import ENV_TRUSTED_KEYS, private_pem, public_pem
+
 SHARED_DATA = Path(os.environ.get("LEUKEDGE_SHARED_DATA", "../shared/data"))
 ARIA = SHARED_DATA / "aria-all"
 LYMPH = SHARED_DATA / "pbc-lymphocytes"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def release_key(tmp_path_factory) -> Path:
+    """A throwaway Ed25519 private key for this session (PEM file); its public half is put in a
+    trust folder named by $LEUKEDGE_TRUSTED_KEYS, so releases the fixtures sign with it verify
+    (in this process and in the CLI subprocesses the tests start)."""
+    key = Ed25519PrivateKey.generate()
+    trusted = tmp_path_factory.mktemp("trusted-keys")
+    (trusted / "test-session.pub").write_bytes(public_pem(key))
+    path = tmp_path_factory.mktemp("secret") / "test-session.key"
+    path.write_bytes(private_pem(key))
+    os.environ[ENV_TRUSTED_KEYS] = str(trusted)
+    return path
 
 
 def _require(path: Path) -> Path:
