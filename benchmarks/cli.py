@@ -87,17 +87,25 @@ def _default_images(arg: str | None) -> str | None:
 
 
 def _signatures(models: list[str], allow_unsigned: bool) -> dict[str, str]:
-    """``{MODEL: verified | unsigned | unverified}``; a release folder that fails verification
-    raises (one line) unless ``allow_unsigned`` covers its signature. A lone file is ``unverified``."""
+    """``{MODEL: verified | unsigned | unverified}``. A release folder that fails verification
+    raises (one line); with ``allow_unsigned`` it is measured as ``unsigned`` (its rows still
+    refuse any file whose sha256 differs from the card). A lone file is ``unverified``."""
     from pathlib import Path
 
-    from leukedge.release_check import UNVERIFIED, verify_release
+    from leukedge.errors import ModelError
+    from leukedge.release_check import UNSIGNED, UNVERIFIED, verify_release
 
     out = {}
     for m in models:
         p = Path(m)
         if p.is_dir() and (p / "card.json").exists():
-            out[m] = verify_release(p, allow_unsigned).status
+            try:
+                out[m] = verify_release(p, allow_unsigned).status
+            except ModelError as exc:
+                if not allow_unsigned:
+                    raise
+                log.warning("%s", exc.one_line())
+                out[m] = UNSIGNED
         else:
             out[m] = UNVERIFIED
         if out[m] != "verified":
