@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from .card import CARD_SCHEMA, card_markdown
 from .errors import ModelError
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
-from .release_check import ReleaseCheck, card_files, inside, runtime_files, verify_release
+from .release_check import VERIFIED, ReleaseCheck, card_files, inside, runtime_files, verify_release
 from .spec import ModelSpec
 from .trust import SIGNATURE_FILE, SIGNED_FILE, key_id, load_private_key, sign_bytes, trusted_keys
 
@@ -90,13 +90,16 @@ def sign_release(folder: str | os.PathLike, key_path: str | os.PathLike, refresh
         atomic_write_json(folder / SIGNED_FILE, card)
         if card.get("schema") == CARD_SCHEMA and (folder / "card.md").exists():
             atomic_write_text(folder / "card.md", card_markdown(card) + "\n")
+    check = verify_release(folder, signature=False)  # complete, hashes, schema, paths: else nothing is signed
     sign_card(folder, key)
     kid = key_id(key.public_key())
     del key
-    trusted = kid in trusted_keys()
-    if not trusted:
+    trusted = trusted_keys().get(kid)
+    if trusted is None:
         log.warning("%s: signed with key %s, which is NOT in this machine's trust store: `release verify` and the "
                     "app will refuse it until its public key is added (docs/trust.md)", folder, kid)
-    check = verify_release(folder, allow_unsigned=not trusted)
+        check.problem = f"signed by key {kid}, which is not in the trust store"
+    else:
+        check.status, check.key_id, check.key_source, check.problem = VERIFIED, kid, str(trusted.source), None
     log.info("signed %s with key %s (%d files listed)", folder, kid, len(check.files))
     return check

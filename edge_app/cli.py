@@ -75,13 +75,13 @@ def cmd_app(args: argparse.Namespace) -> int:
     if getattr(args, "app_command", None):
         return args.func(args)
     _limit_blas_threads()
-    from .app import run_app
-
     if args.model:
         from .inference import load_release
 
-        # a bad, tampered or unsigned release: one-line error before a window opens
+        # a bad, tampered or unsigned release: one-line error before Kivy is imported or a window opens
         load_release(args.model, allow_unsigned=args.allow_unsigned)
+    from .app import run_app
+
     return run_app(model=args.model, db=args.db, models_root=args.models_root, fullscreen=args.fullscreen,
                    threads=args.threads, camera=args.camera, start_dir=args.start_dir,
                    allow_unsigned=args.allow_unsigned)
