@@ -110,6 +110,8 @@ def register(sub) -> None:
     c.add_argument("--ood-check", action="append", default=[], metavar="DIR",
                    help="out-of-domain image folder whose flagged rate the OOD gate reports (repeatable)")
     c.add_argument("--gate", action="append", metavar="NAME=VALUE", help=GATE_HELP)
+    c.add_argument("--sign-key", default=None, metavar="KEY",
+                   help="Ed25519 private key (PEM): sign the finished release (`leukedge release sign`, docs/trust.md)")
     c.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("parity", help="compare two models (e.g. int8 vs float32) on the same images, with gates",
@@ -174,8 +176,13 @@ def cmd_compress(args: argparse.Namespace) -> int:
         cfg.clip_percentile = check_percentile(cfg.clip_percentile)
     if cfg.prune is not None:
         cfg.prune_config()  # validate before minutes of work
+    if args.sign_key:
+        from leukedge.trust import load_private_key
+
+        load_private_key(args.sign_key)  # a bad key fails now, not after minutes of work
     s = run_compress(cfg)
     print(f"release {args.out}")
+    _sign(args.out, args.sign_key)
     for name, d in s["files"].items():
         ratio = f"  {d['ratio_to_float32']:.1%} of float32" if d.get("ratio_to_float32") is not None else ""
         print(f"  {name:<48} {d['mib']:>8.2f} MiB  gzip {d['gzip_bytes'] / 2**20:>7.2f} MiB{ratio}")
@@ -192,6 +199,22 @@ def cmd_compress(args: argparse.Namespace) -> int:
             print(f"  selective int8: {'kept ' + str(len(sel['kept_float'])) + ' op(s) in float' if sel['passed'] else 'did not pass'}")
         return 0 if s.get("passed", True) else 1
     return 0
+
+
+def _sign(out: str, key: str | None) -> None:
+    """Sign the finished release with ``key``, or say that it is unsigned."""
+    from pathlib import Path
+
+    if not (Path(out) / "card.json").exists():
+        log.warning("%s has no card.json (no parity/card stage): not signed", out)
+        return
+    if not key:
+        log.warning("%s is not signed: predict and the app refuse it until `leukedge release sign %s --key KEY` "
+                    "(docs/trust.md)", out, out)
+        return
+    from leukedge.release_sign import sign_release
+
+    print(f"  {sign_release(out, key).summary()}")
 
 
 # ----- parity ---------------------------------------------------------------------------------------

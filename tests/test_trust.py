@@ -375,3 +375,14 @@ def test_committed_specs_pass_the_schema():
     for folder in [*COMMITTED, Path("tests/data/legacy/efficientnet-lite0-binary")]:
         spec = ModelSpec.load(folder)
         assert spec.name and 0.0 <= spec.threshold <= 1.0
+
+
+def test_compress_checks_the_signing_key_before_any_work(tmp_path, capsys):
+    rc, err = cli_error(capsys, "compress", tmp_path / "no-run", "--out", tmp_path / "out",
+                        "--sign-key", tmp_path / "missing.key")
+    assert rc == 2 and len(err) == 1 and "missing.key: no such Ed25519 private key file" in err[0]
+    public = tmp_path / "public.key"
+    public.write_bytes(public_pem(Ed25519PrivateKey.generate()))
+    rc, err = cli_error(capsys, "compress", tmp_path / "no-run", "--out", tmp_path / "out", "--sign-key", public)
+    assert rc == 2 and len(err) == 1 and "not an unencrypted PEM private key" in err[0]
+    assert not (tmp_path / "out").exists()
