@@ -68,11 +68,14 @@ def _compact(obj, max_list: int = 20):
 
 def model_files(folder: Path, extra: tuple[str, ...] = ()) -> dict[str, dict]:
     """sha256 and size of every model file in ``folder`` (sorted by name), plus the ``extra`` names
-    (e.g. the OOD statistics file named by the spec)."""
+    (e.g. the OOD statistics file named by the spec) and the figures (``figures/*.png``)."""
     out = {}
     for f in sorted(folder.iterdir()):
         if f.is_file() and (f.suffix in MODEL_FILE_SUFFIXES or f.name in extra) and not f.name.startswith("."):
             out[f.name] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
+    if (folder / "figures").is_dir():  # shown by the app's model screen: the runtime reads them too
+        for f in sorted((folder / "figures").glob("*.png")):
+            out[f"figures/{f.name}"] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
     return out
 
 

@@ -8,7 +8,7 @@ A release ``models/<name>/`` is accepted when all of these hold:
    stays inside the folder (relative, no ``..``, no symlink pointing out);
 3. every listed file exists and has the listed sha256;
 4. every file the runtime reads (:func:`runtime_files`: ``spec.json``, every model file,
-   the OOD statistics named by the spec, ``ood.json``) is listed;
+   the OOD statistics named by the spec, ``ood.json``, the figures the app shows) is listed;
 5. ``spec.json`` passes the spec schema.
 
 With ``allow_unsigned`` only step 1 may fail (the release is then reported ``unsigned``);
@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 #: Files that hold a model (every one is read by some runtime path: predict, evaluate, bench).
 MODEL_SUFFIXES = (".tflite", ".h5", ".keras")
-#: Other files the runtime reads when present (``Release.ood_rates`` falls back to ``ood.json``).
+#: Other files the runtime reads when present (``Release.ood_rates`` falls back to ``ood.json``;
+#: ``figures/*.png`` are added by :func:`runtime_files`).
 RUNTIME_EXTRAS = ("spec.json", "ood.json")
 #: A card larger than this is not a card (it is read whole into memory).
 MAX_CARD_BYTES = 10 * 1000 * 1000
@@ -118,6 +119,8 @@ def runtime_files(folder: Path, spec: ModelSpec) -> list[str]:
              if not f.name.startswith(".") and (f.suffix in MODEL_SUFFIXES or f.name in RUNTIME_EXTRAS)
              and (f.is_file() or f.is_symlink())}
     names.add("spec.json")
+    if (folder / "figures").is_dir():  # the app's model screen shows them (Release.figures)
+        names.update(f"figures/{f.name}" for f in (folder / "figures").glob("*.png"))
     if spec.ood.method != "none" and spec.ood.stats_file:
         names.add(spec.ood.stats_file)
     return sorted(names)

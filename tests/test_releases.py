@@ -84,6 +84,7 @@ def test_tampered_release_file_is_refused(tmp_path):
     dst.mkdir()
     card = json.loads((src / "card.json").read_text())
     for f in [*card["files"], "card.json", "card.sig"]:  # the signed release's runtime files (no reports)
+        (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(src / f, dst / f)
     load_predictor(dst)  # the copy verifies (signed by the project key, complete)
     data = bytearray((dst / f"{src.name}.int8.tflite").read_bytes())

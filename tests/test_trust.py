@@ -165,6 +165,17 @@ def test_hash_key_deleted_is_refused_signed_or_not(release, release_key):
         verify_release(release)
 
 
+def test_figures_the_app_shows_are_listed_and_checked(release, release_key):
+    shutil.copytree(SRC / "figures", release / "figures")
+    with pytest.raises(ModelError, match="figures/.*not listed in card.json"):
+        verify_release(release)                            # new figures: the card must vouch for them
+    sign_release(release, release_key)
+    assert "figures/roc.png" in verify_release(release).files
+    shutil.copy(release / "figures" / "confusion.png", release / "figures" / "roc.png")
+    with pytest.raises(ModelError, match=r"roc.png: sha256"):
+        verify_release(release)
+
+
 def test_file_removed_from_disk_is_refused(release):
     (release / "ood.json").unlink()
     with pytest.raises(ModelError, match="ood.json: listed in the model card but missing"):

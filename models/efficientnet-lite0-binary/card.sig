@@ -2,5 +2,5 @@
   "algorithm": "ed25519",
   "key_id": "ef70c59d36a288af",
   "signed_file": "card.json",
-  "signature": "gjQWPGrAOWYmV0mCblcGZI7PIWMzmOR9yE71laqUPyNtz6kPrOnB4Cp07/t6V9BofrGWIILMIT1kdpaIKQpPAQ=="
+  "signature": "yEYoziliTy53Dj+qjQANupJDAtCbMoEpdAl/f1Oro6BKF4yfX189ThBb0XxEvpXfVrDtFrIgxC1FaGzdoZFTAQ=="
 }
