@@ -39,8 +39,10 @@ def test_card_from_release_files(release):
 
     j, md = write_card(release)
     card = json.loads(j.read_text())
-    assert card["files"] == {"tiny.float32.tflite": sha256_file(release / "tiny.float32.tflite"),
-                             "spec.json": sha256_file(release / "spec.json")}  # every file the runtime reads
+    figures = {f"figures/{f.name}": sha256_file(f) for f in (release / "figures").glob("*.png")}
+    assert figures and card["files"] == {"tiny.float32.tflite": sha256_file(release / "tiny.float32.tflite"),
+                                         "spec.json": sha256_file(release / "spec.json"),
+                                         **figures}  # every file the runtime reads (the app shows the figures)
     assert card["file_sizes"]["tiny.float32.tflite"] == (release / "tiny.float32.tflite").stat().st_size
     ev = json.loads((release / "evaluation.json").read_text())
     assert card["evaluation"]["metrics"] == ev["metrics"]
