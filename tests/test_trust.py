@@ -397,3 +397,11 @@ def test_compress_checks_the_signing_key_before_any_work(tmp_path, capsys):
     rc, err = cli_error(capsys, "compress", tmp_path / "no-run", "--out", tmp_path / "out", "--sign-key", public)
     assert rc == 2 and len(err) == 1 and "not an unencrypted PEM private key" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_preprocess_config_refuses_zero_clahe_tiles():
+    from leukedge.errors import ConfigError
+    from leukedge.preprocess import PreprocessConfig
+
+    with pytest.raises(ConfigError, match="clahe_tiles must be >= 1"):
+        PreprocessConfig(clahe_tiles=0)
