@@ -51,6 +51,9 @@ def register(sub) -> None:
                    help="also write models/<name>/bench/<device-id>-<runtime>.json for release folders")
     p.add_argument("--timeout", type=float, default=900.0, metavar="S", help="seconds allowed per measurement (default 900)")
     p.add_argument("--fail-on-error", action="store_true", help="exit 1 when any row has status error")
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="development only: measure a release whose signature is missing, wrong or untrusted "
+                        "(the result says \"unsigned\")")
     p.set_defaults(func=cmd_bench, _parser=p)
 
 
@@ -97,6 +100,33 @@ def _default_images(arg: str | None) -> str | None:
     return str(d) if d.is_dir() else None
 
 
+def _signatures(models: list[str], allow_unsigned: bool) -> dict[str, str]:
+    """``{MODEL: verified | unsigned | unverified}``. A release folder that fails verification
+    raises (one line); with ``allow_unsigned`` it is measured as ``unsigned`` (its rows still
+    refuse any file whose sha256 differs from the card). A lone file is ``unverified``."""
+    from pathlib import Path
+
+    from leukedge.errors import ModelError
+    from leukedge.release_check import UNSIGNED, UNVERIFIED, verify_release
+
+    out = {}
+    for m in models:
+        p = Path(m)
+        if p.is_dir() and (p / "card.json").exists():
+            try:
+                out[m] = verify_release(p, allow_unsigned).status
+            except ModelError as exc:
+                if not allow_unsigned:
+                    raise
+                log.warning("%s", exc.one_line())
+                out[m] = UNSIGNED
+        else:
+            out[m] = UNVERIFIED
+        if out[m] != "verified":
+            log.warning("%s: %s (not a signed release; its numbers say so)", m, out[m].upper())
+    return out
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.models[0] == "compare":
         return cmd_compare(args)
@@ -125,7 +155,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         overhead=not args.no_overhead, peak=not args.no_peak,
         e2e_runs=5 if args.quick else 30, overhead_rounds=2 if args.quick else 12, timeout=args.timeout,
         rounds=args.rounds)
+    signatures = _signatures(args.models, args.allow_unsigned)  # refuse unsigned releases before measuring
     doc = validate(run_benchmark(cfg), "benchmark result")
+    doc["signatures"] = signatures
     md = report.markdown(doc)
     print(md)
     if args.json:

@@ -110,6 +110,8 @@ def register(sub) -> None:
     c.add_argument("--ood-check", action="append", default=[], metavar="DIR",
                    help="out-of-domain image folder whose flagged rate the OOD gate reports (repeatable)")
     c.add_argument("--gate", action="append", metavar="NAME=VALUE", help=GATE_HELP)
+    c.add_argument("--sign-key", default=None, metavar="KEY",
+                   help="Ed25519 private key (PEM): sign the finished release (`leukedge release sign`, docs/trust.md)")
     c.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("parity", help="compare two models (e.g. int8 vs float32) on the same images, with gates",
@@ -128,6 +130,8 @@ def register(sub) -> None:
     p.add_argument("--report", metavar="DIR", default=None, help="write parity.json, parity.md and figures/ into DIR")
     p.add_argument("--gate", action="append", metavar="NAME=VALUE", help=GATE_HELP)
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the CIs (default 1000)")
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="development only: run a release whose signature is missing, wrong or untrusted (results say \"unsigned\")")
     p.set_defaults(func=cmd_parity)
 
 
@@ -172,8 +176,13 @@ def cmd_compress(args: argparse.Namespace) -> int:
         cfg.clip_percentile = check_percentile(cfg.clip_percentile)
     if cfg.prune is not None:
         cfg.prune_config()  # validate before minutes of work
+    if args.sign_key:
+        from leukedge.trust import load_private_key
+
+        load_private_key(args.sign_key)  # a bad key fails now, not after minutes of work
     s = run_compress(cfg)
     print(f"release {args.out}")
+    _sign(args.out, args.sign_key)
     for name, d in s["files"].items():
         ratio = f"  {d['ratio_to_float32']:.1%} of float32" if d.get("ratio_to_float32") is not None else ""
         print(f"  {name:<48} {d['mib']:>8.2f} MiB  gzip {d['gzip_bytes'] / 2**20:>7.2f} MiB{ratio}")
@@ -192,17 +201,34 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sign(out: str, key: str | None) -> None:
+    """Sign the finished release with ``key``, or say that it is unsigned."""
+    from pathlib import Path
+
+    if not (Path(out) / "card.json").exists():
+        log.warning("%s has no card.json (no parity/card stage): not signed", out)
+        return
+    if not key:
+        log.warning("%s is not signed: predict and the app refuse it until `leukedge release sign %s --key KEY` "
+                    "(docs/trust.md)", out, out)
+        return
+    from leukedge.release_sign import sign_release
+
+    print(f"  {sign_release(out, key).summary()}")
+
+
 # ----- parity ---------------------------------------------------------------------------------------
-def _load(path: str, prefer: str | None):
-    """A predictor from a .tflite, a release folder (``prefer`` variant if present) or a run folder."""
+def _load(path: str, prefer: str | None, allow_unsigned: bool = False):
+    """A predictor from a .tflite, a release folder (``prefer`` variant if present; verified, see
+    :func:`leukedge.predictors.load_predictor`) or a run folder."""
     from pathlib import Path
 
     from leukedge.predictors import load_predictor
 
     p = Path(path)
     if p.is_dir() and prefer and (p.resolve() / f"{p.resolve().name}.{prefer}.tflite").exists():
-        return load_predictor(p, variant=prefer)
-    return load_predictor(p)
+        return load_predictor(p, variant=prefer, allow_unsigned=allow_unsigned)
+    return load_predictor(p, allow_unsigned=allow_unsigned)
 
 
 def _split_for(args, ref, cand):
@@ -234,8 +260,9 @@ def cmd_parity(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data)
     if not Path(data_dir).is_dir():
         raise DataError(f"{data_dir}: no such data folder", "pass --data DIR (one subfolder per class)")
-    ref = _load(args.reference, "float32")
-    cand = _load(args.candidate, None)
+    ref = _load(args.reference, "float32", args.allow_unsigned)
+    cand = _load(args.candidate, None, args.allow_unsigned)
+    signature = {"reference": ref.signature, "candidate": cand.signature}
     if args.all:
         data = ParityData.from_folder(data_dir)
     else:
@@ -246,10 +273,13 @@ def cmd_parity(args: argparse.Namespace) -> int:
     res = compare(ref, cand, data, gates, n_boot=args.n_boot)
     label = f"{Path(args.candidate).name} vs {Path(args.reference).name}"
     if args.json:
-        write_json({label: res}, args.json)
+        write_json({label: res}, args.json, {"signature": signature})
     if args.report:
         write_reports({label: res}, args.report)
     print(f"parity: {cand.name} vs {ref.name} on {res.n} images ({data.split})")
+    for role, status in signature.items():
+        if status != "verified":
+            print(f"  {role} signature: {'UNSIGNED release (--allow-unsigned)' if status == 'unsigned' else 'not a signed release: UNVERIFIED'}")
     print(res.table())
     m = res.metrics
     print(f"|p_ref - p_cand| mean {res.probability_diff['mean_abs']:.5f} max {res.probability_diff['max_abs']:.5f}; "

@@ -2,8 +2,9 @@
 
 :func:`write_card` reads ``spec.json`` (required), ``evaluation.json``, ``parity.json``,
 ``bench/*.json`` and ``figures/*.png`` when present, hashes every model file, and writes the
-card atomically. ``card.json["files"]`` (``{filename: sha256}``) is what
-:func:`leukedge.predictors.load_predictor` and the app verify model files against.
+card atomically. ``card.json["files"]`` (``{filename: sha256}``) lists every file the runtime
+reads (model files, ``spec.json``, the OOD statistics, ``ood.json``); ``leukedge release sign``
+signs the card, and :func:`leukedge.release_check.verify_release` checks both.
 """
 from __future__ import annotations
 
@@ -67,11 +68,14 @@ def _compact(obj, max_list: int = 20):
 
 def model_files(folder: Path, extra: tuple[str, ...] = ()) -> dict[str, dict]:
     """sha256 and size of every model file in ``folder`` (sorted by name), plus the ``extra`` names
-    (e.g. the OOD statistics file named by the spec)."""
+    (e.g. the OOD statistics file named by the spec) and the figures (``figures/*.png``)."""
     out = {}
     for f in sorted(folder.iterdir()):
         if f.is_file() and (f.suffix in MODEL_FILE_SUFFIXES or f.name in extra) and not f.name.startswith("."):
             out[f.name] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
+    if (folder / "figures").is_dir():  # shown by the app's model screen: the runtime reads them too
+        for f in sorted((folder / "figures").glob("*.png")):
+            out[f"figures/{f.name}"] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
     return out
 
 
@@ -267,7 +271,8 @@ def build_card(release_dir) -> dict:
     ev = _load_json(d / "evaluation.json") if (d / "evaluation.json").exists() else None
     parity = _load_json(d / "parity.json") if (d / "parity.json").exists() else None
     bench = _bench_records(d)
-    files = model_files(d, tuple(x for x in (spec.ood.stats_file,) if x))
+    # every file the runtime reads (release_check.runtime_files): model files, spec, OOD statistics and report
+    files = model_files(d, tuple(x for x in ("spec.json", "ood.json", spec.ood.stats_file) if x))
     figures = sorted(str(f.relative_to(d)) for f in (d / "figures").rglob("*.png")) if (d / "figures").is_dir() else []
     default_rule = next((o.rule for o in spec.operating_points if o.name == "default"), "not recorded")
     card = {
@@ -461,7 +466,8 @@ def card_markdown(card: dict) -> str:
                f"features exceeds {_f(ood.get('threshold'))} (the {ood.get('percentile')}th percentile of validation "
                f"distances) or the image colour statistics exceed {_f(ood.get('image_threshold'))}. Flagged rates:")
         page.table(["images", "n", "flagged"],
-                   [[name, r.get("n"), _f(r.get("flagged"))] for name, r in ood["rates"].items()])
+                   [[name, r.get("n"), _f(r.get("flagged"))] if isinstance(r, dict) else [name, "", _f(r)]
+                    for name, r in ood["rates"].items()])  # calibrate-ood records plain fractions
     if card.get("benchmarks"):
         page.h("Benchmarks")
         page.bullets(f"{name}: see bench/{name}" for name in card["benchmarks"])
@@ -523,7 +529,15 @@ def refresh_benchmarks(release_dir) -> bool:
     atomic_write_json(d / "card.json", card)
     atomic_write_text(d / "card.md", card_markdown(card) + "\n")
     log.info("updated the benchmarks of %s", d / "card.json")
+    _warn_resign(d)
     return True
+
+
+def _warn_resign(d: Path) -> None:
+    """A rewritten card no longer matches its signature: say so (the release is refused until re-signed)."""
+    if (d / "card.sig").exists():
+        log.warning("%s changed, so its signature (card.sig) no longer matches: re-sign it with "
+                    "`leukedge release sign %s --key KEY` (docs/trust.md)", d / "card.json", d)
 
 
 def write_card(release_dir) -> tuple[Path, Path]:
@@ -537,4 +551,5 @@ def write_card(release_dir) -> tuple[Path, Path]:
     j = atomic_write_json(d / "card.json", card)
     md = atomic_write_text(d / "card.md", card_markdown(card) + "\n")
     log.info("wrote %s and %s (%d model files hashed)", j, md, len(card["files"]))
+    _warn_resign(d)
     return j, md

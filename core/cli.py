@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "leukedge.edge_app.cli",
     "leukedge.edge_app.records.cli",
     "leukedge.pipeline",
+    "leukedge.release_cli",
 ]
 
 log = logging.getLogger("leukedge")

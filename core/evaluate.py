@@ -72,18 +72,23 @@ class ModelInfo:
         return {"path": str(self.path), "kind": self.kind, "predictor": getattr(predictor, "kind", None),
                 "file": self.file.name if self.file else None, "sha256": self.sha256,
                 "name": predictor.spec.name, "backbone": predictor.spec.backbone, "task": predictor.spec.task,
-                "version": predictor.spec.version, "weights": predictor.spec.weights}
+                "version": predictor.spec.version, "weights": predictor.spec.weights,
+                "signature": getattr(predictor, "signature", "unverified")}
 
 
 # --------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------
-def load_model(model: str | os.PathLike, variant: str | None = None):
-    """Load a predictor and describe what it is. Returns ``(predictor, ModelInfo)``."""
+def load_model(model: str | os.PathLike, variant: str | None = None, allow_unsigned: bool = False):
+    """Load a predictor and describe what it is. Returns ``(predictor, ModelInfo)``.
+
+    A release folder must be signed by a trusted key and complete (``allow_unsigned``
+    accepts an unsigned one); a lone ``.tflite`` or a run folder loads ``unverified``.
+    """
     p = Path(model)
     if not p.exists():
         raise ModelError(f"{p}: no such model", "pass models/<name>, a .tflite file (spec.json beside it) or a run folder")
-    pred = load_predictor(p, variant=variant)
+    pred = load_predictor(p, variant=variant, allow_unsigned=allow_unsigned)
     folder = (p if p.is_dir() else p.parent).resolve()
     if pred.kind == "keras":
         f = pred.run_dir / pred.name.split("/")[-1]
@@ -335,14 +340,15 @@ def evaluate_predictor(predictor, items: list[Item], *, threshold: float | None 
 # --------------------------------------------------------------------------------------------
 def run_evaluation(model, data_dir, *, split_csv=None, use_all: bool = False, json_out=None, report_dir=None,
                    mask_corners: float = DEFAULT_CORNER_MASK, threshold: float | None = None, gradcam: int = 4,
-                   variant: str | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
+                   variant: str | None = None, n_boot: int = 1000, seed: int = 0,
+                   allow_unsigned: bool = False) -> dict:
     """Everything ``leukedge evaluate`` does; returns the result dict (also written to ``json_out``).
 
     With ``report_dir``: ``evaluation.json``, ``predictions.csv``, ``cams.npz`` (heatmaps of
     the gallery and error images), ``history.csv`` (a run's training curves) and then the
     figures and pages built by :func:`leukedge.report.build_report` from those files.
     """
-    predictor, info = load_model(model, variant)
+    predictor, info = load_model(model, variant, allow_unsigned)
     spec = predictor.spec
     data_dir = Path(data_dir)
     model_split = default_split(info)

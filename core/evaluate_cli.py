@@ -29,6 +29,8 @@ def register(sub) -> None:
     p.add_argument("--variant", default=None, help="release file variant: int8 (default), float32, pruned-int8")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="development only: run a release whose signature is missing, wrong or untrusted (results say \"unsigned\")")
     p.set_defaults(func=cmd_evaluate, _parser=p)
     esub = p.add_subparsers(dest="evaluate_command", metavar="ACTION")
     c = esub.add_parser("compare", help="comparison table + one ROC plot of several runs (from predictions.csv)")
@@ -67,9 +69,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     res = run_evaluation(args.model, resolve_data_dir(args.data), split_csv=args.split, use_all=args.all,
                          json_out=args.json_out, report_dir=args.report, mask_corners=args.mask_corners,
                          threshold=args.threshold, gradcam=args.gradcam, variant=args.variant, n_boot=args.n_boot,
-                         seed=args.seed)
+                         seed=args.seed, allow_unsigned=args.allow_unsigned)
     m = res["metrics"]
     print(f"{res['model']['name']} on {res['n']} images ({res['data']['mode']}), threshold {res['threshold']:.4f}")
+    sig = res["model"].get("signature")
+    if sig != "verified":
+        what = "UNSIGNED release (--allow-unsigned)" if sig == "unsigned" else "not a signed release: model UNVERIFIED"
+        print(f"  signature: {what}")
     for k in ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc"):
         line = f"  {k:<12} {fmt_ci(m[k])}"
         if "shortcut_audit" in res:

@@ -22,7 +22,9 @@ from .errors import ImageError, ModelError
 from .fileio import check_regular, read_json
 from .preprocess import preprocess
 from .imageio import load_image
+from .model_check import check_model_io
 from .progress import progress
+from .release_check import UNVERIFIED, card_files, verify_release
 from .runtime import LiteRunner
 from .spec import ModelSpec
 
@@ -40,6 +42,10 @@ class Predictor:
     kind: str
     #: How :meth:`heatmaps` makes its maps (None: only a model ``cam`` output gives heatmaps).
     heatmap_source: str | None = None
+    #: ``verified`` (a release signed by a trusted key), ``unsigned`` (a release opened with
+    #: allow_unsigned) or ``unverified`` (not a release: a lone .tflite or a run folder).
+    signature: str = UNVERIFIED
+    signature_problem: str | None = None
 
     def raw(self, x: np.ndarray) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -68,9 +74,7 @@ class TFLitePredictor(Predictor):
         self.spec = spec
         self.runner = LiteRunner(path, num_threads=num_threads, runtime=runtime, expected_sha256=expected_sha256)
         self.name = Path(path).name
-        if self.runner.input_shape[1] != spec.preprocess.input_size:
-            raise ModelError(f"{path}: input {self.runner.input_shape} does not match the spec's size "
-                             f"{spec.preprocess.input_size}", "use the spec.json released with this file")
+        check_model_io(self.runner, spec, path)  # before any image is scored
 
     def raw(self, x):
         return self.runner.predict(x)
@@ -116,20 +120,25 @@ def card_sha256(folder: Path) -> dict[str, str]:
     if not card.exists():
         return {}
     try:
-        return dict(read_json(card, ModelError).get("files", {}))  # regular file, bounded, a JSON object
-    except (ValueError, AttributeError, TypeError):
+        doc = read_json(card, ModelError)  # regular file, bounded, a JSON object
+    except (ValueError, TypeError):
         raise ModelError(f"{card}: not a valid model card") from None
+    return card_files(doc) if isinstance(doc, dict) else {}
 
 
 def load_predictor(path, variant: str | None = None, num_threads: int | None = None,
-                   runtime: str = "litert", verify: bool = True) -> Predictor:
+                   runtime: str = "litert", verify: bool = True, allow_unsigned: bool = False) -> Predictor:
     """Load a predictor from a release folder, a run folder, or a ``.tflite`` file.
 
-    A ``.tflite`` file reads ``spec.json`` from its folder. In a release folder the files'
-    sha256 are checked against the card (``verify``).
+    A release folder (one with ``card.json``) is verified by
+    :func:`leukedge.release_check.verify_release` (``verify``): signed by a trusted key,
+    complete, every hash; ``allow_unsigned`` accepts a missing, wrong or untrusted signature
+    (``predictor.signature == "unsigned"``). A lone ``.tflite`` (``spec.json`` read from its
+    folder, its hash checked against a card there when listed) or a run folder is not a
+    release: it runs, marked ``unverified``.
 
     Raises:
-        ModelError: nothing usable at ``path``.
+        ModelError: nothing usable at ``path``, or a release that fails verification.
     """
     p = Path(path)
     if not p.exists():
@@ -144,12 +153,16 @@ def load_predictor(path, variant: str | None = None, num_threads: int | None = N
         return TFLitePredictor(p, spec, num_threads, runtime, sha)
     if p.is_symlink() or (p / "spec.json").exists():
         p = p.resolve()
-    spec = ModelSpec.load(p)
+    check = verify_release(p, allow_unsigned) if verify and (p / "card.json").exists() else None
+    spec = check.spec if check else ModelSpec.load(p)
     if (p / "best.h5").exists() and not list(p.glob("*.tflite")):
         return _registered(p, spec, "best.h5")
     f = _release_file(p, spec, variant)
-    sha = card_sha256(p).get(f.name) if verify else None
-    return TFLitePredictor(f, spec, num_threads, runtime, sha)
+    sha = check.files.get(f.name) if check else None
+    pred = TFLitePredictor(f, spec, num_threads, runtime, sha)
+    if check:
+        pred.signature, pred.signature_problem = check.status, check.problem
+    return pred
 
 
 @dataclass

@@ -59,6 +59,8 @@ class PreprocessConfig:
             raise ConfigError(f"gaussian_ksize must be odd and positive, got {self.gaussian_ksize}")
         if not 8 <= int(self.input_size) <= 1024:
             raise ConfigError(f"input_size must be 8..1024, got {self.input_size}")
+        if int(self.clahe_tiles) < 1 or float(self.clahe_clip) <= 0:  # 0 tiles: OpenCV divides by zero (SIGFPE)
+            raise ConfigError(f"clahe_tiles must be >= 1 and clahe_clip > 0, got {self.clahe_tiles}, {self.clahe_clip}")
         if not 0.0 <= self.corner_mask < 0.5:
             raise ConfigError(f"corner_mask must be in [0, 0.5), got {self.corner_mask}")
 

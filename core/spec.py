@@ -16,6 +16,7 @@ from . import __version__
 from .errors import ConfigError, ModelError
 from .fileio import read_limited
 from .preprocess import PreprocessConfig
+from .schema import validate_spec
 
 SPEC_SCHEMA = 1
 TASKS = ("binary", "subtype")
@@ -165,13 +166,21 @@ class ModelSpec:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelSpec":
+    def from_dict(cls, d: dict, what: str = "spec.json") -> "ModelSpec":
+        """Build a spec from its dict, checked against :class:`leukedge.schema.SpecSchema` first.
+
+        Raises:
+            ModelError: a newer schema, or a field of the wrong type or out of range (one line).
+        """
+        if not isinstance(d, dict):
+            raise ModelError(f"{what}: a model spec must be a JSON object, got {type(d).__name__}")
         d = dict(d)
         d.pop("preprocess_steps", None)
         schema = d.get("schema", SPEC_SCHEMA)
-        if schema > SPEC_SCHEMA:
+        if isinstance(schema, int) and schema > SPEC_SCHEMA:
             raise ModelError(f"spec schema {schema} is newer than this LeukEdge understands ({SPEC_SCHEMA})",
                              "upgrade LeukEdge")
+        validate_spec(d, what)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         for key in unknown:  # forward compatible: keys added by newer versions are kept out
@@ -186,11 +195,12 @@ class ModelSpec:
             raise ModelError(f"invalid model spec ({exc})", "re-export the model with `leukedge compress`") from None
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelSpec":
+    def from_json(cls, text: str, what: str = "spec.json") -> "ModelSpec":
         try:
-            return cls.from_dict(json.loads(text))
+            d = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ModelError(f"model spec is not valid JSON ({exc})") from None
+            raise ModelError(f"{what}: model spec is not valid JSON ({exc})") from None
+        return cls.from_dict(d, what)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``spec.json`` atomically."""
@@ -206,4 +216,8 @@ class ModelSpec:
             p = p / "spec.json"
         if not p.exists():
             raise ModelError(f"{p}: no model spec found", "point at a release folder (models/<name>) or a run folder")
-        return cls.from_json(read_limited(p, "json", ModelError).decode("utf-8", errors="replace"))
+        try:
+            text = read_limited(p, "json", ModelError).decode("utf-8")  # regular file, bounded
+        except UnicodeDecodeError as exc:
+            raise ModelError(f"{p}: unreadable model spec ({type(exc).__name__})") from None
+        return cls.from_json(text, str(p))

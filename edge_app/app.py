@@ -198,13 +198,14 @@ def _define_classes():
         title = "LeukEdge screening"
 
         def __init__(self, model=None, db=None, models_root="models", threads=None, camera=None,
-                     start_dir=None, **kw):
+                     start_dir=None, allow_unsigned=False, **kw):
             super().__init__(**kw)
             from .history import default_db_path
 
             self.model_path, self.models_root = model, models_root
             self.db_path = Path(db) if db else default_db_path()
             self.threads, self.camera, self.start_dir = threads, camera, start_dir
+            self.allow_unsigned = allow_unsigned  # development only: results and history say "unsigned"
             self.controller = None
 
         def build(self):
@@ -226,6 +227,7 @@ def _define_classes():
                       ModelInfoScreen(name="model"), SettingsScreen(name="settings")):
                 sm.add_widget(s)
             self.controller = Controller(self, self.db_path, self.models_root, self.threads, self.camera)
+            self.controller.allow_unsigned = self.allow_unsigned
             return sm
 
         def on_start(self):
@@ -284,9 +286,9 @@ def app_class():
 
 
 def run_app(model=None, db=None, models_root="models", fullscreen=False, threads=None, camera=None,
-            start_dir=None) -> int:
+            start_dir=None, allow_unsigned=False) -> int:
     """Configure Kivy, build and run the app until the window closes."""
     configure_kivy(fullscreen)
     app_class()(model=model, db=db, models_root=models_root, threads=threads, camera=camera,
-                start_dir=start_dir).run()
+                start_dir=start_dir, allow_unsigned=allow_unsigned).run()
     return 0

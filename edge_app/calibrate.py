@@ -71,7 +71,8 @@ def calibrate_release(folder: str | os.PathLike, train: list, val: list, checks:
         image_margin: image-statistics threshold = this times its validation percentile.
     """
     folder = Path(folder)
-    release = load_release(folder, load_ood=False)
+    # a release being (re)calibrated is rewritten here (spec, card): it is re-signed afterwards
+    release = load_release(folder, load_ood=False, allow_unsigned=True)
     spec = release.spec
     runner = make_runner(release.model_path, num_threads)
     log.info("OOD gate for %s with %s", folder, release.model_path.name)
@@ -99,7 +100,7 @@ def calibrate_release(folder: str | os.PathLike, train: list, val: list, checks:
                          stats_file=OOD_FILE)
     spec.save(folder / "spec.json")
     atomic_write_json(folder / REPORT_FILE, report)
-    _update_card(folder, [OOD_FILE, "spec.json"], report)
+    _update_card(folder, [OOD_FILE, "spec.json", REPORT_FILE], report)
     log.info("wrote %s, %s; spec.ood set", folder / OOD_FILE, folder / REPORT_FILE)
     return report
 
@@ -122,13 +123,9 @@ def _update_card(folder: Path, names: list[str], report: dict) -> None:
     files = card.setdefault("files", {})
     for n in names:
         sha = sha256_file(folder / n)
-        if n == "spec.json":
-            if "spec_sha256" in card:
-                card["spec_sha256"] = sha
-            if n in files:
-                files[n] = sha
-        elif n.endswith(".npz") or n in files:
-            files[n] = sha
+        if n == "spec.json" and "spec_sha256" in card:
+            card["spec_sha256"] = sha
+        files[n] = sha  # the runtime reads the spec, the statistics and the report: the card lists them
     card["ood"] = {"method": report["method"], "percentile": report["percentile"],
                    "threshold": report["threshold"], "image_threshold": report["image_threshold"],
                    "rates": {k: v["flagged"] for k, v in report["rates"].items()}}

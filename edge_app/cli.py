@@ -36,6 +36,8 @@ def register(sub) -> None:
     a.add_argument("--camera", default=None,
                    help="camera source: index (0), kivy:0 (Kivy's camera, Android) or a video file")
     a.add_argument("--start-dir", default=None, help="folder the file chooser opens in")
+    a.add_argument("--allow-unsigned", action="store_true",
+                   help="development only: run a release whose signature is missing, wrong or untrusted (results say \"unsigned\")")
     asub = a.add_subparsers(dest="app_command", metavar="ACTION")
 
     c = asub.add_parser("calibrate-ood", help="fit the out-of-distribution gate of a release (train/val splits)",
@@ -66,6 +68,8 @@ def register(sub) -> None:
                    help="interpreter threads (1 or more; above 4 x the CPUs is clamped with a warning)")
     p.add_argument("--variant", default=None, help="model file variant: int8 (default), pruned-int8, float32")
     p.add_argument("--operating-point", default=None, help="a validated operating point of the card (default: spec's)")
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="development only: run a release whose signature is missing, wrong or untrusted (results say \"unsigned\")")
     p.set_defaults(func=cmd_predict)
 
 
@@ -76,14 +80,16 @@ def cmd_app(args: argparse.Namespace) -> int:
 
     args.threads = check_threads(args.threads)
     _limit_blas_threads()
-    from .app import run_app
-
     if args.model:
         from .inference import load_release
 
-        load_release(args.model)  # a bad or tampered release: one-line error before a window opens
+        # a bad, tampered or unsigned release: one-line error before Kivy is imported or a window opens
+        load_release(args.model, allow_unsigned=args.allow_unsigned)
+    from .app import run_app
+
     return run_app(model=args.model, db=args.db, models_root=args.models_root, fullscreen=args.fullscreen,
-                   threads=args.threads, camera=args.camera, start_dir=args.start_dir)
+                   threads=args.threads, camera=args.camera, start_dir=args.start_dir,
+                   allow_unsigned=args.allow_unsigned)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -122,7 +128,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     threads = check_threads(args.threads)
     _limit_blas_threads()
-    screener = Screener(args.model, num_threads=threads, variant=args.variant)
+    screener = Screener(args.model, num_threads=threads, variant=args.variant,
+                        allow_unsigned=args.allow_unsigned)
     if args.operating_point:
         screener.set_operating_point(args.operating_point)
     writer = JsonListWriter(sys.stdout) if args.json else TableWriter(sys.stdout)
@@ -152,5 +159,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 130
     if not args.json:
         print(f"{n - n_err} screened, {n_err} unreadable; model {screener.release.name} "
-              f"v{screener.release.version}, threshold {screener.threshold:.2f}", file=sys.stderr)
+              f"v{screener.release.version}, threshold {screener.threshold:.2f}, "
+              f"signature {screener.release.signature_status}", file=sys.stderr)
     return 2 if n_err else 0

@@ -34,6 +34,9 @@ class Controller:
         camera: frame source spec for the camera button (``0``, ``kivy:0`` or a video file).
     """
 
+    #: open releases whose signature is missing, wrong or untrusted (``leukedge app --allow-unsigned``)
+    allow_unsigned: bool = False
+
     def __init__(self, app, db_path, models_root="models", threads: int | None = None, camera: str | None = None):
         self.app = app
         self.history = History(db_path)
@@ -89,7 +92,7 @@ class Controller:
         self.screen("capture").set_status(f"Loading model {Path(folder).name}...")
 
         def job():
-            s = Screener(folder, num_threads=self.threads)
+            s = Screener(folder, num_threads=self.threads, allow_unsigned=self.allow_unsigned)
             if operating_point:
                 s.set_operating_point(operating_point)
             return s
@@ -105,7 +108,9 @@ class Controller:
         r = screener.release
         log.info("model %s v%s loaded in %.0f ms", r.name, r.version, screener.load_ms)
         self.screen("capture").set_model(r, screener.threshold)
-        self.screen("capture").set_status(f"Ready: {r.name} v{r.version}. Choose an image.")
+        unsigned = "" if r.signature_status == "verified" else " UNSIGNED release (development only)."
+        self.screen("capture").set_status(f"Ready: {r.name} v{r.version}.{unsigned} Choose an image.",
+                                          error=bool(unsigned))
         for name in ("model", "settings"):
             self.screen(name).refresh(self)
 

@@ -1,7 +1,8 @@
 """The app's pure inference module: release folder in, :class:`Screening` out. No widgets.
 
-``Screener(models/<name>)`` verifies the release's files against the sha256 in
-``card.json`` (a tampered file is refused), loads the int8 ``.tflite`` with
+``Screener(models/<name>)`` verifies the release (:func:`leukedge.release_check.verify_release`:
+``card.json`` signed by a trusted key, every file the runtime reads listed with its sha256;
+an unsigned, tampered or incomplete release is refused unless ``allow_unsigned``), loads the int8 ``.tflite`` with
 :class:`leukedge.runtime.LiteRunner` (or the LiteRT Java bridge on Android), and
 ``screen_image(path_or_rgb)`` runs: decode (:func:`leukedge.imageio.load_image`) ->
 quality gate -> the one preprocessing (:mod:`leukedge.preprocess`) -> model ->
@@ -26,7 +27,10 @@ from leukedge.errors import ImageError, LeukEdgeError, ModelError
 from leukedge.fileio import sha256_file
 from leukedge.heatmap import ALPHA, blend, colorize, normalise
 from leukedge.imageio import decode_image, read_image_bytes
+from leukedge.model_check import check_model_io
 from leukedge.preprocess import normalize, preprocess_uint8
+from leukedge.release_check import UNVERIFIED, inside, verify_release
+from leukedge.release_check import card_files  # noqa: F401  (re-exported: older callers import it from here)
 from leukedge.spec import ModelSpec
 
 from .ood import OODGate
@@ -41,16 +45,6 @@ RETAKE, OOD, ERROR = "retake", "out-of-distribution", "error"
 
 
 # ----- release folder -------------------------------------------------------------------
-def card_files(card: dict) -> dict[str, str]:
-    """``{filename: sha256}`` from a card's ``files`` (values may be a hash or ``{"sha256": ...}``)."""
-    out = {}
-    for name, v in (card.get("files") or {}).items():
-        sha = v.get("sha256") if isinstance(v, dict) else v
-        if isinstance(sha, str):
-            out[name] = sha
-    return out
-
-
 def card_metrics(card: dict) -> dict:
     """The card's test metrics ``{name: {"value", "ci95"}}`` (``evaluation.metrics``, else ``metrics``)."""
     ev = card.get("evaluation") or {}
@@ -89,6 +83,10 @@ class Release:
     model_sha256: str
     ood: OODGate | None
     verified: list[str] = field(default_factory=list)
+    #: ``verified`` (signed by a trusted key), ``unsigned`` (opened with allow_unsigned) or ``unverified``.
+    signature_status: str = UNVERIFIED
+    signature_key: str | None = None
+    signature_problem: str | None = None
 
     @property
     def name(self) -> str:
@@ -145,32 +143,18 @@ class Release:
         return sorted((self.folder / "figures").glob("*.png"))
 
 
-def _verify(folder: Path, files: dict[str, str], names: list[str]) -> list[str]:
-    """Check the sha256 of ``names`` (those listed in the card); returns the names checked."""
-    checked = []
-    for n in names:
-        if n not in files:
-            continue
-        p = folder / n
-        if not p.is_file():
-            raise ModelError(f"{p}: listed in the model card but missing", "re-download the release")
-        actual = sha256_file(p)
-        if actual != files[n]:
-            raise ModelError(f"{p}: sha256 {actual[:12]}... does not match the model card ({files[n][:12]}...)",
-                             "the file was modified or corrupted; refusing to load it. Re-download the release")
-        checked.append(n)
-    return checked
-
-
-def load_release(folder: str | os.PathLike, variant: str | None = None, load_ood: bool = True) -> Release:
+def load_release(folder: str | os.PathLike, variant: str | None = None, load_ood: bool = True,
+                 allow_unsigned: bool = False) -> Release:
     """Open and verify a release folder ``models/<name>``.
 
-    The model file, ``spec.json`` and the OOD statistics are checked against the sha256
-    listed in ``card.json``; a model file missing from the card is refused. ``load_ood=False``
-    skips the OOD statistics (used while (re)fitting them).
+    :func:`leukedge.release_check.verify_release` checks the signature of ``card.json``
+    against the trust store, that every file the runtime reads is listed, every listed
+    sha256 and that every path stays inside the folder. ``allow_unsigned`` accepts a
+    missing, wrong or untrusted signature (development; ``Release.signature_status`` is then
+    ``unsigned``). ``load_ood=False`` skips the OOD statistics (used while (re)fitting them).
 
     Raises:
-        ModelError: missing folder/card/spec/model, tampered file, invalid card.
+        ModelError: missing folder/card/spec/model, unsigned or tampered release, invalid card.
     """
     folder = Path(folder)
     if folder.is_file():  # a model file: its release folder, that variant
@@ -181,7 +165,7 @@ def load_release(folder: str | os.PathLike, variant: str | None = None, load_ood
             if variant and variant != v:
                 raise ModelError(f"{folder}: this is the {v} file, but variant {variant} was asked for",
                                  f"pass the folder {folder.parent} with --variant {variant}, or drop --variant")
-            return load_release(folder.parent, v, load_ood)
+            return load_release(folder.parent, v, load_ood, allow_unsigned)
         raise ModelError(f"{folder}: a single model file, not a release folder",
                          "screening runs a release folder (models/<name>: the spec, card and OOD gate travel with "
                          "the model, checked by sha256); pass the folder that holds it")
@@ -189,21 +173,8 @@ def load_release(folder: str | os.PathLike, variant: str | None = None, load_ood
         hint = "choose one of: " + ", ".join(str(p) for p in list_releases()) if list_releases() else \
             "pass a release folder models/<name> (made by `leukedge compress`)"
         raise ModelError(f"{folder}: no such model folder", hint)
-    card_path = folder / "card.json"
-    if not card_path.is_file():
-        raise ModelError(f"{folder}: no card.json (not a release folder)",
-                         "pass models/<name> made by `leukedge compress`")
-    try:
-        card = json.loads(card_path.read_text())
-    except (ValueError, OSError) as exc:
-        raise ModelError(f"{card_path}: not a valid model card ({exc})", "re-download the release") from None
-    if not isinstance(card, dict):
-        raise ModelError(f"{card_path}: not a valid model card", "re-download the release")
-    files = card_files(card)
-    if isinstance(card.get("spec_sha256"), str):  # core/card.py hashes spec.json here
-        files.setdefault("spec.json", card["spec_sha256"])
-    _verify(folder, files, ["spec.json"])
-    spec = ModelSpec.load(folder)
+    check = verify_release(folder, allow_unsigned)
+    spec, card, files = check.spec, check.card, check.files
     variants = (variant,) if variant else VARIANTS
     model_path = next((folder / f"{folder.name}.{v}.tflite" for v in variants
                        if (folder / f"{folder.name}.{v}.tflite").is_file()), None)
@@ -215,14 +186,13 @@ def load_release(folder: str | os.PathLike, variant: str | None = None, load_ood
         model_path = folder / found[0]
     if model_path.name not in files:
         raise ModelError(f"{model_path}: not listed in card.json, cannot verify it", "re-export the release")
-    verified = _verify(folder, files, ["spec.json", model_path.name])
     gate = None
     if load_ood and spec.ood.method != "none" and spec.ood.stats_file:
-        verified += _verify(folder, files, [spec.ood.stats_file])
-        gate = OODGate.load(folder / spec.ood.stats_file)
+        gate = OODGate.load(inside(folder, spec.ood.stats_file, "spec ood.stats_file"))
         if spec.ood.threshold is not None:
             gate.threshold = float(spec.ood.threshold)
-    release = Release(folder, spec, card, model_path, files[model_path.name], gate, verified)
+    release = Release(folder, spec, card, model_path, files[model_path.name], gate, check.checked,
+                      check.status, check.key_id, check.problem)
     p = release.parity
     if p is not None and not p["passed"]:
         log.warning("%s: %s FAILED parity (%s; parity.md): its results may differ from the evaluated model; "
@@ -274,6 +244,7 @@ class Screening:
     model_sha256: str = ""
     model_variant: str = ""
     parity: str | None = None                # the running file's parity against float32: pass / fail / None
+    signature: str = UNVERIFIED              # the release's signature: verified / unsigned (allow_unsigned)
     image_sha256: str | None = None
     image: np.ndarray | None = None          # the preprocessed uint8 image (S, S, 3) shown under the heatmap
     heatmap: np.ndarray | None = None        # normalised Grad-CAM in [0, 1], resized to ``image``
@@ -301,7 +272,7 @@ class Screening:
                 "ood_score": self.ood_score, "threshold": self.threshold, "model": self.model_name,
                 "model_version": self.model_version, "model_sha256": self.model_sha256,
                 "image_sha256": self.image_sha256, "timings_ms": self.timings,
-                "model_variant": self.model_variant, "parity": self.parity}
+                "model_variant": self.model_variant, "parity": self.parity, "signature": self.signature}
 
 
 # ----- the screener ---------------------------------------------------------------------
@@ -313,18 +284,18 @@ class Screener:
         num_threads: interpreter threads.
         variant: model file variant (``int8`` by default).
         quality: quality thresholds.
+        allow_unsigned: accept a release whose signature is missing, wrong or untrusted
+            (development only: every result then says ``signature: unsigned``).
     """
 
     def __init__(self, release, num_threads: int | None = None, variant: str | None = None,
-                 quality: QualityConfig | None = None):
+                 quality: QualityConfig | None = None, allow_unsigned: bool = False):
         t0 = time.perf_counter()
-        self.release = release if isinstance(release, Release) else load_release(release, variant)
+        self.release = release if isinstance(release, Release) else load_release(release, variant,
+                                                                                   allow_unsigned=allow_unsigned)
         self.spec = self.release.spec
         self.runner = make_runner(self.release.model_path, num_threads, None)  # hash checked by load_release
-        size = self.runner.input_shape[1]
-        if size != self.spec.preprocess.input_size:
-            raise ModelError(f"{self.release.model_path}: input {size} does not match the spec's "
-                             f"{self.spec.preprocess.input_size}", "use the spec.json released with this file")
+        check_model_io(self.runner, self.spec, self.release.model_path)  # before any image is scored
         self.quality_cfg = quality or QualityConfig()
         self.threshold = float(self.spec.threshold)
         self.num_threads = num_threads
@@ -359,7 +330,8 @@ class Screener:
     def _base(self, path) -> Screening:
         r = self.release
         return Screening(path=path, threshold=self.threshold, model_name=r.name, model_version=r.version,
-                         model_sha256=r.model_sha256, model_variant=r.variant, parity=r.parity_status)
+                         model_sha256=r.model_sha256, model_variant=r.variant, parity=r.parity_status,
+                         signature=r.signature_status)
 
     def screen_image(self, image, heatmap: bool = True) -> Screening:
         """Screen one image: a path, or an RGB uint8 array (a camera frame).

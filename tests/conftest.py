@@ -1,17 +1,46 @@
 """Shared fixtures: real smears from ../shared/data (small subsets) and a tiny real model."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import leukedge  # noqa: F401  (sets TF_USE_LEGACY_KERAS before any TensorFlow import)
+from leukedge.trust import ENV_TRUSTED_KEYS, private_pem, public_pem
 
 SHARED_DATA = Path(os.environ.get("LEUKEDGE_SHARED_DATA", "../shared/data"))
 ARIA = SHARED_DATA / "aria-all"
 LYMPH = SHARED_DATA / "pbc-lymphocytes"
+
+
+def _session_key() -> Path:
+    """A throwaway Ed25519 key pair for this test session, made at import: the private key as a PEM
+    file, the public half in a trust folder named by $LEUKEDGE_TRUSTED_KEYS. Set before any test
+    module is imported, so environments copied at import time (CLI subprocesses) trust it too."""
+    root = Path(tempfile.mkdtemp(prefix="leukedge-test-keys-"))
+    atexit.register(shutil.rmtree, root, True)
+    key = Ed25519PrivateKey.generate()
+    (root / "trusted").mkdir()
+    (root / "trusted" / "test-session.pub").write_bytes(public_pem(key))
+    path = root / "test-session.key"
+    path.write_bytes(private_pem(key))
+    os.environ[ENV_TRUSTED_KEYS] = str(root / "trusted")
+    return path
+
+
+SESSION_KEY = _session_key()
+
+
+@pytest.fixture(scope="session")
+def release_key() -> Path:
+    """The session's throwaway Ed25519 private key (PEM file): releases the fixtures sign with it verify."""
+    return SESSION_KEY
 
 
 def _require(path: Path) -> Path:

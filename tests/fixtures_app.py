@@ -68,8 +68,10 @@ def _figures(folder: Path, y: np.ndarray, p: np.ndarray, threshold: float) -> No
     plt.close(fig)
 
 
-def build_release(root: Path, model, spec, aria_dir: Path, lymph_dir: Path | None = None) -> Path:
-    """Write a complete release folder ``root/<RELEASE_NAME>`` and fit its OOD gate."""
+def build_release(root: Path, model, spec, aria_dir: Path, lymph_dir: Path | None = None,
+                  key: Path | None = None) -> Path:
+    """Write a complete release folder ``root/<RELEASE_NAME>``, fit its OOD gate and sign it with
+    ``key`` (the session's throwaway key: see ``release_key`` in conftest) when given."""
     from leukedge.edge_app.calibrate import calibrate_release
     from leukedge.preprocess import preprocess_file
     from leukedge.runtime import LiteRunner
@@ -116,10 +118,14 @@ def build_release(root: Path, model, spec, aria_dir: Path, lymph_dir: Path | Non
     val = [str(f) for c in ("Benign", "Early", "Pre", "Pro") for f in pick(aria_dir, c, 8, step=43)]
     checks = {"pbc-lymphocytes": [str(f) for f in sorted(lymph_dir.glob("*/*.jpg"))[::97]]} if lymph_dir else {}
     calibrate_release(folder, train, val, checks, n_components=8)
+    if key is not None:
+        from leukedge.release_sign import sign_release
+
+        sign_release(folder, key)
     return folder
 
 
 @pytest.fixture(scope="session")
-def tiny_release(tmp_path_factory, tiny_keras, tiny_spec, aria_dir, lymph_dir) -> Path:
-    """A verified tiny release folder (int8 + float32 TFLite, spec, card, figures, OOD gate)."""
-    return build_release(tmp_path_factory.mktemp("models"), tiny_keras, tiny_spec, aria_dir, lymph_dir)
+def tiny_release(tmp_path_factory, tiny_keras, tiny_spec, aria_dir, lymph_dir, release_key) -> Path:
+    """A signed tiny release folder (int8 + float32 TFLite, spec, card, figures, OOD gate)."""
+    return build_release(tmp_path_factory.mktemp("models"), tiny_keras, tiny_spec, aria_dir, lymph_dir, release_key)

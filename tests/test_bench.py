@@ -72,7 +72,8 @@ def bench_run(tmp_path_factory, tiny_release, corrupt_tflite, few_smears):
     plain.write_bytes((tiny_release / "tiny.float32.tflite").read_bytes())
     rc = main(["bench", str(tiny_release), str(plain), str(corrupt_tflite), "--quick", "--threads", "1",
                "--runtimes", "litert,tflite-runtime", "--images", str(few_smears), "--save-release",
-               "--json", str(out / "r.json"), "--md", str(out / "r.md"), "--plot", str(out / "r.png")])
+               "--json", str(out / "r.json"), "--md", str(out / "r.md"), "--plot", str(out / "r.png"),
+               "--allow-unsigned"])  # the release-like folder is unsigned, with a wrong hash on purpose
     return rc, out, json.loads((out / "r.json").read_text())
 
 
@@ -88,6 +89,9 @@ def test_bench_json_validates_and_rows_are_plausible(bench_run, tiny_release, ti
     rc, _, doc = bench_run
     assert rc == 0
     validate(doc)
+    assert doc["signatures"] == {str(tiny_release): "unsigned", **{k: "unverified" for k in doc["signatures"]
+                                                                   if k != str(tiny_release)}}
+    assert len(doc["signatures"]) == 3
     assert doc["schema_version"] == SCHEMA_VERSION
     assert re.fullmatch(r"[a-z0-9_]+-[a-z0-9-]+-\d+c", doc["device"]["id"])
     assert doc["conditions"]["openblas_num_threads"] == "1" and doc["conditions"]["quick"] is True
@@ -213,7 +217,7 @@ def test_bad_input_is_one_line_exit_2(argv, needle, capsys, tmp_path):
 
 
 def test_unknown_runtime_suggests_a_name(tiny_release, capsys):
-    assert main(["bench", str(tiny_release), "--runtimes", "litrt"]) == 2
+    assert main(["bench", str(tiny_release), "--runtimes", "litrt", "--allow-unsigned"]) == 2
     assert "did you mean 'litert'" in capsys.readouterr().err
 
 

@@ -39,7 +39,10 @@ def test_card_from_release_files(release):
 
     j, md = write_card(release)
     card = json.loads(j.read_text())
-    assert card["files"] == {"tiny.float32.tflite": sha256_file(release / "tiny.float32.tflite")}
+    figures = {f"figures/{f.name}": sha256_file(f) for f in (release / "figures").glob("*.png")}
+    assert figures and card["files"] == {"tiny.float32.tflite": sha256_file(release / "tiny.float32.tflite"),
+                                         "spec.json": sha256_file(release / "spec.json"),
+                                         **figures}  # every file the runtime reads (the app shows the figures)
     assert card["file_sizes"]["tiny.float32.tflite"] == (release / "tiny.float32.tflite").stat().st_size
     ev = json.loads((release / "evaluation.json").read_text())
     assert card["evaluation"]["metrics"] == ev["metrics"]
@@ -56,13 +59,19 @@ def test_card_from_release_files(release):
         assert heading in text
 
 
-def test_card_hashes_are_verified_by_the_predictor(release, tmp_path):
+def test_card_hashes_are_verified_by_the_predictor(release, tmp_path, release_key):
     from leukedge.card import write_card
     from leukedge.errors import ModelError
     from leukedge.predictors import load_predictor
+    from leukedge.release_sign import sign_release
 
     write_card(release)
-    assert load_predictor(release).kind == "tflite"
+    with pytest.raises(ModelError, match="unsigned release"):
+        load_predictor(release)
+    assert load_predictor(release, allow_unsigned=True).signature == "unsigned"
+    sign_release(release, release_key)
+    pred = load_predictor(release)
+    assert pred.kind == "tflite" and pred.signature == "verified"
     tampered = tmp_path / "tiny"
     shutil.copytree(release, tampered)
     data = bytearray((tampered / "tiny.float32.tflite").read_bytes())
@@ -83,7 +92,7 @@ def test_card_without_evaluation_and_missing_spec(tmp_path, tiny_spec):
     spec.save(tmp_path / "spec.json")
     j, md = write_card(tmp_path)
     card = json.loads(j.read_text())
-    assert card["files"] == {} and "evaluation" not in card
+    assert list(card["files"]) == ["spec.json"] and "evaluation" not in card
     assert "ImageNet weights" in card["training"]["statement"]
     assert "No evaluation.json" in md.read_text()
 

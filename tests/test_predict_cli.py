@@ -77,8 +77,11 @@ def test_app_and_predict_path_import_no_tensorflow(tiny_release, smear_paths):
         capture_output=True, text=True, timeout=120).stdout
 
 
-def test_calibrate_ood_cli_writes_gate_and_reports_rates(tiny_release, small_dataset, lymph_dir, tmp_path):
+def test_calibrate_ood_cli_writes_gate_and_reports_rates(tiny_release, small_dataset, lymph_dir, tmp_path,
+                                                         release_key):
     from leukedge.edge_app.inference import load_release
+    from leukedge.errors import ModelError
+    from leukedge.release_sign import sign_release
     from leukedge.split import SplitConfig, make_split, write_manifest
 
     copy = tmp_path / RELEASE_NAME
@@ -97,7 +100,12 @@ def test_calibrate_ood_cli_writes_gate_and_reports_rates(tiny_release, small_dat
     assert report["rates"]["lymph"]["flagged"] >= 0.9
     assert report["rates"]["test"]["flagged"] <= 0.3
     assert (copy / "ood.npz").read_bytes() != before   # refitted on the new splits
+    with pytest.raises(ModelError, match="signature does not match"):
+        load_release(copy)            # the card changed after signing: refused until re-signed
+    assert load_release(copy, allow_unsigned=True).signature_status == "unsigned"
+    sign_release(copy, release_key)
     rel = load_release(copy)          # spec.ood + card hashes updated consistently
+    assert rel.signature_status == "verified"
     assert rel.ood is not None and rel.spec.ood.stats_file == "ood.npz" and "ood.npz" in rel.verified
     card = json.loads((copy / "card.json").read_text())
     assert card["ood"]["rates"]["lymph"] == report["rates"]["lymph"]["flagged"]

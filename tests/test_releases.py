@@ -82,8 +82,11 @@ def test_tampered_release_file_is_refused(tmp_path):
     src = Path("models/efficientnet-lite0-binary")
     dst = tmp_path / src.name
     dst.mkdir()
-    for f in ("spec.json", "card.json", f"{src.name}.int8.tflite"):
+    card = json.loads((src / "card.json").read_text())
+    for f in [*card["files"], "card.json", "card.sig"]:  # the signed release's runtime files (no reports)
+        (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(src / f, dst / f)
+    load_predictor(dst)  # the copy verifies (signed by the project key, complete)
     data = bytearray((dst / f"{src.name}.int8.tflite").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (dst / f"{src.name}.int8.tflite").write_bytes(bytes(data))
