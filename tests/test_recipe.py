@@ -131,3 +131,27 @@ def test_a_release_is_made_again_from_its_own_recipe(tiny_run, small_dataset, tm
     assert sha256_file("again/tiny-recipe/tiny-recipe.int8.tflite") == \
         sha256_file("models/tiny-recipe/tiny-recipe.int8.tflite")
     assert json.loads(Path("again/tiny-recipe/recipe.json").read_text()) == recipe
+
+
+RELEASES = sorted(p for p in (REPO / "models").glob("*") if (p / "card.json").exists())
+
+
+def test_no_absolute_path_in_any_release_record():
+    files = sorted((REPO / "models").rglob("*.json"))
+    assert len(files) >= 3 * 6
+    bad = {str(f.relative_to(REPO)): absolute_paths(json.loads(f.read_text()))[:2] for f in files}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
+@pytest.mark.parametrize("release", RELEASES, ids=[p.name for p in RELEASES])
+def test_committed_releases_carry_a_recipe_naming_their_source_and_data(release):
+    r = CompressRecipe.load(release / "recipe.json")
+    assert r.source.kind == "release" and r.source.name == release.name and r.source.note
+    assert r.source.sha256 == sha256_file(release / r.source.model_file)  # the float32 file it ships
+    assert r.source.made_from["file"].startswith("runs/") and r.source.made_from["file"].endswith("best.h5")
+    assert r.data.name == "aria-all" and r.data.manifest_sha256 == sha256_file(release / "split.csv")
+    record = json.loads((release / "compress.json").read_text())
+    assert (r.prune is not None) == ("pruning" in record)      # a shipped pruned file has its prune section
+    assert (r.qat is not None) == ("qat" in record)
+    if record["config"].get("prune") is None and "pruning" in record:
+        assert "carried over" in r.note                       # said, not hidden
