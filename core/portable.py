@@ -90,3 +90,20 @@ def absolute_paths(obj, where: str = "") -> list[tuple[str, str]]:
     elif isinstance(obj, str) and is_absolute(obj):
         found.append((where, obj))
     return found
+
+
+def portable_record(obj, folder):
+    """``obj`` (JSON-like) with every absolute path made portable: inside ``folder`` relative to
+    it (``.`` for the folder itself), elsewhere ``<parent name>/<name>`` (an image as
+    ``Benign/x.jpg``, a model file as ``<release>/<file>``)."""
+    if isinstance(obj, dict):
+        return {k: portable_record(v, folder) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [portable_record(v, folder) for v in obj]
+    if isinstance(obj, str) and is_absolute(obj):
+        p, base = Path(obj).resolve(), Path(folder).resolve()
+        try:
+            return p.relative_to(base).as_posix() or "."
+        except ValueError:
+            return f"{p.parent.name}/{p.name}"
+    return obj
