@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     recipe = build_recipe(args)
     if args.dry_run:
+        if args.source or recipe.source:  # a recipe that names its source: check it can run here
+            source = resolve_source(recipe, args.source)
+            data = resolve_data(recipe, args.data)
+            validate(to_config(recipe, source, args.out or "dry-run", data))
+            print(f"source {source}, data {data or '(the source run config)'}: found; the recipe is valid",
+                  file=sys.stderr)
         print(json.dumps(recipe.to_dict(), indent=2))
         return 0
     if not args.out:

@@ -11,7 +11,10 @@ to ``<out>/release/<name>`` (or ``--release-out``), never over the committed ``m
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -147,8 +150,6 @@ class StageBar:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    import os
-
     from .cli import build_parser, main
 
     debug = bool(getattr(args, "debug", False))
@@ -156,7 +157,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     if not debug:
         quiet_environment()
         os.environ.setdefault("LEUKEDGE_PROGRESS", "0")  # the pipeline draws one bar per stage
-        logging.getLogger().setLevel(logging.WARNING)
+        for handler in logging.getLogger().handlers:  # the console; a run's train.log keeps its INFO lines
+            handler.setLevel(logging.WARNING)
     data = str(resolve_data_dir(args.data))
     parser = build_parser()
     available = set(parser._subparsers._group_actions[0].choices)  # the registered subcommands
@@ -172,7 +174,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
             argv = step.resolve()
             if debug:
                 print(f"==> leukedge {' '.join(argv)}", flush=True)
-            rc = _run_stage(i, len(steps), step, argv, main, debug)
+            rc = _run_stage(i, len(steps), step, argv, main, debug, Path(args.out) / "logs")
             if rc != 0:
                 print(f"pipeline: step `{step.name}` (leukedge {' '.join(argv[:2])}) failed (exit {rc})")
                 return rc
@@ -180,11 +182,19 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_stage(i: int, n: int, step: Step, argv: list[str], main, debug: bool) -> int:
-    import os
+def _run_stage(i: int, n: int, step: Step, argv: list[str], main, debug: bool, logs: Path) -> int:
+    """One stage; unless ``debug``, what it prints goes to ``logs/<stage>.log`` (the console
+    keeps one bar per stage, warnings and errors)."""
+    if debug:
+        return main(argv)
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{step.name}.log", "w", encoding="utf-8") as fh, contextlib.redirect_stdout(fh):
+        return _run_quiet(i, n, step, argv, main)
 
+
+def _run_quiet(i: int, n: int, step: Step, argv: list[str], main) -> int:
     t0 = time.time()
-    if step.own_progress and not debug:
+    if step.own_progress:
         os.environ.pop("LEUKEDGE_PROGRESS", None)
         print(f"[{i}/{n}] {step.name}", file=sys.stderr, flush=True)
         try:
@@ -193,7 +203,7 @@ def _run_stage(i: int, n: int, step: Step, argv: list[str], main, debug: bool) -
             os.environ["LEUKEDGE_PROGRESS"] = "0"
         print(f"[{i}/{n}] {step.name:<9} done in {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
         return rc
-    bar = StageBar(i, n, step.name, ticking=not debug)
+    bar = StageBar(i, n, step.name, ticking=True)
     try:
         rc = main(argv)
     except BaseException:
@@ -203,6 +213,28 @@ def _run_stage(i: int, n: int, step: Step, argv: list[str], main, debug: bool) -
     return rc
 
 
+def summary_lines(out: Path, rel: Path) -> list[str]:
+    """What the run measured: test metrics of the trained model and the release's parity gates."""
+    lines = []
+    ev = _read(out / "evaluation.json")
+    if ev:
+        m = ev["metrics"]
+        lines.append("test split (trained model): " + ", ".join(
+            f"{k} {m[k]['value']:.4f} [{m[k]['ci95'][0]:.3f}, {m[k]['ci95'][1]:.3f}]"
+            for k in ("accuracy", "recall", "specificity", "roc_auc") if k in m) + f" (n = {ev.get('n')})")
+    made = _read(rel / "compress.json")
+    for label, r in ((made or {}).get("parity") or {}).items():
+        lines.append(f"parity {label}: {'PASS' if r['passed'] else 'FAIL ' + ', '.join(r['failed'])}")
+    return lines
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _finish(args, steps: list[Step], available: set[str], parser) -> None:
     names = [s.name for s in steps]
     if "compress" not in names:
@@ -210,7 +242,10 @@ def _finish(args, steps: list[Step], available: set[str], parser) -> None:
         return
     rel = Path(args.release_out or f"{args.out}/release") / release_name(Path(f"{args.out}/runs/latest"))
     signed = "sign" in names
-    print(f"pipeline: outputs in {args.out}/; release {rel}/ ({'signed' if signed else 'unsigned'})")
+    for line in summary_lines(Path(args.out), rel):
+        print(line)
+    print(f"pipeline: outputs in {args.out}/ (each stage's output in {args.out}/logs/); "
+          f"release {rel}/ ({'signed' if signed else 'unsigned'})")
     if "app" in available:
         app = parser._subparsers._group_actions[0].choices["app"]
         extra = "" if signed or "--allow-unsigned" not in app._option_string_actions else " --allow-unsigned"

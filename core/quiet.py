@@ -15,9 +15,12 @@ import sys
 import threading
 import warnings
 
-#: Lines of the C++ runtime's log format (``I0000 00:00:1796.5 24471 port.cc:153] ...``) and absl's preamble.
+#: Lines of the C++ runtime's log format (``I0000 00:00:1796.5 24471 port.cc:153] ...``), absl's
+#: preamble, and two lines the TFLite converter and LiteRT print straight to fd 2.
 NOISE = re.compile(rb"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w./-]+:\d+\] |"
-                   rb"WARNING: All log messages before absl::InitializeLog\(\) is called)")
+                   rb"WARNING: All log messages before absl::InitializeLog\(\) is called|"
+                   rb"fully_quantize: \d+, inference_type: |"          # the TFLite quantizer's printf
+                   rb"INFO: Created TensorFlow Lite XNNPACK delegate)")  # LiteRT's, once per interpreter
 
 
 def quiet_environment() -> None:

@@ -49,6 +49,8 @@ def test_native_log_lines_are_recognised_and_python_lines_are_not():
     assert NOISE.match(b"E0000 00:00:1796527578.528935   24471 cuda_platform.cc:52] failed call to cuInit: INTERNAL")
     assert NOISE.match(b"I0000 00:00:1796527559.527443   24471 port.cc:153] oneDNN custom operations are on.")
     assert NOISE.match(b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR")
+    assert NOISE.match(b"fully_quantize: 1, inference_type: 6, input_inference_type: INT8, output_inference_type: INT8")
+    assert NOISE.match(b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.")
     assert not NOISE.match(b"leukedge: error: data: no such folder")
     assert not NOISE.match(b"WARNING leukedge.compress: int8 failed a gate")
 
@@ -87,7 +89,9 @@ def test_pipeline_runs_every_stage_and_ends_in_a_release(small_dataset, tmp_path
     assert "unsigned" in captured.out
     for stage in ("check", "split", "eda", "train", "evaluate", "compress", "bench"):
         assert f"] {stage}" in captured.err, stage
-    assert "cuInit" not in captured.err and "absl::InitializeLog" not in captured.err
+    assert "cuInit" not in captured.err and "absl::InitializeLog" not in captured.err and "XNNPACK" not in captured.err
+    assert "INFO" not in captured.err  # stage logs go to OUT/logs and the run's train.log
+    assert (out / "logs" / "compress.log").read_text().startswith("release ")
     assert not any(NOISE.match(line.encode()) for line in captured.err.splitlines())
 
 
