@@ -5,6 +5,8 @@ import argparse
 import logging
 import sys
 
+from .recipe_flags import KEYS, MOVED, moved_error
+
 log = logging.getLogger(__name__)
 
 GATE_HELP = ("override a parity gate, e.g. --gate max_delta_accuracy=0.02 (names: max_delta_accuracy, "
@@ -51,7 +53,7 @@ def register(sub) -> None:
     c.add_argument("--n-boot", type=int, default=None, help="checks.n_boot: bootstrap replicates (default 1000)")
     c.add_argument("--gate", action="append", metavar="NAME=VALUE", help=GATE_HELP)
     c.add_argument("--dry-run", action="store_true", help="print the resolved recipe as JSON and stop")
-    for flag, key in _moved_flags().items():
+    for flag in MOVED:
         c.add_argument(flag.split()[0], action=_Moved, nargs=0 if _takes_no_value(flag) else 1, help=argparse.SUPPRESS)
     c.set_defaults(func=cmd_compress)
 
@@ -75,15 +77,7 @@ def register(sub) -> None:
 
 
 # ----- compress -----------------------------------------------------------------------------------
-def _moved_flags() -> dict:
-    from .recipe_keys import MOVED
-
-    return MOVED
-
-
 def _takes_no_value(flag: str) -> bool:
-    from .recipe_keys import KEYS
-
     return any(f == flag and const is not None for f, _, _, const in KEYS)
 
 
@@ -94,7 +88,6 @@ def build_recipe(args: argparse.Namespace):
 
     from .parity import Gates
     from .recipe import CompressRecipe, set_key
-    from .recipe_keys import moved_error
 
     if getattr(args, "moved", None):
         raise moved_error(args.moved[0])

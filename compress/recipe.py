@@ -7,8 +7,8 @@ dataset name + the sha256 of its split manifest). The resolved recipe is saved a
 ``recipe.json`` in every release, and ``leukedge compress --recipe <release>/recipe.json``
 makes the release again. ``--set quantize.per_tensor=true`` changes one key (values are
 JSON; a bare word is a string). The engine still runs on the flat
-:class:`~leukedge.compress.pipeline.CompressConfig`; :data:`KEYS` is the one table between the
-two (and the old flags, for ``docs/compression-recipe.md``).
+:class:`~leukedge.compress.config.CompressConfig`; :data:`leukedge.compress.recipe_flags.KEYS` is
+the one table between the two (and the old flags, for ``docs/compression-recipe.md``).
 """
 from __future__ import annotations
 

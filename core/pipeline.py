@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .cli import build_parser, main
 from .data import resolve_data_dir
 from .errors import ConfigError
 from .quiet import native_noise_filtered, quiet_environment
@@ -150,8 +151,6 @@ class StageBar:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from .cli import build_parser, main
-
     debug = bool(getattr(args, "debug", False))
     _refuse_committed(args.release_out)
     if not debug:

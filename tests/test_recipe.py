@@ -11,7 +11,8 @@ import pytest
 
 from leukedge.cli import build_parser, main
 from leukedge.compress.recipe import CompressRecipe, PruneRecipe, all_keys
-from leukedge.compress.recipe_keys import KEYS, MOVED, from_config, markdown_table, to_config
+from leukedge.compress.recipe_flags import KEYS, MOVED, markdown_table
+from leukedge.compress.recipe_keys import from_config, to_config
 from leukedge.errors import ConfigError
 from leukedge.fileio import sha256_file
 from leukedge.portable import absolute_paths
@@ -93,6 +94,12 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     rc = main(["compress", "--out", str(tmp_path / "m")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "no source" in err[0]
+    gone = CompressRecipe()
+    gone.set('source={"kind": "run", "name": "20990101-gone", "model_file": "best.h5", "sha256": "ab12"}')
+    gone.save(tmp_path / "r.json")
+    rc = main(["compress", "--recipe", str(tmp_path / "r.json"), "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "'20990101-gone'" in err[0] and "RUN_OR_MODEL" in err[0]
     assert not (tmp_path / "m").exists()
 
 
