@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from leukedge.fileio import sha256_file
-from leukedge.portable import data_record, is_absolute, portable_dir
+from leukedge.portable import data_record, is_absolute, portable_dir, portable_record
 
 from .recipe import CompressRecipe, DataRef, SourceRef
 
@@ -50,4 +51,21 @@ def resolved(recipe: CompressRecipe, src, out, data_dir, made_from: str | None =
     done.data = DataRef(name=rec["name"], manifest=rec.get("manifest", "split.csv"),
                         manifest_sha256=rec.get("manifest_sha256", ""))
     done.checks = dataclasses.replace(recipe.checks, ood_dirs=[portable_dir(d) for d in recipe.checks.ood_dirs])
+    done.training = training_record(src) or recipe.training
     return done
+
+
+def training_record(src) -> dict | None:
+    """How the source's float model was trained: a run's ``config.json`` (data as its dataset's
+    name, other paths portable), or what a source release's own recipe.json says."""
+    if src.is_release:
+        try:
+            return json.loads((src.folder / "recipe.json").read_text()).get("training")
+        except (OSError, ValueError):
+            return None
+    if not src.config:
+        return None
+    cfg = dict(src.config)
+    if cfg.get("data_dir"):
+        cfg["data_dir"] = Path(cfg["data_dir"]).name
+    return portable_record(cfg, src.folder)

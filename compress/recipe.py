@@ -143,6 +143,9 @@ class CompressRecipe:
     qat: QATRecipe | None = None
     gates: Gates = field(default_factory=Gates)
     checks: ChecksConfig = field(default_factory=ChecksConfig)
+    #: the training run's resolved config (its ``config.json``, paths made portable): how the float
+    #: model was trained (``leukedge train``); informational, compress does not read it
+    training: dict | None = None
     note: str | None = None
 
     # ----- (de)serialisation --------------------------------------------------------------------

@@ -123,6 +123,7 @@ def reconstruct_recipe(folder: Path, record: dict) -> dict:
                      f"(sha256 {old[:12]}) by an earlier run; the source above is the re-exported file")
     if not record.get("passed", True):
         notes.append("the int8 gates did not all pass when it was made")
+    notes.append("training: not recorded (the training run is not in the repository; history.csv has its curves)")
     notes.append("reconstructed on 2026-12-06 from compress.json (the release predates recipe.json); running it "
                  "again makes every file in one compress run")
     recipe.note = "; ".join(notes)

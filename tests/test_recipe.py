@@ -128,6 +128,7 @@ def test_a_release_is_made_again_from_its_own_recipe(tiny_run, small_dataset, tm
     assert recipe["data"] == {"name": small_dataset.name, "manifest": "split.csv",
                               "manifest_sha256": sha256_file(tiny_run / "split.csv")}
     assert recipe["gates"]["min_agreement"] == 0.9 and recipe["quantize"]["selective"] is False
+    assert recipe["training"] == {"backbone": "tiny-cnn", "data_dir": small_dataset.name}  # the run's config.json
     for f in Path("models/tiny-recipe").rglob("*.json"):
         assert absolute_paths(json.loads(f.read_text())) == [], f
 
