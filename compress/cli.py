@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 
@@ -84,8 +85,6 @@ def _takes_no_value(flag: str) -> bool:
 def build_recipe(args: argparse.Namespace):
     """The recipe of a command line: ``--recipe`` (or the defaults), then the shortcut flags, then
     every ``--set`` in order."""
-    import dataclasses
-
     from .parity import Gates
     from .recipe import CompressRecipe, set_key
 
@@ -93,7 +92,7 @@ def build_recipe(args: argparse.Namespace):
         raise moved_error(args.moved[0])
     recipe = CompressRecipe.load(args.recipe) if args.recipe else CompressRecipe()
     shortcuts = [("quantize.variants", [v for v in args.variants.split(",") if v.strip()] if args.variants else None),
-                 ("prune.sparsity", args.prune), ("qat", {} if args.qat else None),
+                 ("prune.sparsity", args.prune), ("qat", {} if args.qat and recipe.qat is None else None),
                  ("quantize.per_tensor", args.per_tensor), ("quantize.calib", args.calib),
                  ("quantize.clip_percentile", args.clip_percentile), ("checks.parity", False if args.no_parity else None),
                  ("checks.n_boot", args.n_boot)]

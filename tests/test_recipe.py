@@ -103,6 +103,17 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert not (tmp_path / "m").exists()
 
 
+def test_shortcuts_change_a_loaded_recipe_only_where_given(tmp_path, capsys):
+    r = CompressRecipe()
+    r.set('qat={"epochs": 12, "lr": 5e-5}')
+    r.set("prune.clusters=32")
+    r.save(tmp_path / "r.json")
+    assert main(["compress", "--recipe", str(tmp_path / "r.json"), "--qat", "--prune", "0.7", "--dry-run"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert (d["qat"]["epochs"], d["qat"]["lr"]) == (12, 5e-5)            # --qat keeps the loaded section
+    assert (d["prune"]["sparsity"], d["prune"]["clusters"]) == (0.7, 32)  # --prune changes the sparsity only
+
+
 def test_dry_run_prints_the_resolved_recipe(capsys):
     assert main(["compress", "--prune", "0.6", "--set", "prune.epochs=2", "--gate", "delta_roc_auc=0.01",
                  "--dry-run"]) == 0
