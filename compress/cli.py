@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import sys
+
+from .recipe_flags import KEYS, MOVED, moved_error
 
 log = logging.getLogger(__name__)
 
@@ -10,108 +14,49 @@ GATE_HELP = ("override a parity gate, e.g. --gate max_delta_accuracy=0.02 (names
              "max_delta_sensitivity, max_delta_roc_auc, min_agreement, min_heatmap_correlation)")
 
 
+class _Moved(argparse.Action):
+    """A flag that became a recipe key: remembered, then refused with a one-line pointer."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.moved = [*(getattr(namespace, "moved", None) or []), option_string]
+
+
 def register(sub) -> None:
-    c = sub.add_parser("compress", help="export a trained run to TFLite (float32, int8, pruned int8) + parity",
-                       description="Turn a training run into a release folder models/<name>/: float32 and "
-                                   "full-integer int8 TFLite with Grad-CAM computed in the graph, optional pruned int8, "
-                                   "spec.json, split.csv, then parity of each file against float32 on the test split.")
-    c.add_argument("source", metavar="RUN_OR_MODEL", help="training run folder (best.h5, spec.json, split.csv), a .h5 file, or a release folder "
-                   "(models/<name>: int8 re-derived from its float32 .tflite)")
-    c.add_argument("--out", required=True, help="release folder, e.g. models/efficientnet-lite0-binary")
-    c.add_argument("--variants", default="float32,int8",
-                   help="comma list of float32,int8,int16x8,float16,dynamic (default float32,int8; float32 always; "
-                        "int16x8: int8 weights, 16-bit activations, for models whose int8 misses parity)")
+    c = sub.add_parser("compress", help="make a release: TFLite float32 + int8 (+ pruned int8) with parity gates",
+                       description="Turn a training run (or a release) into a release folder models/<name>/: float32 "
+                                   "and full-integer int8 TFLite with Grad-CAM in the graph, optional pruned int8, "
+                                   "parity of each against float32 on the test split, evaluation and model card. "
+                                   "What is done is a recipe (docs/compression-recipe.md), saved as recipe.json in "
+                                   "the release: --recipe FILE loads one, --set KEY=VALUE changes one key, and the "
+                                   "flags below are shortcuts for the most used keys.",
+                       epilog="examples: leukedge compress runs/<run> --out models/x --prune 0.5 --set prune.epochs=8;"
+                              "  leukedge compress --recipe models/x/recipe.json --out /tmp/x-again")
+    c.add_argument("source", metavar="RUN_OR_MODEL", nargs="?", default=None,
+                   help="training run folder (best.h5, spec.json, split.csv), a .h5 file, or a release folder "
+                        "(int8 re-derived from its float32 file); default: the recipe's source")
+    c.add_argument("--out", default=None, help="release folder to write, e.g. models/efficientnet-lite0-binary")
+    c.add_argument("--recipe", metavar="FILE", default=None,
+                   help="start from this recipe (e.g. a release's recipe.json) instead of the defaults")
+    c.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="set one recipe key, JSON value (repeatable): e.g. --set prune.epochs=8 "
+                        "--set quantize.clip_percentile=auto --set qat=null")
+    c.add_argument("--data", default=None, help="data folder (default: the recipe's dataset by name, else the run's)")
+    c.add_argument("--variants", default=None, help="quantize.variants as a comma list: float32,int8,int16x8,float16,dynamic")
     c.add_argument("--prune", type=float, nargs="?", const=0.5, default=None, metavar="SPARSITY",
-                   help="also write <name>.pruned-int8.tflite pruned to SPARSITY (default 0.5 when given bare)")
-    c.add_argument("--prune-epochs", type=int, default=4,
-                   help="fine-tuning epochs while pruning (default 4: sparsity ramps up over the first half of the "
-                        "steps, then recovery with the masks fixed)")
-    c.add_argument("--prune-min-weights", type=int, default=2048,
-                   help="kernels with fewer weights stay dense (default 2048: the stem conv and the narrowest "
-                        "projections; 0 prunes every prunable layer)")
-    c.add_argument("--prune-batch-size", type=int, default=16)
-    c.add_argument("--prune-lr", type=float, default=1e-4, help="fine-tuning learning rate (default 1e-4)")
-    c.add_argument("--prune-max-images", type=int, default=None, help="use at most N training images to fine-tune")
-    c.add_argument("--prune-feature-distill", type=float, default=0.0, metavar="W",
-                   help="also pull the pruned feature map (Grad-CAM input) towards the unpruned one with weight W "
-                        "(default 0: closer decisions; 1: closer heatmaps, see the README)")
-    c.add_argument("--prune-cam-distill", type=float, default=0.0, metavar="W",
-                   help="also pull the pruned Grad-CAM map towards the unpruned one (weight W on 1 - per-image "
-                        "correlation, the heatmap gate's measure; default 0)")
-    c.add_argument("--prune-logit-distill", type=float, default=0.0, metavar="W",
-                   help="also pull the pruned model's logits towards the unpruned one's (mean squared error, "
-                        "weight W): decisions are thresholds on the logit, which the probability loss barely "
-                        "weighs far from 0.5 (default 0)")
-    c.add_argument("--prune-block", type=int, default=1, metavar="B",
-                   help="prune whole blocks of B consecutive input weights of a filter (tfmot block sparsity; "
-                        "contiguous in the .tflite, so the pruned file gzips smaller; EfficientNet-Lite0 at 50%%: "
-                        "18.1%% of float32 weight by weight, 16.1%% in blocks of 4, but heatmap r 0.909 -> 0.859; "
-                        "default 1)")
-    c.add_argument("--prune-clusters", type=int, default=0, metavar="K",
-                   help="after pruning, tie each pruned kernel to K shared values with its zeros kept (tfmot "
-                        "sparsity-preserving clustering, fine-tuned with the same distillation): the pruned int8 "
-                        "file then gzips smaller (default 0: off)")
-    c.add_argument("--prune-cluster-epochs", type=int, default=4, metavar="N",
-                   help="fine-tuning epochs of the clustering (default 4)")
-    c.add_argument("--prune-cluster-lr", type=float, default=1e-5, help="clustering learning rate (default 1e-5)")
-    c.add_argument("--prune-labels", action="store_true",
-                   help="fine-tune the pruned model on the labels (default: on the unpruned model's probabilities)")
-    c.add_argument("--prune-select-every", type=int, default=0, metavar="N",
-                   help="every N epochs of the pruned model's last fine-tune (clustering, else pruning once at the "
-                        "target sparsity) make the pruned int8 file, compare it with float32 on the validation split "
-                        "and keep the closest checkpoint (default 0: the last epoch)")
-    c.add_argument("--qat", action="store_true",
-                   help="experimental: make the int8 file from a quantization-aware fine-tuned copy (tfmot, towards "
-                        "the float model's probabilities); float32 stays as trained and parity decides (on DenseNet201 "
-                        "it measured worse than post-training int8, see the README)")
-    c.add_argument("--qat-epochs", type=int, default=1, help="QAT fine-tuning epochs (default 1)")
-    c.add_argument("--qat-lr", type=float, default=1e-5, help="QAT learning rate (default 1e-5)")
-    c.add_argument("--qat-batch-size", type=int, default=16)
-    c.add_argument("--qat-max-images", type=int, default=None, help="use at most N training images for QAT")
-    c.add_argument("--qat-feature-distill", type=float, default=0.0, metavar="W",
-                   help="QAT: also pull the feature map towards the float model's (as --prune-feature-distill)")
-    c.add_argument("--qat-cam-distill", type=float, default=0.0, metavar="W",
-                   help="QAT: also pull the Grad-CAM map towards the float model's (as --prune-cam-distill)")
-    c.add_argument("--qat-logit-distill", type=float, default=0.0, metavar="W",
-                   help="QAT: also pull the logits towards the float model's (as --prune-logit-distill)")
-    c.add_argument("--qat-select-every", type=int, default=0, metavar="N",
-                   help="QAT: keep the checkpoint whose int8 file is closest to float32 on the validation split, "
-                        "scoring every N epochs and the last (as --prune-select-every; default 0: the last epoch)")
-    c.add_argument("--per-tensor", action="store_true",
-                   help="the int8 file's weights with one scale per tensor instead of one per output channel: no "
-                        "per-channel scale/zero-point vectors (EfficientNet-Lite0: 28.8%% -> 25.7%% of float32) but "
-                        "coarser weights; with --qat the fine-tune learns them (see the README). The pruned int8 "
-                        "file stays per channel")
-    c.add_argument("--keep-int8", action="store_true",
-                   help="with a release folder as the source: keep its int8 file byte for byte (and how it was "
-                        "made, e.g. QAT) and check it again, instead of re-deriving it from the float32 file; "
-                        "e.g. to try another --prune recipe")
-    c.add_argument("--reexport-float32", action="store_true",
-                   help="with a release folder as the source: make its float32 file again with the current "
-                        "exporter from the recovered Keras model (same function, checked on validation images) "
-                        "instead of keeping it byte for byte, e.g. to drop a second copy of the head's weights "
-                        "an older exporter stored")
-    c.add_argument("--calib", type=int, default=300, help="calibration images from the training split (default 300)")
+                   help="prune.sparsity: also write <name>.pruned-int8.tflite (0.5 when bare)")
+    c.add_argument("--qat", action="store_true", default=None,
+                   help="qat: make int8 from a quantization-aware fine-tuned copy (experimental)")
+    c.add_argument("--per-tensor", action="store_true", default=None, help="quantize.per_tensor: one int8 scale per tensor")
     c.add_argument("--clip-percentile", default=None, metavar="P|auto",
-                   help="percentile calibration: clip each int8 activation range to the P-th percentile of the "
-                        "activations (e.g. 99.99) instead of min/max: finer int8 steps, a few saturated outliers; "
-                        "'auto' tries min/max, 99.999, 99.99 and 99.9 and keeps the closest to float32 on the "
-                        "validation split (DenseNet201 needs it, see the README)")
-    c.add_argument("--clip-images", type=int, default=32,
-                   help="calibration images the percentiles are measured on (default 32)")
-    c.add_argument("--bn-depthwise", action="store_true",
-                   help="quantize BatchNorms after a Concatenate (DenseNet) as per-channel 1x1 depthwise convs: "
-                        "closer to float32, larger file (DenseNet201: +2.6 MiB, see the README)")
-    c.add_argument("--data", default=None, help="data folder (default: the run's config.json, else ../shared/data/aria-all)")
-    c.add_argument("--no-parity", action="store_true", help="only write the files (no parity, evaluation or card)")
-    c.add_argument("--no-selective", action="store_true", help="do not keep layers in float when int8 fails a gate")
-    c.add_argument("--no-keras-check", action="store_true", help="skip float32 TFLite vs Keras (GradientTape) parity")
-    c.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the CIs (default 1000)")
-    c.add_argument("--ood-check", action="append", default=[], metavar="DIR",
-                   help="out-of-domain image folder whose flagged rate the OOD gate reports (repeatable)")
+                   help="quantize.clip_percentile: clip int8 activation ranges to the P-th percentile ('auto': chosen on val)")
+    c.add_argument("--calib", type=int, default=None, help="quantize.calib: calibration images (default 300)")
+    c.add_argument("--no-parity", action="store_true", default=None, help="checks.parity=false: only write the files")
     c.add_argument("--gate", action="append", metavar="NAME=VALUE", help=GATE_HELP)
     c.add_argument("--sign-key", default=None, metavar="KEY",
                    help="Ed25519 private key (PEM): sign the finished release (`leukedge release sign`, docs/trust.md)")
+    c.add_argument("--dry-run", action="store_true", help="print the resolved recipe as JSON and stop")
+    for flag in MOVED:
+        c.add_argument(flag.split()[0], action=_Moved, nargs=0 if _takes_no_value(flag) else 1, help=argparse.SUPPRESS)
     c.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("parity", help="compare two models (e.g. int8 vs float32) on the same images, with gates",
@@ -136,51 +81,74 @@ def register(sub) -> None:
 
 
 # ----- compress -----------------------------------------------------------------------------------
+def _takes_no_value(flag: str) -> bool:
+    return any(f == flag and const is not None for f, _, _, const in KEYS)
+
+
+def build_recipe(args: argparse.Namespace):
+    """The recipe of a command line: ``--recipe`` (or the defaults), then the shortcut flags, then
+    every ``--set`` in order."""
+    from .parity import Gates
+    from .recipe import CompressRecipe, set_key
+
+    if getattr(args, "moved", None):
+        raise moved_error(args.moved[0])
+    recipe = CompressRecipe.load(args.recipe) if args.recipe else CompressRecipe()
+    shortcuts = [("quantize.variants", [v for v in args.variants.split(",") if v.strip()] if args.variants else None),
+                 ("prune.sparsity", args.prune), ("qat", {} if args.qat and recipe.qat is None else None),
+                 ("quantize.per_tensor", args.per_tensor), ("quantize.calib", args.calib),
+                 ("quantize.clip_percentile", args.clip_percentile), ("checks.parity", False if args.no_parity else None)]
+    for key, value in shortcuts:
+        if value is not None:
+            set_key(recipe, key, _number_or_text(value) if key == "quantize.clip_percentile" else value)
+    names = {f.name for f in dataclasses.fields(Gates)}
+    short = {n.split("_", 1)[1]: n for n in names}
+    for item in args.gate or []:
+        Gates.parse([item])  # a one-line error for a bad name or value
+        name, _, value = item.partition("=")
+        key = name.strip().replace("-", "_")
+        set_key(recipe, f"gates.{short.get(key, key)}", float(value))
+    for item in args.sets:
+        recipe.set(item)
+    return recipe
+
+
+def _number_or_text(value: str):
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
+    import json
+
     from leukedge.errors import ConfigError
 
-    from .parity import Gates
-    from .pipeline import CompressConfig, run_compress
-    from .quantization import parse_variants
+    from .pipeline import run_compress
+    from .recipe_keys import resolve_data, resolve_source, to_config, validate
     from .sizes import breakdown_line
 
-    cfg = CompressConfig(source=args.source, out=args.out, variants=parse_variants(args.variants), prune=args.prune,
-                         prune_epochs=args.prune_epochs, prune_batch_size=args.prune_batch_size, prune_lr=args.prune_lr,
-                         prune_max_images=args.prune_max_images, prune_distill=not args.prune_labels,
-                         prune_min_weights=args.prune_min_weights,
-                         prune_feature_distill=args.prune_feature_distill,
-                         prune_cam_distill=args.prune_cam_distill, prune_block=args.prune_block,
-                         prune_logit_distill=args.prune_logit_distill, prune_clusters=args.prune_clusters,
-                         prune_cluster_epochs=args.prune_cluster_epochs, prune_cluster_lr=args.prune_cluster_lr,
-                         qat=args.qat, qat_epochs=args.qat_epochs, qat_lr=args.qat_lr,
-                         qat_batch_size=args.qat_batch_size, qat_max_images=args.qat_max_images,
-                         qat_feature_distill=args.qat_feature_distill, qat_cam_distill=args.qat_cam_distill,
-                         qat_logit_distill=args.qat_logit_distill, qat_select_every=args.qat_select_every,
-                         prune_select_every=args.prune_select_every,
-                         per_tensor=args.per_tensor,
-                         reexport_float32=args.reexport_float32, keep_int8=args.keep_int8,
-                         calib=args.calib, clip_percentile=args.clip_percentile, clip_images=args.clip_images,
-                         bn_depthwise=args.bn_depthwise,
-                         data_dir=args.data,
-                         parity=not args.no_parity, selective=not args.no_selective,
-                         keras_check=not args.no_keras_check, n_boot=args.n_boot, gates=Gates.parse(args.gate),
-                         ood_check_dirs=list(args.ood_check))
-    for flag, needs, on in (("--qat-select-every", "--qat", cfg.qat), ("--prune-select-every", "--prune", cfg.prune)):
-        if getattr(args, flag[2:].replace("-", "_")) and on in (None, False):
-            raise ConfigError(f"{flag} chooses a checkpoint of {needs}'s fine-tune: add {needs}")
-    if cfg.qat:
-        cfg.qat_config()  # validate early
-    if cfg.clip_percentile not in (None, "auto"):
-        from .ranges import check_percentile
-
-        cfg.clip_percentile = check_percentile(cfg.clip_percentile)
-    if cfg.prune is not None:
-        cfg.prune_config()  # validate before minutes of work
+    recipe = build_recipe(args)
+    if args.dry_run:
+        if args.source or recipe.source:  # a recipe that names its source: check it can run here
+            source = resolve_source(recipe, args.source)
+            data = resolve_data(recipe, args.data)
+            validate(to_config(recipe, source, args.out or "dry-run", data))
+            print(f"source {source}, data {data or '(the source run config)'}: found; the recipe is valid",
+                  file=sys.stderr)
+        print(json.dumps(recipe.to_dict(), indent=2))
+        return 0
+    if not args.out:
+        raise ConfigError("no release folder to write", "pass --out DIR (e.g. models/<name>)")
+    source = resolve_source(recipe, args.source)
+    cfg = to_config(recipe, source, args.out, resolve_data(recipe, args.data))
+    validate(cfg)
     if args.sign_key:
         from leukedge.trust import load_private_key
 
         load_private_key(args.sign_key)  # a bad key fails now, not after minutes of work
-    s = run_compress(cfg)
+    s = run_compress(cfg, recipe)
     print(f"release {args.out}")
     _sign(args.out, args.sign_key)
     for name, d in s["files"].items():

@@ -85,12 +85,14 @@ class GateResult:
 class ParityData:
     """The images both models score: paths and folder classes, preprocessed once per spec."""
 
-    def __init__(self, paths: list[str], classes: list[str], split: str = "test"):
-        if len(paths) != len(classes):
+    def __init__(self, paths: list[str], classes: list[str], split: str = "test", names: list[str] | None = None):
+        if len(paths) != len(classes) or (names is not None and len(names) != len(paths)):
             raise ValueError("paths and classes differ in length")
         if not paths:
             raise DataError("no images to compare the models on")
         self.paths = [str(p) for p in paths]
+        #: how records name each image: its path inside the dataset (``Benign/x.jpg``), never a machine's
+        self.names = list(names) if names is not None else [Path(p).name for p in self.paths]
         self.classes = list(classes)
         self.split = split
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -102,13 +104,13 @@ class ParityData:
         chosen = [r for r in rows if r["split"] == split]
         if not chosen:
             raise DataError(f"the split manifest has no '{split}' rows")
-        return cls([r["abspath"] for r in chosen], [r["class"] for r in chosen], split)
+        return cls([r["abspath"] for r in chosen], [r["class"] for r in chosen], split, [r["path"] for r in chosen])
 
     @classmethod
     def from_folder(cls, data_dir) -> "ParityData":
         """Every image of every class folder (``--all``)."""
         recs = scan(data_dir)
-        return cls([r.path for r in recs], [r.cls for r in recs], "all")
+        return cls([r.path for r in recs], [r.cls for r in recs], "all", [r.relpath for r in recs])
 
     def images(self, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
         """(float32 batch, mask of readable images) preprocessed with ``spec``; cached."""
@@ -192,7 +194,7 @@ def describe(predictor) -> dict:
          "backbone": predictor.spec.backbone, "task": predictor.spec.task}
     runner = getattr(predictor, "runner", None)
     if runner is not None:
-        d.update(file=str(runner.path), bytes=Path(runner.path).stat().st_size, sha256=sha256_file(runner.path),
+        d.update(file=Path(runner.path).name, bytes=Path(runner.path).stat().st_size, sha256=sha256_file(runner.path),
                  input_dtype=np.dtype(runner.input_dtype).name)
     return d
 
@@ -336,11 +338,11 @@ def compare(reference, candidate, data: ParityData, gates: Gates | None = None, 
     ok = okr & okc
     if not ok.any():
         raise DataError("none of the images could be read")
-    errors = {p: "unreadable" for p, good in zip(data.paths, ok) if not good}
+    errors = {p: "unreadable" for p, good in zip(data.names, ok) if not good}
     out_r = data.outputs(ref, xr, ok)
     out_c = data.outputs(cand, xc, ok)
     classes = [c for c, good in zip(data.classes, ok) if good]
-    paths = [p for p, good in zip(data.paths, ok) if good]
+    paths = [p for p, good in zip(data.names, ok) if good]  # as records name them (inside the dataset)
     y = binary_truth(classes, rs)
     pr, pc = out_r["probability"].astype(np.float64), out_c["probability"].astype(np.float64)
     tr, tc = float(rs.threshold), float(cs.threshold)

@@ -21,148 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from leukedge.errors import DataError, ModelError
+from leukedge.portable import data_record, find_dataset, portable_dir
 from leukedge.spec import ModelSpec
 
-from .parity import Gates
+from .config import CompressConfig
+from .provenance import portable_file, resolved
+from .recipe_keys import from_config
 from .sizes import size_summary
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class CompressConfig:
-    """Settings of ``leukedge compress`` (saved as ``compress.json`` in the release).
-
-    Attributes:
-        source: run folder (``best.h5`` + ``spec.json``) or a ``.h5`` file with spec.json beside it.
-        out: release folder ``models/<name>``.
-        variants: TFLite variants besides float32 (``int8``, ``int16x8``, ``float16``, ``dynamic``).
-        prune: target sparsity for the ``pruned-int8`` file (None: no pruning).
-        prune_epochs: fine-tuning epochs while pruning.
-        prune_batch_size: fine-tuning batch size.
-        prune_lr: fine-tuning learning rate.
-        prune_max_images: cap on training images used for fine-tuning (None: all).
-        prune_distill: fine-tune towards the unpruned model's probabilities (else the labels).
-        prune_min_weights: kernels smaller than this stay dense (see PruneConfig.min_weights).
-        prune_feature_distill: weight of the feature-map distillation (see PruneConfig.feature_distill).
-        prune_cam_distill: weight of the Grad-CAM distillation (see PruneConfig.cam_distill).
-        prune_logit_distill: weight of the logit distillation (see PruneConfig.logit_distill).
-        prune_block: prune blocks of this many consecutive input weights (see PruneConfig.block).
-        prune_clusters: then cluster each pruned kernel to this many values, zeros kept (see
-            PruneConfig.clusters; 0 = off).
-        prune_cluster_epochs: fine-tuning epochs of the clustering.
-        prune_cluster_lr: learning rate of the clustering fine-tune.
-        qat: make the int8 file from a quantization-aware fine-tuned copy (tfmot; see
-            :mod:`leukedge.compress.qat`) instead of the trained weights as they are; float32
-            stays the trained model, so parity measures int8 against what was evaluated.
-        qat_epochs: QAT fine-tuning epochs.
-        qat_lr: QAT learning rate.
-        qat_batch_size: QAT batch size.
-        qat_max_images: cap on training images used for QAT (None: all).
-        qat_feature_distill: weight of QAT's feature-map distillation (see QATConfig).
-        qat_cam_distill: weight of QAT's Grad-CAM distillation.
-        qat_logit_distill: weight of QAT's logit distillation.
-        prune_select_every: every N epochs of the pruned model's last fine-tune (clustering with
-            ``prune_clusters``, else pruning once at the target sparsity) make the pruned int8
-            file, score it on the validation split, keep the closest checkpoint (0 = the last).
-        qat_select_every: every N QAT epochs (and after the last) make the int8 file from the
-            weights, score it against float32 on the validation split, and keep the closest
-            checkpoint (0 = the last epoch's weights).
-        per_tensor: quantize the int8 file's weights with one scale per tensor instead of one
-            per output channel (and QAT, with ``qat``, fake-quantizes them that way): no
-            per-channel scale / zero-point vectors (EfficientNet-Lite0: 28.8% -> 25.7% of
-            float32), parity decides whether the coarser weights are good enough. The pruned
-            int8 file stays per channel (it is not QAT-tuned: per tensor it failed every gate).
-        keep_int8: a release source's int8 file is kept byte for byte (with the record of how it
-            was made: QAT, range clipping, ops kept in float) and checked again, instead of
-            re-derived from the float32 file; e.g. to try another pruning recipe on a release
-            whose int8 file came from quantization-aware training.
-        reexport_float32: a release source's float32 file is made again by the current exporter
-            from its recovered Keras model (same function, checked) instead of kept byte for
-            byte; every other file and check is then against the new one.
-        calib: calibration images drawn from the training split.
-        clip_percentile: clip each int8 activation range to this percentile of the activations
-            (percentile calibration, :mod:`leukedge.compress.ranges`) instead of its min/max;
-            ``"auto"`` tries :data:`~leukedge.compress.ranges.AUTO_CANDIDATES` (min/max included)
-            and keeps the closest to float32 on the validation split; None keeps TFLite's min/max.
-        clip_images: calibration images the percentiles are measured on.
-        bn_depthwise: quantize from a float file in which every per-channel ``MUL`` + ``ADD``
-            (a BatchNorm after a Concatenate) is a 1x1 depthwise conv
-            (:func:`leukedge.compress.bn_depthwise.mul_add_to_depthwise`): per-channel int8 and
-            one rounding instead of two, at ~24 bytes of per-channel scales and zero points per
-            channel (DenseNet201: +2.6 MiB, see the README).
-        data_dir: data folder (None: the run's config.json, else the default).
-        parity: run parity (and evaluation/card) after writing the files.
-        selective: when int8 fails a gate, keep the worst ops in float until it passes.
-        keras_check: also compare float32 TFLite with the Keras model (GradientTape Grad-CAM).
-        n_boot: bootstrap replicates of the parity CIs.
-        gates: parity gates.
-        ood_check_dirs: out-of-domain image folders whose flagged rate the OOD gate reports
-            (e.g. ``../shared/data/pbc-lymphocytes``).
-    """
-
-    source: str
-    out: str
-    variants: list[str] = field(default_factory=lambda: ["float32", "int8"])
-    prune: float | None = None
-    prune_epochs: int = 4
-    prune_batch_size: int = 16
-    prune_lr: float = 1e-4
-    prune_max_images: int | None = None
-    prune_distill: bool = True
-    prune_min_weights: int = 2048
-    prune_feature_distill: float = 0.0
-    prune_cam_distill: float = 0.0
-    prune_logit_distill: float = 0.0
-    prune_block: int = 1
-    prune_clusters: int = 0
-    prune_cluster_epochs: int = 4
-    prune_cluster_lr: float = 1e-5
-    qat: bool = False
-    qat_epochs: int = 1
-    qat_lr: float = 1e-5
-    qat_batch_size: int = 16
-    qat_max_images: int | None = None
-    qat_feature_distill: float = 0.0
-    qat_cam_distill: float = 0.0
-    qat_logit_distill: float = 0.0
-    qat_select_every: int = 0
-    prune_select_every: int = 0
-    per_tensor: bool = False
-    reexport_float32: bool = False
-    keep_int8: bool = False
-    calib: int = 300
-    clip_percentile: float | str | None = None
-    clip_images: int = 32
-    bn_depthwise: bool = False
-    data_dir: str | None = None
-    parity: bool = True
-    selective: bool = True
-    keras_check: bool = True
-    n_boot: int = 1000
-    gates: Gates = field(default_factory=Gates)
-    ood_check_dirs: list[str] = field(default_factory=list)
-
-    def prune_config(self):
-        """The :class:`~leukedge.compress.prune.PruneConfig` of ``--prune`` (validates it)."""
-        from .prune import PruneConfig
-
-        return PruneConfig(target_sparsity=self.prune, epochs=self.prune_epochs, batch_size=self.prune_batch_size,
-                           learning_rate=self.prune_lr, distill=self.prune_distill,
-                           min_weights=self.prune_min_weights, feature_distill=self.prune_feature_distill,
-                           cam_distill=self.prune_cam_distill, logit_distill=self.prune_logit_distill,
-                           block=self.prune_block, clusters=self.prune_clusters,
-                           cluster_epochs=self.prune_cluster_epochs, cluster_lr=self.prune_cluster_lr,
-                           select_every=self.prune_select_every)
-
-    def qat_config(self):
-        """The :class:`~leukedge.compress.qat.QATConfig` of ``--qat`` (validates it)."""
-        from .qat import QATConfig
-
-        return QATConfig(epochs=self.qat_epochs, batch_size=self.qat_batch_size, learning_rate=self.qat_lr,
-                         per_tensor=self.per_tensor, feature_distill=self.qat_feature_distill,
-                         cam_distill=self.qat_cam_distill, logit_distill=self.qat_logit_distill,
-                         select_every=self.qat_select_every)
 
 
 @dataclass
@@ -193,9 +60,12 @@ def _release_source(folder: Path, f32: Path) -> Source:
     config = {}
     if made.exists():
         try:
-            config = {"data_dir": json.loads(made.read_text()).get("data_dir")}
+            record = json.loads(made.read_text())
         except ValueError:
-            config = {}
+            record = {}
+        # the dataset by name (older records: a machine's absolute data_dir)
+        found = find_dataset((record.get("data") or {}).get("name") or record.get("data_dir"))
+        config = {"data_dir": str(found)} if found else {}
     split = folder / "split.csv"
     return Source(folder, f32, spec, split if split.exists() else None, config, float_tflite=f32)
 
@@ -234,8 +104,8 @@ def resolve_source(path) -> Source:
 
 def needs_keras(cfg: "CompressConfig") -> list[str]:
     """The requested stages that need a Keras model (a release source recovers one)."""
-    return [v for v in cfg.variants if v in NEEDS_KERAS] + (["--prune"] if cfg.prune else []) + \
-        (["--qat"] if cfg.qat else []) + (["--reexport-float32"] if cfg.reexport_float32 else [])
+    return [v for v in cfg.variants if v in NEEDS_KERAS] + (["prune"] if cfg.prune else []) + \
+        (["qat"] if cfg.qat else []) + (["quantize.reexport_float32"] if cfg.reexport_float32 else [])
 
 
 def check_source_config(cfg: "CompressConfig", src: Source) -> None:
@@ -244,21 +114,22 @@ def check_source_config(cfg: "CompressConfig", src: Source) -> None:
     from leukedge.errors import ConfigError
 
     if cfg.reexport_float32 and not src.is_release:
-        raise ConfigError(f"--reexport-float32 re-exports a release's float32 file; {src.folder.name} is a "
-                          "training run, whose float32 file is always exported fresh", "drop --reexport-float32")
+        raise ConfigError(f"quantize.reexport_float32 re-exports a release's float32 file; {src.folder.name} is a "
+                          "training run, whose float32 file is always exported fresh",
+                          "drop --set quantize.reexport_float32=true")
     if cfg.keep_int8:
-        clash = [flag for flag, on in (("--qat", cfg.qat), ("--per-tensor", cfg.per_tensor),
-                                       ("--reexport-float32", cfg.reexport_float32),
-                                       ("--clip-percentile", cfg.clip_percentile not in (None, 100.0)),
-                                       ("--bn-depthwise", cfg.bn_depthwise)) if on]
+        clash = [key for key, on in (("qat", cfg.qat), ("quantize.per_tensor", cfg.per_tensor),
+                                     ("quantize.reexport_float32", cfg.reexport_float32),
+                                     ("quantize.clip_percentile", cfg.clip_percentile not in (None, 100.0)),
+                                     ("quantize.bn_depthwise", cfg.bn_depthwise)) if on]
         if not src.is_release:
-            raise ConfigError(f"--keep-int8 keeps a release's int8 file; {src.folder.name} is a training run",
-                              "drop --keep-int8")
+            raise ConfigError(f"quantize.keep_int8 keeps a release's int8 file; {src.folder.name} is a training run",
+                              "drop --set quantize.keep_int8=true")
         if clash:
-            raise ConfigError(f"--keep-int8 keeps the source's int8 file, so {', '.join(clash)} would not apply",
+            raise ConfigError(f"quantize.keep_int8 keeps the source's int8 file, so {', '.join(clash)} would not apply",
                               "drop one or the other")
         if "int8" not in cfg.variants:
-            raise ConfigError("--keep-int8 needs the int8 variant", "add int8 to --variants")
+            raise ConfigError("quantize.keep_int8 needs the int8 variant", "add int8 to quantize.variants")
 
 
 def _check_images(rows, spec: ModelSpec) -> np.ndarray:
@@ -449,7 +320,7 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
 
     spec = export.export_spec(src.spec, release.name)
     timings: dict[str, float] = {}
-    record: dict = {"source": str(src.model_file), "timings_s": timings}
+    record: dict = {"source": portable_file(src.model_file), "timings_s": timings}
 
     def timed(key, fn):
         t0 = time.perf_counter()
@@ -482,8 +353,8 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
     if "int8" in cfg.variants:
         int8_model = None if src.is_release else model  # a release's int8 comes from its float32 file
         if cfg.keep_int8:
-            if not _carry(src, spec, release, record, "int8", INT8_RECORDS, "drop --keep-int8 to re-derive it"):
-                raise ModelError(f"{src.folder}: no int8 file to keep", "drop --keep-int8")
+            if not _carry(src, spec, release, record, "int8", INT8_RECORDS, "drop quantize.keep_int8 to re-derive it"):
+                raise ModelError(f"{src.folder}: no int8 file to keep", "drop quantize.keep_int8")
         else:
             if cfg.qat:
                 int8_model = timed("qat", lambda: _qat(cfg, model, built, rows, release))
@@ -500,7 +371,7 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
             qc = QuantizationConfig.for_float16() if v == "float16" else QuantizationConfig.for_dynamic()
             release.write_bytes(release.model_name(v), timed(v, lambda qc=qc: export.convert(model, spec, qc)))
     if not cfg.prune and src.is_release:
-        _carry(src, spec, release, record, "pruned-int8", PRUNED_RECORDS, "pass --prune to make a new one")
+        _carry(src, spec, release, record, "pruned-int8", PRUNED_RECORDS, "set prune to make a new one")
     if cfg.prune:
         x_u8, y = timed("prune_load_images", lambda: _train_images(rows, spec, cfg.prune_max_images))
         pcfg = cfg.prune_config()
@@ -526,8 +397,9 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
 def inherited_record(before: dict, src: Source, float32_sha256: str) -> dict:
     """What a re-quantized release keeps from its source release's ``compress.json``: where the
     float32 file came from and its check against the Keras model (still valid: same bytes)."""
-    out = {"folder": str(src.folder), "float32_file": src.float_tflite.name, "float32_sha256": float32_sha256,
-           "made_from": (before.get("source_release") or {}).get("made_from") or before.get("source"),
+    made_from = (before.get("source_release") or {}).get("made_from") or before.get("source")
+    out = {"folder": src.folder.name, "float32_file": src.float_tflite.name, "float32_sha256": float32_sha256,
+           "made_from": portable_file(made_from) if isinstance(made_from, str) else made_from,
            "note": "int8 re-derived from the released float32 file (the Keras model is not needed); "
                    "the float32 file is unchanged"}
     keras = (before.get("parity") or {}).get("float32 vs keras")
@@ -687,8 +559,12 @@ def _selective(cfg, rel, built, rows, ref, test, failed):
     return res, info
 
 
-def run_compress(cfg: CompressConfig) -> dict:
-    """Everything ``leukedge compress`` does. Returns the summary (also in ``compress.json``)."""
+def run_compress(cfg: CompressConfig, recipe=None) -> dict:
+    """Everything ``leukedge compress`` does. Returns the summary (also in ``compress.json``).
+
+    ``recipe`` (:class:`~leukedge.compress.recipe.CompressRecipe`, default: the one of ``cfg``) is
+    saved resolved, with its source and data named portably, as ``recipe.json`` in the release.
+    """
     from leukedge.data import resolve_data_dir
     from leukedge.split import read_manifest
 
@@ -706,8 +582,12 @@ def run_compress(cfg: CompressConfig) -> dict:
              f", pruned to {cfg.prune:.0%}" if cfg.prune else "", data_dir)
     with Release(cfg.out) as rel:
         built = build_files(cfg, src, rows, rel)
-        summary = {"name": rel.name, "source": str(src.model_file), "data_dir": str(data_dir),
-                   "config": {k: v for k, v in asdict(cfg).items()}, **built.record}
+        made_from = (built.record.get("source_release") or {}).get("made_from")
+        done = resolved(recipe or from_config(cfg), src, rel.out, data_dir, made_from)
+        rel.write_json("recipe.json", done.to_dict())
+        summary = {"name": rel.name, "source": portable_file(src.model_file), "source_ref": asdict(done.source),
+                   "data": data_record(data_dir, src.split_csv),
+                   "config": portable_config(cfg, rel.name), **built.record}
         summary.update(size_summary(rel.files, rel.name, rel.staging))
         rel.write_json("compress.json", summary)
         rel.commit()
@@ -733,6 +613,16 @@ def run_compress(cfg: CompressConfig) -> dict:
 
     atomic_write_json(out / "compress.json", summary)
     return summary
+
+
+def portable_config(cfg: CompressConfig, name: str) -> dict:
+    """``cfg`` as ``compress.json`` records it: the release by name, the source and folders portably."""
+    d = asdict(cfg)
+    d["out"] = name
+    d["source"] = portable_file(cfg.source)
+    d["data_dir"] = Path(cfg.data_dir).name if cfg.data_dir else None
+    d["ood_check_dirs"] = [portable_dir(x) for x in cfg.ood_check_dirs]
+    return d
 
 
 def _after(out: Path, data_dir: Path, summary: dict, ood_check_dirs=()) -> None:

@@ -133,17 +133,17 @@ class PruneConfig:
         if self.min_weights < 0:
             raise ConfigError(f"min_weights must be >= 0, got {self.min_weights}")
         if int(self.block) != self.block or self.block < 1:
-            raise ConfigError(f"block must be a whole number >= 1, got {self.block}", "e.g. --prune-block 8")
+            raise ConfigError(f"block must be a whole number >= 1, got {self.block}", "e.g. --set prune.block=8")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("pruning needs at least 1 epoch and a batch size >= 1")
         if int(self.clusters) != self.clusters or self.clusters == 1 or self.clusters < 0 or self.clusters > 256:
             raise ConfigError(f"clusters must be 0 (off) or a whole number in 2..256, got {self.clusters}",
-                              "e.g. --prune-clusters 16")
+                              "e.g. --set prune.clusters=16")
         if self.select_every < 0:
             raise ConfigError(f"pruning checkpoint selection interval must be >= 0 epochs, got {self.select_every}",
-                              "e.g. --prune-select-every 2 (0 = keep the last epoch)")
+                              "e.g. --set prune.select_every=2 (0 = keep the last epoch)")
         if self.clusters and self.cluster_epochs < 1:
-            raise ConfigError("clustering needs at least 1 fine-tuning epoch (--prune-cluster-epochs)")
+            raise ConfigError("clustering needs at least 1 fine-tuning epoch (prune.cluster_epochs)")
 
 
 @dataclass(kw_only=True)
@@ -432,7 +432,7 @@ def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarra
 
     if not any(_kernel_size(layer) for layer in base.layers if layer.name not in kept_dense):
         raise ModelError(f"no layer of '{model.name}' has a prunable kernel of >= {cfg.min_weights} weights",
-                         "lower --prune-min-weights (0 prunes every Conv/Dense layer)")
+                         "lower prune.min_weights (0 prunes every Conv/Dense layer)")
 
     blocked: set[str] = set()
 
@@ -463,7 +463,7 @@ def prune_model(model, spec: ModelSpec, images_u8: np.ndarray, labels: np.ndarra
              100 * cfg.target_sparsity, steps, cfg.epochs, len(seq), cfg.batch_size, freq, begin, end)
     if cfg.select_every and select is None:
         raise ConfigError("pruning checkpoint selection needs a scoring function",
-                          "run it through `leukedge compress --prune-select-every N`")
+                          "run it through `leukedge compress --set prune.select_every=N`")
     callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), _LogEvery(max(1, len(seq) // 5))]
     chk = None
     if cfg.select_every and not cfg.clusters:  # with clustering, the clustering fine-tune's epochs are scored

@@ -102,18 +102,18 @@ class QATConfig:
         for name in ("feature_distill", "cam_distill", "logit_distill"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"QAT {name.replace('_', ' ')} weight must be >= 0, got {getattr(self, name)}",
-                                  f"e.g. --qat-{name.replace('_', '-')} 8")
+                                  f"e.g. --set qat.{name}=8")
             if getattr(self, name) > 0 and not self.distill:
                 raise ConfigError(f"QAT {name.replace('_', ' ')} needs distillation from the float model")
         if self.range_images < 1:
             raise ConfigError("QAT range initialisation needs at least 1 image")
         if self.select_every < 0:
             raise ConfigError(f"QAT checkpoint selection interval must be >= 0 epochs, got {self.select_every}",
-                              "e.g. --qat-select-every 2 (0 = keep the last epoch)")
+                              "e.g. --set qat.select_every=2 (0 = keep the last epoch)")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("quantization-aware training needs at least 1 epoch and a batch size >= 1")
         if not self.learning_rate > 0:
-            raise ConfigError(f"QAT learning rate must be > 0, got {self.learning_rate}", "e.g. --qat-lr 1e-5")
+            raise ConfigError(f"QAT learning rate must be > 0, got {self.learning_rate}", "e.g. --set qat.lr=1e-5")
 
 
 @dataclass(kw_only=True)

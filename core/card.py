@@ -16,6 +16,7 @@ from pathlib import Path
 from . import __version__
 from .errors import ModelError
 from .fileio import atomic_write_json, atomic_write_text, sha256_file
+from .portable import portable_record
 from .evaluate import GENERIC_CAVEATS
 from .spec import ModelSpec
 
@@ -506,7 +507,7 @@ def _bench_records(d: Path) -> dict:
         for f in sorted((d / "bench").glob("*.json")):
             b = _load_json(f)
             if b is not None:
-                bench[f.name] = _compact(b)
+                bench[f.name] = portable_record(_compact(b), d)  # the card travels: no machine's paths
     return bench
 
 

@@ -373,12 +373,15 @@ def run_evaluation(model, data_dir, *, split_csv=None, use_all: bool = False, js
     result["spec"] = {"preprocess": spec.to_dict()["preprocess"], "class_names": spec.class_names,
                       "negative_class": spec.negative_class, "positive_classes": spec.positive_classes,
                       "spec_threshold": spec.threshold}
-    result["data"] = {"dir": str(data_dir.resolve()), "mode": "all" if use_all else "test split",
-                      "split_manifest": str(split_path) if split_path and not use_all else None,
+    # a dataset name and a manifest hash, never this machine's paths (the record travels with the release)
+    result["data"] = {"name": data_dir.resolve().name, "mode": "all" if use_all else "test split",
+                      "split_manifest": Path(split_path).name if split_path and not use_all else None,
                       "split_manifest_sha256": sha256_file(split_path) if split_path and not use_all else None}
     if model_split and split_path and not use_all and sha256_file(model_split) != sha256_file(split_path):
-        result["caveats"].append(f"The split manifest given ({split_path}) differs from the model's own "
-                                 f"({model_split}): test images may have been used in training.")
+        result["caveats"].append(f"The split manifest given ({Path(split_path).name}, sha256 "
+                                 f"{sha256_file(split_path)[:12]}) differs from the model's own "
+                                 f"({Path(model_split).name}, sha256 {sha256_file(model_split)[:12]}): "
+                                 "test images may have been used in training.")
     if report_dir:
         report_dir = Path(report_dir)
         report_dir.mkdir(parents=True, exist_ok=True)
@@ -391,7 +394,7 @@ def run_evaluation(model, data_dir, *, split_csv=None, use_all: bool = False, js
             _write_cams(predictor, pred_rows, data_dir, extra, report_dir / "cams.npz", gradcam)
         result["report"] = "."
         atomic_write_json(report_dir / "evaluation.json", result)
-        build_report(report_dir)
+        build_report(report_dir, data_dir)
     if json_out:
         atomic_write_json(json_out, result)
     return result

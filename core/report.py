@@ -20,6 +20,7 @@ import numpy as np
 from .fileio import atomic_write_text
 from .heatmap import overlay
 from .imageio import load_image
+from .portable import find_dataset
 from .predictions_csv import read_predictions
 from .preprocess import PreprocessConfig, preprocess_uint8
 
@@ -332,8 +333,11 @@ def _metrics_table(page: Page, metrics: dict, other: dict | None = None, other_l
     page.table(header, rows)
 
 
-def build_report(report_dir) -> Path:
+def build_report(report_dir, data_dir=None) -> Path:
     """(Re)build ``evaluation.md``, ``evaluation.html``, ``errors.md``/``errors.html`` and ``figures/``.
+
+    ``data_dir`` holds the images of the galleries (default: the dataset the record names,
+    found by :func:`leukedge.portable.find_dataset`).
 
     Returns:
         the path of ``evaluation.md``.
@@ -347,13 +351,13 @@ def build_report(report_dir) -> Path:
     t = float(ev["threshold"])
     m = ev["metrics"]
     model = ev.get("model", {})
-    data_dir = Path(ev.get("data", {}).get("dir", "."))
+    data_dir = Path(data_dir or find_dataset(ev.get("data", {}).get("dir") or ev.get("data", {}).get("name")) or ".")
     pre = ev.get("spec", {}).get("preprocess", {})
     neg_lab, pos_lab = ev.get("confusion_labels", ["negative", "positive"])
 
     page = Page(f"Evaluation: {model.get('name', '?')} ({model.get('backbone', '?')}, {model.get('task', '?')})")
     page.p(f"Model: `{model.get('path')}` ({model.get('kind')}, file `{model.get('file')}`, sha256 "
-           f"`{(model.get('sha256') or '')[:16]}...`). Data: `{ev['data']['dir']}` ({ev['data']['mode']}; "
+           f"`{(model.get('sha256') or '')[:16]}...`). Data: `{ev['data'].get('name') or ev['data'].get('dir')}` ({ev['data']['mode']}; "
            f"manifest sha256 `{(ev['data'].get('split_manifest_sha256') or 'n/a')[:16]}`). "
            f"n = {ev['n']} ({ev['n_positive']} leukemia, {ev['n_negative']} benign; by folder: "
            f"{', '.join(f'{k} {v}' for k, v in ev['class_counts'].items())}).")

@@ -392,11 +392,11 @@ def test_compress_cli_bad_input_is_one_line(tmp_path, capsys):
     assert main(["compress", str(tmp_path / "run"), "--out", str(tmp_path / "m"), "--variants", "int9"]) == 2
     assert "did you mean" in capsys.readouterr().err
     assert main(["compress", str(tmp_path / "run"), "--out", str(tmp_path / "m"), "--prune",
-                 "--prune-cam-distill", "-1"]) == 2
+                 "--set", "prune.cam_distill=-1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "cam_distill must be >= 0" in err and "\n" not in err
     assert main(["compress", str(tmp_path / "run"), "--out", str(tmp_path / "m"), "--prune",
-                 "--prune-clusters", "1"]) == 2
+                 "--set", "prune.clusters=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "clusters must be 0 (off) or a whole number in 2..256" in err and "\n" not in err
     assert not (tmp_path / "m").exists()

@@ -109,7 +109,7 @@ def test_compress_cli_int16x8_variant(tiny_run, tmp_path):
 
     out = tmp_path / "tiny-i16"
     rc = main(["compress", str(tiny_run), "--out", str(out), "--variants", "int8,int16x8", "--calib", "60",
-               "--no-selective", "--n-boot", "100"])
+               "--set", "quantize.selective=false", "--n-boot", "100"])
     summary = json.loads((out / "compress.json").read_text())
     assert (out / "tiny-i16.int16x8.tflite").exists()
     assert set(summary["parity"]) >= {"int8 vs float32", "int16x8 vs float32"}
@@ -161,7 +161,7 @@ def test_compress_cli_bn_depthwise_is_recorded(tiny_run, tmp_path):
     from leukedge.cli import main
 
     out = tmp_path / "tiny-dw"
-    assert main(["compress", str(tiny_run), "--out", str(out), "--bn-depthwise", "--calib", "60", "--no-parity"]) == 0
+    assert main(["compress", str(tiny_run), "--out", str(out), "--set", "quantize.bn_depthwise=true", "--calib", "60", "--no-parity"]) == 0
     summary = json.loads((out / "compress.json").read_text())
     assert summary["int8_bn_depthwise"] == {"rewritten": 0} and summary["config"]["bn_depthwise"] is True
     assert (out / "tiny-dw.int8.tflite").stat().st_size > 0

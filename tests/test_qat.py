@@ -132,10 +132,10 @@ def test_compress_cli_qat(tiny_run, tmp_path, capsys):
     from leukedge.cli import main
 
     out = tmp_path / "tiny-qat"
-    rc = main(["compress", str(tiny_run), "--out", str(out), "--qat", "--qat-epochs", "2", "--qat-batch-size", "8",
-               "--per-tensor", "--qat-feature-distill", "1", "--qat-cam-distill", "1", "--qat-select-every", "1",
-               "--prune", "0.5", "--prune-epochs", "1", "--prune-min-weights", "0", "--prune-select-every", "1",
-               "--calib", "60", "--no-selective", "--n-boot", "100"])
+    rc = main(["compress", str(tiny_run), "--out", str(out), "--qat", "--set", "qat.epochs=2", "--set", "qat.batch_size=8",
+               "--per-tensor", "--set", "qat.feature_distill=1", "--set", "qat.cam_distill=1", "--set", "qat.select_every=1",
+               "--prune", "0.5", "--set", "prune.epochs=1", "--set", "prune.min_weights=0", "--set", "prune.select_every=1",
+               "--calib", "60", "--set", "quantize.selective=false", "--n-boot", "100"])
     summary = json.loads((out / "compress.json").read_text())
     assert summary["qat"]["steps"] >= 1 and summary["qat"]["quantized_layers"] > 0
     assert summary["config"]["qat"] is True and summary["config"]["per_tensor"] is True
@@ -162,7 +162,7 @@ def test_compress_cli_qat(tiny_run, tmp_path, capsys):
                                                                  "chosen_on": "val"}
     assert f"the weights of epoch {chosen['epoch']}" in md
     assert (out / "tiny-qat.int8.tflite").stat().st_size == chosen["bytes"]
-    rows = read_manifest(out / "split.csv", summary["data_dir"])
+    rows = read_manifest(out / "split.csv", json.loads((tiny_run / "config.json").read_text())["data_dir"])
     again = compare(out / "tiny-qat.float32.tflite", out / "tiny-qat.int8.tflite", ParityData.from_manifest(rows, "val"),
                     n_boot=50, keep_per_image=False)
     assert again.agreement == chosen["agreement"]
@@ -176,8 +176,8 @@ def test_compress_cli_qat(tiny_run, tmp_path, capsys):
     from leukedge.fileio import sha256_file
 
     out2 = tmp_path / "again" / "tiny-qat"
-    main(["compress", str(out), "--out", str(out2), "--keep-int8", "--prune", "0.5", "--prune-epochs", "1",
-          "--prune-min-weights", "0", "--calib", "60", "--no-selective", "--n-boot", "100"])
+    main(["compress", str(out), "--out", str(out2), "--set", "quantize.keep_int8=true", "--prune", "0.5", "--set", "prune.epochs=1",
+          "--set", "prune.min_weights=0", "--calib", "60", "--set", "quantize.selective=false", "--n-boot", "100"])
     again = json.loads((out2 / "compress.json").read_text())
     assert sha256_file(out2 / "tiny-qat.int8.tflite") == sha256_file(out / "tiny-qat.int8.tflite") \
         == again["int8_from_source"]["sha256"]
@@ -186,11 +186,12 @@ def test_compress_cli_qat(tiny_run, tmp_path, capsys):
     card2 = json.loads((out2 / "card.json").read_text())
     assert card2["quantization"]["weights"] == "per tensor" and card2["quantization"]["qat_recipe"]["checkpoint"]
     capsys.readouterr()
-    for args, word in ((["--keep-int8", "--qat"], "--qat"), (["--keep-int8", "--per-tensor"], "--per-tensor")):
+    for args, word in ((["--set", "quantize.keep_int8=true", "--qat"], "qat"),
+                       (["--set", "quantize.keep_int8=true", "--per-tensor"], "quantize.per_tensor")):
         bad = main(["compress", str(out), "--out", str(tmp_path / "x"), *args])
         err = capsys.readouterr().err.strip().splitlines()
-        assert bad != 0 and len(err) == 1 and "--keep-int8" in err[0] and word in err[0], err
-    bad = main(["compress", str(tiny_run), "--out", str(tmp_path / "x"), "--keep-int8"])
+        assert bad != 0 and len(err) == 1 and "quantize.keep_int8" in err[0] and word in err[0], err
+    bad = main(["compress", str(tiny_run), "--out", str(tmp_path / "x"), "--set", "quantize.keep_int8=true"])
     err = capsys.readouterr().err.strip().splitlines()
     assert bad != 0 and len(err) == 1 and "training run" in err[0] and not (tmp_path / "x").exists()
     gates = summary["parity"]["int8 vs float32"]["gates"]
@@ -202,17 +203,18 @@ def test_compress_cli_qat(tiny_run, tmp_path, capsys):
 def test_compress_cli_rejects_bad_qat_settings(tiny_run, tmp_path, capsys):
     from leukedge.cli import main
 
-    rc = main(["compress", str(tiny_run), "--out", str(tmp_path / "x"), "--qat", "--qat-lr", "0"])
+    rc = main(["compress", str(tiny_run), "--out", str(tmp_path / "x"), "--qat", "--set", "qat.lr=0"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0 and len(err) == 1 and "learning rate" in err[0]
     assert not (tmp_path / "x").exists()
-    rc = main(["compress", str(tiny_run), "--out", str(tmp_path / "x"), "--qat", "--qat-cam-distill", "-1"])
+    rc = main(["compress", str(tiny_run), "--out", str(tmp_path / "x"), "--qat", "--set", "qat.cam_distill=-1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0 and len(err) == 1 and "cam distill" in err[0]
     assert not (tmp_path / "x").exists()
-    for args, word in ((["--qat-select-every", "2"], "add --qat"), (["--prune-select-every", "1"], "add --prune"),
-                       (["--qat", "--qat-select-every", "-1"], "selection interval"),
-                       (["--prune", "0.5", "--prune-select-every", "-1"], "selection interval")):
+    # a checkpoint interval lives in its section (qat.select_every, prune.select_every), so it cannot be set
+    # without that fine-tune; bad values are still refused in one line before any work
+    for args, word in ((["--qat", "--set", "qat.select_every=-1"], "selection interval"),
+                       (["--prune", "0.5", "--set", "prune.select_every=-1"], "selection interval")):
         rc = main(["compress", str(tiny_run), "--out", str(tmp_path / "x")] + args)
         err = capsys.readouterr().err.strip().splitlines()
         assert rc != 0 and len(err) == 1 and word in err[0], (args, err)

@@ -96,8 +96,8 @@ def test_compress_cli_clip_percentile(tiny_run, tmp_path):
     from leukedge.cli import main
 
     out = tmp_path / "tiny-clip"
-    rc = main(["compress", str(tiny_run), "--out", str(out), "--clip-percentile", "99.9", "--clip-images", "16",
-               "--calib", "60", "--no-selective", "--no-keras-check", "--n-boot", "100"])
+    rc = main(["compress", str(tiny_run), "--out", str(out), "--clip-percentile", "99.9", "--set", "quantize.clip_images=16",
+               "--calib", "60", "--set", "quantize.selective=false", "--set", "checks.keras_check=false", "--n-boot", "100"])
     summary = json.loads((out / "compress.json").read_text())
     clip = summary["int8_range_clipping"]
     assert clip["percentile"] == 99.9 and clip["n_tensors"] > 5 and clip["min_width_kept"] < 1.0
@@ -114,8 +114,8 @@ def test_compress_cli_clip_percentile_auto(tiny_run, tmp_path):
     from leukedge.compress.ranges import AUTO_CANDIDATES
 
     out = tmp_path / "tiny-auto"
-    main(["compress", str(tiny_run), "--out", str(out), "--clip-percentile", "auto", "--clip-images", "8",
-          "--calib", "60", "--no-selective", "--no-keras-check", "--n-boot", "100"])
+    main(["compress", str(tiny_run), "--out", str(out), "--clip-percentile", "auto", "--set", "quantize.clip_images=8",
+          "--calib", "60", "--set", "quantize.selective=false", "--set", "checks.keras_check=false", "--n-boot", "100"])
     search = json.loads((out / "compress.json").read_text())["int8_range_clipping"]
     assert [a["percentile"] for a in search["attempts"]] == list(AUTO_CANDIDATES)
     assert search["split"] == "val" and search["chosen"] in AUTO_CANDIDATES
@@ -138,8 +138,8 @@ def test_failed_int8_tries_clipped_ranges_before_float_ops(tiny_run, tmp_path):
     from leukedge.cli import main
 
     out = tmp_path / "tiny-fail"
-    rc = main(["compress", str(tiny_run), "--out", str(out), "--calib", "60", "--clip-images", "8",
-               "--gate", "min_agreement=1.01", "--no-keras-check", "--n-boot", "100"])
+    rc = main(["compress", str(tiny_run), "--out", str(out), "--calib", "60", "--set", "quantize.clip_images=8",
+               "--gate", "min_agreement=1.01", "--set", "checks.keras_check=false", "--n-boot", "100"])
     summary = json.loads((out / "compress.json").read_text())
     clip = summary["int8_range_clipping"]
     assert "agreement" in clip["trigger"]["failed_on_test"] and len(clip["attempts"]) == 4
@@ -220,7 +220,7 @@ def test_compress_requantizes_a_release_from_its_float32_file(tiny_release, tmp_
     name = src.name
     out = tmp_path / name
     rc = main(["compress", str(src), "--out", str(out), "--calib", "60", "--clip-percentile", "99.9",
-               "--clip-images", "8", "--no-selective", "--n-boot", "100"])
+               "--set", "quantize.clip_images=8", "--set", "quantize.selective=false", "--n-boot", "100"])
     summary = json.loads((out / "compress.json").read_text())
     f32 = f"{name}.float32.tflite"
     assert sha256_file(out / f32) == sha256_file(src / f32)
@@ -250,8 +250,8 @@ def test_compress_requantizes_a_release_from_its_float32_file(tiny_release, tmp_
     # what needs a Keras model gets it back from the float32 file; float32 and int8 unchanged
     out2 = tmp_path / "again" / name
     rc = main(["compress", str(src), "--out", str(out2), "--calib", "60", "--clip-percentile", "99.9",
-               "--clip-images", "8", "--no-selective", "--n-boot", "100", "--variants", "float32,int8,float16",
-               "--prune", "0.5", "--prune-epochs", "1", "--prune-min-weights", "0"])
+               "--set", "quantize.clip_images=8", "--set", "quantize.selective=false", "--n-boot", "100", "--variants", "float32,int8,float16",
+               "--prune", "0.5", "--set", "prune.epochs=1", "--set", "prune.min_weights=0"])
     again = json.loads((out2 / "compress.json").read_text())
     assert again["keras_recovered"]["sha256"] == sha256_file(src / f32)
     assert sha256_file(out2 / f32) == sha256_file(src / f32)
@@ -276,7 +276,7 @@ def test_reexport_float32_of_a_release(tiny_release, tiny_run, tmp_path, capsys)
     src, _ = tiny_release
     name = src.name
     out = tmp_path / name
-    rc = main(["compress", str(src), "--out", str(out), "--reexport-float32", "--calib", "60", "--no-parity"])
+    rc = main(["compress", str(src), "--out", str(out), "--set", "quantize.reexport_float32=true", "--calib", "60", "--no-parity"])
     assert rc == 0
     summary = json.loads((out / "compress.json").read_text())
     rex = summary["float32_reexported"]
@@ -285,7 +285,7 @@ def test_reexport_float32_of_a_release(tiny_release, tiny_run, tmp_path, capsys)
     assert max(rex["worst_relative_error_vs_recovered_keras"].values()) < 1e-3
     assert summary["source_release"]["note"].startswith("float32 re-exported")
     spec = ModelSpec.load(src)
-    rows = [r for r in read_manifest(src / "split.csv", summary["data_dir"]) if r["split"] == "test"][:6]
+    rows = [r for r in read_manifest(src / "split.csv", json.loads((tiny_run / "config.json").read_text())["data_dir"]) if r["split"] == "test"][:6]
     x = np.stack([preprocess_file(r["abspath"], spec.preprocess) for r in rows]).astype(np.float32)
     probs = []
     for f in (src / f32, out / f32):
@@ -298,9 +298,9 @@ def test_reexport_float32_of_a_release(tiny_release, tiny_run, tmp_path, capsys)
     assert sha256_file(again / f32) == sha256_file(out / f32)
     assert json.loads((again / "compress.json").read_text())["float32_reexported"] == rex
     capsys.readouterr()
-    rc = main(["compress", str(tiny_run), "--out", str(tmp_path / "y"), "--reexport-float32"])
+    rc = main(["compress", str(tiny_run), "--out", str(tmp_path / "y"), "--set", "quantize.reexport_float32=true"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc != 0 and len(err) == 1 and "--reexport-float32" in err[0]
+    assert rc != 0 and len(err) == 1 and "quantize.reexport_float32" in err[0]
     assert not (tmp_path / "y").exists()
 
 

@@ -1,0 +1,303 @@
+"""A compression recipe: what ``leukedge compress`` does, as nested dataclasses saved with the release.
+
+Like MediaPipe Model Maker's ``HParams`` + ``QuantizationConfig``: one section per concern
+(``quantize``, ``prune``, ``qat``, ``gates``, ``checks``) plus where the release came from
+(``source``: a training run or release by name + the sha256 of its model file; ``data``: a
+dataset name + the sha256 of its split manifest). The resolved recipe is saved as
+``recipe.json`` in every release, and ``leukedge compress --recipe <release>/recipe.json``
+makes the release again. ``--set quantize.per_tensor=true`` changes one key (values are
+JSON; a bare word is a string). The engine still runs on the flat
+:class:`~leukedge.compress.config.CompressConfig`; :data:`leukedge.compress.recipe_flags.KEYS` is
+the one table between the two (and the old flags, for ``docs/compression-recipe.md``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from leukedge.errors import ConfigError
+
+from .parity import Gates
+
+SCHEMA = "leukedge.compress-recipe/1"
+
+
+@dataclass
+class QuantizeConfig:
+    """How the int8 (and other) files are made from the float model.
+
+    Attributes:
+        variants: TFLite files to write (float32 always; int8, int16x8, float16, dynamic).
+        calib: calibration images drawn (stratified) from the training split.
+        per_tensor: int8 weights with one scale per tensor (QAT learns them that way too).
+        clip_percentile: clip activation ranges to this percentile, ``"auto"`` to choose on the
+            validation split, None for min/max.
+        clip_images: calibration images the percentiles are measured on.
+        bn_depthwise: BatchNorms after a Concatenate quantized as per-channel depthwise convs.
+        selective: when int8 fails a gate, clip ranges, then keep the worst ops in float.
+        keep_int8: a release source's int8 file is kept byte for byte (and re-checked).
+        reexport_float32: a release source's float32 file is exported again from its recovered model.
+    """
+
+    variants: list[str] = field(default_factory=lambda: ["float32", "int8"])
+    calib: int = 300
+    per_tensor: bool = False
+    clip_percentile: float | str | None = None
+    clip_images: int = 32
+    bn_depthwise: bool = False
+    selective: bool = True
+    keep_int8: bool = False
+    reexport_float32: bool = False
+
+
+@dataclass
+class PruneRecipe:
+    """Magnitude pruning (+ optional clustering) of the ``pruned-int8`` file (see
+    :class:`leukedge.compress.prune.PruneConfig`, which validates these)."""
+
+    sparsity: float = 0.5
+    epochs: int = 4
+    batch_size: int = 16
+    lr: float = 1e-4
+    max_images: int | None = None
+    distill: bool = True
+    min_weights: int = 2048
+    feature_distill: float = 0.0
+    cam_distill: float = 0.0
+    logit_distill: float = 0.0
+    block: int = 1
+    clusters: int = 0
+    cluster_epochs: int = 4
+    cluster_lr: float = 1e-5
+    select_every: int = 0
+
+
+@dataclass
+class QATRecipe:
+    """Quantization-aware fine-tuning the int8 file is made from (see
+    :class:`leukedge.compress.qat.QATConfig`)."""
+
+    epochs: int = 1
+    lr: float = 1e-5
+    batch_size: int = 16
+    max_images: int | None = None
+    feature_distill: float = 0.0
+    cam_distill: float = 0.0
+    logit_distill: float = 0.0
+    select_every: int = 0
+
+
+@dataclass
+class ChecksConfig:
+    """What is checked after the files are written.
+
+    Attributes:
+        parity: parity of every file against float32 (then evaluation, OOD gate and card).
+        keras_check: also float32 TFLite vs the Keras model (a training-run source).
+        n_boot: bootstrap replicates of the confidence intervals.
+        ood_dirs: out-of-domain folders whose flagged rate the OOD gate reports.
+    """
+
+    parity: bool = True
+    keras_check: bool = True
+    n_boot: int = 1000
+    ood_dirs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SourceRef:
+    """What a release was made from, portably: ``kind`` (run / release), the folder's ``name``,
+    the ``model_file`` read and its ``sha256``; ``path`` (relative to the working directory) is
+    a hint for finding it again; ``made_from`` names what a release source was itself made from."""
+
+    kind: str = "run"
+    name: str = ""
+    model_file: str = ""
+    sha256: str = ""
+    path: str | None = None
+    made_from: dict | None = None
+    note: str | None = None
+
+
+@dataclass
+class DataRef:
+    """The data: a dataset ``name`` (a folder found under ``../shared/data`` or ``data/``) and the
+    split ``manifest`` with its ``manifest_sha256``."""
+
+    name: str = ""
+    manifest: str = "split.csv"
+    manifest_sha256: str = ""
+
+
+@dataclass
+class CompressRecipe:
+    """Everything ``leukedge compress`` needs to make a release again (saved as ``recipe.json``)."""
+
+    source: SourceRef | None = None
+    data: DataRef | None = None
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    prune: PruneRecipe | None = None
+    qat: QATRecipe | None = None
+    gates: Gates = field(default_factory=Gates)
+    checks: ChecksConfig = field(default_factory=ChecksConfig)
+    #: the training run's resolved config (its ``config.json``, paths made portable): how the float
+    #: model was trained (``leukedge train``); informational, compress does not read it
+    training: dict | None = None
+    note: str | None = None
+
+    # ----- (de)serialisation --------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"schema": SCHEMA, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "recipe") -> "CompressRecipe":
+        d = {k: v for k, v in d.items() if k != "schema"}
+        return _build(cls, d, where)
+
+    @classmethod
+    def load(cls, path) -> "CompressRecipe":
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such recipe file", "pass a recipe.json (every release has one)")
+        try:
+            d = json.loads(p.read_text())
+        except ValueError as exc:
+            raise ConfigError(f"{p}: not valid JSON ({exc})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{p}: a recipe is a JSON object")
+        return cls.from_dict(d, where=p.name)
+
+    def save(self, path) -> Path:
+        from leukedge.fileio import atomic_write_json
+
+        atomic_write_json(Path(path), self.to_dict())
+        return Path(path)
+
+    # ----- --set key=value -----------------------------------------------------------------------
+    def set(self, item: str) -> None:
+        """Apply one ``key=value`` (dotted key, JSON value; a bare word is a string)."""
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"bad --set '{item}'", "use KEY=VALUE, e.g. --set quantize.per_tensor=true")
+        set_key(self, key, parse_value(text))
+
+
+def parse_value(text: str):
+    """A ``--set`` value: JSON (``true``, ``0.5``, ``null``, ``[...]``, ``{...}``), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text.strip()
+
+
+def all_keys(cls=CompressRecipe, prefix: str = "") -> list[str]:
+    """Every settable dotted key (sections and their fields)."""
+    out = []
+    for f in dataclasses.fields(cls):
+        key = prefix + f.name
+        out.append(key)
+        sub = _dataclass_in(_hints(cls)[f.name])
+        if sub is not None:
+            out += all_keys(sub, key + ".")
+    return out
+
+
+def set_key(obj, key: str, value) -> None:
+    """Set a dotted ``key`` in nested dataclasses; a section that is None (``prune``, ``qat``)
+    is created with its defaults when one of its fields is set."""
+    parts = key.split(".")
+    for depth, name in enumerate(parts):
+        names = {f.name for f in dataclasses.fields(obj)}
+        if name not in names:
+            _unknown(key)
+        hint = _hints(type(obj))[name]
+        if depth == len(parts) - 1:
+            setattr(obj, name, _coerce(value, hint, key))
+            return
+        sub = getattr(obj, name)
+        cls = _dataclass_in(hint)
+        if cls is None:
+            _unknown(key)
+        if sub is None:
+            sub = cls()
+            setattr(obj, name, sub)
+        obj = sub
+
+
+def _unknown(key: str):
+    import difflib
+
+    keys = all_keys()
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
+    hint = f"did you mean '{close[0]}'?" if close else "see docs/compression-recipe.md for the keys"
+    raise ConfigError(f"unknown recipe key '{key}'", hint)
+
+
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _dataclass_in(hint):
+    """The dataclass inside ``hint`` (``X`` or ``X | None``), else None."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    for arg in typing.get_args(hint):
+        if dataclasses.is_dataclass(arg):
+            return arg
+    return None
+
+
+def _coerce(value, hint, key: str):
+    """``value`` checked against the field's type (ints for floats are fine, not the reverse)."""
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    optional = type(None) in args
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key} cannot be null")
+    sub = _dataclass_in(hint)
+    if sub is not None:
+        if value is True or value == {}:
+            return sub()
+        if value is False and optional:
+            return None
+        if isinstance(value, dict):
+            return _build(sub, value, key)
+        raise ConfigError(f"{key}: expected a JSON object (or true / null), got {value!r}")
+    types = [a for a in args if a is not type(None)] if args and origin is not list else [hint]
+    for t in types:
+        t_origin = typing.get_origin(t)
+        if t_origin is list and isinstance(value, list):
+            return [str(v) for v in value]
+        if t is bool and isinstance(value, bool):
+            return value
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t is int and isinstance(value, float) and value.is_integer():
+            return int(value)
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if t is str and isinstance(value, str):
+            return value
+        if t is dict and isinstance(value, dict):
+            return value
+    names = " or ".join(getattr(t, "__name__", str(t)) for t in types)
+    raise ConfigError(f"{key}: expected {names}, got {json.dumps(value)}")
+
+
+def _build(cls, d: dict, where: str):
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a JSON object")
+    obj = cls()
+    for k, v in d.items():
+        key = f"{where}.{k}" if where not in ("recipe",) and not where.endswith(".json") else k
+        names = {f.name for f in dataclasses.fields(cls)}
+        if k not in names:
+            _unknown(key)
+        setattr(obj, k, _coerce(v, _hints(cls)[k], key))
+    return obj

@@ -1,0 +1,98 @@
+"""From a :class:`~leukedge.compress.recipe.CompressRecipe` to the engine's flat
+:class:`~leukedge.compress.config.CompressConfig` and back (through the one table,
+:data:`~leukedge.compress.recipe_flags.KEYS`), and finding a recipe's source and data again."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from leukedge.errors import ConfigError
+from leukedge.fileio import sha256_file
+from leukedge.portable import find_dataset
+
+from .config import CompressConfig
+from .quantization import parse_variants
+from .ranges import check_percentile
+from .recipe import ChecksConfig, CompressRecipe, PruneRecipe, QATRecipe, QuantizeConfig
+from .recipe_flags import KEYS, MOVED  # noqa: F401  (MOVED re-exported: the one table)
+
+log = logging.getLogger(__name__)
+
+def _section_fields(section: str) -> list[tuple[str, str]]:
+    """(recipe field, CompressConfig attribute) of one section."""
+    return [(key.split(".", 1)[1], attr) for _, key, attr, _ in KEYS
+            if key.startswith(section + ".") and attr and key.count(".") == 1 and not key.startswith("gates.")]
+
+
+def to_config(recipe: CompressRecipe, source: str, out: str, data_dir: str | None):
+    """The engine's flat :class:`~leukedge.compress.pipeline.CompressConfig` of a recipe."""
+    cfg = CompressConfig(source=source, out=out, data_dir=data_dir, gates=dataclasses.replace(recipe.gates))
+    for name, section in (("quantize", recipe.quantize), ("checks", recipe.checks),
+                          ("prune", recipe.prune), ("qat", recipe.qat)):
+        if section is None:
+            continue
+        for fname, attr in _section_fields(name):
+            value = getattr(section, fname)
+            setattr(cfg, attr, list(value) if isinstance(value, list) else value)
+    cfg.variants = parse_variants(",".join(cfg.variants))
+    cfg.prune = recipe.prune.sparsity if recipe.prune else None
+    cfg.qat = recipe.qat is not None
+    return cfg
+
+
+def from_config(cfg) -> CompressRecipe:
+    """The recipe of a flat CompressConfig (what :func:`to_config` inverts)."""
+    sections = {"quantize": QuantizeConfig(), "checks": ChecksConfig(),
+                "prune": PruneRecipe() if cfg.prune else None, "qat": QATRecipe() if cfg.qat else None}
+    for name, section in sections.items():
+        if section is None:
+            continue
+        for fname, attr in _section_fields(name):
+            value = getattr(cfg, attr)
+            setattr(section, fname, list(value) if isinstance(value, list) else value)
+    if sections["prune"] is not None:
+        sections["prune"].sparsity = float(cfg.prune)
+    return CompressRecipe(quantize=sections["quantize"], prune=sections["prune"], qat=sections["qat"],
+                          gates=dataclasses.replace(cfg.gates), checks=sections["checks"])
+
+
+def validate(cfg) -> None:
+    """Refuse a bad recipe before minutes of work (one-line errors)."""
+    if cfg.qat:
+        cfg.qat_config()
+    if cfg.clip_percentile not in (None, "auto"):
+        cfg.clip_percentile = check_percentile(cfg.clip_percentile)
+    if cfg.prune is not None:
+        cfg.prune_config()
+
+
+def resolve_data(recipe: CompressRecipe, data_arg: str | None) -> str | None:
+    """The data folder: ``--data``, else the recipe's dataset found by name, else None (the run's)."""
+    if data_arg:
+        return str(data_arg)
+    if recipe.data and recipe.data.name:
+        found = find_dataset(recipe.data.name)
+        if found is not None:
+            return str(found)
+        log.info("dataset '%s' of the recipe not found here: using the source's (pass --data DIR to choose)",
+                 recipe.data.name)
+    return None
+
+
+def resolve_source(recipe: CompressRecipe, source_arg: str | None) -> str:
+    """The source to compress: the positional argument, else the recipe's source found again by
+    its path hint, ``runs/<name>`` or ``models/<name>`` with a matching sha256."""
+    if source_arg:
+        return str(source_arg)
+    ref = recipe.source
+    if ref is None or not ref.name:
+        raise ConfigError("no source: name a training run or release", "leukedge compress RUN_OR_MODEL --out DIR")
+    places = [ref.path] if ref.path else []
+    places += [f"runs/{ref.name}", f"models/{ref.name}"]
+    for place in places:
+        f = Path(place) / ref.model_file
+        if f.is_file() and (not ref.sha256 or sha256_file(f) == ref.sha256):
+            return place
+    raise ConfigError(f"the recipe's source {ref.kind} '{ref.name}' ({ref.model_file}, sha256 {ref.sha256[:12]}) "
+                      "is not here", "pass it as RUN_OR_MODEL")
