@@ -261,3 +261,33 @@ def test_bench_captures_bad_input_is_a_one_line_error(capsys, aria_dir):
                  "--data", str(aria_dir), "--families", "jpg"]) != 0
     err = capsys.readouterr().err
     assert "unknown capture family 'jpg'" in err and "Traceback" not in err
+
+
+# ----- training augmentations -------------------------------------------------------------------
+def test_capture_augmentations_run_in_the_tf_data_pipeline_deterministically(smear_paths):
+    from leukedge.train.augment import random_captures
+    from leukedge.train.config import AugmentConfig, from_preset
+    from leukedge.train.dataset import spec_for, train_pipeline
+
+    rows = [{"abspath": str(p), "class": c, "path": p.name} for c in ("Benign", "Pre") for p in smear_paths[c][:3]]
+    geometry_off = dict(rotation_degrees=0.0, rot90=False, hflip=False, vflip=False, zoom=0.0, brightness=0.0)
+
+    def first_batch(captures, seed=3):
+        cfg = from_preset("smoke", seed=seed, balance="none", augment=AugmentConfig(captures=captures, **geometry_off))
+        spec = spec_for(cfg, ["Benign", "Pre"])
+        x, _ = next(iter(train_pipeline(rows, spec, cfg, batch_size=6).dataset))
+        return x.numpy()
+
+    caps = {"white_balance": 1.0, "stain_intensity": 0.5, "jpeg": 1.0, "noise": 0.5}
+    a, b = first_batch(caps), first_batch(caps)
+    plain = first_batch({})
+    assert a.shape == plain.shape == (6, 32, 32, 3)
+    assert np.array_equal(a, b)                                  # same seed: same images
+    assert not np.array_equal(a, plain)                          # the families changed them
+    rgb = load_image(smear_paths["Pre"][0])
+    out, applied = random_captures(rgb, {"white_balance": 1.0, "flip": 0.0}, np.random.default_rng(0))
+    assert [n for n, _ in applied] == ["white_balance"] and not np.array_equal(out, rgb)
+    with pytest.raises(ConfigError, match="probability"):
+        from leukedge.train.augment import check_captures
+
+        check_captures({"jpeg": 2.0})
