@@ -131,7 +131,7 @@ def run_captures(cfg: CaptureBenchConfig) -> dict:
     norm = normalizer(cfg, rows, spec.preprocess.input_size)
     screener = Screener(release, num_threads=cfg.threads)
     conditions = [("none", 0, False)] + [(f.name, s, s in f.moderate) for f in fams for s in f.severities]
-    counts = {(c[0], c[1]): dict.fromkeys(OUTCOMES + ("error", "n"), 0) | {"advice": {}, "subtype_correct": 0}
+    counts = {(c[0], c[1]): dict.fromkeys(OUTCOMES + ("error", "n"), 0) | {"advice": {}, "subtype_correct": 0, "ood": []}
               for c in conditions}
     t0 = time.perf_counter()
     for i, r in enumerate(progress(chosen, desc="captures", unit="smear")):
@@ -149,6 +149,8 @@ def run_captures(cfg: CaptureBenchConfig) -> dict:
             res = screener.screen_image(img, heatmap=False)
             c = counts[(name, sev)]
             c["n"] += 1
+            if res.ood_score is not None:
+                c["ood"].append(res.ood_score)
             o = outcome(res, positive)
             c[o] += 1
             if o == "wrong" and positive:
@@ -163,7 +165,8 @@ def run_captures(cfg: CaptureBenchConfig) -> dict:
         n = max(c["n"], 1)
         row = {"family": name, "severity": sev, "moderate": moderate, "n": c["n"],
                **{k: c[k] for k in OUTCOMES}, "error": c["error"],
-               "rates": {k: round(c[k] / n, 4) for k in OUTCOMES}, "advice": c["advice"]}
+               "rates": {k: round(c[k] / n, 4) for k in OUTCOMES}, "advice": c["advice"],
+               "ood_score_median": round(float(np.median(c["ood"])), 4) if c["ood"] else None}
         if spec.task == "subtype":
             row["subtype_correct"] = c["subtype_correct"]
         results.append(row)

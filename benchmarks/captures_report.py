@@ -30,13 +30,15 @@ def markdown(doc: dict) -> str:
              f"normalisation before screening: `{doc['normalize']}`, seed {doc['seed']}. "
              "Each smear perturbed and screened like `leukedge predict` (quality gate, OOD gate, the spec's "
              f"threshold {m['threshold']:.4g}). *moderate* marks the severities issue 19's targets cover.", "",
-             "| family | severity | moderate | correct | retake | flagged | wrong | missed leukemia | retake advice |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| family | severity | moderate | correct | retake | flagged | wrong | missed leukemia | retake advice "
+             "| median OOD score |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["results"]:
         rt = r["rates"]
         adv = ", ".join(f"{k} {v}" for k, v in sorted(r["advice"].items())) or ""
         lines.append(f"| {r['family']} | {r['severity']} | {'yes' if r['moderate'] else ''} | {_pct(rt['correct'])} | "
-                     f"{_pct(rt['retake'])} | {_pct(rt['flagged'])} | {_pct(rt['wrong'])} | {r['missed']} | {adv} |")
+                     f"{_pct(rt['retake'])} | {_pct(rt['flagged'])} | {_pct(rt['wrong'])} | {r['missed']} | {adv} | "
+                     f"{'' if r.get('ood_score_median') is None else format(r['ood_score_median'], '.2f')} |")
     s = doc["summary"]
     lines += ["", f"Moderate severities: lowest correct {_pct(s['moderate_min_correct'] or 0)}, highest wrong "
               f"{_pct(s['moderate_max_wrong'] or 0)}, missed leukemia {s['moderate_missed']} "
@@ -76,3 +78,25 @@ def plot(doc: dict, out) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def compare_markdown(docs: list[dict], labels: list[str] | None = None) -> str:
+    """One table over several results (releases or normalisations): per family and severity,
+    ``correct / retake / flagged / wrong (missed)`` in percent and counts of missed leukemia."""
+    labels = labels or [f"{d['model']['name']} ({d['normalize']})" for d in docs]
+    keys = [(r["family"], r["severity"], r["moderate"]) for r in docs[0]["results"]]
+    lines = ["| family | severity | moderate | " + " | ".join(labels) + " |",
+             "|---|---|---|" + "---|" * len(labels)]
+    index = [{(r["family"], r["severity"]): r for r in d["results"]} for d in docs]
+    for fam, sev, mod in keys:
+        cells = []
+        for idx in index:
+            r = idx.get((fam, sev))
+            if r is None:
+                cells.append("")
+                continue
+            rt = r["rates"]
+            cells.append(f"{100 * rt['correct']:.0f} / {100 * rt['retake']:.0f} / {100 * rt['flagged']:.0f} / "
+                         f"{100 * rt['wrong']:.0f} ({r['missed']})")
+        lines.append(f"| {fam} | {sev} | {'yes' if mod else ''} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nCells: % correct / % retake / % flagged / % wrong (missed leukemia, count).\n"
