@@ -291,3 +291,16 @@ def test_capture_augmentations_run_in_the_tf_data_pipeline_deterministically(sme
         from leukedge.train.augment import check_captures
 
         check_captures({"jpeg": 2.0})
+
+
+def test_robust_preset_switches_the_capture_augmentations_on_and_old_presets_keep_them_off():
+    from leukedge.train.config import PRESETS, ROBUST_CAPTURES, TrainConfig, from_preset
+
+    robust = from_preset("robust").validate()
+    assert robust.augment.captures == ROBUST_CAPTURES and set(ROBUST_CAPTURES) == set(FAMILIES)
+    for name in set(PRESETS) - {"robust"}:
+        assert from_preset(name).augment.captures == {}
+    old = TrainConfig.from_dict({"augment": {"rotation_degrees": 10.0}})   # a config.json from before
+    assert old.augment.captures == {} and old.augment.rotation_degrees == 10.0
+    with pytest.raises(ConfigError, match="unknown capture family"):
+        from_preset("smoke", augment={"captures": {"blur": 0.5}}).validate()

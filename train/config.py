@@ -142,6 +142,10 @@ class TrainConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.lr <= 0 or self.fine_tune_lr <= 0:
             raise ConfigError("learning rates must be > 0")
+        if self.augment.captures:
+            from leukedge.train.augment import check_captures
+
+            check_captures(self.augment.captures)  # unknown family / probability -> ConfigError
         if self.monitor not in ("val_auc", "val_accuracy", "val_loss"):
             raise ConfigError(f"unknown monitor '{self.monitor}'", "choose val_auc, val_accuracy or val_loss")
         return self
