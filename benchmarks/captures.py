@@ -56,6 +56,7 @@ class CaptureBenchConfig:
         normalize: capture normalisation before screening (``none``, ``fov``, ``fov+background``...).
         fit_n: training smears the colour targets are fitted on (``normalize`` with colour).
         threads: interpreter threads.
+        subset: the split of the manifest the smears come from (``test``; ``val`` to tune).
     """
 
     model: str
@@ -68,6 +69,7 @@ class CaptureBenchConfig:
     normalize: str = "none"
     fit_n: int = 100
     threads: int | None = None
+    subset: str = "test"
 
 
 def pick_rows(rows: list[dict], limit: int | None) -> list[dict]:
@@ -124,9 +126,9 @@ def run_captures(cfg: CaptureBenchConfig) -> dict:
     release = load_release(cfg.model, cfg.variant)
     spec = release.spec
     rows = _manifest(cfg, release.folder)
-    test = [r for r in rows if r["split"] == "test"]
+    test = [r for r in rows if r["split"] == cfg.subset]
     if not test:
-        raise DataError("the split manifest has no test rows")
+        raise DataError(f"the split manifest has no '{cfg.subset}' rows", "use --subset test or val")
     chosen = pick_rows(test, cfg.limit)
     norm = normalizer(cfg, rows, spec.preprocess.input_size)
     screener = Screener(release, num_threads=cfg.threads)
@@ -176,7 +178,7 @@ def run_captures(cfg: CaptureBenchConfig) -> dict:
         "schema": SCHEMA, "leukedge_version": __version__,
         "model": {"name": spec.name, "version": release.version, "variant": release.variant,
                   "sha256": release.model_sha256, "task": spec.task, "threshold": screener.threshold},
-        "data": {"folder": Path(cfg.data).name, "split": "test", "n_smears": len(chosen), "limit": cfg.limit,
+        "data": {"folder": Path(cfg.data).name, "split": cfg.subset, "n_smears": len(chosen), "limit": cfg.limit,
                  "classes": n_classes},
         "normalize": cfg.normalize, "seed": cfg.seed,
         "families": {f.name: {"unit": f.unit, "severities": list(f.severities), "moderate": list(f.moderate)}

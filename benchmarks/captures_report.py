@@ -26,7 +26,7 @@ def _pct(v: float) -> str:
 def markdown(doc: dict) -> str:
     m, d = doc["model"], doc["data"]
     lines = [f"# Capture robustness: {m['name']} ({m['variant']})", "",
-             f"{d['n_smears']} test smears ({', '.join(f'{k} {v}' for k, v in d['classes'].items())}), "
+             f"{d['n_smears']} {d['split']}-split smears ({', '.join(f'{k} {v}' for k, v in d['classes'].items())}), "
              f"normalisation before screening: `{doc['normalize']}`, seed {doc['seed']}. "
              "Each smear perturbed and screened like `leukedge predict` (quality gate, OOD gate, the spec's "
              f"threshold {m['threshold']:.4g}). *moderate* marks the severities issue 19's targets cover.", "",

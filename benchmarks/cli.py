@@ -67,6 +67,8 @@ def register(sub) -> None:
     c.add_argument("--normalize", default="none", metavar="N", help="captures: capture normalisation before "
                    "screening: none, fov, fov+background, fov+reinhard, fov+macenko (indication only)")
     c.add_argument("--seed", type=int, default=0, help="captures: perturbation seed (default 0)")
+    c.add_argument("--subset", default="test", choices=("test", "val"),
+                   help="captures: manifest split the smears come from (default test; val for tuning)")
     p.set_defaults(func=cmd_bench, _parser=p)
 
 
@@ -197,6 +199,7 @@ def cmd_captures(args: argparse.Namespace) -> int:
 
     cfg = CaptureBenchConfig(model=args.model, data=str(resolve_data_dir(args.data)), split=args.split,
                              limit=args.limit, seed=args.seed, variant=args.variant, normalize=args.normalize,
+                             subset=args.subset,
                              threads=int(args.threads) if args.threads and args.threads.isdigit() else None)
     if args.families:
         cfg.families = [f.strip() for f in args.families.split(",") if f.strip()]
