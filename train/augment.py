@@ -75,7 +75,7 @@ def capture_map(captures: dict, pcfg: PreprocessConfig):
     captures = check_captures(captures)
 
     def fn(raw: np.ndarray, seed) -> np.ndarray:
-        rng = np.random.default_rng(int(np.uint64(np.int64(seed))))
+        rng = np.random.default_rng(int(seed) & 0xFFFFFFFFFFFFFFFF)  # tf.data random ints may be negative
         img, _ = random_captures(np.ascontiguousarray(raw), captures, rng)
         return preprocess_uint8(img, pcfg)
 
