@@ -304,3 +304,20 @@ def test_robust_preset_switches_the_capture_augmentations_on_and_old_presets_kee
     assert old.augment.captures == {} and old.augment.rotation_degrees == 10.0
     with pytest.raises(ConfigError, match="unknown capture family"):
         from_preset("smoke", augment={"captures": {"blur": 0.5}}).validate()
+
+
+def test_bench_normalizer_crops_the_field_and_refuses_unknown_names(aria_dir, smears):
+    from leukedge.benchmarks.captures import CaptureBenchConfig, normalizer
+    from leukedge.split import read_manifest
+
+    rows = read_manifest(ROOT / "models" / "efficientnet-lite0-binary" / "split.csv", aria_dir)
+    cfg = CaptureBenchConfig(model="unused", data=str(aria_dir), normalize="fov+reinhard", fit_n=4)
+    fn = normalizer(cfg, rows, 224)
+    out = fn(apply_capture("white_balance", apply_capture("eyepiece", smears[1], 1, seed=0), 0.3))
+    assert detect_fov(out) is None and out.shape[0] == out.shape[1] < 300
+    ratio = out[..., 0].astype(float).mean() / out[..., 2].astype(float).mean()
+    ref = smears[1][..., 0].astype(float).mean() / smears[1][..., 2].astype(float).mean()
+    assert abs(ratio - ref) < 0.08            # the warm cast is gone
+    assert normalizer(CaptureBenchConfig(model="m", data="d"), rows, 224) is None
+    with pytest.raises(ConfigError, match="--normalize"):
+        normalizer(CaptureBenchConfig(model="m", data="d", normalize="grey"), rows, 224)
