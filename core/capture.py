@@ -261,6 +261,10 @@ def prepare_field(rgb: np.ndarray, cfg: CaptureConfig, input_size: int) -> tuple
         img, fov = crop_fov(img)
         info["fov"] = None if fov is None else {"cx": round(fov.cx, 1), "cy": round(fov.cy, 1),
                                                 "radius": round(fov.radius, 1)}
+    if not cfg.magnification and max(img.shape[:2]) > 4 * input_size:
+        h, w = img.shape[:2]
+        f = 4 * input_size / max(h, w)
+        img = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
     if cfg.magnification:
         f = magnification_scale(img, cfg)
         # the field never shrinks below the model input

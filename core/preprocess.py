@@ -109,7 +109,8 @@ def mask_corners(img: np.ndarray, fraction: float) -> np.ndarray:
 
 
 def preprocess_uint8(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
-    """Resize, mask, filter and equalise; returns the input_size x input_size x 3 uint8 image.
+    """Capture normalisation (when the spec has it), resize, mask, filter and equalise; returns
+    the input_size x input_size x 3 uint8 image.
 
     This is also the image the app shows under the Grad-CAM overlay.
     """

@@ -321,3 +321,12 @@ def test_bench_normalizer_crops_the_field_and_refuses_unknown_names(aria_dir, sm
     assert normalizer(CaptureBenchConfig(model="m", data="d"), rows, 224) is None
     with pytest.raises(ConfigError, match="--normalize"):
         normalizer(CaptureBenchConfig(model="m", data="d", normalize="grey"), rows, 224)
+
+
+def test_a_large_phone_photo_is_normalised_at_bounded_size(smears):
+    photo = cv2.resize(apply_capture("eyepiece", smears[0], 1, seed=0), None, fx=5, fy=5,
+                       interpolation=cv2.INTER_LINEAR)           # ~2200 x 1650, like a phone camera
+    field, info = prepare_field(photo, CaptureConfig(fov_crop=True), 224)
+    assert info["fov"] is not None and max(field.shape[:2]) <= 4 * 224
+    x = preprocess(photo, PreprocessConfig(capture=CaptureConfig(fov_crop=True)))
+    assert x.shape == (224, 224, 3)
