@@ -15,13 +15,18 @@ import sys
 log = logging.getLogger(__name__)
 
 USAGE = """leukedge bench MODEL... [--json OUT] [--md OUT.md] [--plot OUT.png] [options]
-       leukedge bench compare RESULT.json... [--json MERGED] [--md OUT.md] [--plot OUT.png]"""
+       leukedge bench compare RESULT.json... [--json MERGED] [--md OUT.md] [--plot OUT.png]
+       leukedge bench captures --model M [--data DIR] [--limit N] [--json OUT] [--md OUT.md] [--plot OUT.png]"""
 DESCRIPTION = """Measure what a model costs on this device: load time, batch-1 latency (p50/p90/p99,
 mean, std), throughput, peak memory, file and gzip size, a thread sweep, MACs and efficiency
 against a measured matmul peak, end to end (decode -> preprocess -> inference -> Grad-CAM) and
 the harness's own overhead. MODEL: .tflite files, release folders (models/<name>: every .tflite
 in it, spec.json for the preprocessing, the Keras reference rebuilt or read from best.h5) or
-run folders. `bench compare` merges result files from several devices into one table and plot."""
+run folders. `bench compare` merges result files from several devices into one table and plot.
+`bench captures` perturbs real test-split smears with each capture family (eyepiece photo, white
+balance, exposure, stain, JPEG, noise, rotation/flip, magnification, defocus, motion) at several
+severities and screens them like `leukedge predict`: correct / retake / flagged / wrong / missed
+leukemia per family and severity."""
 
 
 def register(sub) -> None:
@@ -54,6 +59,19 @@ def register(sub) -> None:
     p.add_argument("--allow-unsigned", action="store_true",
                    help="development only: measure a release whose signature is missing, wrong or untrusted "
                         "(the result says \"unsigned\")")
+    c = p.add_argument_group("bench captures")
+    c.add_argument("--model", metavar="M", help="captures: the release folder")
+    c.add_argument("--data", metavar="DIR", help="captures: data folder of the split manifest "
+                   "(default: $LEUKEDGE_DATA or ../shared/data/aria-all)")
+    c.add_argument("--split", metavar="CSV", help="captures: split manifest (default: the release's split.csv)")
+    c.add_argument("--limit", type=int, metavar="N", help="captures: at most N test smears, spread evenly")
+    c.add_argument("--families", metavar="LIST", help="captures: comma list of families (default: all)")
+    c.add_argument("--variant", metavar="V", help="captures: model file variant (default int8)")
+    c.add_argument("--normalize", default="none", metavar="N", help="captures: capture normalisation before "
+                   "screening: none, fov, fov+background, fov+reinhard, fov+macenko (indication only)")
+    c.add_argument("--seed", type=int, default=0, help="captures: perturbation seed (default 0)")
+    c.add_argument("--subset", default="test", choices=("test", "val"),
+                   help="captures: manifest split the smears come from (default test; val for tuning)")
     p.set_defaults(func=cmd_bench, _parser=p)
 
 
@@ -130,6 +148,8 @@ def _signatures(models: list[str], allow_unsigned: bool) -> dict[str, str]:
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.models[0] == "compare":
         return cmd_compare(args)
+    if args.models[0] == "captures":
+        return cmd_captures(args)
     from leukedge.errors import ConfigError
     from leukedge.fileio import atomic_write_json
 
@@ -206,6 +226,42 @@ def cmd_compare(args: argparse.Namespace) -> int:
         atomic_write_text(args.md, md)
     if args.plot:
         report.plot(merged["results"], args.plot, title="LeukEdge benchmark: devices compared")
+    return 0
+
+
+def cmd_captures(args: argparse.Namespace) -> int:
+    from leukedge.errors import ConfigError
+    from leukedge.fileio import atomic_write_json, atomic_write_text
+
+    from . import captures_report
+    from .captures import CaptureBenchConfig, run_captures
+
+    if len(args.models) > 1:
+        raise ConfigError(f"bench captures takes --model, not positional models ({args.models[1:]})",
+                          "leukedge bench captures --model models/<name> --data DIR")
+    if not args.model:
+        raise ConfigError("bench captures needs --model", "leukedge bench captures --model models/<name>")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be positive, got {args.limit}")
+    from leukedge.data import resolve_data_dir
+
+    cfg = CaptureBenchConfig(model=args.model, data=str(resolve_data_dir(args.data)), split=args.split,
+                             limit=args.limit, seed=args.seed, variant=args.variant, normalize=args.normalize,
+                             subset=args.subset, allow_unsigned=args.allow_unsigned,
+                             threads=int(args.threads) if args.threads and args.threads.isdigit() else None)
+    if args.families:
+        cfg.families = [f.strip() for f in args.families.split(",") if f.strip()]
+    doc = run_captures(cfg)
+    md = captures_report.markdown(doc)
+    print(md)
+    if args.json:
+        atomic_write_json(args.json, doc)
+        log.info("wrote %s", args.json)
+    if args.md:
+        atomic_write_text(args.md, md)
+    if args.plot:
+        captures_report.plot(doc, args.plot)
+        log.info("wrote %s", args.plot)
     return 0
 
 

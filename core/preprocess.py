@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .capture import CaptureConfig, centre_crop, prepare_field
 from .errors import ConfigError
 from .imageio import load_image
 
@@ -39,6 +40,9 @@ class PreprocessConfig:
             ``torch`` (ImageNet mean/std) or ``lite`` ((x*255 - 127) / 128, EfficientNet-Lite).
         corner_mask: fraction of the side masked (set to the image median colour) in each
             corner, for the shortcut audit of scale-bar stamps; 0 for normal use.
+        capture: capture normalisation before the resize (:class:`leukedge.capture.CaptureConfig`:
+            field-of-view crop, magnification, colour), or None (off: specs without it
+            preprocess exactly as before).
     """
 
     input_size: int = 224
@@ -49,8 +53,14 @@ class PreprocessConfig:
     clahe_tiles: int = 8
     normalize: str = "unit"
     corner_mask: float = 0.0
+    capture: CaptureConfig | None = None
 
     def __post_init__(self):
+        if isinstance(self.capture, dict):
+            try:
+                self.capture = CaptureConfig(**self.capture)
+            except TypeError as exc:
+                raise ConfigError(f"invalid capture settings ({exc})") from None
         if self.equalize not in EQUALIZATIONS:
             raise ConfigError(f"unknown equalisation '{self.equalize}'", f"choose one of {EQUALIZATIONS}")
         if self.normalize not in NORMALIZATIONS:
@@ -66,8 +76,10 @@ class PreprocessConfig:
 
     def steps(self) -> list[dict]:
         """The steps in the order :func:`preprocess` runs them, with parameters."""
-        out = [{"step": "decode", "to": "RGB uint8", "exif_orientation": True},
-               {"step": "resize", "size": [self.input_size, self.input_size], "interpolation": "area (down) / linear (up)"}]
+        out = [{"step": "decode", "to": "RGB uint8", "exif_orientation": True}]
+        if self.capture is not None and self.capture.enabled:
+            out += self.capture.steps()
+        out += [{"step": "resize", "size": [self.input_size, self.input_size], "interpolation": "area (down) / linear (up)"}]
         if self.corner_mask > 0:
             out.append({"step": "corner_mask", "fraction": self.corner_mask})
         if self.gaussian_sigma > 0:
@@ -99,13 +111,18 @@ def mask_corners(img: np.ndarray, fraction: float) -> np.ndarray:
 
 
 def preprocess_uint8(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
-    """Resize, mask, filter and equalise; returns the input_size x input_size x 3 uint8 image.
+    """Capture normalisation (when the spec has it), resize, mask, filter and equalise; returns
+    the input_size x input_size x 3 uint8 image.
 
     This is also the image the app shows under the Grad-CAM overlay.
     """
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise ValueError(f"expected HxWx3 uint8 RGB, got {rgb.dtype} {rgb.shape}; use leukedge.load_image")
     s = int(cfg.input_size)
+    if cfg.capture is not None and cfg.capture.enabled:
+        rgb, _ = prepare_field(rgb, cfg.capture, s)
+        if cfg.capture.magnification:  # cells now have the training size: the centre square, not the whole photo
+            rgb = centre_crop(rgb, s)
     h, w = rgb.shape[:2]
     if (h, w) != (s, s):
         interp = cv2.INTER_AREA if (h > s or w > s) else cv2.INTER_LINEAR

@@ -38,6 +38,19 @@ METHOD = "mahalanobis"
 IMAGE_MARGIN = 1.5
 
 
+#: The 8 dihedral views of an image (a smear has no "up" and no "front").
+DIHEDRAL = ("identity", "rot90", "rot180", "rot270", "flip", "flip_rot90", "flip_rot180", "flip_rot270")
+
+
+def dihedral(rgb: np.ndarray, view: str) -> np.ndarray:
+    """One of the :data:`DIHEDRAL` views of an image (a horizontal flip, then quarter turns)."""
+    if view not in DIHEDRAL:
+        raise ValueError(f"unknown view {view!r}")
+    img = rgb[:, ::-1] if view.startswith("flip") else rgb
+    turns = 0 if view in ("identity", "flip") else int(view.rsplit("rot", 1)[1]) // 90
+    return np.ascontiguousarray(np.rot90(img, turns))
+
+
 def image_stats(rgb: np.ndarray) -> np.ndarray:
     """Colour/exposure statistics of an RGB uint8 image (8 values, size independent)."""
     h, w = rgb.shape[:2]

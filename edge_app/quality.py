@@ -9,6 +9,13 @@ Thresholds were set from the real smears in ``../shared/data/aria-all`` (300 ran
 images, measured at 256 px on the long side): the Laplacian variance of real smears
 is >= 38 (1st percentile 46), the same smears blurred with a Gaussian of sigma 2 drop
 to <= 9; up to 57% of a sharp smear's pixels are near-white background.
+
+A phone photo through an eyepiece shows a bright disc in a black surround, vignetted
+towards its rim. The gate finds that field of view first (:func:`leukedge.capture.detect_fov`)
+and judges exposure and focus on the largest square inside it, so the surround and the
+vignette never read as "too dark"; a disc far from the frame's centre or cut by the frame
+edge gets "centre the field". Each status has a short :data:`ADVICE` (``centre the field``,
+``focus``, ``more light``, ``less light``) and a sentence (:data:`GUIDANCE`).
 """
 from __future__ import annotations
 
@@ -16,6 +23,8 @@ from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
+
+from leukedge.capture import detect_fov
 
 OK = "ok"
 
@@ -33,6 +42,9 @@ class QualityConfig:
         max_mean: maximum mean grey level (over-exposed above).
         min_mean: minimum mean grey level (under-exposed below).
         max_dark_fraction: maximum fraction of near-black (<= 10) pixels.
+        max_fov_offset: largest distance of the field of view's centre from the frame's
+            centre, as a fraction of its radius.
+        min_fov_inside: smallest fraction of the field of view's disc inside the frame.
     """
 
     measure_side: int = 256
@@ -42,6 +54,8 @@ class QualityConfig:
     max_mean: float = 248.0
     min_mean: float = 60.0
     max_dark_fraction: float = 0.40
+    max_fov_offset: float = 0.35
+    min_fov_inside: float = 0.92
 
 
 @dataclass
@@ -55,6 +69,14 @@ class QualityReport:
     dark_fraction: float
     width: int
     height: int
+    fov: bool = False
+    fov_offset: float | None = None
+    fov_inside: float | None = None
+
+    @property
+    def advice(self) -> str:
+        """The short advice for the status (empty for ``ok``)."""
+        return ADVICE.get(self.status, "")
 
     @property
     def ok(self) -> bool:
@@ -70,14 +92,25 @@ GUIDANCE = {
     "blurry": "The image is blurred. Focus the microscope, hold the phone still and retake.",
     "over-exposed": "The image is too bright. Lower the microscope light or the camera exposure and retake.",
     "under-exposed": "The image is too dark. Increase the microscope light and retake.",
+    "off-centre": "The field of view is not centred. Centre the bright circle in the camera view and retake.",
 }
 
+#: Short advice by status: what fixes the problem.
+ADVICE = {"too small": "move closer", "blurry": "focus", "over-exposed": "less light",
+          "under-exposed": "more light", "off-centre": "centre the field"}
 
-def measure(rgb: np.ndarray, cfg: QualityConfig | None = None) -> dict:
-    """Sharpness (Laplacian variance) and exposure statistics of an RGB uint8 image."""
+
+def measure(rgb: np.ndarray, cfg: QualityConfig | None = None, upscale: bool = True) -> dict:
+    """Sharpness (Laplacian variance) and exposure statistics of an RGB uint8 image.
+
+    ``upscale=False`` measures an image smaller than ``measure_side`` at its own size (the
+    square inside an eyepiece's field of view: interpolating it up would blur it).
+    """
     cfg = cfg or QualityConfig()
     h, w = rgb.shape[:2]
     scale = cfg.measure_side / max(h, w)
+    if not upscale:
+        scale = min(scale, 1.0)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     grey = cv2.cvtColor(cv2.resize(rgb, size, interpolation=interp), cv2.COLOR_RGB2GRAY)
@@ -94,13 +127,27 @@ def measure(rgb: np.ndarray, cfg: QualityConfig | None = None) -> dict:
 def check_quality(rgb: np.ndarray, cfg: QualityConfig | None = None) -> QualityReport:
     """Check an RGB uint8 image; ``status`` is ``ok`` or the first failing reason.
 
-    Order: size, exposure, then blur (an over-exposed frame also looks blurred, and the
-    exposure advice is the one that fixes it).
+    Order: size, field of view (an eyepiece photo: centred and inside the frame), exposure,
+    then blur (an over-exposed frame also looks blurred, and the exposure advice is the one
+    that fixes it). Exposure and blur are measured on the square inside the field of view
+    when there is one, else on the whole image.
     """
     cfg = cfg or QualityConfig()
-    m = measure(rgb, cfg)
+    fov = detect_fov(rgb) if min(rgb.shape[:2]) >= cfg.min_side else None
+    region = rgb
+    if fov is not None:
+        x0, y0, x1, y1 = fov.square(rgb.shape)
+        if min(x1 - x0, y1 - y0) >= 16:
+            region = np.ascontiguousarray(rgb[y0:y1, x0:x1])
+    m = measure(region, cfg, upscale=region is rgb)
+    m["width"], m["height"] = int(rgb.shape[1]), int(rgb.shape[0])
+    m["fov"] = fov is not None
+    m["fov_offset"] = round(fov.offset(rgb.shape), 3) if fov is not None else None
+    m["fov_inside"] = round(fov.inside_frame, 3) if fov is not None else None
     if min(m["width"], m["height"]) < cfg.min_side:
         status = "too small"
+    elif fov is not None and (m["fov_offset"] > cfg.max_fov_offset or m["fov_inside"] < cfg.min_fov_inside):
+        status = "off-centre"
     elif m["mean"] > cfg.max_mean or m["bright_fraction"] > cfg.max_bright_fraction:
         status = "over-exposed"
     elif m["mean"] < cfg.min_mean or m["dark_fraction"] > cfg.max_dark_fraction:

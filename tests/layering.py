@@ -16,12 +16,12 @@ PACKAGES = {"core": "leukedge", "train": "leukedge.train", "compress": "leukedge
 STAGES = ("train", "compress", "edge_app", "benchmarks")
 #: layer -> the other layers it may import. core imports no stage; the app (and its install
 #: without TensorFlow) uses core only; benchmarks measure train's Keras models and input
-#: pipeline; compress turns train's models into releases and fits the app's OOD gate for them.
+#: pipeline and the app's screening path (`bench captures` screens exactly like `predict`); compress turns train's models into releases and fits the app's OOD gate for them.
 ALLOWED = {
     "core": set(),
     "train": {"core"},
     "edge_app": {"core"},
-    "benchmarks": {"core", "train"},
+    "benchmarks": {"core", "train", "edge_app"},
     "compress": {"core", "train", "edge_app"},
 }
 

