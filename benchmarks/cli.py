@@ -193,10 +193,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         log.info("wrote %s", args.plot)
     if args.save_release:
         from leukedge.card import refresh_benchmarks
+        from leukedge.portable import portable_record
 
         written = release_files(doc)
         for path, sub in written.items():
-            atomic_write_json(path, validate(sub, str(path)))
+            # paths relative to the release (or data set names), never this machine's absolute paths
+            atomic_write_json(path, validate(portable_record(sub, path.parent.parent), str(path)))
             log.info("wrote %s", path)
         for folder in sorted({p.parent.parent for p in written}):
             refresh_benchmarks(folder)

@@ -97,7 +97,7 @@ def portable_record(obj, folder):
     it (``.`` for the folder itself), elsewhere ``<parent name>/<name>`` (an image as
     ``Benign/x.jpg``, a model file as ``<release>/<file>``)."""
     if isinstance(obj, dict):
-        return {k: portable_record(v, folder) for k, v in obj.items()}
+        return {portable_record(k, folder): portable_record(v, folder) for k, v in obj.items()}  # keys too
     if isinstance(obj, list):
         return [portable_record(v, folder) for v in obj]
     if isinstance(obj, str) and is_absolute(obj):

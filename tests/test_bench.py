@@ -154,6 +154,9 @@ def test_e2e_overhead_and_reports(bench_run, tiny_release):
     assert [p.name for p in saved] == [f"{doc['device']['id']}-litert.json"]
     sub = load_result(saved[0])
     assert {r["variant"] for r in sub["results"]} == {"int8", "float32"} and sub["e2e"]
+    # a record saved into a release names no path of this machine (relative to the release, or names)
+    text = saved[0].read_text()
+    assert str(tiny_release) not in text and str(few_smears) not in text
     # the fixture's card is not a full card: left alone (its wrong float32 hash is not "fixed")
     assert json.loads((tiny_release / "card.json").read_text())["files"]["tiny.float32.tflite"] == "0" * 64
 
