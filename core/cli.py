@@ -61,8 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     # File names that are not valid in the terminal's encoding (bytes from another system)
     # print as \xff escapes instead of raising UnicodeEncodeError in the middle of a report.
     for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure"):
+        try:
             stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, OSError, ValueError):
+            # not a TextIOWrapper, or its fd was swapped for a pipe (the pipeline's noise filter)
+            # after Python saw a seekable file there: keep the stream as it is
+            pass
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.debug, args.quiet)

@@ -98,3 +98,22 @@ def test_pipeline_runs_every_stage_and_ends_in_a_release(small_dataset, tmp_path
 def test_pipeline_stops_with_the_failing_steps_exit_code(tmp_path, capsys):
     assert main(["pipeline", "--data", str(tmp_path / "missing"), "--preset", "smoke", "--out", str(tmp_path / "o")]) == 2
     assert "step `check`" in capsys.readouterr().out
+
+
+def test_a_stage_runs_under_the_noise_filter_when_stderr_is_a_log_file(tmp_path):
+    """`make run > log 2>&1`: Python saw a seekable file on fd 2 before the filter put a pipe
+    there; each stage's CLI must still start (it once died with 'Illegal seek')."""
+    import subprocess
+    import sys
+
+    code = ("from leukedge.quiet import native_noise_filtered\n"
+            "from leukedge.cli import main\n"
+            "with native_noise_filtered(True):\n"
+            "    rc = main(['data', 'check', 'no-such-folder'])\n"
+            "print('rc', rc)\n")
+    log = tmp_path / "run.log"
+    with open(log, "w") as fh:
+        subprocess.run([sys.executable, "-c", code], stdout=fh, stderr=fh, timeout=120, cwd=tmp_path)
+    text = log.read_text()
+    assert "rc 2" in text and "no such folder" in text
+    assert "Illegal seek" not in text and "Traceback" not in text
