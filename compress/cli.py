@@ -46,11 +46,11 @@ def register(sub) -> None:
                    help="prune.sparsity: also write <name>.pruned-int8.tflite (0.5 when bare)")
     c.add_argument("--qat", action="store_true", default=None,
                    help="qat: make int8 from a quantization-aware fine-tuned copy (experimental)")
-    c.add_argument("--per-tensor", action="store_true", default=None, help="quantize.per_tensor: one int8 scale per tensor")
     c.add_argument("--clip-percentile", default=None, metavar="P|auto",
                    help="quantize.clip_percentile: clip int8 activation ranges to the P-th percentile ('auto': chosen on val)")
     c.add_argument("--calib", type=int, default=None, help="quantize.calib: calibration images (default 300)")
     c.add_argument("--no-parity", action="store_true", default=None, help="checks.parity=false: only write the files")
+    c.add_argument("--n-boot", type=int, default=None, help="checks.n_boot: bootstrap replicates (default 1000)")
     c.add_argument("--gate", action="append", metavar="NAME=VALUE", help=GATE_HELP)
     c.add_argument("--sign-key", default=None, metavar="KEY",
                    help="Ed25519 private key (PEM): sign the finished release (`leukedge release sign`, docs/trust.md)")
@@ -96,8 +96,9 @@ def build_recipe(args: argparse.Namespace):
     recipe = CompressRecipe.load(args.recipe) if args.recipe else CompressRecipe()
     shortcuts = [("quantize.variants", [v for v in args.variants.split(",") if v.strip()] if args.variants else None),
                  ("prune.sparsity", args.prune), ("qat", {} if args.qat and recipe.qat is None else None),
-                 ("quantize.per_tensor", args.per_tensor), ("quantize.calib", args.calib),
-                 ("quantize.clip_percentile", args.clip_percentile), ("checks.parity", False if args.no_parity else None)]
+                 ("quantize.calib", args.calib),
+                 ("quantize.clip_percentile", args.clip_percentile), ("checks.parity", False if args.no_parity else None),
+                 ("checks.n_boot", args.n_boot)]
     for key, value in shortcuts:
         if value is not None:
             set_key(recipe, key, _number_or_text(value) if key == "quantize.clip_percentile" else value)

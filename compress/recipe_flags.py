@@ -52,8 +52,8 @@ KEYS: list[tuple[str, str, str | None, object]] = [
 
 #: Flags that are now recipe keys only (not shortcuts of ``compress --help``).
 MOVED = {flag: key for flag, key, _, _ in KEYS if flag.startswith("--") and flag not in
-         ("--variants", "--calib", "--per-tensor", "--clip-percentile", "--prune", "--qat", "--no-parity",
-          "--gate NAME=V", "--data")}
+         ("--variants", "--calib", "--clip-percentile", "--prune", "--qat", "--no-parity",
+          "--n-boot", "--gate NAME=V", "--data")}
 
 
 def moved_error(flag: str) -> ConfigError:

@@ -133,7 +133,7 @@ def test_compress_cli_qat(tiny_run, tmp_path, capsys):
 
     out = tmp_path / "tiny-qat"
     rc = main(["compress", str(tiny_run), "--out", str(out), "--qat", "--set", "qat.epochs=2", "--set", "qat.batch_size=8",
-               "--per-tensor", "--set", "qat.feature_distill=1", "--set", "qat.cam_distill=1", "--set", "qat.select_every=1",
+               "--set", "quantize.per_tensor=true", "--set", "qat.feature_distill=1", "--set", "qat.cam_distill=1", "--set", "qat.select_every=1",
                "--prune", "0.5", "--set", "prune.epochs=1", "--set", "prune.min_weights=0", "--set", "prune.select_every=1",
                "--calib", "60", "--set", "quantize.selective=false", "--n-boot", "100"])
     summary = json.loads((out / "compress.json").read_text())
@@ -187,7 +187,7 @@ def test_compress_cli_qat(tiny_run, tmp_path, capsys):
     assert card2["quantization"]["weights"] == "per tensor" and card2["quantization"]["qat_recipe"]["checkpoint"]
     capsys.readouterr()
     for args, word in ((["--set", "quantize.keep_int8=true", "--qat"], "qat"),
-                       (["--set", "quantize.keep_int8=true", "--per-tensor"], "quantize.per_tensor")):
+                       (["--set", "quantize.keep_int8=true", "--set", "quantize.per_tensor=true"], "quantize.per_tensor")):
         bad = main(["compress", str(out), "--out", str(tmp_path / "x"), *args])
         err = capsys.readouterr().err.strip().splitlines()
         assert bad != 0 and len(err) == 1 and "quantize.keep_int8" in err[0] and word in err[0], err
