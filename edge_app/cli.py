@@ -27,7 +27,8 @@ def register(sub) -> None:
     a = sub.add_parser("app", help="the screening app (Kivy): choose or capture a smear, get a result",
                        description="Start the Kivy screening app, or fit a release's out-of-distribution gate.")
     a.set_defaults(func=cmd_app, _parser=a)
-    a.add_argument("--model", help="release folder models/<name> (default: the first in --models-root)")
+    a.add_argument("--model", help="release folder models/<name> (default: the recommended one in "
+                                   "--models-root/index.json)")
     a.add_argument("--models-root", default="models", help="folder of release folders (default: models)")
     a.add_argument("--db", help="history database (default: $LEUKEDGE_DB or ~/.local/share/leukedge/history.sqlite3)")
     a.add_argument("--fullscreen", action="store_true", help="fullscreen (kiosk / Raspberry Pi touch display)")
@@ -59,7 +60,9 @@ def register(sub) -> None:
                        description="Screen images with a released model: quality gate, out-of-distribution gate, "
                                    "probability and decision at the model card's threshold.")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--model", required=True, help="release folder models/<name>")
+    p.add_argument("--model", default=None,
+                   help="release folder models/<name> (default: the recommended release in models/index.json)")
+    p.add_argument("--models-root", default="models", help="folder of releases and index.json (default: models)")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
     p.add_argument("--threads", type=int, default=None, help="interpreter threads")
     p.add_argument("--variant", default=None, help="model file variant: int8 (default), pruned-int8, float32")
@@ -73,11 +76,12 @@ def cmd_app(args: argparse.Namespace) -> int:
     _limit_blas_threads()
     from .app import run_app
 
-    if args.model:
-        from .inference import load_release
+    from .inference import load_release
+    from .models_index import resolve_model
 
-        load_release(args.model)  # a bad or tampered release: one-line error before a window opens
-    return run_app(model=args.model, db=args.db, models_root=args.models_root, fullscreen=args.fullscreen,
+    model = resolve_model(args.model, args.models_root)
+    load_release(model)  # a bad or tampered release: one-line error before a window opens
+    return run_app(model=model, db=args.db, models_root=args.models_root, fullscreen=args.fullscreen,
                    threads=args.threads, camera=args.camera, start_dir=args.start_dir)
 
 
@@ -121,9 +125,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
     from .inference import Screener
+    from .models_index import resolve_model
 
     _limit_blas_threads()
-    screener = Screener(args.model, num_threads=args.threads, variant=args.variant)
+    screener = Screener(resolve_model(args.model, args.models_root), num_threads=args.threads, variant=args.variant)
     if args.operating_point:
         screener.set_operating_point(args.operating_point)
     results = [screener.screen_image(path, heatmap=False) for path in args.images]
