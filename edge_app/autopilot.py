@@ -61,6 +61,25 @@ class Pilot:
         chooser.selection = [str(path)]
         self.log(f"choose {path}")
 
+    def scroll_to_file(self, path):
+        """Scroll the file list so that the row of ``path`` is on screen (as a user would)."""
+        rv = self.screen("capture").ids.chooser
+        idx = next((i for i, d in enumerate(rv.data) if d["path"] == str(path)), 0)
+        rv.scroll_y = 1.0 - idx / max(1, len(rv.data) - 1)
+
+    def file_row(self, path):
+        """The file list's row widget showing ``path`` (None when it is not on screen)."""
+        layout = self.screen("capture").ids.chooser.children[0]
+        return next((w for w in layout.children if getattr(w, "path", None) == str(path)), None)
+
+    def type_text(self, text_input, text: str):
+        """Touch a text field (focus), clear it and type ``text`` as keyboard input."""
+        self.touch(text_input)
+        text_input.select_all()
+        text_input.delete_selection()
+        text_input.insert_text(text)
+        self.log(f"type '{text}'")
+
     def rect(self, widget) -> list[int]:
         """Widget rectangle in screenshot pixels: [left, top, right, bottom] (top-left origin)."""
         from kivy.core.window import Window
@@ -166,7 +185,7 @@ def screen_file(p, path, sample_id=""):
 
 def result_state(p) -> dict:
     r = p.screen("result")
-    return {"headline": r.headline, "probability_text": r.probability_text, "detail": r.detail_text,
+    return {"headline": r.headline, "verdict": r.verdict, "next_step": r.next_step, "probability_text": r.probability_text, "detail": r.detail_text,
             "model_text": r.model_text, "show_heatmap": r.show_heatmap, "screen": p.app.root.current,
             "image_rect": p.rect(r.ids.image_box)}
 
@@ -237,7 +256,15 @@ def tour(p):
     yield 5
     p.report["model_info"] = p.screen("model").text
     p.screenshot("model")
-    p.app.go("settings")
+    p.app.go("capture")
+    yield 2
+    p.touch(p.screen("capture").ids.btn_settings)      # locked: the PIN screen first
+    yield 3
+    pin = p.screen("pin")
+    p.report["pin_screen"] = {"screen": p.app.root.current, "creating": pin.creating}
+    p.type_text(pin.ids.pin, "2468")
+    p.touch(pin.ids.btn_ok)
+    yield lambda: p.app.root.current == "settings"
     yield 3
     p.report["settings"] = {"models": list(p.screen("settings").model_values),
                             "operating_points": list(p.screen("settings").op_values)}
@@ -251,6 +278,157 @@ def tour(p):
         yield 3
         p.report["settings"]["after_apply"] = {"threshold": p.ctl.screener.threshold,
                                                "model_text": p.screen("capture").model_text}
+
+
+def mixup(p):
+    """The reported sample mix-up, by touch: sample S-1 with image A, "New sample", type S-2 and
+    tap Screen at once (must not re-screen A), then choose image B by touch and screen it."""
+    a = p.args
+    cap, res = p.screen("capture"), p.screen("result")
+    yield from wait_model(p)
+    p.ctl.screen("capture").ids.chooser.path = str(Path(a.smear).parent)
+    yield 3
+    p.scroll_to_file(a.smear)
+    yield 3
+    p.touch(p.file_row(a.smear))
+    yield lambda: cap.ids.chooser.selection   # a ScrollView passes a tap on after a short delay
+    p.type_text(cap.ids.sample_id, "S-1")
+    yield 1
+    p.log(f"selection {cap.ids.chooser.selection}, sample ID '{cap.sample_id()}'")
+    p.touch(cap.ids.btn_screen)
+    yield 1
+    p.log(f"status '{cap.status_text}'")
+    yield lambda: p.result_done()
+    yield lambda: p.ctl.last_record_id is not None
+    yield 2
+    p.report["first"] = result_state(p)
+    p.touch(res.ids.btn_again)
+    yield 3
+    p.report["after_new_sample"] = {
+        "screen": p.app.root.current, "selection": list(cap.ids.chooser.selection),
+        "sample_id": cap.ids.sample_id.text, "preview": cap.ids.preview.texture is not None,
+        "selected_text": cap.ids.selected.text, "result_headline": res.headline,
+        "result_image": res.base_texture is not None, "result_heatmap": res.heat_texture is not None}
+    p.screenshot("capture_new_sample")
+    p.type_text(cap.ids.sample_id, "S-2")
+    yield 1
+    p.touch(cap.ids.btn_screen)             # the reported step: tapping Screen with the new ID
+    yield 5
+    yield lambda: not p.ctl.busy
+    p.report["screen_without_image"] = {"status": cap.status_text, "error": cap.status_error,
+                                        "screen": p.app.root.current, "records": p.ctl.history.count()}
+    p.scroll_to_file(a.smear2)
+    yield 3
+    p.touch(p.file_row(a.smear2))
+    yield lambda: cap.ids.chooser.selection
+    p.touch(cap.ids.btn_screen)
+    yield 1
+    yield lambda: p.result_done()
+    yield lambda: p.ctl.history.count() >= 2
+    yield 2
+    p.report["second"] = result_state(p)
+    p.report["records"] = [{"sample_id": r["sample_id"], "image_sha256": r["image_sha256"],
+                            "image_path": r["image_path"]} for r in reversed(p.ctl.history.list())]
+
+
+def audit(p, name: str) -> dict:
+    """Sizes on the current screen: touch targets, font sizes, text wider than its widget."""
+    from kivy.core.window import Window
+    from kivy.metrics import dp, sp
+    from kivy.uix.button import Button
+    from kivy.uix.label import Label
+    from kivy.uix.slider import Slider
+    from kivy.uix.textinput import TextInput
+
+    def shown(w):
+        while w is not None and w is not Window:
+            if w.opacity <= 0 or w.height < 1 or w.width < 1:
+                return False
+            w = w.parent
+        return True
+
+    screen = p.screen(name)
+    problems, n_targets, n_labels = [], 0, 0
+    for w in screen.walk(restrict=True):
+        if not shown(w):
+            continue
+        label = f"{type(w).__name__}#{next((k for k, v in screen.ids.items() if v is w), '')} '{str(getattr(w, 'text', ''))[:40]}'"
+        if isinstance(w, (Button, TextInput, Slider)):
+            n_targets += 1
+            if w.height < dp(48) - 0.5 or w.width < dp(48) - 0.5:
+                problems.append(f"touch target {label} is {w.width:.0f}x{w.height:.0f} px (< 48 dp)")
+        if isinstance(w, Label) and w.text:
+            n_labels += 1
+            w.texture_update()
+            if w.font_size < sp(16) - 0.01:
+                problems.append(f"text {label} at {w.font_size / sp(1):.0f} sp (< 16 sp)")
+            if w.texture_size[0] > w.width + 1:
+                problems.append(f"text {label} is {w.texture_size[0]} px wide in a {w.width:.0f} px widget")
+            if w.texture_size[1] > w.height + 1:
+                problems.append(f"text {label} is {w.texture_size[1]} px tall in a {w.height:.0f} px widget")
+    out = {"problems": problems, "touch_targets": n_targets, "labels": n_labels,
+           "window": [Window.width, Window.height]}
+    if name == "result":
+        h = screen.ids.headline
+        out["verdict_sp"] = h.font_size / sp(1)
+        out["image_px"] = [round(screen.ids.image_box.width), round(screen.ids.image_box.height)]
+        vis, text = p.rect(screen.ids.visual), p.rect(screen.ids.text_box)
+        out["side_by_side"] = vis[2] <= text[0] + 1
+    return out
+
+
+def layout(p):
+    """Every screen at the window's size, filled with real content, audited (see :func:`audit`)."""
+    a = p.args
+    if a.language:
+        from .i18n import set_language
+
+        set_language(a.language)
+        p.app.rebuild_screens()
+        yield 2
+    yield from wait_model(p)
+    p.report["audit"] = {}
+
+    def check(name):
+        p.report["audit"][name] = audit(p, name)
+        p.screenshot(f"{name}-{a.size}")
+
+    if a.corrupt:
+        yield from screen_file(p, a.corrupt, "CORRUPT-1")    # the long error message must wrap
+        check("capture")
+    yield from screen_file(p, a.smear, "SMEAR-1")
+    yield lambda: p.ctl.last_record_id is not None
+    yield 3
+    check("result")
+    if a.ood:
+        p.touch(p.screen("result").ids.btn_again)
+        yield 2
+        yield from screen_file(p, a.ood, "OOD-1")
+        yield 3
+        p.report["audit"]["result_ood"] = audit(p, "result")
+        p.screenshot(f"result_ood-{a.size}")
+    for name in ("history", "model", "guide", "pin"):
+        p.app.go(name)
+        yield 4
+        check(name)
+    p.app.go("history")
+    yield 3
+    p.app.open_record(p.ctl.last_record_id)
+    yield 3
+    check("detail")
+    p.app.go("capture")
+    yield 2
+    p.touch(p.screen("capture").ids.btn_settings)
+    yield 2
+    p.type_text(p.screen("pin").ids.pin, "1357")
+    p.touch(p.screen("pin").ids.btn_ok)
+    yield lambda: p.app.root.current == "settings"
+    yield 3
+    check("settings")
+    p.app.go("capture")
+    yield 3
+    if not a.corrupt:
+        check("capture")
 
 
 def latency(p):
@@ -271,7 +449,7 @@ def startup(p):
     yield from wait_model(p)
 
 
-SCENARIOS = {"tour": tour, "latency": latency, "startup": startup}
+SCENARIOS = {"tour": tour, "mixup": mixup, "layout": layout, "latency": latency, "startup": startup}
 
 
 def main(argv=None) -> int:
@@ -291,7 +469,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--timeout", type=float, default=90.0)
-    ap.add_argument("--size", default="600x960")
+    ap.add_argument("--size", default="480x800")
+    ap.add_argument("--language", default=None, help="language of the layout scenario (en, fr)")
     args = ap.parse_args(argv)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from .app import app_class, configure_kivy

@@ -17,8 +17,12 @@ from kivy.core.window import Window
 
 from leukedge.errors import LeukEdgeError
 
+from . import platform, presenter
 from .history import History
+from .i18n import _, set_language
 from .inference import Screener, list_releases
+from .models_index import recommended_release
+from .settings_store import AppSettings, settings_path
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +42,12 @@ class Controller:
         self.app = app
         self.history = History(db_path)
         self.models_root = Path(models_root)
-        self.threads = threads
+        self.settings_file = settings_path(Path(db_path).parent)
+        self.settings = AppSettings.load(self.settings_file)
+        self.threads = threads if threads is not None else self.settings.threads
         self.camera_spec = camera
+        self.changing_pin = False
+        self.last_export: Path | None = None
         self.screener: Screener | None = None
         self.model_error: str | None = None
         self.busy = False
@@ -83,15 +91,39 @@ class Controller:
     def releases(self) -> list[Path]:
         return list_releases(self.models_root)
 
+    def start(self):
+        """Open the model at start: ``--model``, else the saved setting, else the recommended release."""
+        # Android: the file list needs storage access (the camera asks when it is turned on).
+        platform.request_permissions(platform.STORAGE, lambda granted: Clock.schedule_once(
+            lambda dt: self.screen("capture").ids.chooser.refresh(), 0))
+        model = self.app.model_path
+        op = None
+        if not model and self.settings.model and (self.models_root / self.settings.model) in self.releases():
+            model, op = self.models_root / self.settings.model, self.settings.operating_point
+        if not model:
+            try:
+                model = recommended_release(self.models_root)
+            except LeukEdgeError as exc:
+                self.screen("capture").set_status(exc.one_line(), error=True)
+                return None
+        if model is None:
+            self.screen("capture").set_status(presenter.status("no_model", folder=f"{self.models_root}/"),
+                                              error=True)
+            return None
+        return self.load_model(model, operating_point=op)
+
     def load_model(self, folder, threads: int | None = None, operating_point: str | None = None):
         """Load (and verify) a release in the background."""
         self.threads = threads if threads is not None else self.threads
-        self.screen("capture").set_status(f"Loading model {Path(folder).name}...")
+        self.screen("capture").set_status(presenter.status("loading", name=Path(folder).name))
 
         def job():
             s = Screener(folder, num_threads=self.threads)
             if operating_point:
-                s.set_operating_point(operating_point)
+                try:
+                    s.set_operating_point(operating_point)
+                except LeukEdgeError:   # a saved point the release no longer has: its default
+                    log.warning("operating point %s not in %s; using the default", operating_point, folder)
             return s
 
         return self._submit(job, self._model_loaded)
@@ -99,15 +131,57 @@ class Controller:
     def _model_loaded(self, screener, error):
         if error:
             self.model_error = error
-            self.screen("capture").set_status(f"Model refused: {error}", error=True)
+            self.screen("capture").set_status(presenter.status("refused", error=error), error=True)
             return
         self.screener, self.model_error = screener, None
         r = screener.release
         log.info("model %s v%s loaded in %.0f ms", r.name, r.version, screener.load_ms)
-        self.screen("capture").set_model(r, screener.threshold)
-        self.screen("capture").set_status(f"Ready: {r.name} v{r.version}. Choose an image.")
-        for name in ("model", "settings"):
+        self.screens_rebuilt()
+        self.screen("capture").set_status(presenter.status("ready", name=r.name, version=r.version))
+
+    def screens_rebuilt(self):
+        """Fill the screens that show the model (after loading it, or after they were re-created)."""
+        if self.screener is not None:
+            self.screen("capture").set_model(self.screener.release, self.screener.threshold)
+            self.screen("capture").set_status(presenter.status("next"))
+        for name in ("model", "settings", "history"):
             self.screen(name).refresh(self)
+
+    # ----- settings ---------------------------------------------------------------------
+    def unlock_settings(self, pin: str, create: bool = False) -> tuple[bool, str]:
+        """Check (or, with ``create``, set) the settings PIN; opens the settings when it succeeds."""
+        if create:
+            try:
+                self.settings.set_pin(pin)
+            except LeukEdgeError:
+                return False, presenter.status("pin_short")
+            self.settings.save(self.settings_file)
+            self.changing_pin = False
+        elif not self.settings.check_pin(pin):
+            return False, presenter.status("wrong_pin")
+        self.app.settings_unlocked = True
+        self.app.root.current = "settings"
+        return True, ""
+
+    def apply_settings(self, folder, threads, operating_point, language):
+        """Save the settings (kept across restarts) and apply them."""
+        same_model = self.screener is not None and self.screener.release.folder == folder
+        st = self.settings
+        st.model = folder.name if folder is not None else st.model
+        st.threads, st.operating_point = threads, operating_point
+        language_changed = language != st.language
+        st.language = language
+        st.save(self.settings_file)
+        if language_changed:
+            set_language(language)
+            self.app.rebuild_screens()
+        if same_model and threads == self.threads and operating_point:
+            self.screener.set_operating_point(operating_point)
+            self.screen("capture").set_model(self.screener.release, self.screener.threshold)
+            self.screen("capture").set_status(presenter.status("saved"))
+        elif folder is not None:
+            self.load_model(folder, threads, operating_point if same_model else None)
+        self.app.go("capture")
 
     # ----- screening --------------------------------------------------------------------
     def screen_image(self, image, sample_id: str = ""):
@@ -115,16 +189,16 @@ class Controller:
         if self.busy:
             return None
         if self.screener is None:
-            self.screen("capture").set_status(self.model_error or "No model loaded yet", error=True)
+            self.screen("capture").set_status(self.model_error or presenter.status("not_loaded"), error=True)
             return None
         if image is None or (isinstance(image, (str, Path)) and not str(image)):
-            self.screen("capture").set_status("Choose an image first", error=True)
+            self.screen("capture").set_status(presenter.status("choose_first"), error=True)
             return None
         self.busy = True
         t0 = time.perf_counter()
         # Show "Screening..." only if it takes a while: any change on screen makes Kivy redraw the
         # window, which (software GL, busy CPU) can cost more than the screening itself.
-        self._busy_ev = Clock.schedule_once(lambda dt: self.screen("capture").set_status("Screening..."), 0.3)
+        self._busy_ev = Clock.schedule_once(lambda dt: self.screen("capture").set_status(presenter.status("screening")), 0.3)
         screener = self.screener
 
         def job():
@@ -140,11 +214,13 @@ class Controller:
         res, t_done = result if result is not None else (None, t_back)
         if error or res is None or res.error:
             msg = error or res.error
-            self.screen("capture").set_status(f"Cannot screen this file: {msg}", error=True)
+            self.screen("capture").set_status(presenter.status("cannot_screen", error=msg), error=True)
             return
         self.last_result = res
-        self.screen("capture").clear_sample()
-        self.screen("capture").ready_text = "Ready: choose or capture the next image."  # shown when it is entered
+        # The result screen holds this image now; the capture screen keeps nothing of it, so
+        # whatever route leads back there, the next screening starts from an empty sample.
+        self.screen("capture").reset_sample()
+        self.screen("capture").set_status(presenter.status("next"))
         self.screen("result").show(res, self.screener.release)
         self.app.root.current = "result"
 
@@ -161,11 +237,26 @@ class Controller:
             log.info("image chosen -> result on screen: %.1f ms (inference path %.1f ms)", ms, res.timings["total"])
 
         Window.bind(on_flip=on_flip)
-        self._submit(lambda: self.history.add(res, sample_id=sample_id or None), self._recorded, pool=self._writer)
+        self._submit(lambda: self.record(res, sample_id), self._recorded, pool=self._writer)
+
+    def record(self, res, sample_id: str = "") -> int:
+        """Store one screening (worker thread). A score a gate hid is stored as no score."""
+        hidden = {"probability": None} if presenter.score_hidden(res.decision) else {}
+        return self.history.add(res, sample_id=sample_id or None, **hidden)
+
+    def new_sample(self):
+        """Start the next sample: nothing of the previous one carries over."""
+        if self.source is not None:
+            self.stop_camera()
+        self.last_result = None
+        self.screen("result").clear()
+        self.screen("capture").reset_sample()
+        self.screen("capture").set_status(presenter.status("next"))
+        self.app.go("capture")
 
     def _recorded(self, record_id, error):
         if error:
-            self.screen("result").set_note(f"Not saved to history: {error}")
+            self.screen("result").set_note(presenter.status("not_saved", error=error))
         else:
             self.last_record_id = record_id
             if self.app.root.current == "history":   # otherwise it refreshes when shown
@@ -173,15 +264,23 @@ class Controller:
 
     # ----- camera -----------------------------------------------------------------------
     def toggle_camera(self):
-        from .frames import open_source
-
+        """Camera on/off; on Android the camera permission is asked first."""
         if self.source is not None:
             self.stop_camera()
+            return
+        platform.request_permissions(platform.CAMERA, lambda granted: Clock.schedule_once(
+            lambda dt: self._open_camera(granted), 0))
+
+    def _open_camera(self, granted: bool):
+        from .frames import open_source
+
+        if not granted:
+            self.screen("capture").set_status(presenter.status("permission", what=_("camera")), error=True)
             return
         try:
             self.source = open_source(self.camera_spec or "0")
         except LeukEdgeError as exc:
-            self.screen("capture").set_status(f"No camera: {exc.one_line()}", error=True)
+            self.screen("capture").set_status(presenter.status("no_camera", error=exc.one_line()), error=True)
             return
         self._preview_ev = Clock.schedule_interval(self._preview, 1 / 15)
         self.screen("capture").set_camera(True)
@@ -194,7 +293,7 @@ class Controller:
 
     def capture(self, sample_id: str = ""):
         if self._frame is None:
-            self.screen("capture").set_status("No camera frame yet", error=True)
+            self.screen("capture").set_status(presenter.status("no_frame"), error=True)
             return None
         return self.screen_image(self._frame.copy(), sample_id)
 
@@ -207,10 +306,27 @@ class Controller:
         self.screen("capture").set_camera(False)
 
     # ----- history ----------------------------------------------------------------------
+    def export_path(self) -> Path:
+        """A new export file name (local time; never the name of an earlier export)."""
+        folder = self.history.path.parent / "exports"
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"leukedge-history-{time.strftime('%Y%m%d-%H%M%S')}"
+        path, n = folder / f"{stem}.csv", 1
+        while path.exists():
+            n += 1
+            path = folder / f"{stem}-{n}.csv"
+        return path
+
     def export_history(self, path=None) -> str:
-        path = Path(path) if path else self.history.path.with_suffix(".csv")
-        self.history.export_csv(path)
-        return str(path)
+        """Write the history as CSV to a new file; on Android offer it to other apps. Returns the status line."""
+        path = Path(path) if path else self.export_path()
+        try:
+            self.history.export_csv(path)
+        except (OSError, LeukEdgeError) as exc:
+            return presenter.status("export_failed", error=str(exc))
+        self.last_export = path
+        platform.share_file(path, _("Share the screening history"))
+        return presenter.status("exported", path=str(path))
 
     def shutdown(self):
         self.stop_camera() if self.source else None
