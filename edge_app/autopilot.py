@@ -246,6 +246,12 @@ def tour(p):
     p.report["history"] = {"rows": [d["text"] for d in p.screen("history").ids.rv.data],
                            "count": p.ctl.history.count()}
     p.screenshot("history")
+    hist = p.screen("history")
+    for _ in range(2):        # two exports in the same second: two files, the first one kept
+        p.touch(hist.ids.btn_export)
+        yield 2
+    p.report["exports"] = sorted(f.name for f in (p.ctl.history.path.parent / "exports").glob("*.csv"))
+    p.report["export_summary"] = hist.summary
     rows = [c for c in p.screen("history").ids.rv.children[0].children]
     if rows:
         p.touch(rows[-1])   # children are in reverse order: the last is the top row
@@ -368,6 +374,8 @@ def audit(p, name: str) -> dict:
                 problems.append(f"text {label} is {w.texture_size[1]} px tall in a {w.height:.0f} px widget")
     out = {"problems": problems, "touch_targets": n_targets, "labels": n_labels,
            "window": [Window.width, Window.height]}
+    if name == "capture":
+        out["status"] = screen.status_text
     if name == "result":
         h = screen.ids.headline
         out["verdict_sp"] = h.font_size / sp(1)

@@ -52,6 +52,8 @@ def share_intent(path: str | os.PathLike, title: str, autoclass=None, activity=N
     ``autoclass`` and ``activity`` default to pyjnius' ``autoclass`` and p4a's
     ``PythonActivity.mActivity``; tests pass a JVM with stand-in classes.
     """
+    from jnius import cast
+
     if autoclass is None:
         from jnius import autoclass
     Intent = autoclass("android.content.Intent")
@@ -63,9 +65,10 @@ def share_intent(path: str | os.PathLike, title: str, autoclass=None, activity=N
     uri = FileProvider.getUriForFile(activity, authority, File(str(Path(path).resolve())))
     send = Intent(Intent.ACTION_SEND)
     send.setType(mimetypes.guess_type(str(path))[0] or "application/octet-stream")
-    send.putExtra(Intent.EXTRA_STREAM, uri)
+    # putExtra is overloaded: without the cast pyjnius picks putExtra(String, String) and fails
+    send.putExtra(Intent.EXTRA_STREAM, cast("android.os.Parcelable", uri))
     send.addFlags(Intent.FLAG_GRANT_READ_URI_PERMISSION)
-    chooser = Intent.createChooser(send, title)
+    chooser = Intent.createChooser(send, cast("java.lang.CharSequence", autoclass("java.lang.String")(title)))
     activity.startActivity(chooser)
     return chooser
 

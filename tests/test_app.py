@@ -142,6 +142,9 @@ def test_history_detail_model_info_and_settings(tour):
     assert rows[2][1:3] == ("out-of-distribution", 1) and rows[2][4] is None   # a hidden score is not stored
     assert rows[0][4] is not None
     assert tour["pin_screen"] == {"screen": "pin", "creating": True}           # settings are behind a PIN
+    exports = tour["exports"]                                                   # exports never overwrite
+    assert len(set(exports)) == 2 and all(re.fullmatch(r"leukedge-history-\d{8}-\d{6}(-\d+)?\.csv", f) for f in exports)
+    assert tour["export_summary"].startswith("Exported to ")
     assert "recall" in tour["model_info"] and "tiny-release" in tour["model_info"]
     assert tour["settings"]["operating_points"] == ["default (0.50)", "high-sensitivity (0.30)"]
     assert tour["settings"]["models"] == ["tiny-release"]
