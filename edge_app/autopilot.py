@@ -212,12 +212,18 @@ def tour(p):
         yield lambda: p.ctl._frame is not None
         yield 3
         p.screenshot("capture_camera")
+        p.touch(cap.ids.btn_scan)                 # a smear, not a label: no ID read
+        yield 1
+        yield lambda: not p.ctl.busy and cap.status_error
+        p.report["scan_status"] = cap.status_text
         p.touch(cap.ids.btn_screen)
         yield 1
         yield lambda: not p.ctl.busy
         yield 3
         p.report["camera"] = result_state(p)
         p.report["camera"]["image_path"] = p.ctl.last_result.path if p.ctl.last_result else "?"
+        yield lambda: p.ctl.history.count() >= 2
+        p.report["camera"]["record_image_path"] = p.ctl.history.list(1)[0]["image_path"]
         p.app.go("capture")
         yield 1
         p.touch(cap.ids.btn_camera)   # stop it again
@@ -247,10 +253,11 @@ def tour(p):
                            "count": p.ctl.history.count()}
     p.screenshot("history")
     hist = p.screen("history")
-    for _ in range(2):        # two exports in the same second: two files, the first one kept
+    exports = p.ctl.history.path.parent / "exports"
+    for i in range(2):        # two exports in the same second: two files, the first one kept
         p.touch(hist.ids.btn_export)
-        yield 2
-    p.report["exports"] = sorted(f.name for f in (p.ctl.history.path.parent / "exports").glob("*.csv"))
+        yield lambda: len(list(exports.glob("*.csv"))) > i and hist.summary.startswith("Export")
+    p.report["exports"] = sorted(f.name for f in exports.glob("*.csv"))
     p.report["export_summary"] = hist.summary
     rows = [c for c in p.screen("history").ids.rv.children[0].children]
     if rows:
@@ -397,24 +404,32 @@ def layout(p):
     yield from wait_model(p)
     p.report["audit"] = {}
 
-    def check(name):
-        p.report["audit"][name] = audit(p, name)
-        p.screenshot(f"{name}-{a.size}")
+    def check(name, as_name=None):
+        as_name = as_name or name
+        p.report["audit"][as_name] = audit(p, name)
+        p.report["audit"][as_name]["screen"] = name
+        p.screenshot(f"{as_name}-{a.size}")
 
     if a.corrupt:
         yield from screen_file(p, a.corrupt, "CORRUPT-1")    # the long error message must wrap
-        check("capture")
+        check("capture", "capture_error")
     yield from screen_file(p, a.smear, "SMEAR-1")
     yield lambda: p.ctl.last_record_id is not None
     yield 3
     check("result")
+    if a.smear2:
+        p.touch(p.screen("result").ids.btn_again)
+        yield 2
+        yield from screen_file(p, a.smear2, "SMEAR-2")
+        yield lambda: p.ctl.history.count() >= 2
+        yield 3
+        check("result", "result_other")
     if a.ood:
         p.touch(p.screen("result").ids.btn_again)
         yield 2
         yield from screen_file(p, a.ood, "OOD-1")
         yield 3
-        p.report["audit"]["result_ood"] = audit(p, "result")
-        p.screenshot(f"result_ood-{a.size}")
+        check("result", "result_ood")
     for name in ("history", "model", "guide", "pin"):
         p.app.go(name)
         yield 4
@@ -435,8 +450,15 @@ def layout(p):
     check("settings")
     p.app.go("capture")
     yield 3
-    if not a.corrupt:
-        check("capture")
+    check("capture")
+    if a.camera:      # a video file as the camera
+        cap = p.screen("capture")
+        p.touch(cap.ids.btn_camera)
+        yield lambda: p.ctl._frame is not None
+        yield 4
+        check("capture", "capture_camera")
+        p.touch(cap.ids.btn_camera)
+        yield 2
 
 
 def latency(p):

@@ -12,16 +12,20 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
+import numpy as np
 from kivy.clock import Clock
 from kivy.core.window import Window
 
-from leukedge.errors import LeukEdgeError
+from leukedge.errors import DataError, ImageError, LeukEdgeError
+from leukedge.fileio import atomic_write_bytes
 
 from . import platform, presenter
 from .history import History
 from .i18n import _, set_language
 from .inference import Screener, list_releases
 from .models_index import recommended_release
+from .sample_id import read_code
 from .settings_store import AppSettings, settings_path
 
 log = logging.getLogger(__name__)
@@ -204,9 +208,10 @@ class Controller:
         def job():
             return screener.screen_image(image), time.perf_counter()
 
-        return self._submit(job, lambda r, e: self._screened(r, e, t0, sample_id))
+        frame = image if isinstance(image, np.ndarray) else None
+        return self._submit(job, lambda r, e: self._screened(r, e, t0, sample_id, frame))
 
-    def _screened(self, result, error, t0, sample_id):
+    def _screened(self, result, error, t0, sample_id, frame=None):
         self.busy = False
         if self._busy_ev is not None:
             self._busy_ev.cancel()
@@ -237,12 +242,25 @@ class Controller:
             log.info("image chosen -> result on screen: %.1f ms (inference path %.1f ms)", ms, res.timings["total"])
 
         Window.bind(on_flip=on_flip)
-        self._submit(lambda: self.record(res, sample_id), self._recorded, pool=self._writer)
+        self._submit(lambda: self.record(res, sample_id, frame), self._recorded, pool=self._writer)
 
-    def record(self, res, sample_id: str = "") -> int:
-        """Store one screening (worker thread). A score a gate hid is stored as no score."""
-        hidden = {"probability": None} if presenter.score_hidden(res.decision) else {}
-        return self.history.add(res, sample_id=sample_id or None, **hidden)
+    def record(self, res, sample_id: str = "", frame=None) -> int:
+        """Store one screening (worker thread). A score a gate hid is stored as no score; a
+        camera photo is saved as a PNG next to the history and its path recorded."""
+        fields = {"probability": None} if presenter.score_hidden(res.decision) else {}
+        if frame is not None:
+            fields["image_path"] = str(self.save_capture(frame, res.image_sha256))
+        return self.history.add(res, sample_id=sample_id or None, **fields)
+
+    def save_capture(self, frame, sha256: str | None) -> Path:
+        """Write a camera frame (RGB) losslessly to ``<data>/captures/<local time>-<hash>.png``."""
+        ok, png = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise ImageError("the camera frame could not be encoded as PNG")
+        path = self.history.path.parent / "captures" / f"{time.strftime('%Y%m%d-%H%M%S')}-{(sha256 or 'frame')[:12]}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, png.tobytes())
+        return path
 
     def new_sample(self):
         """Start the next sample: nothing of the previous one carries over."""
@@ -297,6 +315,22 @@ class Controller:
             return None
         return self.screen_image(self._frame.copy(), sample_id)
 
+    def scan_sample_id(self):
+        """Read the sample ID from a QR code / barcode label held in front of the camera."""
+        if self._frame is None:
+            self.screen("capture").set_status(presenter.status("no_frame"), error=True)
+            return None
+        frame = self._frame.copy()
+        return self._submit(lambda: read_code(frame), self._scanned)
+
+    def _scanned(self, text, error):
+        cap = self.screen("capture")
+        if text:
+            cap.ids.sample_id.text = text
+            cap.set_status(presenter.status("id_read", id=text))
+        else:
+            cap.set_status(error or presenter.status("no_code"), error=True)
+
     def stop_camera(self):
         if self._preview_ev is not None:
             self._preview_ev.cancel()
@@ -317,16 +351,27 @@ class Controller:
             path = folder / f"{stem}-{n}.csv"
         return path
 
-    def export_history(self, path=None) -> str:
-        """Write the history as CSV to a new file; on Android offer it to other apps. Returns the status line."""
-        path = Path(path) if path else self.export_path()
-        try:
-            self.history.export_csv(path)
-        except (OSError, LeukEdgeError) as exc:
-            return presenter.status("export_failed", error=str(exc))
-        self.last_export = path
-        platform.share_file(path, _("Share the screening history"))
-        return presenter.status("exported", path=str(path))
+    def export_history(self, path=None):
+        """Write the history as CSV to a new file (on the history thread); on Android offer it to
+        other apps. The history screen's summary line says where it went."""
+        def job():
+            try:
+                target = Path(path) if path else self.export_path()
+                self.history.export_csv(target)
+            except OSError as exc:
+                raise DataError(f"cannot write the export ({exc})", "free some space or check the folder") from None
+            return target
+
+        return self._submit(job, self._exported, pool=self._writer)
+
+    def _exported(self, target, error):
+        hist = self.screen("history")
+        if error:
+            hist.summary = presenter.status("export_failed", error=error)
+            return
+        self.last_export = target
+        hist.summary = presenter.status("exported", path=str(target))
+        platform.share_file(target, _("Share the screening history"))
 
     def shutdown(self):
         self.stop_camera() if self.source else None

@@ -69,6 +69,8 @@ STATUS = {
     "cannot_screen": N_("Cannot screen this file: {error}"),
     "no_camera": N_("No camera: {error}"),
     "no_frame": N_("No camera frame yet."),
+    "id_read": N_("Sample ID read from the label: {id}"),
+    "no_code": N_("No QR code or barcode found: hold the label flat in front of the camera."),
     "not_saved": N_("Not saved to history: {error}"),
     "exported": N_("Exported to {path}"),
     "export_failed": N_("Export failed: {error}"),
@@ -152,7 +154,7 @@ def metrics_sentence(release, threshold: float | None = None) -> str:
 def model_line(name: str, version: str, sha256: str | None, variant: str = "", parity: str | None = None) -> str:
     text = _("Model: {name} v{version} ({sha})").format(name=name, version=version, sha=short_hash(sha256))
     if parity == "fail":
-        text += " " + _("- the {variant} file FAILED its parity check against float32.").format(variant=variant)
+        text += " " + _("- FAILED parity: the {variant} file does not match float32; use the int8 file.").format(variant=variant)
     return text
 
 

@@ -109,6 +109,12 @@ def test_camera_button_with_a_video_source_screens_a_frame(tour):
     assert c["screen"] == "result" and c["image_path"] is None          # a frame, not a file
     assert c["probability_text"].startswith("Model score") and c["show_heatmap"]
     assert c["stopped"]
+    assert tour["scan_status"].startswith("No QR code or barcode found")     # the Scan ID button, on a smear
+    saved = c["record_image_path"]                       # the camera photo is kept with its record
+    assert saved and saved.endswith(".png") and "/captures/" in saved
+    import cv2
+
+    assert cv2.imread(saved).shape == (224, 224, 3)
 
 
 def test_out_of_domain_image_is_flagged_not_scored(tour):

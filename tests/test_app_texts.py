@@ -1,9 +1,6 @@
 """Result/record wording, settings with a PIN, export names: the app's non-widget parts."""
 from __future__ import annotations
 
-import json
-import os
-import re
 import time
 
 import pytest
@@ -74,3 +71,18 @@ def test_pin_is_stored_salted_and_hashed_and_settings_survive_a_restart(tmp_path
     assert other.pin["salt"] != again.pin["salt"] and other.pin["hash"] != again.pin["hash"]   # salted
     path.write_text("{not json")
     assert AppSettings.load(path) == AppSettings()     # a damaged file: defaults, no crash
+
+
+def test_sample_id_is_read_from_a_qr_label():
+    import cv2
+    import numpy as np
+
+    from leukedge.edge_app.sample_id import read_code
+
+    qr = cv2.QRCodeEncoder.create().encode("S-0042\x07")
+    label = cv2.copyMakeBorder(cv2.resize(qr, (200, 200), interpolation=cv2.INTER_NEAREST), 40, 40, 40, 40,
+                               cv2.BORDER_CONSTANT, value=255)
+    frame = np.full((480, 640, 3), 90, np.uint8)          # a label held in a darker camera frame
+    frame[100:380, 150:430] = cv2.cvtColor(label, cv2.COLOR_GRAY2RGB)
+    assert read_code(frame) == "S-0042"                   # control characters dropped
+    assert read_code(np.full((240, 320, 3), 128, np.uint8)) is None
