@@ -399,6 +399,7 @@ def layout(p):
         from .i18n import set_language
 
         set_language(a.language)
+        p.ctl.settings.language = a.language      # as if chosen in Settings (not saved)
         p.app.rebuild_screens()
         yield 2
     yield from wait_model(p)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,13 @@ def pick_inputs(data: Path) -> dict[str, Path]:
     return {"smear": smear, "smear2": smear2, "ood": ood}
 
 
+def save_png(src, target: Path) -> None:
+    """Re-encode a screenshot at PNG's highest compression (lossless, about half the size)."""
+    import cv2
+
+    cv2.imwrite(str(target), cv2.imread(str(src)), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+
+
 def make_video(path: Path, images: list) -> None:
     import cv2
 
@@ -56,9 +62,10 @@ def make_video(path: Path, images: list) -> None:
     writer.release()
 
 
-#: (sub-folder of --out, window size, language)
-TARGETS = (("", "360x640", None), ("pi7-800x480", "800x480", None), ("tablet-768x1024", "768x1024", None),
-           ("fr", "360x640", "fr"))
+#: (sub-folder of --out, window size, language, screens kept (None: all))
+TARGETS = (("", "360x640", None, None), ("pi7-800x480", "800x480", None, None),
+           ("tablet-768x1024", "768x1024", None, ("capture", "result", "history", "settings", "guide")),
+           ("fr", "360x640", "fr", ("capture", "result", "result_other", "result_ood", "settings", "guide")))
 
 
 def main(argv=None) -> int:
@@ -73,14 +80,14 @@ def main(argv=None) -> int:
         print(f"screenshots: error: {exc.one_line()}", file=sys.stderr)
         return 2
     inputs = pick_inputs(Path(args.data))
-    for sub, size, language in TARGETS:
-        rc = render(model, inputs, Path(args.out) / sub, size, language)
+    for sub, size, language, keep in TARGETS:
+        rc = render(model, inputs, Path(args.out) / sub, size, language, keep)
         if rc:
             return rc
     return 0
 
 
-def render(model: Path, inputs: dict, out: Path, size: str, language: str | None) -> int:
+def render(model: Path, inputs: dict, out: Path, size: str, language: str | None, keep=None) -> int:
     """Run the autopilot layout scenario on ``model`` at ``size``; copy its screenshots to ``out``."""
     with tempfile.TemporaryDirectory() as d:
         chooser = Path(d, "images")
@@ -114,9 +121,10 @@ def render(model: Path, inputs: dict, out: Path, size: str, language: str | None
             return 1
         out.mkdir(parents=True, exist_ok=True)
         for name, path in report["screenshots"].items():
-            target = out / f"{name[:-len(size) - 1]}.png"
-            shutil.copyfile(path, target)
-            print(target)
+            name = name[:-len(size) - 1]
+            if keep is None or name in keep:
+                save_png(path, out / f"{name}.png")
+                print(out / f"{name}.png")
     return 0
 
 
