@@ -166,6 +166,10 @@ def wait_model(p):
     p.report["capture_status"] = p.screen("capture").status_text
     p.report["model_loaded_unix"] = time.time()
     yield 3
+    from .i18n import language
+
+    p.report["started_with"] = {"language": language(), "has_pin": p.ctl.settings.has_pin,
+                                "threshold": p.ctl.screener.threshold if p.ctl.screener else None}
 
 
 def screen_file(p, path, sample_id=""):
@@ -291,6 +295,26 @@ def tour(p):
         yield 3
         p.report["settings"]["after_apply"] = {"threshold": p.ctl.screener.threshold,
                                                "model_text": p.screen("capture").model_text}
+    # Settings lock again when left; a wrong PIN is refused; the language changes every screen.
+    p.touch(p.screen("capture").ids.btn_settings)
+    yield 3
+    p.report["settings"]["relocked"] = p.app.root.current == "pin" and not pin.creating
+    p.type_text(pin.ids.pin, "0000")
+    p.touch(pin.ids.btn_ok)
+    yield 3
+    p.report["settings"]["wrong_pin"] = {"screen": p.app.root.current, "message": pin.message}
+    p.type_text(pin.ids.pin, "2468")
+    p.touch(pin.ids.btn_ok)
+    yield lambda: p.app.root.current == "settings"
+    yield 2
+    st.ids.language_spinner.text = "Français"
+    yield 2
+    p.touch(st.ids.btn_apply)
+    yield lambda: p.app.root.current == "capture"
+    yield 3
+    p.report["settings"]["french"] = {"history_button": p.screen("capture").ids.btn_history.text,
+                                      "status": p.screen("capture").status_text}
+    p.screenshot("capture_fr")
 
 
 def mixup(p):

@@ -103,7 +103,9 @@ class Controller:
         model = self.app.model_path
         op = None
         if not model and self.settings.model and (self.models_root / self.settings.model) in self.releases():
-            model, op = self.models_root / self.settings.model, self.settings.operating_point
+            model = self.models_root / self.settings.model
+        if model and Path(model).name == self.settings.model:
+            op = self.settings.operating_point      # the saved operating point of that release
         if not model:
             try:
                 model = recommended_release(self.models_root)

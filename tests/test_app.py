@@ -156,7 +156,11 @@ def test_history_detail_model_info_and_settings(tour):
     assert tour["settings"]["models"] == ["tiny-release"]
     applied = tour["settings"]["after_apply"]          # only validated thresholds can be chosen
     assert applied["threshold"] == pytest.approx(0.3) and "refers at 0.30" in applied["model_text"]
+    assert tour["settings"]["relocked"]                                          # leaving Settings locks them
+    assert tour["settings"]["wrong_pin"] == {"screen": "pin", "message": "Wrong PIN."}
+    assert tour["settings"]["french"]["history_button"] == "Historique"          # the language applies at once
     saved = json.loads((tour["_dir"] / "settings.json").read_text())   # kept across restarts
+    assert saved["language"] == "fr"
     assert saved["operating_point"] == "high-sensitivity" and saved["model"] == "tiny-release"
     assert "2468" not in json.dumps(saved) and len(saved["pin"]["hash"]) == 64 and len(saved["pin"]["salt"]) == 32
     for name in ("capture", "capture_camera", "result", "result_ood", "capture_error", "history", "detail", "model",
@@ -185,6 +189,19 @@ def test_new_sample_carries_nothing_over(tmp_path, tiny_release, inputs):
     con = sqlite3.connect(db)
     rows = con.execute("SELECT sample_id, image_sha256, image_path FROM screenings ORDER BY id").fetchall()
     assert rows == [("S-1", sha["smear"], str(inputs["smear"])), ("S-2", sha["smear2"], str(inputs["smear2"]))]
+
+
+def test_settings_are_kept_across_a_restart(tour, tiny_release, tmp_path):
+    """A new app process on the same data folder: French, PIN still set, saved operating point."""
+    import shutil
+
+    for name in ("history.sqlite3", "settings.json"):
+        shutil.copyfile(tour["_dir"] / name, tmp_path / name)
+    r = pilot("startup", "--model", tiny_release, "--db", tmp_path / "history.sqlite3", "--out", tmp_path / "r.json",
+              "--size", "360x640", timeout=90)
+    assert r.returncode == 0, r.stderr[-2000:]
+    started = json.loads((tmp_path / "r.json").read_text())["started_with"]
+    assert started == {"language": "fr", "has_pin": True, "threshold": pytest.approx(0.3)}
 
 
 def test_app_process_imports_no_tensorflow(tour):
