@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from .i18n import language, set_language
+
 log = logging.getLogger(__name__)
 
 
@@ -166,8 +168,6 @@ def wait_model(p):
     p.report["capture_status"] = p.screen("capture").status_text
     p.report["model_loaded_unix"] = time.time()
     yield 3
-    from .i18n import language
-
     p.report["started_with"] = {"language": language(), "has_pin": p.ctl.settings.has_pin,
                                 "threshold": p.ctl.screener.threshold if p.ctl.screener else None}
 
@@ -420,8 +420,6 @@ def layout(p):
     """Every screen at the window's size, filled with real content, audited (see :func:`audit`)."""
     a = p.args
     if a.language:
-        from .i18n import set_language
-
         set_language(a.language)
         p.ctl.settings.language = a.language      # as if chosen in Settings (not saved)
         p.app.rebuild_screens()

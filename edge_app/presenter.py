@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from .i18n import N_, _
+from .inference import card_metrics
 
 REFER, NO_SIGNS, RETAKE_V, CANNOT_ASSESS = "refer", "no_signs", "retake", "cannot_assess"
 VERDICTS = (REFER, NO_SIGNS, RETAKE_V, CANNOT_ASSESS)
@@ -128,8 +129,6 @@ def _ci(metric) -> tuple | None:
 def metrics_sentence(release, threshold: float | None = None) -> str:
     """Sensitivity and specificity in words, with the card's 95% CIs (test split); at another
     validated threshold, the operating point's validation figures (no CI measured)."""
-    from .inference import card_metrics
-
     m = card_metrics(release.card)
     sens, spec = m.get("recall"), m.get("specificity")
     at_default = threshold is None or abs(threshold - release.spec.threshold) < 1e-9
@@ -241,8 +240,6 @@ def detail_lines(record: dict) -> list[tuple[str, str]]:
 # ----- model card ---------------------------------------------------------------------
 def card_lines(release) -> list[str]:
     """The model info screen's lines: identity, intended use, metrics with CIs, data, limitations."""
-    from .inference import card_metrics
-
     card, spec = release.card, release.spec
     lines = [_("{name}  version {version}").format(name=release.name, version=release.version),
              _("Backbone: {backbone}, input {size}px, task: {task} ({classes})").format(

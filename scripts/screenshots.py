@@ -15,6 +15,7 @@ Usage: python scripts/screenshots.py [--model models/<name>] [--out docs/screens
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import subprocess
@@ -22,8 +23,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import cv2
+
 from leukedge.edge_app.models_index import resolve_model
 from leukedge.errors import LeukEdgeError
+from leukedge.imageio import load_image
 
 
 def pick_inputs(data: Path) -> dict[str, Path]:
@@ -32,8 +36,6 @@ def pick_inputs(data: Path) -> dict[str, Path]:
     manifest = Path("splits/aria-all.split.csv")
     smear = smear2 = None
     if manifest.exists():
-        import csv
-
         with open(manifest, newline="") as fh:
             rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
         smear = next((aria / r["path"] for r in rows if r["class"] == "Pre"), None)
@@ -46,15 +48,10 @@ def pick_inputs(data: Path) -> dict[str, Path]:
 
 def save_png(src, target: Path) -> None:
     """Re-encode a screenshot at PNG's highest compression (lossless, about half the size)."""
-    import cv2
-
     cv2.imwrite(str(target), cv2.imread(str(src)), [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
 
 def make_video(path: Path, images: list) -> None:
-    import cv2
-
-    from leukedge.imageio import load_image
 
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (224, 224))
     for f in images:

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import time
 
+import cv2
+import numpy as np
 import pytest
 
 from leukedge.edge_app import presenter
+from leukedge.edge_app.sample_id import read_code
 from leukedge.edge_app.settings_store import AppSettings, settings_path
 
 RECORD = {"id": 7, "time_utc": "2026-12-06T03:22:10.123Z", "image_sha256": "a" * 64, "image_path": "/x/s.jpg",
@@ -74,11 +77,6 @@ def test_pin_is_stored_salted_and_hashed_and_settings_survive_a_restart(tmp_path
 
 
 def test_sample_id_is_read_from_a_qr_label():
-    import cv2
-    import numpy as np
-
-    from leukedge.edge_app.sample_id import read_code
-
     qr = cv2.QRCodeEncoder.create().encode("S-0042\x07")
     label = cv2.copyMakeBorder(cv2.resize(qr, (200, 200), interpolation=cv2.INTER_NEAREST), 40, 40, 40, 40,
                                cv2.BORDER_CONSTANT, value=255)
