@@ -315,6 +315,36 @@ def tour(p):
     p.report["settings"]["french"] = {"history_button": p.screen("capture").ids.btn_history.text,
                                       "status": p.screen("capture").status_text}
     p.screenshot("capture_fr")
+    # Change the PIN from the (unlocked) settings: the old one stops working.
+    pin, st = p.screen("pin"), p.screen("settings")      # the language change re-created the screens
+    p.touch(p.screen("capture").ids.btn_settings)
+    yield 3
+    p.type_text(pin.ids.pin, "2468")
+    p.touch(pin.ids.btn_ok)
+    yield lambda: p.app.root.current == "settings"
+    yield 2
+    p.touch(st.ids.btn_change_pin)
+    yield lambda: p.app.root.current == "pin"       # a tap inside a ScrollView arrives a little later
+    yield 2
+    changing = {"screen": p.app.root.current, "creating": pin.creating}
+    p.type_text(pin.ids.pin, "97531")
+    p.touch(pin.ids.btn_ok)
+    yield lambda: p.app.root.current == "settings"
+    yield 2
+    p.touch(st.ids.btn_back)
+    yield lambda: p.app.root.current == "capture"
+    yield 2
+    p.touch(p.screen("capture").ids.btn_settings)
+    yield lambda: p.app.root.current == "pin"
+    yield 2
+    p.type_text(pin.ids.pin, "2468")
+    p.touch(pin.ids.btn_ok)
+    yield lambda: pin.error or p.app.root.current == "settings"
+    old_refused = p.app.root.current == "pin" and pin.error
+    p.type_text(pin.ids.pin, "97531")
+    p.touch(pin.ids.btn_ok)
+    yield lambda: p.app.root.current == "settings"
+    p.report["settings"]["pin_change"] = {**changing, "old_refused": old_refused}
 
 
 def mixup(p):
