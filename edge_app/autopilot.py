@@ -276,7 +276,8 @@ def tour(p):
     p.app.go("capture")
     yield 2
     p.touch(p.screen("capture").ids.btn_settings)      # locked: the PIN screen first
-    yield 3
+    yield lambda: p.app.root.current != "capture"
+    yield 2
     pin = p.screen("pin")
     p.report["pin_screen"] = {"screen": p.app.root.current, "creating": pin.creating}
     p.type_text(pin.ids.pin, "2468")
@@ -297,7 +298,8 @@ def tour(p):
                                                "model_text": p.screen("capture").model_text}
     # Settings lock again when left; a wrong PIN is refused; the language changes every screen.
     p.touch(p.screen("capture").ids.btn_settings)
-    yield 3
+    yield lambda: p.app.root.current != "capture"
+    yield 2
     p.report["settings"]["relocked"] = p.app.root.current == "pin" and not pin.creating
     p.type_text(pin.ids.pin, "0000")
     p.touch(pin.ids.btn_ok)
@@ -318,7 +320,11 @@ def tour(p):
     # Change the PIN from the (unlocked) settings: the old one stops working.
     pin, st = p.screen("pin"), p.screen("settings")      # the language change re-created the screens
     p.touch(p.screen("capture").ids.btn_settings)
-    yield 3
+    yield lambda: p.app.root.current != "capture"
+    p.report["settings"]["locked_after_apply"] = p.app.root.current == "pin"
+    if p.app.root.current != "pin":
+        return
+    yield 2
     p.type_text(pin.ids.pin, "2468")
     p.touch(pin.ids.btn_ok)
     yield lambda: p.app.root.current == "settings"
@@ -495,6 +501,7 @@ def layout(p):
     p.app.go("capture")
     yield 2
     p.touch(p.screen("capture").ids.btn_settings)
+    yield lambda: p.app.root.current == "pin"
     yield 2
     p.type_text(p.screen("pin").ids.pin, "1357")
     p.touch(p.screen("pin").ids.btn_ok)

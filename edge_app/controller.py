@@ -187,6 +187,7 @@ class Controller:
             self.screen("capture").set_status(presenter.status("saved"))
         elif folder is not None:
             self.load_model(folder, threads, operating_point if same_model else None)
+        self.app.settings_unlocked = False        # applied: locked again (also after the screens were re-created)
         self.app.go("capture")
 
     # ----- screening --------------------------------------------------------------------

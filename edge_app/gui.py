@@ -72,6 +72,7 @@ class LeukEdgeApp(App):
     def rebuild_screens(self):
         """Re-create every screen (after a language change: the kv rules re-read the texts)."""
         sm = self.root
+        self.settings_unlocked = False
         for s in list(sm.screens):
             sm.remove_widget(s)
         self._add_screens(sm)

@@ -161,6 +161,7 @@ def test_history_detail_model_info_and_settings(tour):
     assert tour["settings"]["french"]["history_button"] == "Historique"          # the language applies at once
     saved = json.loads((tour["_dir"] / "settings.json").read_text())   # kept across restarts
     assert saved["language"] == "fr"
+    assert tour["settings"]["locked_after_apply"]                                 # applying locks Settings again
     assert tour["settings"]["pin_change"] == {"screen": "pin", "creating": True, "old_refused": True}
     assert saved["operating_point"] == "high-sensitivity" and saved["model"] == "tiny-release"
     assert "2468" not in json.dumps(saved) and len(saved["pin"]["hash"]) == 64 and len(saved["pin"]["salt"]) == 32
