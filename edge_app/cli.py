@@ -28,7 +28,8 @@ def register(sub) -> None:
     a = sub.add_parser("app", help="the screening app (Kivy): choose or capture a smear, get a result",
                        description="Start the Kivy screening app, or fit a release's out-of-distribution gate.")
     a.set_defaults(func=cmd_app, _parser=a)
-    a.add_argument("--model", help="release folder models/<name> (default: the first in --models-root)")
+    a.add_argument("--model", help="release folder models/<name> (default: the recommended one in "
+                                   "--models-root/index.json)")
     a.add_argument("--models-root", default="models", help="folder of release folders (default: models)")
     a.add_argument("--db", help="history database (default: $LEUKEDGE_DB or ~/.local/share/leukedge/history.sqlite3)")
     a.add_argument("--fullscreen", action="store_true", help="fullscreen (kiosk / Raspberry Pi touch display)")
@@ -62,7 +63,9 @@ def register(sub) -> None:
                        description="Screen images with a released model: quality gate, out-of-distribution gate, "
                                    "probability and decision at the model card's threshold.")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--model", required=True, help="release folder models/<name>")
+    p.add_argument("--model", default=None,
+                   help="release folder models/<name> (default: the recommended release in models/index.json)")
+    p.add_argument("--models-root", default="models", help="folder of releases and index.json (default: models)")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
     p.add_argument("--threads", type=int, default=None,
                    help="interpreter threads (1 or more; above 4 x the CPUs is clamped with a warning)")
@@ -80,14 +83,15 @@ def cmd_app(args: argparse.Namespace) -> int:
 
     args.threads = check_threads(args.threads)
     _limit_blas_threads()
-    if args.model:
-        from .inference import load_release
+    from .inference import load_release
+    from .models_index import resolve_model
 
-        # a bad, tampered or unsigned release: one-line error before Kivy is imported or a window opens
-        load_release(args.model, allow_unsigned=args.allow_unsigned)
+    model = resolve_model(args.model, args.models_root)
+    # a bad, tampered or unsigned release: one-line error before Kivy is imported or a window opens
+    load_release(model, allow_unsigned=args.allow_unsigned)
     from .app import run_app
 
-    return run_app(model=args.model, db=args.db, models_root=args.models_root, fullscreen=args.fullscreen,
+    return run_app(model=model, db=args.db, models_root=args.models_root, fullscreen=args.fullscreen,
                    threads=args.threads, camera=args.camera, start_dir=args.start_dir,
                    allow_unsigned=args.allow_unsigned)
 
@@ -124,11 +128,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from leukedge.runtime import check_threads
 
     from .inference import Screener
+    from .models_index import resolve_model
     from .stream import JsonListWriter, TableWriter
 
     threads = check_threads(args.threads)
     _limit_blas_threads()
-    screener = Screener(args.model, num_threads=threads, variant=args.variant,
+    screener = Screener(resolve_model(args.model, args.models_root), num_threads=threads, variant=args.variant,
                         allow_unsigned=args.allow_unsigned)
     if args.operating_point:
         screener.set_operating_point(args.operating_point)

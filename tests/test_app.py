@@ -81,10 +81,14 @@ def test_smear_shows_probability_and_a_heatmap_on_screen(tour):
     s = tour["smear"]
     assert tour["ok"] and not tour.get("error") and tour["model_error"] is None
     assert s["screen"] == "result" and s["show_heatmap"]
-    assert s["headline"] in (presenter.POSITIVE, presenter.NEGATIVE)
-    m = re.match(r"Probability of leukemia: (\d\.\d\d) \(refer at 0\.50", s["probability_text"])
+    assert s["headline"] in (presenter.POSITIVE, presenter.NEGATIVE) and s["verdict"] in ("refer", "no_signs")
+    if s["verdict"] == "no_signs":
+        assert "does not rule leukemia out" in s["next_step"]
+    else:
+        assert "haematologist" in s["next_step"]
+    m = re.match(r"Model score: (\d\.\d\d) \(refers at 0\.50", s["probability_text"])
     assert m and 0.0 <= float(m.group(1)) <= 1.0
-    assert "sensitivity" in s["detail"] and "specificity" in s["detail"]
+    assert "out of 100 samples with leukemia" in s["detail"] and "95% confidence intervals" in s["detail"]
     assert "tiny-release v0.1.0" in s["model_text"]
     shots = tour["screenshots"]
     base = crop(shots["result_heat0"], s["image_rect"])
@@ -103,44 +107,103 @@ def test_smear_shows_probability_and_a_heatmap_on_screen(tour):
 def test_camera_button_with_a_video_source_screens_a_frame(tour):
     c = tour["camera"]
     assert c["screen"] == "result" and c["image_path"] is None          # a frame, not a file
-    assert c["probability_text"].startswith("Probability of leukemia") and c["show_heatmap"]
+    assert c["probability_text"].startswith("Model score") and c["show_heatmap"]
     assert c["stopped"]
+    assert tour["scan_status"].startswith("No QR code or barcode found")     # the Scan ID button, on a smear
+    saved = c["record_image_path"]                       # the camera photo is kept with its record
+    assert saved and saved.endswith(".png") and "/captures/" in saved
+    import cv2
+
+    assert cv2.imread(saved).shape == (224, 224, 3)
 
 
 def test_out_of_domain_image_is_flagged_not_scored(tour):
     from leukedge.edge_app import presenter
 
     o = tour["ood"]
-    assert o["screen"] == "result" and o["headline"] == presenter.OOD
+    assert o["screen"] == "result" and o["headline"] == presenter.OOD and o["verdict"] == "cannot_assess"
     assert o["probability_text"] == "" and not o["show_heatmap"]
-    assert "does not look like" in o["detail"]
+    assert "does not look like" in o["next_step"] and "refer the sample" in o["next_step"]
 
 
 def test_corrupt_file_shows_a_message_and_the_app_keeps_working(tour):
     c = tour["corrupt"]
     assert c["screen"] == "capture" and c["error"]
     assert "Cannot screen this file" in c["status"] and "corrupt" in c["status"]
-    assert tour["after_corrupt"]["probability_text"].startswith("Probability of leukemia")
+    assert tour["after_corrupt"]["probability_text"].startswith("Model score")
 
 
 def test_history_detail_model_info_and_settings(tour):
     h = tour["history"]
     assert h["count"] == 4 and len(h["rows"]) == 4
-    assert "SMEAR-2" in h["rows"][0] and "out-of-distribution" in h["rows"][1]
-    assert "sample_id: SMEAR-2" in tour["detail"] and "model_sha256: " in tour["detail"]
+    assert "SMEAR-2" in h["rows"][0] and "Cannot assess" in h["rows"][1]
+    assert not any("out-of-distribution" in r or "p=" in r for r in h["rows"])    # plain words, no hidden score
+    assert all(re.search(r"\d\d:\d\d \S* ?\(UTC[+-]\d\d:\d\d\)", r) for r in h["rows"])  # local time + zone
+    assert "Sample ID:[/b] SMEAR-2" in tour["detail"] and "Model file:[/b] " in tour["detail"]
+    assert not re.search(r"[0-9a-f]{40}", tour["detail"])                       # hashes shortened
     con = sqlite3.connect(tour["_dir"] / "history.sqlite3")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    rows = con.execute("SELECT sample_id, decision, ood, model_name FROM screenings ORDER BY id").fetchall()
+    rows = con.execute("SELECT sample_id, decision, ood, model_name, probability FROM screenings ORDER BY id").fetchall()
     assert [r[0] for r in rows] == ["SMEAR-1", None, "OOD-1", "SMEAR-2"]
-    assert rows[2][1:3] == ("out-of-distribution", 1)
+    assert rows[2][1:3] == ("out-of-distribution", 1) and rows[2][4] is None   # a hidden score is not stored
+    assert rows[0][4] is not None
+    assert tour["pin_screen"] == {"screen": "pin", "creating": True}           # settings are behind a PIN
+    exports = tour["exports"]                                                   # exports never overwrite
+    assert len(set(exports)) == 2 and all(re.fullmatch(r"leukedge-history-\d{8}-\d{6}(-\d+)?\.csv", f) for f in exports)
+    assert tour["export_summary"].startswith("Exported to ")
     assert "recall" in tour["model_info"] and "tiny-release" in tour["model_info"]
     assert tour["settings"]["operating_points"] == ["default (0.50)", "high-sensitivity (0.30)"]
     assert tour["settings"]["models"] == ["tiny-release"]
     applied = tour["settings"]["after_apply"]          # only validated thresholds can be chosen
-    assert applied["threshold"] == pytest.approx(0.3) and "refer at 0.30" in applied["model_text"]
+    assert applied["threshold"] == pytest.approx(0.3) and "refers at 0.30" in applied["model_text"]
+    assert tour["settings"]["relocked"]                                          # leaving Settings locks them
+    assert tour["settings"]["wrong_pin"] == {"screen": "pin", "message": "Wrong PIN."}
+    assert tour["settings"]["french"]["history_button"] == "Historique"          # the language applies at once
+    saved = json.loads((tour["_dir"] / "settings.json").read_text())   # kept across restarts
+    assert saved["language"] == "fr"
+    assert tour["settings"]["locked_after_apply"]                                 # applying locks Settings again
+    assert tour["settings"]["pin_change"] == {"screen": "pin", "creating": True, "old_refused": True}
+    assert saved["operating_point"] == "high-sensitivity" and saved["model"] == "tiny-release"
+    assert "2468" not in json.dumps(saved) and len(saved["pin"]["hash"]) == 64 and len(saved["pin"]["salt"]) == 32
     for name in ("capture", "capture_camera", "result", "result_ood", "capture_error", "history", "detail", "model",
                  "settings"):
         assert os.path.getsize(tour["screenshots"][name]) > 5000
+
+
+def test_new_sample_carries_nothing_over(tmp_path, tiny_release, inputs):
+    """Issue 22 defect 1, by touch: S-1 with image A, "New sample", type S-2, tap Screen (nothing is
+    screened: no image chosen), choose image B, screen: the second record is B's hash under S-2."""
+    import hashlib
+
+    db = tmp_path / "history.sqlite3"
+    r = pilot("mixup", "--model", tiny_release, "--db", db, "--out", tmp_path / "r.json", "--size", "360x640",
+              "--smear", inputs["smear"], "--smear2", inputs["smear2"])
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    rep = json.loads((tmp_path / "r.json").read_text())
+    after = rep["after_new_sample"]
+    assert after["screen"] == "capture" and after["selection"] == [] and after["sample_id"] == ""
+    assert not after["preview"] and not after["result_image"] and not after["result_heatmap"]
+    assert after["result_headline"] == "" and after["selected_text"] == "No image selected."
+    w = rep["screen_without_image"]
+    assert w["error"] and w["status"] == "Choose an image first." and w["records"] == 1 and w["screen"] == "capture"
+    sha = {k: hashlib.sha256(inputs[k].read_bytes()).hexdigest() for k in ("smear", "smear2")}
+    assert sha["smear"] != sha["smear2"]
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT sample_id, image_sha256, image_path FROM screenings ORDER BY id").fetchall()
+    assert rows == [("S-1", sha["smear"], str(inputs["smear"])), ("S-2", sha["smear2"], str(inputs["smear2"]))]
+
+
+def test_settings_are_kept_across_a_restart(tour, tiny_release, tmp_path):
+    """A new app process on the same data folder: French, PIN still set, saved operating point."""
+    import shutil
+
+    for name in ("history.sqlite3", "settings.json"):
+        shutil.copyfile(tour["_dir"] / name, tmp_path / name)
+    r = pilot("startup", "--model", tiny_release, "--db", tmp_path / "history.sqlite3", "--out", tmp_path / "r.json",
+              "--size", "360x640", timeout=90)
+    assert r.returncode == 0, r.stderr[-2000:]
+    started = json.loads((tmp_path / "r.json").read_text())["started_with"]
+    assert started == {"language": "fr", "has_pin": True, "threshold": pytest.approx(0.3)}
 
 
 def test_app_process_imports_no_tensorflow(tour):

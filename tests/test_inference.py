@@ -160,13 +160,16 @@ def test_presenter_wording_for_each_decision(screener):
     subtypes = {"Benign": 0.09, "Early": 0.5, "Pre": 0.3, "Pro": 0.11}
     pos = presenter.present(Screening(probability=0.91, decision="positive", probabilities=subtypes, **base), rel)
     assert pos["headline"] == presenter.POSITIVE and "0.91" in pos["probability"] and pos["show_heatmap"]
-    assert "Pre: 0.30" in pos["subtypes"] and "sensitivity" in pos["detail"]
+    assert "Pre 0.30" in pos["subtypes"] and "out of 100 samples with leukemia" in pos["detail"]
+    assert pos["verdict"] == "refer" and "haematologist" in pos["next_step"]
     neg = presenter.present(Screening(probability=0.2, decision="negative", **base), rel)
     assert neg["headline"] == presenter.NEGATIVE and neg["subtypes"] == ""
+    assert "does not rule leukemia out" in neg["next_step"]
     ood = presenter.present(Screening(probability=0.99, decision="out-of-distribution", ood=True, **base), rel)
     assert ood["headline"] == presenter.OOD and ood["probability"] == "" and not ood["show_heatmap"]
     blur = presenter.present(Screening(probability=0.7, decision="retake", **{**base, "quality": "blurry"}), rel)
     assert blur["headline"] == presenter.RETAKE and "Focus" in blur["detail"] and blur["probability"] == ""
+    assert blur["verdict"] == "retake" and ood["verdict"] == "cannot_assess" and "refer the sample" in ood["next_step"]
     lines = presenter.card_lines(rel)
     assert any(line.startswith("recall:") for line in lines) and any("high-sensitivity" in line for line in lines)
 
