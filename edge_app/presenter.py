@@ -50,11 +50,13 @@ QUALITY_ADVICE = (
     N_("The image is blurred. Focus the microscope, hold the phone still and retake."),
     N_("The image is too bright. Lower the microscope light or the camera exposure and retake."),
     N_("The image is too dark. Increase the microscope light and retake."),
+    N_("The field of view is not centred. Centre the bright circle in the camera view and retake."),
 )
 
 #: Quality statuses (edge_app/quality.py), shown in the record detail.
 QUALITY_WORDS = {"ok": N_("good"), "blurry": N_("blurred"), "too small": N_("too small"),
-                 "over-exposed": N_("too bright"), "under-exposed": N_("too dark")}
+                 "over-exposed": N_("too bright"), "under-exposed": N_("too dark"),
+                 "off-centre": N_("field not centred")}
 
 #: Capture-screen status lines (``status(key, **fields)``).
 STATUS = {
