@@ -22,7 +22,7 @@ def register(sub) -> None:
                        description="Train a LeukEdge classifier into runs/<time>-<backbone>-<size>/. "
                                    "Options override the preset.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", help="quick | paper | vgg16 | resnet50 | mobilenetv2 | smoke")
+    p.add_argument("--preset", help="quick | paper | vgg16 | vgg16-bn | resnet50 | mobilenetv2 | smoke")
     p.add_argument("--backbone", help="backbone registry name (densenet201, efficientnet-lite0, tiny-cnn, ...)")
     p.add_argument("--weights", help="imagenet | none | PATH to a weights file")
     p.add_argument("--task", choices=("binary", "subtype"), help="binary (negative class vs rest) or subtype")
