@@ -57,7 +57,12 @@ class TrainConfig:
         freeze_epochs: phase-1 epochs with the backbone frozen (pretrained weights only;
             0 = fine-tune from the start; ignored when training from scratch).
         fine_tune_layers: phase 2 unfreezes the top N backbone layers (0 = all of them).
-            BatchNormalization layers of a pretrained backbone stay frozen (inference mode).
+            BatchNormalization layers of a pretrained backbone stay frozen (inference mode)
+            unless ``fine_tune_bn``.
+        fine_tune_bn: True = BatchNormalization layers train in phase 2 too (batch statistics,
+            moving averages updated). For weights that come from another input size
+            (progressive resizing: a 128-px run's ``best.h5`` continued at 224), whose
+            statistics do not fit the new size; ImageNet backbones keep the default False.
         dropout: dropout rate of the head.
         dense_units: hidden units of the head.
         patience: early stopping patience in epochs on ``monitor`` (best weights restored).
@@ -102,6 +107,7 @@ class TrainConfig:
     fine_tune_lr: float = 1e-4
     freeze_epochs: int = 5
     fine_tune_layers: int = 0
+    fine_tune_bn: bool = False
     dropout: float = 0.5
     dense_units: int = 512
     patience: int = 7

@@ -169,9 +169,10 @@ def set_trainable(model, phase: Phase, cfg: TrainConfig) -> None:
         frozen = backbone[:-n] if n and n < len(backbone) else []
         for layer in frozen:
             layer.trainable = False
-        for layer in backbone:  # pretrained BatchNorm statistics stay as they are
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = False
+        if not cfg.fine_tune_bn:
+            for layer in backbone:  # pretrained BatchNorm statistics stay as they are
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False
     n_train = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     log.info("phase %s: %d trainable parameters", phase.name, n_train)
 
