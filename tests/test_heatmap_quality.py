@@ -123,3 +123,15 @@ def test_evaluate_without_heatmap_quality(tiny_release, small_dataset):
 
     res = run_evaluation(tiny_release, small_dataset, n_boot=200, gradcam=0, mask_corners=0, heatmap_quality=False)
     assert "heatmap_quality" not in res
+
+
+def test_cli_prints_the_heatmap_line_and_refuses_a_negative_faithfulness(tiny_release, small_dataset, capsys):
+    from leukedge.cli import main
+
+    assert main(["evaluate", "--model", str(tiny_release / "tiny.float32.tflite"), "--data", str(small_dataset),
+                 "--split", str(tiny_release / "split.csv"), "--faithfulness", "-1"]) != 0
+    assert "--faithfulness must be >= 0" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(tiny_release / "tiny.float32.tflite"), "--data", str(small_dataset),
+                 "--split", str(tiny_release / "split.csv"), "--gradcam", "0", "--n-boot", "100",
+                 "--mask-corners", "0"]) == 0
+    assert "heatmap: lift" in capsys.readouterr().out
