@@ -16,6 +16,7 @@ from pathlib import Path
 from . import __version__
 from .errors import ModelError
 from .fileio import atomic_write_json, atomic_write_text, sha256_file
+from .heatmap_eval import card_summary as heatmap_card_summary
 from .portable import portable_record
 from .evaluate import GENERIC_CAVEATS
 from .spec import ModelSpec
@@ -324,6 +325,9 @@ def build_card(release_dir) -> dict:
             a = ev["shortcut_audit"]
             card["evaluation"]["shortcut_audit"] = {"corner_mask": a["corner_mask"], "metrics": a["metrics"],
                                                     "delta": a["delta"], "decisions_changed": a["decisions_changed"]}
+        hq = heatmap_card_summary(ev)
+        if hq:
+            card["evaluation"]["heatmap_quality"] = hq
         card["targets"] = _targets(ev)
     if parity is not None:
         card["parity"] = parity_summary(parity)
@@ -387,6 +391,13 @@ def card_markdown(card: dict) -> str:
             page.p(f"Shortcut audit (corners masked, {a['corner_mask']:.2f} of the side): " + "; ".join(
                 f"{k} {a['delta'][k]['delta']:+.4f}" for k in METRIC_LABELS if a["delta"][k]["delta"] is not None)
                 + f"; {a['decisions_changed']} decisions changed.")
+        hq = ev.get("heatmap_quality")
+        if hq:
+            page.p(f"Heatmap quality ({hq['images']}, n={hq['n']}; {hq.get('faithfulness_n') or 0} with "
+                   "deletion/insertion curves): " + "; ".join(
+                       f"{k} {fmt_ci(hq[k], 3)}" for k in ("lift", "pointing", "pointing_chance", "generic_r",
+                                                          "deletion_vs_random", "insertion_vs_random") if k in hq)
+                   + ". Lift 1 and pointing = chance mean the map ignores the stained cells; see evaluation.md.")
         if card.get("targets"):
             page.table(["target", "minimum", "measured", "95% CI low", "met"],
                        [[t["target"], t["minimum"], _f(t["measured"]), _f(t["ci95_low"]),

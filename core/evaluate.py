@@ -20,6 +20,7 @@ from . import metrics as M
 from .data import scan
 from .errors import DataError, ModelError, did_you_mean
 from .fileio import atomic_write_json, atomic_write_text, sha256_file
+from .heatmap_eval import measure_heatmaps, write_csv as write_heatmap_csv
 from .predictions_csv import PRED_COLUMNS, read_predictions, write_predictions  # noqa: F401 (public here too)
 from .predictors import load_predictor, score_paths
 from .preprocess import preprocess_file
@@ -332,6 +333,8 @@ def evaluate_predictor(predictor, items: list[Item], *, threshold: float | None 
     if overlap is not None:
         result["overlap_with_training"] = overlap
     extra = {k: v for k, v in sc.extra.items() if k == "cam"}
+    if "cam" in extra and spec.task == "subtype":
+        extra["probabilities"] = np.asarray(sc.probabilities)
     return result, rows, extra
 
 
@@ -341,12 +344,17 @@ def evaluate_predictor(predictor, items: list[Item], *, threshold: float | None 
 def run_evaluation(model, data_dir, *, split_csv=None, use_all: bool = False, json_out=None, report_dir=None,
                    mask_corners: float = DEFAULT_CORNER_MASK, threshold: float | None = None, gradcam: int = 4,
                    variant: str | None = None, n_boot: int = 1000, seed: int = 0,
-                   allow_unsigned: bool = False) -> dict:
+                   allow_unsigned: bool = False, heatmap_quality: bool = True, faithfulness: int = 0) -> dict:
     """Everything ``leukedge evaluate`` does; returns the result dict (also written to ``json_out``).
 
     With ``report_dir``: ``evaluation.json``, ``predictions.csv``, ``cams.npz`` (heatmaps of
     the gallery and error images), ``history.csv`` (a run's training curves) and then the
     figures and pages built by :func:`leukedge.report.build_report` from those files.
+
+    When the model has a ``cam`` output and ``heatmap_quality`` is on, the result gets a
+    ``heatmap_quality`` block (:mod:`leukedge.heatmap_eval`: lift, pointing game, genericity for
+    every image; deletion/insertion curves for ``faithfulness`` leukemia-positive images) and the
+    report folder ``heatmap_quality.csv`` + ``heatmap_quality.npz`` (maps of the best/worst images).
     """
     predictor, info = load_model(model, variant, allow_unsigned)
     spec = predictor.spec
@@ -369,6 +377,13 @@ def run_evaluation(model, data_dir, *, split_csv=None, use_all: bool = False, js
 
         for s in scan_folder(data_dir)[1]:
             result["unreadable"][str(data_dir / s["path"])] = s["reason"]
+    hq_per = None
+    if heatmap_quality and "cam" in extra:
+        result["heatmap_quality"], hq_per = measure_heatmaps(
+            predictor, pred_rows, data_dir, extra["cam"], faithfulness=faithfulness, n_boot=n_boot, seed=seed,
+            probabilities=extra.get("probabilities"))
+    elif faithfulness:
+        log.warning("this model has no 'cam' output: no heatmap quality measured")
     result["model"] = info.to_dict(predictor)
     result["spec"] = {"preprocess": spec.to_dict()["preprocess"], "class_names": spec.class_names,
                       "negative_class": spec.negative_class, "positive_classes": spec.positive_classes,
@@ -392,12 +407,25 @@ def run_evaluation(model, data_dir, *, split_csv=None, use_all: bool = False, js
             atomic_write_text(report_dir / "history.csv", hist.read_text())
         if gradcam and gradcam > 0:
             _write_cams(predictor, pred_rows, data_dir, extra, report_dir / "cams.npz", gradcam)
+        if hq_per is not None:
+            _write_heatmap_quality(report_dir, hq_per, pred_rows, extra["cam"], result["heatmap_quality"])
         result["report"] = "."
         atomic_write_json(report_dir / "evaluation.json", result)
         build_report(report_dir, data_dir)
     if json_out:
         atomic_write_json(json_out, result)
     return result
+
+
+def _write_heatmap_quality(report_dir: Path, per: list[dict], rows: list[dict], cams, hq: dict) -> None:
+    """Per-image numbers (CSV) and the maps of the best/worst images (for the report's gallery)."""
+    write_heatmap_csv(report_dir / "heatmap_quality.csv", per)
+    index = {r["path"]: i for i, r in enumerate(rows)}
+    idx = [index[p] for p in hq["best"] + hq["worst"]]
+    np.savez_compressed(report_dir / "heatmap_quality.npz", paths=np.array([rows[i]["path"] for i in idx]),
+                        cams=np.asarray(cams, np.float32)[idx] if idx else np.zeros((0, 1, 1), np.float32),
+                        lift=np.array([per[i]["lift"] for i in idx], np.float64),
+                        group=np.array(["best"] * len(hq["best"]) + ["worst"] * len(hq["worst"])))
 
 
 def _paths_relative_to(result: dict, folder: Path) -> None:

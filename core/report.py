@@ -432,6 +432,8 @@ def build_report(report_dir, data_dir=None) -> Path:
     cams_file = d / "cams.npz"
     if cams_file.exists():
         _gallery_pages(page, d, figs, rows, cams_file, data_dir, pre, ev)
+    if ev.get("heatmap_quality"):
+        _heatmap_quality_section(page, d, figs, ev["heatmap_quality"], data_dir, pre)
     if ev.get("errors_by_group"):
         page.h("Errors by split group")
         page.p("Groups are blocks of consecutive file numbers (a proxy for patients) from the split manifest.")
@@ -444,6 +446,54 @@ def build_report(report_dir, data_dir=None) -> Path:
     atomic_write_text(d / "evaluation.md", page.markdown())
     atomic_write_text(d / "evaluation.html", page.html().replace("href='errors.md'", "href='errors.html'"))
     return d / "evaluation.md"
+
+
+HQ_ROWS = (("lift", "lift (mass on stained cells / their area share; 1 = chance)"),
+           ("pointing", "pointing game (peak on a stained cell)"), ("pointing_chance", "pointing chance level"),
+           ("generic_r", "correlation with the average map"), ("deletion_auc", "deletion AUC"),
+           ("deletion_auc_random", "deletion AUC, random order"), ("deletion_vs_random", "deletion - random"),
+           ("insertion_auc", "insertion AUC"), ("insertion_auc_random", "insertion AUC, random order"),
+           ("insertion_vs_random", "insertion - random"))
+
+
+def _heatmap_quality_section(page: Page, d: Path, figs: Path, hq: dict, data_dir: Path, pre: dict) -> None:
+    """Localisation and faithfulness of the heatmaps: table, mean curves, best/worst gallery."""
+    page.h("Heatmap quality: does the map point at the cells?")
+    page.bullets(f"{k}: {v}" for k, v in hq.get("method", {}).items())
+    a, pos = hq.get("all", {}), hq.get("leukemia_positive", {})
+    page.table(["measure", f"all images (n={a.get('n')})", f"leukemia-positive (n={pos.get('n')})"],
+               [[label, fmt_ci(a[k], 3) if k in a else "-", fmt_ci(pos[k], 3) if k in pos else "-"]
+                for k, label in HQ_ROWS if k in a or k in pos])
+    curves = hq.get("mean_curves")
+    if curves:
+        plt = _plt()
+        fig, ax = plt.subplots(1, 2, figsize=(8, 3.2))
+        x = np.linspace(0, 1, len(curves["deletion"]))
+        for j, kind in enumerate(("deletion", "insertion")):
+            ax[j].plot(x, curves[kind], "-o", ms=3, label="heatmap order")
+            ax[j].plot(x, curves[f"{kind}_random"], "--", label="random order")
+            ax[j].set_title(f"{kind} (mean of {hq.get('faithfulness_n')} images)", fontsize=9)
+            ax[j].set_xlabel("area fraction blurred" if kind == "deletion" else "area fraction revealed")
+            ax[j].set_ylim(0, 1.02)
+            ax[j].legend(fontsize=7)
+        ax[0].set_ylabel("probability of the explained class")
+        fig.tight_layout()
+        fig.savefig(figs / "heatmap_faithfulness.png", dpi=90)
+        plt.close(fig)
+        page.img("figures/heatmap_faithfulness.png", "deletion and insertion curves")
+    z_path = d / "heatmap_quality.npz"
+    if z_path.exists():
+        z = np.load(z_path)
+        panels = []
+        for grp, label in (("best", "highest lift"), ("worst", "lowest lift")):
+            ent = [(str(p), f"lift {lf:.2f}", c) for p, c, lf, g in zip(z["paths"], z["cams"], z["lift"], z["group"])
+                   if g == grp]
+            if ent:
+                panels.append((label, ent))
+        if panels:
+            fig_gallery(figs / "heatmap_quality.png", panels, data_dir, pre, "Heatmaps with the highest and lowest lift",
+                        max(len(e) for _, e in panels))
+            page.img("figures/heatmap_quality.png", "best and worst heatmaps by lift")
 
 
 def _gallery_pages(page: Page, d: Path, figs: Path, rows, cams_file: Path, data_dir: Path, pre: dict, ev: dict):
