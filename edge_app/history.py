@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = schema.SCHEMA_VERSION
 COLUMNS = ("id", "time_utc", "image_sha256", "image_path", "sample_id", "probability", "decision", "quality",
-           "ood", "ood_score", "model_name", "model_version", "model_sha256", "threshold", "error")
+           "ood", "ood_score", "model_name", "model_version", "model_sha256", "threshold", "error", "signature")
 _SCORED = ("positive", "negative")
 
 
@@ -104,7 +104,7 @@ class History:
                    "quality": screening.quality, "ood": int(bool(screening.ood)), "ood_score": screening.ood_score,
                    "model_name": screening.model_name, "model_version": screening.model_version,
                    "model_sha256": screening.model_sha256, "threshold": screening.threshold,
-                   "error": screening.error}
+                   "error": screening.error, "signature": getattr(screening, "signature", None)}
         row.update(fields)
         row["sample_id"] = (sample_id or row.get("sample_id") or None)
         row.setdefault("time_utc", now_utc())

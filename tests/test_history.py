@@ -126,3 +126,44 @@ def test_predictions_csv_keeps_the_ranking_of_close_probabilities(tmp_path):
     got = np.array([float(r["probability"]) for r in csv.DictReader(open(out))])
     assert len(set(got)) == len(p)
     assert roc_auc_score(y, got) == roc_auc_score(y, p) == 1.0
+
+
+def test_every_record_says_which_signature_the_release_had(tmp_path, smear_paths):
+    """A release opened with --allow-unsigned (development) is recorded as "unsigned", a signed
+    one as "verified": in the screenings row, its CSV export and the sample's field."""
+    import shutil
+
+    from leukedge.edge_app.history import History
+    from leukedge.edge_app.inference import Screener
+
+    unsigned = tmp_path / "efficientnet-lite0-binary"
+    shutil.copytree("models/efficientnet-lite0-binary", unsigned)
+    (unsigned / "card.sig").unlink()
+    h = History(tmp_path / "h.sqlite3")
+    img = smear_paths["Pre"][0]
+    for folder, allow in (("models/efficientnet-lite0-binary", False), (unsigned, True)):
+        res = Screener(folder, allow_unsigned=allow).screen_image(img, heatmap=False)
+        h.add(res, sample_id=f"S-{allow}")
+    rows = {r["sample_id"]: r for r in csv.DictReader(io.StringIO(h.csv_text()))}
+    assert rows["S-False"]["signature"] == "verified" and rows["S-True"]["signature"] == "unsigned"
+    fields = dict(h.conn.execute("SELECT s.sample_id, f.signature_status FROM fields f "
+                                 "JOIN samples s ON s.id = f.sample_ref").fetchall())
+    assert fields == {"S-False": "verified", "S-True": "unsigned"}
+    h.close()
+
+
+def test_a_history_from_before_the_signature_column_opens_and_reads_unknown(tmp_path):
+    from leukedge.edge_app.history import History
+    from leukedge.edge_app.records.schema import SCREENINGS_V1
+
+    db = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(db)
+    conn.executescript(SCREENINGS_V1)
+    conn.execute("INSERT INTO screenings (time_utc, sample_id, decision, quality, model_name) "
+                 "VALUES ('2026-11-01T10:00:00Z', 'OLD-1', 'negative', 'ok', 'm')")
+    conn.commit()
+    conn.close()
+    h = History(db)
+    assert [r["sample_id"] for r in h.list()] == ["OLD-1"]
+    assert h.conn.execute("SELECT f.signature_status FROM fields f").fetchone()[0] == "unknown"
+    h.close()

@@ -80,6 +80,10 @@ def create(conn: sqlite3.Connection) -> None:
     for t in ("samples", "fields", "events"):
         for stmt in _append_only(t):
             conn.execute(stmt)
+    # added after version 1 shipped: which release signature the screening ran under
+    # (verified / unsigned with --allow-unsigned); older rows read as unknown
+    if "signature" not in {r[1] for r in conn.execute("PRAGMA table_info(screenings)")}:
+        conn.execute("ALTER TABLE screenings ADD COLUMN signature TEXT")
 
 
 def _status_v1(row: dict) -> str:
@@ -107,10 +111,10 @@ def import_legacy(conn: sqlite3.Connection, now_utc: str, screening_id: int | No
         conn.execute(
             "INSERT INTO fields (uid, sample_ref, seq, created_utc, status, probability, threshold, quality, ood, "
             "ood_score, error, image_path, image_sha256, model_name, model_version, model_sha256, signature_status, "
-            "legacy_screening_id) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, 'unknown', ?)",
+            "legacy_screening_id) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)",
             (uuid.uuid4().hex, s.lastrowid, r["time_utc"], status, prob, r.get("threshold"), r.get("quality"),
              r.get("ood"), r.get("ood_score"), r.get("error"), r.get("image_sha256"), r.get("model_name"),
-             r.get("model_version"), r.get("model_sha256"), r["id"]))
+             r.get("model_version"), r.get("model_sha256"), r.get("signature") or "unknown", r["id"]))
         conn.execute("INSERT INTO events (time_utc, kind, sample_ref, data) VALUES (?, 'imported', ?, ?)",
                      (now_utc, s.lastrowid, json.dumps({"screening_id": r["id"], "image_path": r.get("image_path"),
                                                         "hidden_score_dropped": prob is None
