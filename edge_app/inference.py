@@ -266,9 +266,13 @@ class Screening:
         return blend(self.image, self.heatmap_rgb, alpha)
 
     def to_json(self) -> dict:
-        """The ``leukedge predict --json`` object (INTERFACES.md keys first)."""
-        return {"path": self.path, "probability": self.probability, "decision": self.decision, "ood": self.ood,
-                "quality": self.quality, "probabilities": self.probabilities, "error": self.error,
+        """The ``leukedge predict --json`` object (INTERFACES.md keys first). A result the quality
+        or out-of-distribution gate hides has ``probability``/``probabilities`` null: a score the
+        gates did not trust is never handed on as a score."""
+        shown = self.scored
+        return {"path": self.path, "probability": self.probability if shown else None, "decision": self.decision,
+                "ood": self.ood, "quality": self.quality, "probabilities": self.probabilities if shown else None,
+                "error": self.error,
                 "ood_score": self.ood_score, "threshold": self.threshold, "model": self.model_name,
                 "model_version": self.model_version, "model_sha256": self.model_sha256,
                 "image_sha256": self.image_sha256, "timings_ms": self.timings,

@@ -35,6 +35,7 @@ def test_predict_json_scores_flags_and_reports_errors(tiny_release, smear_paths,
     assert s["error"] is None and 0 <= s["probability"] <= 1 and s["quality"] == "ok" and s["ood"] is False
     assert s["decision"] in ("positive", "negative")
     assert ly["ood"] is True and ly["decision"] == "out-of-distribution" and ly["error"] is None
+    assert ly["probability"] is None and ly["probabilities"] is None  # a score the gate hid is not handed on
     assert b["error"] and "not an image" in b["error"] and b["probability"] is None
     assert "Traceback" not in r.stderr
 
