@@ -267,7 +267,9 @@ def test_predict_refuses_unsigned_and_allow_unsigned_is_reported(release, smear_
     assert rc == 2 and len(err) == 1 and "unsigned release" in err[0] and "--allow-unsigned" in err[0]
     assert main(["predict", str(smear), "--model", str(release), "--json", "--allow-unsigned"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out[0]["signature"] == "unsigned" and out[0]["probability"] is not None
+    # screened (a decision, no error; the probability is null only when a gate hid it)
+    assert out[0]["signature"] == "unsigned" and out[0]["decision"] is not None and out[0]["error"] is None
+    assert (out[0]["probability"] is None) == (out[0]["decision"] not in ("positive", "negative"))
 
 
 def test_predict_json_says_verified(release, smear_paths, capsys):
