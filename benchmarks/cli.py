@@ -178,19 +178,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     signatures = _signatures(args.models, args.allow_unsigned)  # refuse unsigned releases before measuring
     doc = validate(run_benchmark(cfg), "benchmark result")
     doc["signatures"] = signatures
-    md = report.markdown(doc)
-    print(md)
-    if args.json:
-        atomic_write_json(args.json, doc)
-        log.info("wrote %s", args.json)
-    if args.md:
-        from leukedge.fileio import atomic_write_text
-
-        atomic_write_text(args.md, md)
-        log.info("wrote %s", args.md)
-    if args.plot:
-        report.plot(doc["results"], args.plot, title=f"LeukEdge benchmark on {doc['device']['id']}")
-        log.info("wrote %s", args.plot)
+    _write_outputs(args, doc, report.markdown(doc),
+                   lambda out: report.plot(doc["results"], out, title=f"LeukEdge benchmark on {doc['device']['id']}"))
     if args.save_release:
         from leukedge.card import refresh_benchmarks
         from leukedge.portable import portable_record
@@ -233,7 +222,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_captures(args: argparse.Namespace) -> int:
     from leukedge.errors import ConfigError
-    from leukedge.fileio import atomic_write_json, atomic_write_text
 
     from . import captures_report
     from .captures import CaptureBenchConfig, run_captures
@@ -254,17 +242,20 @@ def cmd_captures(args: argparse.Namespace) -> int:
     if args.families:
         cfg.families = [f.strip() for f in args.families.split(",") if f.strip()]
     doc = run_captures(cfg)
-    md = captures_report.markdown(doc)
-    print(md)
-    if args.json:
-        atomic_write_json(args.json, doc)
-        log.info("wrote %s", args.json)
-    if args.md:
-        atomic_write_text(args.md, md)
-    if args.plot:
-        captures_report.plot(doc, args.plot)
-        log.info("wrote %s", args.plot)
+    _write_outputs(args, doc, captures_report.markdown(doc), lambda out: captures_report.plot(doc, out))
     return 0
+
+
+def _write_outputs(args: argparse.Namespace, doc: dict, md: str, plot) -> None:
+    """Print the Markdown table and write what was asked: ``--json``, ``--md``, ``--plot``."""
+    from leukedge.fileio import atomic_write_json, atomic_write_text
+
+    print(md)
+    for out, write in ((args.json, lambda: atomic_write_json(args.json, doc)),
+                       (args.md, lambda: atomic_write_text(args.md, md)), (args.plot, lambda: plot(args.plot))):
+        if out:
+            write()
+            log.info("wrote %s", out)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .parity import Gates
+from .recipe import PruneRecipe, QATRecipe  # the one place the fine-tune defaults are written
 
 
 @dataclass
@@ -83,29 +84,29 @@ class CompressConfig:
     out: str
     variants: list[str] = field(default_factory=lambda: ["float32", "int8"])
     prune: float | None = None
-    prune_epochs: int = 4
-    prune_batch_size: int = 16
-    prune_lr: float = 1e-4
-    prune_max_images: int | None = None
-    prune_distill: bool = True
-    prune_min_weights: int = 2048
-    prune_feature_distill: float = 0.0
-    prune_cam_distill: float = 0.0
-    prune_logit_distill: float = 0.0
-    prune_block: int = 1
-    prune_clusters: int = 0
-    prune_cluster_epochs: int = 4
-    prune_cluster_lr: float = 1e-5
+    prune_epochs: int = PruneRecipe.epochs
+    prune_batch_size: int = PruneRecipe.batch_size
+    prune_lr: float = PruneRecipe.lr
+    prune_max_images: int | None = PruneRecipe.max_images
+    prune_distill: bool = PruneRecipe.distill
+    prune_min_weights: int = PruneRecipe.min_weights
+    prune_feature_distill: float = PruneRecipe.feature_distill
+    prune_cam_distill: float = PruneRecipe.cam_distill
+    prune_logit_distill: float = PruneRecipe.logit_distill
+    prune_block: int = PruneRecipe.block
+    prune_clusters: int = PruneRecipe.clusters
+    prune_cluster_epochs: int = PruneRecipe.cluster_epochs
+    prune_cluster_lr: float = PruneRecipe.cluster_lr
     qat: bool = False
-    qat_epochs: int = 1
-    qat_lr: float = 1e-5
-    qat_batch_size: int = 16
-    qat_max_images: int | None = None
-    qat_feature_distill: float = 0.0
-    qat_cam_distill: float = 0.0
-    qat_logit_distill: float = 0.0
-    qat_select_every: int = 0
-    prune_select_every: int = 0
+    qat_epochs: int = QATRecipe.epochs
+    qat_lr: float = QATRecipe.lr
+    qat_batch_size: int = QATRecipe.batch_size
+    qat_max_images: int | None = QATRecipe.max_images
+    qat_feature_distill: float = QATRecipe.feature_distill
+    qat_cam_distill: float = QATRecipe.cam_distill
+    qat_logit_distill: float = QATRecipe.logit_distill
+    qat_select_every: int = QATRecipe.select_every
+    prune_select_every: int = PruneRecipe.select_every
     per_tensor: bool = False
     reexport_float32: bool = False
     keep_int8: bool = False

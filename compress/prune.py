@@ -24,6 +24,7 @@ from .block_prune import block_conv, block_runs, blockable, unblock
 from .cam_graph import cam_scores
 from .cluster import check_clusters, cluster_pruned, clustered_copy, current_kernel, distinct_values, strip
 from .parity import closest
+from .recipe import PruneRecipe
 
 log = logging.getLogger(__name__)
 
@@ -100,24 +101,24 @@ class PruneConfig:
     """
 
     target_sparsity: float = 0.5
-    epochs: int = 4
+    epochs: int = PruneRecipe.epochs
     end_fraction: float = 0.5
-    batch_size: int = 16
-    learning_rate: float = 1e-4
+    batch_size: int = PruneRecipe.batch_size
+    learning_rate: float = PruneRecipe.lr
     frequency: int | None = None
     freeze_batchnorm: bool = True
-    distill: bool = True
-    feature_distill: float = 0.0
-    cam_distill: float = 0.0
-    logit_distill: float = 0.0
+    distill: bool = PruneRecipe.distill
+    feature_distill: float = PruneRecipe.feature_distill
+    cam_distill: float = PruneRecipe.cam_distill
+    logit_distill: float = PruneRecipe.logit_distill
     tolerance: float = 0.01
-    min_weights: int = 2048
-    block: int = 1
-    clusters: int = 0
-    cluster_epochs: int = 4
-    cluster_lr: float = 1e-5
+    min_weights: int = PruneRecipe.min_weights
+    block: int = PruneRecipe.block
+    clusters: int = PruneRecipe.clusters
+    cluster_epochs: int = PruneRecipe.cluster_epochs
+    cluster_lr: float = PruneRecipe.cluster_lr
     seed: int = 0
-    select_every: int = 0
+    select_every: int = PruneRecipe.select_every
 
     def __post_init__(self):
         if not 0.0 < float(self.target_sparsity) < 1.0:

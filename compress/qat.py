@@ -52,6 +52,7 @@ from leukedge.preprocess import normalize
 from leukedge.spec import ModelSpec
 
 from .bn_fold import standalone_bn_to_depthwise
+from .recipe import QATRecipe
 from .prune import (Checkpoints, FinetuneReport, _Batches, _LogEvery, _trainee, teacher_cams, teacher_feature_maps,
                     teacher_logits, teacher_targets)
 
@@ -86,17 +87,17 @@ class QATConfig:
             test split is the one that measures the released file.
     """
 
-    epochs: int = 1
-    batch_size: int = 16
-    learning_rate: float = 1e-5
+    epochs: int = QATRecipe.epochs
+    batch_size: int = QATRecipe.batch_size
+    learning_rate: float = QATRecipe.lr
     distill: bool = True
     range_images: int = 64
     seed: int = 0
     per_tensor: bool = False
-    feature_distill: float = 0.0
-    cam_distill: float = 0.0
-    logit_distill: float = 0.0
-    select_every: int = 0
+    feature_distill: float = QATRecipe.feature_distill
+    cam_distill: float = QATRecipe.cam_distill
+    logit_distill: float = QATRecipe.logit_distill
+    select_every: int = QATRecipe.select_every
 
     def __post_init__(self):
         for name in ("feature_distill", "cam_distill", "logit_distill"):
