@@ -283,13 +283,13 @@ def markdown(doc: dict) -> str:
              "Gated: among the photos the quality and OOD gates let through (what a user sees). "
              "Ungated: every tile combined, every photo (the rule alone). Sensitivity and specificity with exact "
              "95% CIs.", "",
-             "| photo | factor | n | tiles (mean) | rule | retake | flagged (image / features) | sensitivity "
+             "| photo | factor | n | tiles (mean; centre-input fallbacks) | rule | retake | flagged (image / features) | sensitivity "
              "| specificity | missed | correct (of all) | ungated sensitivity | ungated specificity |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["results"]:
         for rule, v in r["rules"].items():
             g, u = v["gated"], v["ungated"]
-            lines.append(f"| {r['photo']} | {r['factor']} | {r['n']} | {r['tiles_mean']} | {rule} | {g['retake']} | "
+            lines.append(f"| {r['photo']} | {r['factor']} | {r['n']} | {r['tiles_mean']}; {r['fallback']} | {rule} | {g['retake']} | "
                          f"{g['flagged']} ({r['flagged_by_image']} / {r['flagged_by_features']}) | {_f(g['sensitivity'], g['sensitivity_ci95'])} | "
                          f"{_f(g['specificity'], g['specificity_ci95'])} | {g['missed']} | "
                          f"{_pct(g['correct'])} | "

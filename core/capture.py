@@ -327,9 +327,10 @@ def combine_tiles(probs, rule: str = "max") -> float:
 
     ``max``: the photo is positive when any tile is (sensitivity first: one blast in one
     tile is enough); ``mean``: average; ``noisy_or``: ``1 - prod(1 - p)`` (independent
-    evidence; grows with the number of tiles, so it needs its own threshold). NOT yet
-    validated against the decision thresholds: the retraining session must choose the rule
-    and threshold on validation photos (docs/captures.md).
+    evidence; grows with the number of tiles, so it needs its own threshold). Chosen per
+    release on validation photos by ``leukedge bench tiles`` at the spec's threshold
+    (docs/captures.md section 6.1: ``max`` on the committed subtype model; ``mean`` missed
+    leukemia at 0.5x).
     """
     p = np.clip(np.asarray(probs, np.float64).reshape(-1), 0.0, 1.0)
     if p.size == 0:
