@@ -10,7 +10,8 @@ per-tile probabilities (the gates do not depend on the rule), at the spec's thre
 
 A release whose spec has magnification off is screened with a copy of its spec, in memory,
 with magnification on and ``cell_diameter`` measured on (up to ``fit_n``) TRAINING smears of
-the split by :func:`leukedge.train.augment.fit_capture_config` (a spec without capture
+the split by :func:`leukedge.train.augment.fit_capture_config` (or the ``cell_diameter`` the
+spec's capture settings already record, when training fitted it and switched magnification off) (a spec without capture
 normalisation also gets ``fov_crop``, a no-op on lab smears, so the eyepiece photos are cropped
 to their field of view). The release folder is not changed.
 
@@ -115,6 +116,23 @@ def make_photo(rgb: np.ndarray, kind: str, factor: float, eyepiece_level: int, s
     return img
 
 
+def cell_diameter_for(spec, train_paths: list, fit_n: int = 200) -> tuple[float, str]:
+    """(red-cell diameter, where it comes from) for switching magnification on: the value the
+    spec's capture settings record (training fitted it, then switched magnification off), else
+    the median over up to ``fit_n`` training smears
+    (:func:`leukedge.train.augment.fit_capture_config`)."""
+    cap = spec.preprocess.capture
+    if cap is not None and cap.cell_diameter:
+        log.info("red-cell diameter %.2f px from the spec's capture settings", cap.cell_diameter)
+        return float(cap.cell_diameter), "spec (recorded at training)"
+    if not train_paths:
+        raise DataError("the split has no training rows to measure the red-cell diameter on")
+    d = fit_capture_config(train_paths, color="none", fov_crop=False, magnification=True, limit=fit_n).cell_diameter
+    if not d:
+        raise DataError("the red-cell diameter could not be measured on the training smears")
+    return float(d), f"measured on up to {fit_n} training smears"
+
+
 def _prepare(cfg: TileRuleConfig):
     release = load_release(cfg.model, cfg.variant, allow_unsigned=cfg.allow_unsigned)
     split = Path(cfg.split) if cfg.split else release.folder / "split.csv"
@@ -125,20 +143,15 @@ def _prepare(cfg: TileRuleConfig):
     if not val:
         raise DataError(f"{split}: no validation rows", "the rule is chosen on the validation split")
     cap = release.spec.preprocess.capture
-    measured = None
+    measured = source = None
     if cap is None or not cap.magnification:
-        train = [r["abspath"] for r in rows if r["split"] == "train"]
-        if not train:
-            raise DataError(f"{split}: no training rows to measure the red-cell diameter on")
-        measured = fit_capture_config(train, color="none", fov_crop=False, magnification=True,
-                                      limit=cfg.fit_n).cell_diameter
-        if not measured:
-            raise DataError("the red-cell diameter could not be measured on the training smears")
+        measured, source = cell_diameter_for(release.spec, [r["abspath"] for r in rows if r["split"] == "train"],
+                                             cfg.fit_n)
         off, release = release, dataclasses.replace(release, spec=with_magnification(release.spec, measured))
     else:
         off = dataclasses.replace(release, spec=dataclasses.replace(
             release.spec, preprocess=release.spec.preprocess.replace(capture=dataclasses.replace(cap, magnification=False))))
-    return release, off, pick_rows(val, cfg.limit), measured
+    return release, off, pick_rows(val, cfg.limit), measured, source
 
 
 def _rates(group: list[dict], rule: str, threshold: float, gated: bool) -> dict:
@@ -195,7 +208,7 @@ def choose_rule(pooled: dict[str, dict]) -> tuple[str, str]:
 def run_tile_rule(cfg: TileRuleConfig) -> dict:
     """Run the validation; returns the result document (schema :data:`SCHEMA`)."""
     conditions = _conditions(cfg)
-    release, off, chosen, measured = _prepare(cfg)
+    release, off, chosen, measured, source = _prepare(cfg)
     spec = release.spec
     screener = Screener(release, num_threads=cfg.threads)
     single = Screener(off, num_threads=cfg.threads)  # the same photos with magnification off: one input
@@ -223,7 +236,8 @@ def run_tile_rule(cfg: TileRuleConfig) -> dict:
                 "all_probs": [t["probability"] for t in per], "tiles": res.tiles or 0,
                 "fallback": tl.get("fallback") is not None,
                 "by": sorted(k for k in ("image", "features") if (res.ood_details or {}).get(k, 0) > 1.0),
-                "off": outcome(single.screen_image(img, heatmap=False), positive)})
+                "off": outcome(res_off := single.screen_image(img, heatmap=False), positive),
+                "ms": res.timings.get("total", 0.0), "ms_off": res_off.timings.get("total", 0.0)})
     results = []
     for kind, factor in conditions:
         group = photos[(kind, factor)]
@@ -233,6 +247,8 @@ def run_tile_rule(cfg: TileRuleConfig) -> dict:
                "flagged_by_image": sum("image" in p["by"] for p in group),
                "flagged_by_features": sum("features" in p["by"] for p in group),
                "magnification_off": _off(group),
+               "ms_per_photo": {"on": round(float(np.mean([p["ms"] for p in group])), 1) if group else None,
+                                "off": round(float(np.mean([p["ms_off"] for p in group])), 1) if group else None},
                "rules": {rule: {"gated": _rates(group, rule, threshold, True),
                                 "ungated": _rates(group, rule, threshold, False)} for rule in TILE_RULES}}
         results.append(row)
@@ -248,7 +264,8 @@ def run_tile_rule(cfg: TileRuleConfig) -> dict:
                   "sha256": release.model_sha256, "task": spec.task, "threshold": threshold},
         "capture": {**cap.to_dict(), "color_target": "(from the spec)" if cap.color_target else {},
                     "magnification_in_release": measured is None,
-                    "cell_diameter_measured_on_training": measured},
+                    "cell_diameter_measured_on_training": measured,
+                    "cell_diameter_from": source},
         "data": {"folder": Path(cfg.data).name, "split": "val", "n_smears": len(chosen), "limit": cfg.limit,
                  "classes": {k: sum(1 for r in chosen if r["class"] == k) for k in sorted({r["class"] for r in chosen})}},
         "factors": list(cfg.factors), "eyepiece_level": cfg.eyepiece_level, "seed": cfg.seed,
@@ -274,7 +291,8 @@ def markdown(doc: dict) -> str:
     """The result as Markdown (rebuilt from the JSON document)."""
     m, d, c = doc["model"], doc["data"], doc["capture"]
     src = ("the release's spec" if c["magnification_in_release"] else
-           f"a copy of the spec with magnification on, cell diameter {c['cell_diameter']} px measured on training smears")
+           f"a copy of the spec with magnification on, cell diameter {c['cell_diameter']} px "
+           f"({c.get('cell_diameter_from') or 'measured on training smears'})")
     lines = [f"# Tile rule validation: {m['name']} ({m['variant']})", "",
              f"{d['n_smears']} validation smears ({', '.join(f'{k} {v}' for k, v in d['classes'].items())}); "
              f"full-field photos at magnification {', '.join(str(f) for f in doc['factors'])}"
@@ -297,14 +315,16 @@ def markdown(doc: dict) -> str:
     lines += ["", "The same photos with magnification OFF (one input: the whole photo resized, as the release ships "
               "without tiling) against ON with the chosen rule:", "",
               "| photo | factor | off: correct | off: flagged | off: retake | off: missed | on: correct | on: flagged "
-              "| on: retake | on: missed |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| on: retake | on: missed | ms per photo (off / on) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["results"]:
         o, g = r["magnification_off"], r["rules"][doc["chosen"]["rule"]]["gated"]
+        ms = r.get("ms_per_photo") or {}
         lines.append(f"| {r['photo']} | {r['factor']} | {_pct(o['correct_rate'])} | {o['flagged']} | {o['retake']} | "
-                     f"{o['missed']} | {_pct(g['correct'])} | {g['flagged']} | {g['retake']} | {g['missed']} |")
+                     f"{o['missed']} | {_pct(g['correct'])} | {g['flagged']} | {g['retake']} | {g['missed']} | "
+                     f"{ms.get('off', '-')} / {ms.get('on', '-')} |")
     o, g = doc["pooled_magnification_off"], doc["pooled"][doc["chosen"]["rule"]]
     lines.append(f"| **pooled** | | {_pct(o['correct_rate'])} | {o['flagged']} | {o['retake']} | {o['missed']} | "
-                 f"{_pct(g['correct'])} | {g['flagged']} | {g['retake']} | {g['missed']} |")
+                 f"{_pct(g['correct'])} | {g['flagged']} | {g['retake']} | {g['missed']} | |")
     lines += ["", "Pooled over every condition:", "",
               "| rule | sensitivity | specificity | missed | correct (of all) | ungated sensitivity | ungated specificity |",
               "|---|---|---|---|---|---|---|"]

@@ -244,3 +244,21 @@ def test_bench_tiles_bad_input_is_a_one_line_error(args, message, capsys, aria_d
                  "--data", str(aria_dir), *args]) != 0
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_cell_diameter_comes_from_the_spec_when_recorded_else_from_training_smears(tiny_spec, smear_paths):
+    from leukedge.benchmarks.tile_rule import cell_diameter_for, with_magnification
+    from leukedge.errors import DataError
+
+    recorded = dataclasses.replace(tiny_spec, preprocess=tiny_spec.preprocess.replace(
+        capture=CaptureConfig(fov_crop=True, cell_diameter=14.2)))            # magnification off, diameter kept
+    assert cell_diameter_for(recorded, []) == (14.2, "spec (recorded at training)")
+    paths = [p for c in ("Benign", "Pre", "Pro") for p in smear_paths[c][:4]]
+    d, source = cell_diameter_for(tiny_spec, paths, fit_n=12)
+    assert 8 < d < 22 and "training smears" in source
+    with pytest.raises(DataError, match="no training rows"):
+        cell_diameter_for(tiny_spec, [])
+    on = with_magnification(recorded, 14.2)
+    cap = on.preprocess.capture
+    assert cap.magnification and cap.fov_crop and cap.cell_diameter == 14.2
+    assert recorded.preprocess.capture.magnification is False          # the original spec is untouched
