@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 USAGE = """leukedge bench MODEL... [--json OUT] [--md OUT.md] [--plot OUT.png] [options]
        leukedge bench compare RESULT.json... [--json MERGED] [--md OUT.md] [--plot OUT.png]
-       leukedge bench captures --model M [--data DIR] [--limit N] [--json OUT] [--md OUT.md] [--plot OUT.png]"""
+       leukedge bench captures --model M [--data DIR] [--limit N] [--json OUT] [--md OUT.md] [--plot OUT.png]
+       leukedge bench tiles --model M [--data DIR] [--limit N] [--factors LIST] [--json OUT] [--md OUT.md]"""
 DESCRIPTION = """Measure what a model costs on this device: load time, batch-1 latency (p50/p90/p99,
 mean, std), throughput, peak memory, file and gzip size, a thread sweep, MACs and efficiency
 against a measured matmul peak, end to end (decode -> preprocess -> inference -> Grad-CAM) and
@@ -26,7 +27,10 @@ run folders. `bench compare` merges result files from several devices into one t
 `bench captures` perturbs real test-split smears with each capture family (eyepiece photo, white
 balance, exposure, stain, JPEG, noise, rotation/flip, magnification, defocus, motion) at several
 severities and screens them like `leukedge predict`: correct / retake / flagged / wrong / missed
-leukemia per family and severity."""
+leukemia per family and severity. `bench tiles` validates the rule that combines a full-field
+photo's tiles: validation smears as full-field photos at lower magnification (and through an
+eyepiece), screened as tiles at the training cell size, sensitivity / specificity per rule
+(max, mean, noisy_or) and factor, and the rule chosen (sensitivity >= 0.99, then specificity)."""
 
 
 def register(sub) -> None:
@@ -64,7 +68,7 @@ def register(sub) -> None:
     c.add_argument("--data", metavar="DIR", help="captures: data folder of the split manifest "
                    "(default: $LEUKEDGE_DATA or ../shared/data/aria-all)")
     c.add_argument("--split", metavar="CSV", help="captures: split manifest (default: the release's split.csv)")
-    c.add_argument("--limit", type=int, metavar="N", help="captures: at most N test smears, spread evenly")
+    c.add_argument("--limit", type=int, metavar="N", help="captures: at most N test smears, spread evenly; tiles: N validation smears")
     c.add_argument("--families", metavar="LIST", help="captures: comma list of families (default: all)")
     c.add_argument("--variant", metavar="V", help="captures: model file variant (default int8)")
     c.add_argument("--normalize", default="none", metavar="N", help="captures: capture normalisation before "
@@ -72,6 +76,11 @@ def register(sub) -> None:
     c.add_argument("--seed", type=int, default=0, help="captures: perturbation seed (default 0)")
     c.add_argument("--subset", default="test", choices=("test", "val"),
                    help="captures: manifest split the smears come from (default test; val for tuning)")
+    t = p.add_argument_group("bench tiles (also --model, --data, --split, --limit, --variant, --seed, --threads)")
+    t.add_argument("--factors", metavar="LIST", default="0.5,0.7,0.85,1.0",
+                   help="tiles: magnification factors of the full-field photos (default 0.5,0.7,0.85,1.0)")
+    t.add_argument("--eyepiece-level", type=int, default=2, metavar="L",
+                   help="tiles: each factor also through an eyepiece of this level (1-3; 0: none; default 2)")
     p.set_defaults(func=cmd_bench, _parser=p)
 
 
@@ -150,6 +159,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return cmd_compare(args)
     if args.models[0] == "captures":
         return cmd_captures(args)
+    if args.models[0] == "tiles":
+        return cmd_tiles(args)
     from leukedge.errors import ConfigError
     from leukedge.fileio import atomic_write_json
 
@@ -246,6 +257,35 @@ def cmd_captures(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tiles(args: argparse.Namespace) -> int:
+    from leukedge.data import resolve_data_dir
+    from leukedge.errors import ConfigError
+
+    from .tile_rule import TileRuleConfig, markdown, run_tile_rule
+
+    if len(args.models) > 1:
+        raise ConfigError(f"bench tiles takes --model, not positional models ({args.models[1:]})",
+                          "leukedge bench tiles --model models/<name> --data DIR")
+    if not args.model:
+        raise ConfigError("bench tiles needs --model", "leukedge bench tiles --model models/<name>")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be positive, got {args.limit}")
+    try:
+        factors = [float(f) for f in args.factors.split(",") if f.strip()]
+    except ValueError:
+        raise ConfigError(f"--factors: '{args.factors}' is not a comma list of numbers", "e.g. --factors 0.5,0.7,1.0") from None
+    if not factors:
+        raise ConfigError("--factors is empty", "e.g. --factors 0.5,0.7,0.85,1.0")
+    _check_outputs(args)
+    cfg = TileRuleConfig(model=args.model, data=str(resolve_data_dir(args.data)), split=args.split,
+                         limit=args.limit, factors=factors, eyepiece_level=args.eyepiece_level, seed=args.seed,
+                         variant=args.variant, allow_unsigned=args.allow_unsigned,
+                         threads=int(args.threads) if args.threads and args.threads.isdigit() else None)
+    doc = run_tile_rule(cfg)
+    _write_outputs(args, doc, markdown(doc), None)
+    return 0
+
+
 def _write_outputs(args: argparse.Namespace, doc: dict, md: str, plot) -> None:
     """Print the Markdown table and write what was asked: ``--json``, ``--md``, ``--plot``."""
     from leukedge.fileio import atomic_write_json, atomic_write_text
@@ -253,6 +293,9 @@ def _write_outputs(args: argparse.Namespace, doc: dict, md: str, plot) -> None:
     print(md)
     for out, write in ((args.json, lambda: atomic_write_json(args.json, doc)),
                        (args.md, lambda: atomic_write_text(args.md, md)), (args.plot, lambda: plot(args.plot))):
+        if out and out is args.plot and plot is None:
+            log.warning("--plot: this benchmark has no plot (ignored)")
+            continue
         if out:
             write()
             log.info("wrote %s", out)

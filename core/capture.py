@@ -237,14 +237,21 @@ def estimate_cell_diameter(rgb: np.ndarray, max_side: int = 1024) -> float | Non
     return float(np.median(diams) / s)
 
 
+def magnification_estimate(rgb: np.ndarray, cfg: CaptureConfig) -> tuple[float, float | None]:
+    """(rescale factor, measured red-cell diameter or None). The factor brings the photo's
+    cells to ``cfg.cell_diameter``; it is 1.0 when the estimate fails (diameter None) or is
+    within the tolerance."""
+    d = estimate_cell_diameter(rgb)
+    if not d:
+        return 1.0, None
+    f = float(np.clip(cfg.cell_diameter / d, cfg.min_scale, cfg.max_scale))
+    return (1.0 if abs(f - 1.0) <= cfg.scale_tolerance else f), float(d)
+
+
 def magnification_scale(rgb: np.ndarray, cfg: CaptureConfig) -> float:
     """The rescale factor that brings the photo's cells to ``cfg.cell_diameter`` (1.0 when
     the estimate fails or is within the tolerance)."""
-    d = estimate_cell_diameter(rgb)
-    if not d:
-        return 1.0
-    f = float(np.clip(cfg.cell_diameter / d, cfg.min_scale, cfg.max_scale))
-    return 1.0 if abs(f - 1.0) <= cfg.scale_tolerance else f
+    return magnification_estimate(rgb, cfg)[0]
 
 
 # ----- the field and its cuts -------------------------------------------------------------------
@@ -266,7 +273,8 @@ def prepare_field(rgb: np.ndarray, cfg: CaptureConfig, input_size: int) -> tuple
         f = 4 * input_size / max(h, w)
         img = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
     if cfg.magnification:
-        f = magnification_scale(img, cfg)
+        f, d = magnification_estimate(img, cfg)
+        info["cell_diameter"] = None if d is None else round(d, 2)
         # the field never shrinks below the model input
         f = max(f, input_size / min(img.shape[:2])) if f < 1 else f
         info["scale"] = round(f, 4)
@@ -286,12 +294,14 @@ def centre_crop(img: np.ndarray, side: int) -> np.ndarray:
     return np.ascontiguousarray(img[y0:y0 + min(side, h), x0:x0 + min(side, w)])
 
 
-def tiles(img: np.ndarray, side: int, max_tiles: int = 9) -> list[np.ndarray]:
-    """Square ``side`` tiles covering the field on an evenly spaced grid (overlapping where
-    the field is not a multiple of ``side``); at most ``max_tiles``, the grid centred."""
-    h, w = img.shape[:2]
+def tile_boxes(shape, side: int, max_tiles: int = 9) -> list[tuple[int, int]]:
+    """Top-left corners ``(y, x)`` of the :func:`tiles` of a field of ``shape``: an evenly
+    spaced grid of ``side`` squares (overlapping where the field is not a multiple of
+    ``side``), at most ``floor(sqrt(max_tiles))`` per side, centred. A field up to that many
+    inputs per side is covered completely; a larger one only in its centre."""
+    h, w = shape[:2]
     if h <= side and w <= side:
-        return [img]
+        return [(0, 0)]
     per = max(1, int(np.floor(np.sqrt(max_tiles))))
     ny = min(per, int(np.ceil(h / side))) if h > side else 1
     nx = min(per, int(np.ceil(w / side))) if w > side else 1
@@ -299,7 +309,17 @@ def tiles(img: np.ndarray, side: int, max_tiles: int = 9) -> list[np.ndarray]:
     oy, ox = (h - span_y) // 2, (w - span_x) // 2
     ys = np.linspace(oy, oy + span_y - min(side, h), ny).round().astype(int) if ny > 1 else [max(0, (h - side) // 2)]
     xs = np.linspace(ox, ox + span_x - min(side, w), nx).round().astype(int) if nx > 1 else [max(0, (w - side) // 2)]
-    return [np.ascontiguousarray(img[y:y + side, x:x + side]) for y in ys for x in xs]
+    return [(int(y), int(x)) for y in ys for x in xs]
+
+
+def tiles(img: np.ndarray, side: int, max_tiles: int = 9) -> list[np.ndarray]:
+    """Square ``side`` tiles covering the field on an evenly spaced grid (overlapping where
+    the field is not a multiple of ``side``); at most ``max_tiles``, the grid centred
+    (:func:`tile_boxes`)."""
+    h, w = img.shape[:2]
+    if h <= side and w <= side:
+        return [img]
+    return [np.ascontiguousarray(img[y:y + side, x:x + side]) for y, x in tile_boxes(img.shape, side, max_tiles)]
 
 
 def combine_tiles(probs, rule: str = "max") -> float:
@@ -307,9 +327,10 @@ def combine_tiles(probs, rule: str = "max") -> float:
 
     ``max``: the photo is positive when any tile is (sensitivity first: one blast in one
     tile is enough); ``mean``: average; ``noisy_or``: ``1 - prod(1 - p)`` (independent
-    evidence; grows with the number of tiles, so it needs its own threshold). NOT yet
-    validated against the decision thresholds: the retraining session must choose the rule
-    and threshold on validation photos (docs/captures.md).
+    evidence; grows with the number of tiles, so it needs its own threshold). Chosen per
+    release on validation photos by ``leukedge bench tiles`` at the spec's threshold
+    (docs/captures.md section 6.1: ``max`` on the committed subtype model; ``mean`` missed
+    leukemia at 0.5x).
     """
     p = np.clip(np.asarray(probs, np.float64).reshape(-1), 0.0, 1.0)
     if p.size == 0:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .capture import CaptureConfig, centre_crop, prepare_field
+from .capture import CaptureConfig, centre_crop, prepare_field, tile_boxes, tiles
 from .errors import ConfigError
 from .imageio import load_image
 
@@ -114,15 +114,28 @@ def preprocess_uint8(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """Capture normalisation (when the spec has it), resize, mask, filter and equalise; returns
     the input_size x input_size x 3 uint8 image.
 
-    This is also the image the app shows under the Grad-CAM overlay.
+    This is also the image the app shows under the Grad-CAM overlay. With magnification on,
+    the single input is the centre square of the rescaled field; :func:`field_tiles` cuts the
+    whole field instead (what :class:`leukedge.edge_app.inference.Screener` screens).
     """
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[-1] != 3:
-        raise ValueError(f"expected HxWx3 uint8 RGB, got {rgb.dtype} {rgb.shape}; use leukedge.load_image")
+    _check_rgb(rgb)
     s = int(cfg.input_size)
     if cfg.capture is not None and cfg.capture.enabled:
         rgb, _ = prepare_field(rgb, cfg.capture, s)
         if cfg.capture.magnification:  # cells now have the training size: the centre square, not the whole photo
             rgb = centre_crop(rgb, s)
+    return finish_uint8(rgb, cfg)
+
+
+def _check_rgb(rgb: np.ndarray) -> None:
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"expected HxWx3 uint8 RGB, got {rgb.dtype} {rgb.shape}; use leukedge.load_image")
+
+
+def finish_uint8(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """The steps after capture normalisation: resize to the input, corner mask, Gaussian
+    filter, equalisation (uint8 in and out)."""
+    s = int(cfg.input_size)
     h, w = rgb.shape[:2]
     if (h, w) != (s, s):
         interp = cv2.INTER_AREA if (h > s or w > s) else cv2.INTER_LINEAR
@@ -142,6 +155,54 @@ def preprocess_uint8(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
             lab[..., 0] = cv2.equalizeHist(np.ascontiguousarray(lab[..., 0]))
         img = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
     return np.ascontiguousarray(img)
+
+
+@dataclass
+class FieldTiles:
+    """A photo cut into model inputs by :func:`field_tiles`.
+
+    Attributes:
+        inputs: the finished uint8 model inputs (S, S, 3), one per tile.
+        raw: the same tiles of the normalised field before the finishing steps (per-tile
+            quality is judged on them).
+        boxes: top-left ``(y, x)`` of each tile in the field.
+        field_shape: (height, width) of the capture-normalised field.
+        info: :func:`leukedge.capture.prepare_field`'s info (``scale``, ``cell_diameter``,
+            ``fov``) plus ``fallback``: None, or why the photo was not tiled.
+    """
+
+    inputs: list
+    raw: list
+    boxes: list
+    field_shape: tuple
+    info: dict
+
+
+def field_tiles(rgb: np.ndarray, cfg: PreprocessConfig) -> FieldTiles:
+    """Cut a photo into model inputs at the training cell size (magnification on).
+
+    The capture-normalised field (:func:`leukedge.capture.prepare_field`) is cut into up to
+    ``capture.max_tiles`` tiles (:func:`leukedge.capture.tiles`). When the red-cell diameter
+    cannot be measured (too few round single cells), the scale is unknown and the photo falls
+    back to the single centre input of :func:`preprocess_uint8` (``info["fallback"]`` says
+    why). Without magnification in the spec, the one input of :func:`preprocess_uint8`.
+    """
+    _check_rgb(rgb)
+    s = int(cfg.input_size)
+    cap = cfg.capture
+    if cap is None or not cap.magnification:
+        return FieldTiles([preprocess_uint8(rgb, cfg)], [None], [(0, 0)], tuple(rgb.shape[:2]),
+                          {"fallback": "magnification off"})
+    img, info = prepare_field(rgb, cap, s)
+    if info.get("cell_diameter") is None:
+        info["fallback"] = "red-cell diameter not measurable (too few round single cells): centre input only"
+        raw = [centre_crop(img, s)]
+        boxes = [(max(0, (img.shape[0] - s) // 2), max(0, (img.shape[1] - s) // 2))]
+    else:
+        info["fallback"] = None
+        boxes = tile_boxes(img.shape, s, cap.max_tiles)
+        raw = tiles(img, s, cap.max_tiles)
+    return FieldTiles([finish_uint8(t, cfg) for t in raw], raw, boxes, tuple(img.shape[:2]), info)
 
 
 def normalize(img_u8: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:

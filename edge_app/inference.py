@@ -7,6 +7,10 @@ an unsigned, tampered or incomplete release is refused unless ``allow_unsigned``
 ``screen_image(path_or_rgb)`` runs: decode (:func:`leukedge.imageio.load_image`) ->
 quality gate -> the one preprocessing (:mod:`leukedge.preprocess`) -> model ->
 Grad-CAM heatmap -> out-of-distribution gate -> decision at the spec's threshold.
+When the spec's ``preprocess.capture.magnification`` is on, the photo is rescaled to the
+training cell size and screened as up to ``capture.max_tiles`` tiles whose answers
+:mod:`leukedge.edge_app.tiling` makes one (``Screening.tiles`` says how many); otherwise
+(every release so far) one input, exactly as before.
 ``leukedge predict`` and the Kivy app both call it. Imports numpy, OpenCV and LiteRT
 only (never TensorFlow).
 """
@@ -28,13 +32,14 @@ from leukedge.fileio import sha256_file
 from leukedge.heatmap import ALPHA, blend, colorize, normalise
 from leukedge.imageio import decode_image, read_image_bytes
 from leukedge.model_check import check_model_io
-from leukedge.preprocess import normalize, preprocess_uint8
+from leukedge.preprocess import field_tiles, normalize, preprocess_uint8
 from leukedge.release_check import UNVERIFIED, inside, verify_release
 from leukedge.release_check import card_files  # noqa: F401  (re-exported: older callers import it from here)
 from leukedge.spec import ModelSpec
 
 from .ood import OODGate
 from .quality import QualityConfig, check_quality, guidance
+from .tiling import TileResult, field_probabilities, field_verdict, tile_quality
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +255,8 @@ class Screening:
     heatmap: np.ndarray | None = None        # normalised Grad-CAM in [0, 1], resized to ``image``
     heatmap_rgb: np.ndarray | None = None    # heatmap through a colour map (S, S, 3) uint8
     timings: dict[str, float] = field(default_factory=dict)
+    tiles: int | None = None                 # tiles screened (None: one input, magnification off)
+    tiling: dict | None = None               # per-tile answers and the field rule's choices
 
     @property
     def scored(self) -> bool:
@@ -276,7 +283,8 @@ class Screening:
                 "ood_score": self.ood_score, "threshold": self.threshold, "model": self.model_name,
                 "model_version": self.model_version, "model_sha256": self.model_sha256,
                 "image_sha256": self.image_sha256, "timings_ms": self.timings,
-                "model_variant": self.model_variant, "parity": self.parity, "signature": self.signature}
+                "model_variant": self.model_variant, "parity": self.parity, "signature": self.signature,
+                **({"tiles": self.tiles, "tiling": self.tiling} if self.tiles is not None else {})}
 
 
 # ----- the screener ---------------------------------------------------------------------
@@ -337,6 +345,49 @@ class Screener:
                          model_sha256=r.model_sha256, model_variant=r.variant, parity=r.parity_status,
                          signature=r.signature_status)
 
+    def _screen_tiles(self, res: Screening, rgb: np.ndarray, heatmap: bool, t: dict) -> None:
+        """Magnification on: the field at the training cell size, screened as tiles (batch 1:
+        one interpreter call per tile) and made one answer by :mod:`leukedge.edge_app.tiling`."""
+        pre = self.spec.preprocess
+        cut = field_tiles(rgb, pre)
+        if cut.info.get("fallback"):
+            log.info("%s: %s", res.path or "frame", cut.info["fallback"])
+        t["preprocess"] = time.perf_counter()
+        gate = self.release.ood
+        results = []
+        for i, (shown, raw, box) in enumerate(zip(cut.inputs, cut.raw, cut.boxes)):
+            out = self.runner.run(normalize(shown, pre))
+            probs = np.asarray(out["probability"], np.float64).reshape(-1)
+            ratio = None
+            if gate is not None and out.get("features") is not None:
+                ratio = gate.check(out["features"], None)[2].get("features")
+            results.append(TileResult(i, box, float(self.spec.positive_probability(probs)), probs,
+                                      tile_quality(raw, self.quality_cfg), ratio,
+                                      out.get("cam") if heatmap else None))
+        t["inference"] = time.perf_counter()
+        image_ratio = gate.check(None, rgb)[2].get("image") if gate is not None else None
+        v = field_verdict(results, pre.capture.tile_rule, image_ratio)
+        if res.quality == "ok" and v.quality != "ok":
+            res.quality = v.quality
+        if v.ood_score is not None:
+            res.ood, res.ood_score, res.ood_details = v.ood, round(v.ood_score, 4), v.ood_details
+        if v.deciding is not None:
+            res.probability = float(v.probability)
+            vec = field_probabilities(results, v, pre.capture.tile_rule)
+            if self.spec.task == "subtype":
+                res.probabilities = {c: float(p) for c, p in zip(self.spec.class_names, vec)}
+        k = v.deciding if v.deciding is not None else 0
+        res.image = cut.inputs[k]
+        if results[k].cam is not None:
+            res.heatmap = normalise(results[k].cam, (res.image.shape[1], res.image.shape[0]))
+            res.heatmap_rgb = colorize(res.heatmap)
+        res.tiles = len(results)
+        res.tiling = {"n": len(results), "rule": pre.capture.tile_rule, "used": v.used, "deciding": v.deciding,
+                      "field": list(cut.field_shape), "scale": cut.info.get("scale"),
+                      "cell_diameter": cut.info.get("cell_diameter"), "fallback": cut.info.get("fallback"),
+                      "per_tile": [r.to_dict(r.index in v.used) for r in results]}
+        t["heatmap"] = t["ood"] = time.perf_counter()
+
     def screen_image(self, image, heatmap: bool = True) -> Screening:
         """Screen one image: a path, or an RGB uint8 array (a camera frame).
 
@@ -365,6 +416,10 @@ class Screener:
         q = check_quality(rgb, self.quality_cfg)
         res.quality, res.quality_details = q.status, q.to_dict()
         t["quality"] = time.perf_counter()
+        cap = self.spec.preprocess.capture
+        if cap is not None and cap.magnification:
+            self._screen_tiles(res, rgb, heatmap, t)
+            return self._decide(res, t, t0)
         shown = preprocess_uint8(rgb, self.spec.preprocess)
         x = normalize(shown, self.spec.preprocess)
         t["preprocess"] = time.perf_counter()
@@ -384,6 +439,10 @@ class Screener:
             res.ood, score, details = gate.check(out.get("features"), rgb)
             res.ood_score, res.ood_details = round(score, 4), details
         t["ood"] = time.perf_counter()
+        return self._decide(res, t, t0)
+
+    def _decide(self, res: Screening, t: dict, t0: float) -> Screening:
+        """The decision from the gates and the probability, and the stage timings."""
         if res.quality != "ok":
             res.decision = RETAKE
         elif res.ood:

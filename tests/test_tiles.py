@@ -1,0 +1,264 @@
+"""Magnification normalisation screened as tiles: the cut, the field rule, the Screener and `bench tiles`."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fixtures_app import RELEASE_NAME, tiny_release  # noqa: F401  (fixture)
+from leukedge.capture import TILE_RULES, CaptureConfig, combine_tiles, estimate_cell_diameter, tile_boxes
+from leukedge.capture_sim import apply_capture
+from leukedge.edge_app.tiling import TileResult, feature_score, field_verdict, tile_quality
+from leukedge.imageio import load_image
+from leukedge.preprocess import PreprocessConfig, field_tiles, preprocess_uint8
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The ``predict --json`` keys of a single-input result before tiling existed.
+OLD_JSON_KEYS = ["path", "probability", "decision", "ood", "quality", "probabilities", "error", "ood_score",
+                 "threshold", "model", "model_version", "model_sha256", "image_sha256", "timings_ms",
+                 "model_variant", "parity", "signature"]
+
+
+# ----- the cut -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(224, 224), (300, 224), (448, 448), (500, 380), (672, 600), (230, 650)])
+def test_tiles_cover_the_field(shape):
+    side = 224
+    boxes = tile_boxes(shape, side, 9)
+    covered = np.zeros(shape, bool)
+    for y, x in boxes:
+        assert 0 <= y <= shape[0] - side and 0 <= x <= shape[1] - side
+        covered[y:y + side, x:x + side] = True
+    assert covered.all(), (shape, boxes)
+    assert len(boxes) == int(np.ceil(shape[0] / side)) * int(np.ceil(shape[1] / side)) <= 9
+
+
+def test_a_field_larger_than_the_grid_is_cut_into_max_tiles_centred():
+    boxes = tile_boxes((1000, 1000), 224, 9)
+    assert len(boxes) == 9
+    ys, xs = sorted({b[0] for b in boxes}), sorted({b[1] for b in boxes})
+    assert ys == xs and ys[0] + ys[-1] + 224 == 1000          # the 3x3 grid is centred
+    assert len(tile_boxes((1000, 1000), 224, 4)) == 4
+
+
+def test_a_half_magnification_photo_is_cut_into_more_than_one_tile(smear_paths):
+    rgb = load_image(smear_paths["Pre"][0])
+    d = estimate_cell_diameter(rgb)
+    cfg = PreprocessConfig(input_size=224, capture=CaptureConfig(magnification=True, cell_diameter=d))
+    photo = apply_capture("magnification", rgb, 0.5)
+    cut = field_tiles(photo, cfg)
+    assert cut.info["fallback"] is None and cut.info["cell_diameter"] is not None
+    assert 1.4 < cut.info["scale"] <= 3.0 and min(cut.field_shape) >= 300
+    assert len(cut.inputs) > 1 and len(cut.inputs) == len(cut.raw) == len(cut.boxes)
+    assert all(t.shape == (224, 224, 3) and t.dtype == np.uint8 for t in cut.inputs)
+    # the tiles differ (different parts of the field), and each is the finished raw tile
+    assert len({t.tobytes() for t in cut.inputs}) == len(cut.inputs)
+    # the same smear at full magnification needs no rescale: one input, the centre of preprocess_uint8
+    whole = field_tiles(rgb, cfg)
+    assert whole.info["scale"] == 1.0 and len(whole.inputs) == 1
+    assert np.array_equal(whole.inputs[0], preprocess_uint8(rgb, cfg))
+
+
+def test_a_failed_cell_estimate_falls_back_to_the_single_centre_input(smear_paths):
+    rgb = load_image(smear_paths["Early"][0])        # a real smear with too few round single cells
+    assert estimate_cell_diameter(rgb) is None
+    cfg = PreprocessConfig(input_size=224, capture=CaptureConfig(magnification=True, cell_diameter=15.0))
+    cut = field_tiles(rgb, cfg)
+    assert len(cut.inputs) == 1 and "red-cell diameter not measurable" in cut.info["fallback"]
+    assert np.array_equal(cut.inputs[0], preprocess_uint8(rgb, cfg))
+
+
+def test_without_magnification_the_cut_is_the_one_input(smear_paths):
+    rgb = load_image(smear_paths["Pro"][0])
+    for cfg in (PreprocessConfig(input_size=64), PreprocessConfig(input_size=64, capture=CaptureConfig(fov_crop=True))):
+        cut = field_tiles(rgb, cfg)
+        assert len(cut.inputs) == 1 and np.array_equal(cut.inputs[0], preprocess_uint8(rgb, cfg))
+
+
+# ----- the field rule ----------------------------------------------------------------------------
+def _tile(i, p, quality="ok", ratio=0.5):
+    return TileResult(i, (0, 0), p, np.array([p]), quality, ratio)
+
+
+def test_field_rule_combines_the_usable_in_distribution_tiles():
+    tiles = [_tile(0, 0.9, ratio=1.5), _tile(1, 0.2), _tile(2, 0.4), _tile(3, 0.95, quality="over-exposed")]
+    for rule in TILE_RULES:
+        v = field_verdict(tiles, rule, image_ratio=0.3)
+        assert v.quality == "ok" and not v.ood and v.used == [1, 2]     # OOD tile 0 and the blank tile 3 left out
+        assert v.probability == pytest.approx(combine_tiles([0.2, 0.4], rule)) and v.deciding == 2
+    assert field_verdict(tiles, "max").ood_details["tiles_flagged"] == 1
+
+
+def test_field_is_ood_when_more_than_half_of_its_usable_tiles_are_or_the_photo_is():
+    half = [_tile(0, 0.5, ratio=2.0), _tile(1, 0.5, ratio=0.5)]
+    assert not field_verdict(half, "max").ood                          # 1 of 2: not more than half
+    most = half + [_tile(2, 0.5, ratio=1.2)]
+    v = field_verdict(most, "max")
+    assert v.ood and v.ood_score == pytest.approx(1.2)                  # 2 of 3: the 2nd largest ratio
+    assert field_verdict(half, "max", image_ratio=1.1).ood             # the photo's colour statistics
+    assert feature_score([0.1, 3.0, 0.2, 0.3]) == pytest.approx(0.2)  # 1 of 4 flagged -> score < 1
+
+
+def test_field_without_a_usable_tile_asks_for_a_retake_with_the_tiles_reason(smear_paths):
+    v = field_verdict([_tile(0, 0.9, "over-exposed"), _tile(1, 0.9, "over-exposed"), _tile(2, 0.1, "under-exposed")],
+                      "max")
+    assert v.quality == "over-exposed" and v.probability is None and v.deciding is None
+    # the per-tile check on real pixels: a smear tile is ok, blank plasma and the dark rim are not
+    rgb = load_image(smear_paths["Pre"][0])
+    assert tile_quality(rgb[:112, :112]) == "ok"
+    assert tile_quality(np.full((112, 112, 3), 253, np.uint8)) == "over-exposed"
+    assert tile_quality(np.full((112, 112, 3), 4, np.uint8)) == "under-exposed"
+
+
+# ----- the Screener ------------------------------------------------------------------------------
+def _magnified(release, rule="max", cell_diameter=None, rgb=None):
+    """The release with magnification on in a copy of its spec (what `bench tiles` does)."""
+    from leukedge.benchmarks.tile_rule import with_magnification
+
+    spec = with_magnification(release.spec, cell_diameter or estimate_cell_diameter(rgb))
+    spec = dataclasses.replace(spec, preprocess=spec.preprocess.replace(
+        capture=dataclasses.replace(spec.preprocess.capture, tile_rule=rule)))
+    return dataclasses.replace(release, spec=spec)
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_release):
+    from leukedge.edge_app.inference import load_release
+
+    return load_release(tiny_release)
+
+
+def test_screener_with_magnification_screens_tiles_and_applies_the_rule(loaded, smear_paths):
+    from leukedge.edge_app.inference import Screener
+    from leukedge.preprocess import normalize
+
+    rgb = load_image(smear_paths["Pre"][1])
+    photo = apply_capture("magnification", rgb, 0.5)
+    for rule in TILE_RULES:
+        s = Screener(_magnified(loaded, rule, rgb=rgb), num_threads=1)
+        res = s.screen_image(photo)
+        assert res.error is None and res.tiles > 1 and res.tiling["rule"] == rule
+        per = res.tiling["per_tile"]
+        assert len(per) == res.tiles and res.tiling["fallback"] is None
+        # every tile's probability is the model's on that tile of the one preprocessing
+        cut = field_tiles(photo, s.spec.preprocess)
+        assert len(cut.inputs) == res.tiles
+        for t, x in zip(per, cut.inputs):
+            assert t["probability"] == pytest.approx(float(s.runner.run(normalize(x, s.spec.preprocess))["probability"][0]))
+        used = [t["probability"] for t in per if t["used"]]
+        assert used and res.probability == pytest.approx(combine_tiles(used, rule))
+        # the image and heatmap shown are the deciding tile's
+        k = res.tiling["deciding"]
+        assert per[k]["probability"] == max(used) and np.array_equal(res.image, cut.inputs[k])
+        assert res.heatmap.shape == res.image.shape[:2]
+        js = res.to_json()
+        assert js["tiles"] == res.tiles and js["tiling"]["used"] == res.tiling["used"]
+        json.dumps(js)
+
+
+def test_screener_falls_back_to_the_centre_input_with_a_logged_reason(loaded, smear_paths, caplog):
+    from leukedge.edge_app.inference import Screener
+
+    path = smear_paths["Early"][0]      # the estimator finds too few round single cells
+    s = Screener(_magnified(loaded, cell_diameter=15.0), num_threads=1)
+    with caplog.at_level(logging.INFO, logger="leukedge.edge_app.inference"):
+        res = s.screen_image(path)
+    assert res.tiles == 1 and "red-cell diameter not measurable" in res.tiling["fallback"]
+    assert any("red-cell diameter not measurable" in r.getMessage() and str(path) in r.getMessage()
+               for r in caplog.records)
+    assert np.array_equal(res.image, preprocess_uint8(load_image(path), s.spec.preprocess))
+
+
+def _single_input_reference(screener, path):
+    """What screen_image computed before tiling existed, from the same primitives."""
+    from leukedge.heatmap import normalise
+    from leukedge.preprocess import normalize
+
+    rgb = load_image(path)
+    shown = preprocess_uint8(rgb, screener.spec.preprocess)
+    out = screener.runner.run(normalize(shown, screener.spec.preprocess))
+    p = float(screener.spec.positive_probability(np.asarray(out["probability"], np.float64).reshape(-1)))
+    gate = screener.release.ood
+    ood = gate.check(out.get("features"), rgb) if gate is not None else (False, None, None)
+    return shown, p, normalise(out["cam"], (shown.shape[1], shown.shape[0])) if "cam" in out else None, ood
+
+
+@pytest.mark.parametrize("which", ["tiny", "efficientnet-lite0-subtype"])
+def test_magnification_off_is_unchanged(which, tiny_release, smear_paths):
+    from leukedge.edge_app.inference import Screener
+
+    folder = tiny_release if which == "tiny" else ROOT / "models" / which
+    s = Screener(folder, num_threads=1)
+    assert s.spec.preprocess.capture is None or not s.spec.preprocess.capture.magnification
+    for path in (smear_paths["Benign"][2], smear_paths["Pre"][0], smear_paths["Early"][0]):
+        res = s.screen_image(path)
+        shown, p, heat, (ood, score, details) = _single_input_reference(s, path)
+        assert res.image.tobytes() == shown.tobytes()
+        assert res.probability == p
+        assert res.ood == ood and res.ood_score == round(score, 4) and res.ood_details == details
+        if heat is not None:
+            assert res.heatmap.tobytes() == heat.tobytes()
+        assert res.tiles is None and res.tiling is None
+        assert list(res.to_json()) == OLD_JSON_KEYS
+
+
+# ----- bench tiles ------------------------------------------------------------------------------
+def test_bench_tiles_cli_writes_rules_per_factor_and_chooses_one(tmp_path, aria_dir):
+    from leukedge.cli import main
+
+    out = tmp_path / "tiles.json"
+    rc = main(["-q", "bench", "tiles", "--model", str(ROOT / "models" / "efficientnet-lite0-subtype"),
+               "--data", str(aria_dir), "--limit", "3", "--factors", "0.5,1.0", "--eyepiece-level", "1",
+               "--threads", "1", "--json", str(out), "--md", str(tmp_path / "tiles.md")])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "leukedge-tiles v1" and doc["data"]["split"] == "val" and doc["data"]["n_smears"] == 3
+    assert doc["capture"]["magnification"] and not doc["capture"]["magnification_in_release"]
+    assert 10 < doc["capture"]["cell_diameter_measured_on_training"] < 22
+    conds = [(r["photo"], r["factor"]) for r in doc["results"]]
+    assert conds == [("magnification", 0.5), ("magnification", 1.0), ("magnification+eyepiece", 0.5),
+                     ("magnification+eyepiece", 1.0)]
+    for r in doc["results"]:
+        assert r["n"] == 3 and set(r["rules"]) == set(TILE_RULES)
+        for v in r["rules"].values():
+            g = v["gated"]
+            assert g["tp"] + g["fn"] + g["tn"] + g["fp"] + g["retake"] + g["flagged"] == 3
+            assert v["ungated"]["tp"] + v["ungated"]["fn"] + v["ungated"]["tn"] + v["ungated"]["fp"] == 3
+        assert sum(r["magnification_off"][k] for k in ("correct", "retake", "flagged", "wrong", "error")) == 3
+    assert doc["results"][0]["tiles_mean"] > 1                       # 0.5x photos are tiled
+    assert doc["chosen"]["rule"] in TILE_RULES
+    md = (tmp_path / "tiles.md").read_text()
+    assert "Chosen rule" in md and "| magnification+eyepiece | 0.5 |" in md
+
+
+@pytest.mark.parametrize("args, message", [(["--factors", "half"], "--factors"),
+                                           (["--factors", "1.5"], "magnification factor must be in"),
+                                           (["--eyepiece-level", "7"], "--eyepiece-level")])
+def test_bench_tiles_bad_input_is_a_one_line_error(args, message, capsys, aria_dir):
+    from leukedge.cli import main
+
+    assert main(["bench", "tiles", "--model", str(ROOT / "models" / "efficientnet-lite0-subtype"),
+                 "--data", str(aria_dir), *args]) != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cell_diameter_comes_from_the_spec_when_recorded_else_from_training_smears(tiny_spec, smear_paths):
+    from leukedge.benchmarks.tile_rule import cell_diameter_for, with_magnification
+    from leukedge.errors import DataError
+
+    recorded = dataclasses.replace(tiny_spec, preprocess=tiny_spec.preprocess.replace(
+        capture=CaptureConfig(fov_crop=True, cell_diameter=14.2)))            # magnification off, diameter kept
+    assert cell_diameter_for(recorded, []) == (14.2, "spec (recorded at training)")
+    paths = [p for c in ("Benign", "Pre", "Pro") for p in smear_paths[c][:4]]
+    d, source = cell_diameter_for(tiny_spec, paths, fit_n=12)
+    assert 8 < d < 22 and "training smears" in source
+    with pytest.raises(DataError, match="no training rows"):
+        cell_diameter_for(tiny_spec, [])
+    on = with_magnification(recorded, 14.2)
+    cap = on.preprocess.capture
+    assert cap.magnification and cap.fov_crop and cap.cell_diameter == 14.2
+    assert recorded.preprocess.capture.magnification is False          # the original spec is untouched
