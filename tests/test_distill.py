@@ -230,8 +230,9 @@ def test_resume_refuses_soft_targets_cached_from_another_teacher(distilled_run, 
     shutil.copytree(distilled_run, run)
     _interrupted(run, epochs=2)
     meta, table = distill.read_cache(run)
-    distill._write_cache(run / distill.SOFT_TARGETS_FILE, {**meta, "teacher_sha256": "0" * 64}, list(table),
-                         np.stack(list(table.values())))
+    with np.load(run / distill.SOFT_TARGETS_FILE) as z:
+        raw = z["teacher_probabilities"]
+    distill._write_cache(run / distill.SOFT_TARGETS_FILE, {**meta, "teacher_sha256": "0" * 64}, list(table), raw)
     state = (run / "state.json").read_text()
     assert main(["train", "--resume", str(run)]) == 2
     line = _err(capsys)
@@ -252,3 +253,29 @@ def test_distill_alpha_and_teacher_variant_are_validated():
     hard = np.array([[0.0], [1.0]], np.float32)
     assert np.array_equal(distill.mix_targets(hard, np.array([0.9, 0.2]), 0.0), hard)
     assert np.allclose(distill.mix_targets(hard, np.array([0.9, 0.2]), 1.0), [[0.9], [0.2]])
+
+
+def test_temperature_softens_the_cached_teacher_outputs_without_rescoring(distilled_run, monkeypatch):
+    from leukedge.train import distill
+    from leukedge.train.dataset import hard_targets, labels_of
+
+    with np.load(distilled_run / distill.SOFT_TARGETS_FILE) as z:
+        raw, mapped = z["teacher_probabilities"], z["probability"]
+    assert raw.shape == (24, 4) and np.allclose(raw.sum(axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(distill.map_outputs(raw, "1 - P(negative class)", [0]), mapped)  # Benign is column 0
+    monkeypatch.setattr(distill, "score_paths", lambda *a, **k: pytest.fail("re-scored"))
+    cfg, rows, spec = _run_parts(distilled_run, distill_temperature=3.0)
+    targets = distill.training_targets(cfg, distilled_run, rows["train"], spec)
+    logits = np.log(raw.astype(np.float64)) / 3.0
+    soft3 = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    y = hard_targets(labels_of(rows["train"], spec), spec)
+    assert np.allclose(targets, (1 - ALPHA) * y + ALPHA * (1.0 - soft3[:, :1]), atol=1e-6)
+    soft1 = distill.soft_targets(_run_parts(distilled_run)[0], distilled_run, rows["train"], spec)
+    assert np.abs(1.0 - soft3[:, :1] - y).mean() > 2 * np.abs(soft1 - y).mean()  # softer: further from the labels
+    assert ((1.0 - soft3[:, 0] >= 0.5) == (soft1[:, 0] >= 0.5)).all()  # same decisions
+    # a binary (sigmoid) teacher: its logit divided by T
+    p = np.array([[0.999], [0.01]])
+    expected = 1 / (1 + np.exp(-np.log(p / (1 - p)) / 2.0))
+    assert np.allclose(distill.map_outputs(p, "P(positive)", [0], temperature=2.0), expected, atol=1e-6)
+    with pytest.raises(Exception, match="distill_temperature must be > 0"):
+        _run_parts(distilled_run, distill_temperature=0.0)[0].validate()

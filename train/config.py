@@ -101,6 +101,9 @@ class TrainConfig:
             into the training targets; None = hard labels only.
         distill_alpha: weight of the teacher: the target is ``(1 - alpha) * y + alpha * p_teacher``
             (one-hot / probability vectors for a subtype student); 0 = the hard labels exactly.
+        distill_temperature: the teacher's logits are divided by it before mixing
+            (``softmax(log p / T)``, or ``sigmoid(logit p / T)`` for a binary teacher): > 1
+            softens a teacher that is near-certain on its own training images; 1 = as it is.
         teacher_variant: the teacher file to score (``float32``, ``int8``...); None = its
             float32 file when it has one (the reference its int8 files are checked against),
             else the release's preferred file.
@@ -145,6 +148,7 @@ class TrainConfig:
     bn_recalibrate_steps: int | None = None
     teacher: str | None = None
     distill_alpha: float = 0.5
+    distill_temperature: float = 1.0
     teacher_variant: str | None = None
     teacher_allow_unsigned: bool = False
     preset: str | None = None
@@ -170,6 +174,9 @@ class TrainConfig:
         if not 0.0 <= float(self.distill_alpha) <= 1.0:
             raise ConfigError(f"distill_alpha must be within [0, 1], got {self.distill_alpha}",
                               "0 = hard labels only, 1 = the teacher's probabilities only")
+        if not float(self.distill_temperature) > 0.0:
+            raise ConfigError(f"distill_temperature must be > 0, got {self.distill_temperature}",
+                              "1 = the teacher's probabilities as they are, > 1 softer")
         if self.teacher_variant is not None:
             if self.teacher_variant not in RELEASE_VARIANTS:
                 raise ConfigError(f"unknown teacher_variant '{self.teacher_variant}'",

@@ -16,7 +16,9 @@ folder as ``soft_targets.npz`` (``path`` relative to the data root, ``probabilit
 teacher's ``teacher_sha256`` and ``teacher_spec_sha256``...), so a resumed run reuses them
 instead of re-scoring, and refuses a teacher whose files changed since.
 
-The training target is ``(1 - alpha) * y + alpha * p_teacher``: binary cross-entropy (and
+With ``distill_temperature`` T != 1 the teacher's outputs are softened first (its logits divided
+by T: ``softmax(log p / T)``, ``sigmoid(logit p / T)``), from its raw output vectors kept in the
+cache (``teacher_probabilities``). The training target is ``(1 - alpha) * y + alpha * p_teacher``: binary cross-entropy (and
 categorical cross-entropy) is linear in the target, so this is exactly
 ``(1 - alpha) * CE(y) + alpha * CE(p_teacher)``. ``alpha = 0`` gives the hard labels bit for bit.
 """
@@ -72,14 +74,31 @@ class Teacher:
     mapping: str
     columns: list[int]
 
-    def targets(self, probabilities: np.ndarray) -> np.ndarray:
-        """The student's float32 soft targets from the teacher's output vectors ``(N, T)``."""
-        p = np.asarray(probabilities, dtype=np.float64)
-        if self.mapping == MAPPINGS[("binary", "subtype")]:
-            out = 1.0 - p[:, self.columns]
-        else:
-            out = p[:, self.columns]
-        return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+def soften(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """The teacher's output vectors ``(N, T)`` at ``temperature``: its logits divided by it.
+
+    A softmax output becomes ``softmax(log p / temperature)``, a sigmoid output (one column)
+    ``sigmoid(logit p / temperature)``; 1 leaves them as they are, > 1 softens them.
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    if float(temperature) == 1.0:
+        return p
+    eps = 1e-12
+    if p.shape[1] == 1:
+        q = np.clip(p, eps, 1.0 - eps)
+        return 1.0 / (1.0 + np.exp(-np.log(q / (1.0 - q)) / temperature))
+    z = np.log(np.clip(p, eps, 1.0)) / temperature
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def map_outputs(probabilities: np.ndarray, mapping: str, columns: list[int], temperature: float = 1.0) -> np.ndarray:
+    """The student's float32 soft targets from the teacher's output vectors ``(N, T)``
+    (``mapping``/``columns``: see :class:`Teacher`)."""
+    p = soften(probabilities, temperature)
+    out = 1.0 - p[:, columns] if mapping == MAPPINGS[("binary", "subtype")] else p[:, columns]
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 def teacher_mapping(teacher: ModelSpec, student: ModelSpec, name: str) -> tuple[str, list[int]]:
@@ -148,22 +167,33 @@ def open_teacher(cfg: TrainConfig, student: ModelSpec) -> Teacher:
                    sha256_file(file.parent / "spec.json", error=ModelError), mapping, columns)
 
 
-def _write_cache(path: Path, meta: dict, paths: list[str], probability: np.ndarray) -> None:
+_ARRAYS = ("path", "probability", "teacher_probabilities")
+
+
+def _write_cache(path: Path, meta: dict, paths: list[str], teacher_probabilities: np.ndarray) -> None:
+    """``probability``: the student's soft target at temperature 1; ``teacher_probabilities``: the
+    teacher's own output vectors (any temperature is applied to these when the cache is read)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.npz")
-    np.savez(tmp, path=np.array(paths, dtype=str), probability=probability,
+    cols = [int(c) for c in str(meta["columns"]).split(",")]
+    np.savez(tmp, path=np.array(paths, dtype=str), teacher_probabilities=teacher_probabilities.astype(np.float32),
+             probability=map_outputs(teacher_probabilities, meta["mapping"], cols),
              **{k: np.array(str(v)) for k, v in meta.items()})
     os.replace(tmp, path)
 
 
-def read_cache(run_dir: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]] | None:
-    """``soft_targets.npz`` of a run: (metadata, {relative path: soft target}); None when absent."""
+def read_cache(run_dir: str | os.PathLike, temperature: float = 1.0) -> tuple[dict, dict[str, np.ndarray]] | None:
+    """``soft_targets.npz`` of a run: (metadata, {relative path: soft target at ``temperature``});
+    None when absent."""
     path = Path(run_dir) / SOFT_TARGETS_FILE
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            meta = {k: str(z[k]) for k in z.files if k not in ("path", "probability")}
-            table = dict(zip(z["path"].tolist(), z["probability"]))
+            meta = {k: str(z[k]) for k in z.files if k not in _ARRAYS}
+            cols = [int(c) for c in meta["columns"].split(",")]
+            soft = (z["probability"] if float(temperature) == 1.0 else
+                    map_outputs(z["teacher_probabilities"], meta["mapping"], cols, temperature))
+            table = dict(zip(z["path"].tolist(), soft))
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"{path}: not a readable soft-target cache ({exc})",
                         "delete it to score the teacher again, or start a new run") from None
@@ -177,11 +207,12 @@ def _score(teacher: Teacher, rows: list[dict]) -> tuple[np.ndarray, float]:
     if scores.errors:
         first, msg = next(iter(scores.errors.items()))
         raise DataError(f"the teacher could not read {len(scores.errors)} training image(s) (first: {first}: {msg})")
-    return teacher.targets(scores.probabilities), seconds
+    return np.asarray(scores.probabilities, dtype=np.float32), seconds  # as cached: resume gives the same targets
 
 
 def soft_targets(cfg: TrainConfig, run_dir: str | os.PathLike, rows: list[dict], student: ModelSpec) -> np.ndarray:
-    """The teacher's soft targets of the training ``rows`` (in order), scored once per run.
+    """The teacher's soft targets of the training ``rows`` (in order, at ``cfg.distill_temperature``),
+    scored once per run.
 
     The first call scores them and writes ``soft_targets.npz``; later calls (``--resume``) read
     it, after checking that the teacher's model file and spec still have the cached sha256.
@@ -193,20 +224,21 @@ def soft_targets(cfg: TrainConfig, run_dir: str | os.PathLike, rows: list[dict],
         DataError: the cache lacks a training row (another split), or is unreadable.
     """
     run_dir = Path(run_dir)
-    cached = read_cache(run_dir)
-    if cached is None:
+    temperature = float(cfg.distill_temperature)
+    if not (run_dir / SOFT_TARGETS_FILE).exists():
         teacher = open_teacher(cfg, student)
-        probability, seconds = _score(teacher, rows)
+        probs, seconds = _score(teacher, rows)
         meta = {"teacher": teacher.name, "teacher_file": teacher.file.name, "teacher_sha256": teacher.sha256,
                 "teacher_spec_sha256": teacher.spec_sha256, "teacher_signature": teacher.predictor.signature,
-                "mapping": teacher.mapping, "classes": ",".join(student.class_names),
-                "seconds": f"{seconds:.3f}"}
-        _write_cache(run_dir / SOFT_TARGETS_FILE, meta, [r["path"] for r in rows], probability)
+                "mapping": teacher.mapping, "columns": ",".join(map(str, teacher.columns)),
+                "teacher_classes": ",".join(teacher.predictor.spec.class_names),
+                "classes": ",".join(student.class_names), "seconds": f"{seconds:.3f}"}
+        _write_cache(run_dir / SOFT_TARGETS_FILE, meta, [r["path"] for r in rows], probs)
         log.info("soft targets: %s (%s, %s) scored %d training images in %.1f s (%.1f ms/image) -> %s",
                  teacher.name, teacher.file.name, teacher.mapping, len(rows), seconds,
                  1000 * seconds / max(1, len(rows)), SOFT_TARGETS_FILE)
-        return probability
-    meta, table = cached
+        return map_outputs(probs, teacher.mapping, teacher.columns, temperature)
+    meta, table = read_cache(run_dir, temperature)
     if Path(cfg.teacher).exists():
         teacher = open_teacher(cfg, student)
         for key, now in (("teacher_sha256", teacher.sha256), ("teacher_spec_sha256", teacher.spec_sha256)):
@@ -250,7 +282,8 @@ def summary(cfg: TrainConfig, run_dir: str | os.PathLike) -> dict | None:
         return None
     cached = read_cache(run_dir)
     meta = cached[0] if cached else {}
-    return {"teacher": cfg.teacher, "alpha": float(cfg.distill_alpha), "images": len(cached[1]) if cached else 0,
+    return {"teacher": cfg.teacher, "alpha": float(cfg.distill_alpha), "temperature": float(cfg.distill_temperature),
+            "images": len(cached[1]) if cached else 0,
             **{k: meta.get(k) for k in ("teacher_file", "teacher_sha256", "teacher_spec_sha256", "teacher_signature",
                                         "mapping")},
             "scoring_seconds": float(meta["seconds"]) if "seconds" in meta else None}
