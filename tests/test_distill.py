@@ -161,14 +161,10 @@ def test_alpha_zero_gives_exactly_the_targets_of_a_run_without_teacher(distilled
 
 def test_subtype_student_gets_the_mixed_one_hot_and_teacher_vector(small_dataset, manifest, tmp_path):
     from leukedge.train import distill
-    from leukedge.train.dataset import hard_targets, labels_of, spec_for
+    from leukedge.train.dataset import hard_targets, labels_of
 
-    cfg = _cfg(small_dataset, manifest, tmp_path, task="subtype", teacher=str(TEACHER), distill_alpha=0.5)
-    from leukedge.split import read_manifest, rows_of
-    from leukedge.train.dataset import limit_rows
-
-    rows = limit_rows(rows_of(read_manifest(manifest, small_dataset), "train"), 2)
-    spec = spec_for(cfg, ["Benign", "Early", "Pre", "Pro"])
+    cfg, rows, spec = _run_parts_from(_cfg(small_dataset, manifest, tmp_path, task="subtype", teacher=str(TEACHER),
+                                           distill_alpha=0.5, limit_per_class=2), manifest)
     targets = distill.training_targets(cfg, tmp_path, rows, spec)
     assert targets.shape == (8, 4) and targets.dtype == np.float32
     assert np.allclose(targets.sum(axis=1), 1.0, atol=1e-5)
@@ -279,3 +275,62 @@ def test_temperature_softens_the_cached_teacher_outputs_without_rescoring(distil
     assert np.allclose(distill.map_outputs(p, "P(positive)", [0], temperature=2.0), expected, atol=1e-6)
     with pytest.raises(Exception, match="distill_temperature must be > 0"):
         _run_parts(distilled_run, distill_temperature=0.0)[0].validate()
+
+
+def test_class_weights_in_the_batches_train_exactly_like_keras_class_weight(small_dataset, manifest, tmp_path):
+    """Every run now carries its class weights in the batches (keyed on the hard label): on hard labels
+    that is the same training as Keras' ``class_weight`` (which the trainer passed to ``fit`` before)."""
+    import tf_keras as keras
+
+    from leukedge.train.dataset import class_weights, labels_of, train_pipeline
+    from leukedge.train.trainer import build_model, compile_model
+
+    cfg, rows, spec = _run_parts_from(_cfg(small_dataset, manifest, tmp_path, balance="class_weight"), manifest)
+    cw = class_weights(labels_of(rows, spec), 2)
+    weights = []
+    for carried in (True, False):
+        keras.utils.set_random_seed(0)
+        model = build_model(cfg, spec, None)
+        compile_model(model, spec, 1e-2)
+        pipe = train_pipeline(rows, spec, cfg, batch_size=8, augment=False, class_weight=cw if carried else None)
+        hist = model.fit(pipe.dataset, steps_per_epoch=3, epochs=2, verbose=0,
+                         class_weight=None if carried else cw)
+        weights.append((hist.history["loss"], model.get_weights()))
+    (loss_a, w_a), (loss_b, w_b) = weights
+    assert loss_a == pytest.approx(loss_b, rel=1e-6)
+    for a, b in zip(w_a, w_b):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert abs(loss_a[1] - loss_a[0]) > 1e-4  # it trained
+
+
+def _run_parts_from(cfg, manifest):
+    from leukedge.split import read_manifest, rows_of
+    from leukedge.train.dataset import limit_rows, spec_for
+
+    rows = limit_rows(rows_of(read_manifest(manifest, cfg.data_dir), "train"), cfg.limit_per_class)
+    return cfg, rows, spec_for(cfg, ["Benign", "Early", "Pre", "Pro"])
+
+
+def test_teacher_mapping_of_each_shape_and_its_refusals():
+    from leukedge.errors import ConfigError
+    from leukedge.spec import ModelSpec
+    from leukedge.train.distill import teacher_mapping
+
+    four = ["Benign", "Early", "Pre", "Pro"]
+    screen = ModelSpec.load(TEACHER)  # subtype, Benign negative
+    binary = ModelSpec(name="b", backbone="tiny-cnn")
+    student_bin = ModelSpec(name="s", backbone="tiny-cnn")
+    student_sub = ModelSpec(name="s", backbone="tiny-cnn", task="subtype", class_names=["Pro", "Pre", "Early", "Benign"])
+    assert teacher_mapping(screen, student_bin, "t") == ("1 - P(negative class)", [screen.class_names.index("Benign")])
+    assert teacher_mapping(binary, student_bin, "t") == ("P(positive)", [0])
+    assert teacher_mapping(screen, student_sub, "t") == ("class probabilities", [3, 2, 1, 0])  # the student's order
+    other_negative = ModelSpec(name="s", backbone="tiny-cnn", negative_class="Early", source_classes=four,
+                               positive_classes=["Benign", "Pre", "Pro"])
+    with pytest.raises(ConfigError, match="negative class is 'Benign', the student's 'Early'"):
+        teacher_mapping(screen, other_negative, "t")
+    lymph = ModelSpec(name="s", backbone="tiny-cnn", source_classes=["Benign", "Lymphocyte"],
+                      positive_classes=["Lymphocyte"])
+    with pytest.raises(ConfigError, match=r"not on the student's class\(es\) \['Lymphocyte'\]"):
+        teacher_mapping(screen, lymph, "t")
+    with pytest.raises(ConfigError, match="is a binary model"):
+        teacher_mapping(binary, student_sub, "t")

@@ -18,8 +18,8 @@ instead of re-scoring, and refuses a teacher whose files changed since.
 
 With ``distill_temperature`` T != 1 the teacher's outputs are softened first (its logits divided
 by T: ``softmax(log p / T)``, ``sigmoid(logit p / T)``), from its raw output vectors kept in the
-cache (``teacher_probabilities``). The training target is ``(1 - alpha) * y + alpha * p_teacher``: binary cross-entropy (and
-categorical cross-entropy) is linear in the target, so this is exactly
+cache (``teacher_probabilities``). The training target is ``(1 - alpha) * y + alpha * p_teacher``:
+binary (and categorical) cross-entropy is linear in the target, so this is exactly
 ``(1 - alpha) * CE(y) + alpha * CE(p_teacher)``. ``alpha = 0`` gives the hard labels bit for bit.
 """
 from __future__ import annotations
@@ -118,12 +118,13 @@ def teacher_mapping(teacher: ModelSpec, student: ModelSpec, name: str) -> tuple[
                           f"class(es) {unknown}", "use a teacher trained on the same classes")
     if student.task == "subtype":
         if sorted(teacher.class_names) != sorted(student.class_names):
-            raise ConfigError(f"teacher {name} outputs {teacher.class_names}, the subtype student {student.class_names}",
-                              "use a subtype teacher with the same classes")
+            raise ConfigError(f"teacher {name} outputs {teacher.class_names}, the subtype student "
+                              f"{student.class_names}", "use a subtype teacher with the same classes")
         return mapping, [teacher.class_names.index(c) for c in student.class_names]
     if teacher.negative_class != student.negative_class:
         raise ConfigError(f"teacher {name}'s negative class is {teacher.negative_class!r}, the student's "
-                          f"{student.negative_class!r}", "use a teacher with the same negative class (--negative-class)")
+                          f"{student.negative_class!r}",
+                          "use a teacher with the same negative class (--negative-class)")
     if teacher.task == "binary":
         return mapping, [0]
     return mapping, [teacher.class_names.index(teacher.negative_class)]
