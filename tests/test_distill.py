@@ -187,6 +187,9 @@ def test_wrong_unsigned_or_tampered_teacher_is_refused_in_one_line(small_dataset
     runs = tmp_path / "runs"
     base = ["train", "--preset", "smoke", "--data", str(small_dataset), "--split", str(manifest), "--runs", str(runs),
             "--limit-per-class", "6", "--epochs", "1", "--max-steps-per-epoch", "1", "--threads", "1"]
+    assert main(base + ["--distill-alpha", "0.5"]) == 2
+    assert _err(capsys) == ("leukedge: error: --distill-alpha and --allow-unsigned apply to a --teacher. "
+                            "add --teacher models/<name>")
     # a binary teacher cannot give a subtype student its 4 classes
     assert main(base + ["--task", "subtype", "--teacher", str(BINARY_TEACHER)]) == 2
     line = _err(capsys)

@@ -127,6 +127,10 @@ def cmd_train(args: argparse.Namespace) -> int:
               ", ".join(f"{k} {v:.4f}" for k, v in summary["test"]["at_threshold"].items() if isinstance(v, float)))
         return 0
     cfg = config_from_args(args)
+    if not cfg.teacher and (args.distill_alpha is not None or args.allow_unsigned):
+        from leukedge.errors import ConfigError
+
+        raise ConfigError("--distill-alpha and --allow-unsigned apply to a --teacher", "add --teacher models/<name>")
     if cfg.teacher and (args.search or args.baseline):
         from leukedge.errors import ConfigError
 
