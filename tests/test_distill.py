@@ -323,7 +323,8 @@ def test_teacher_mapping_of_each_shape_and_its_refusals():
     screen = ModelSpec.load(TEACHER)  # subtype, Benign negative
     binary = ModelSpec(name="b", backbone="tiny-cnn")
     student_bin = ModelSpec(name="s", backbone="tiny-cnn")
-    student_sub = ModelSpec(name="s", backbone="tiny-cnn", task="subtype", class_names=["Pro", "Pre", "Early", "Benign"])
+    student_sub = ModelSpec(name="s", backbone="tiny-cnn", task="subtype",
+                            class_names=["Pro", "Pre", "Early", "Benign"])
     assert teacher_mapping(screen, student_bin, "t") == ("1 - P(negative class)", [screen.class_names.index("Benign")])
     assert teacher_mapping(binary, student_bin, "t") == ("P(positive)", [0])
     assert teacher_mapping(screen, student_sub, "t") == ("class probabilities", [3, 2, 1, 0])  # the student's order
