@@ -11,7 +11,7 @@ EPILOG = """examples:
   leukedge train --preset quick --task subtype --split splits/aria-all.split.csv
   leukedge train --preset paper --weights none --split splits/aria-all.split.csv
   leukedge train --resume runs/20261125-190000-densenet201-224
-  leukedge train --preset paper --weights none --split s.csv --teacher models/efficientnet-lite0-subtype   (distillation)
+  leukedge train --preset paper --weights none --split s.csv --teacher models/efficientnet-lite0-subtype  # distill
   leukedge train --preset smoke --split s.csv --workers node0:2222,node1:2222 --worker-index 0   (docs/distributed.md)
   leukedge train --search --preset smoke --folds 2 --grid dropout=0.3,0.5 --grid lr=1e-3
   leukedge train --baseline lr --backbone efficientnet-lite0 --weights imagenet --split splits/aria-all.split.csv
