@@ -11,6 +11,7 @@ EPILOG = """examples:
   leukedge train --preset quick --task subtype --split splits/aria-all.split.csv
   leukedge train --preset paper --weights none --split splits/aria-all.split.csv
   leukedge train --resume runs/20261125-190000-densenet201-224
+  leukedge train --preset paper --weights none --split s.csv --teacher models/efficientnet-lite0-subtype  # distill
   leukedge train --preset smoke --split s.csv --workers node0:2222,node1:2222 --worker-index 0   (docs/distributed.md)
   leukedge train --search --preset smoke --folds 2 --grid dropout=0.3,0.5 --grid lr=1e-3
   leukedge train --baseline lr --backbone efficientnet-lite0 --weights imagenet --split splits/aria-all.split.csv
@@ -50,6 +51,13 @@ def register(sub) -> None:
                    help="multi-worker training (MultiWorkerMirroredStrategy): every worker's host:port, the same "
                         "list on every worker; writes TF_CONFIG (or set TF_CONFIG yourself). --batch-size is global")
     p.add_argument("--worker-index", type=int, metavar="I", help="with --workers: this worker's position (0 = chief)")
+    p.add_argument("--teacher", metavar="RELEASE",
+                   help="knowledge distillation: a release (models/<name>) scores the training images once "
+                        "(soft_targets.npz in the run folder); target = (1 - alpha) * label + alpha * teacher")
+    p.add_argument("--distill-alpha", type=float, metavar="A", help="with --teacher: the teacher's weight in [0, 1] "
+                                                                    "(default 0.5)")
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="with --teacher: accept a teacher that is not a release signed by a trusted key")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other TrainConfig field (JSON value)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", metavar="RUN", help="continue the run folder RUN from its last completed epoch")
@@ -79,7 +87,9 @@ def config_from_args(args):
                      fine_tune_layers=args.fine_tune_layers, dropout=args.dropout, dense_units=args.dense_units,
                      patience=args.patience, balance=args.balance, seed=args.seed, data_dir=args.data,
                      split=args.split, runs_dir=args.runs, max_steps_per_epoch=args.max_steps_per_epoch,
-                     limit_per_class=args.limit_per_class, threads=args.threads, search_folds=args.folds)
+                     limit_per_class=args.limit_per_class, threads=args.threads, search_folds=args.folds,
+                     teacher=args.teacher, distill_alpha=args.distill_alpha,
+                     teacher_allow_unsigned=True if args.allow_unsigned else None)
     overrides.update(parse_set(args.set))
     if args.no_augment:
         overrides["augment"] = AugmentConfig(enabled=False)
@@ -117,6 +127,15 @@ def cmd_train(args: argparse.Namespace) -> int:
               ", ".join(f"{k} {v:.4f}" for k, v in summary["test"]["at_threshold"].items() if isinstance(v, float)))
         return 0
     cfg = config_from_args(args)
+    if not cfg.teacher and (args.distill_alpha is not None or args.allow_unsigned):
+        from leukedge.errors import ConfigError
+
+        raise ConfigError("--distill-alpha and --allow-unsigned apply to a --teacher", "add --teacher models/<name>")
+    if cfg.teacher and (args.search or args.baseline):
+        from leukedge.errors import ConfigError
+
+        raise ConfigError("--teacher (distillation) works with plain training runs only, not --search or --baseline",
+                          "drop --teacher, or train without --search/--baseline")
     if args.search:
         from .search import run_search
 

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from leukedge.errors import ConfigError, did_you_mean
+from leukedge.predictors import RELEASE_VARIANTS
 from leukedge.train.backbones import get_backbone
 
 BALANCE_MODES = ("class_weight", "oversample", "both", "none")
@@ -94,6 +95,20 @@ class TrainConfig:
         bn_recalibrate_steps: before each validation, re-estimate the BatchNormalization
             statistics on this many un-augmented training batches with the current weights;
             None = automatic: 8 when training from scratch, 0 (off) for pretrained backbones.
+        teacher: knowledge distillation (:mod:`leukedge.train.distill`): a release folder
+            (``models/<name>``) whose soft targets, scored once on the training rows with its
+            own preprocessing and cached in the run folder (``soft_targets.npz``), are mixed
+            into the training targets; None = hard labels only.
+        distill_alpha: weight of the teacher: the target is ``(1 - alpha) * y + alpha * p_teacher``
+            (one-hot / probability vectors for a subtype student); 0 = the hard labels exactly.
+        distill_temperature: the teacher's logits are divided by it before mixing
+            (``softmax(log p / T)``, or ``sigmoid(logit p / T)`` for a binary teacher): > 1
+            softens a teacher that is near-certain on its own training images; 1 = as it is.
+        teacher_variant: the teacher file to score (``float32``, ``int8``...); None = its
+            float32 file when it has one (the reference its int8 files are checked against),
+            else the release's preferred file.
+        teacher_allow_unsigned: accept a teacher that is not a signed release from a trusted
+            key (``--allow-unsigned``); the run's summary records it as unsigned.
         preset: the preset this config started from (informative).
         search_grid: ``--search`` grid (dropout / batch_size / lr lists).
         search_folds: grouped k-fold folds of ``--search``.
@@ -131,6 +146,11 @@ class TrainConfig:
     log_every: int = 10
     bn_momentum: float | None = None
     bn_recalibrate_steps: int | None = None
+    teacher: str | None = None
+    distill_alpha: float = 0.5
+    distill_temperature: float = 1.0
+    teacher_variant: str | None = None
+    teacher_allow_unsigned: bool = False
     preset: str | None = None
     search_grid: dict = field(default_factory=lambda: {"dropout": [0.3, 0.5], "batch_size": [32], "lr": [1e-3, 1e-4]})
     search_folds: int = 3
@@ -151,6 +171,16 @@ class TrainConfig:
             from leukedge.train.augment import check_captures
 
             check_captures(self.augment.captures)  # unknown family / probability -> ConfigError
+        if not 0.0 <= float(self.distill_alpha) <= 1.0:
+            raise ConfigError(f"distill_alpha must be within [0, 1], got {self.distill_alpha}",
+                              "0 = hard labels only, 1 = the teacher's probabilities only")
+        if not float(self.distill_temperature) > 0.0:
+            raise ConfigError(f"distill_temperature must be > 0, got {self.distill_temperature}",
+                              "1 = the teacher's probabilities as they are, > 1 softer")
+        if self.teacher_variant is not None:
+            if self.teacher_variant not in RELEASE_VARIANTS:
+                raise ConfigError(f"unknown teacher_variant '{self.teacher_variant}'",
+                                  did_you_mean(self.teacher_variant, RELEASE_VARIANTS))
         if self.monitor not in ("val_auc", "val_accuracy", "val_loss"):
             raise ConfigError(f"unknown monitor '{self.monitor}'", "choose val_auc, val_accuracy or val_loss")
         return self

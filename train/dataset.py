@@ -7,7 +7,10 @@ turns, flips, zoom, brightness), and every batch is normalised by
 :func:`leukedge.preprocess.normalize` (again the one implementation), so without
 augmentation a batch is bit-identical to :func:`leukedge.preprocess.preprocess_file`.
 Class balancing: class weights from the training counts and/or oversampling (uniform
-sampling over per-class streams with ``sample_from_datasets``).
+sampling over per-class streams with ``sample_from_datasets``), both keyed on the hard label.
+Targets are float32 per row: the hard labels (one-hot for subtype), or any probabilities
+given as ``targets=`` (knowledge distillation, :mod:`leukedge.train.distill`); evaluation
+pipelines always carry the hard labels.
 
 With capture augmentations (``AugmentConfig.captures``, :mod:`leukedge.train.augment`) the
 training pipeline caches the *decoded* image instead (resized to the input size when it is
@@ -90,12 +93,23 @@ def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
     return {i: float(len(labels) / (num_classes * c)) for i, c in enumerate(counts)}
 
 
-def _target(labels, spec: ModelSpec):
-    import tensorflow as tf
-
+def hard_targets(labels: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """The model's float32 targets of integer labels: ``(N, 1)`` 0/1 (binary) or ``(N, C)`` one-hot."""
+    labels = np.asarray(labels, dtype=np.int64)
     if spec.task == "binary":
-        return tf.cast(tf.reshape(labels, (-1, 1)), tf.float32)
-    return tf.one_hot(labels, len(spec.class_names), dtype=tf.float32)
+        return labels.reshape(-1, 1).astype(np.float32)
+    return np.eye(len(spec.class_names), dtype=np.float32)[labels]
+
+
+def _check_targets(targets, n: int, spec: ModelSpec) -> np.ndarray:
+    t = np.asarray(targets, dtype=np.float32)
+    if spec.task == "binary" and t.ndim == 1:
+        t = t.reshape(-1, 1)
+    want = (n, spec.num_outputs)
+    if t.shape != want or not np.isfinite(t).all() or t.min(initial=0.0) < 0.0 or t.max(initial=0.0) > 1.0:
+        raise DataError(f"training targets must be {want} probabilities in [0, 1], got shape {t.shape}",
+                        "pass one target per training row (train_pipeline(targets=...))")
+    return t
 
 
 def _decode_fn(pcfg: PreprocessConfig):
@@ -106,10 +120,10 @@ def _decode_fn(pcfg: PreprocessConfig):
     def _np_load(path: bytes) -> np.ndarray:
         return preprocess_uint8(load_image(path.decode("utf-8")), pcfg)
 
-    def decode(path, label):
+    def decode(path, *target):
         img = tf.numpy_function(_np_load, [path], tf.uint8, stateful=False)
         img.set_shape((s, s, 3))
-        return img, label
+        return (img, *target)
 
     return decode
 
@@ -129,10 +143,10 @@ def _raw_fn(pcfg: PreprocessConfig):
             rgb = cv2.resize(rgb, (max(s, round(w * f)), max(s, round(h * f))), interpolation=cv2.INTER_AREA)
         return np.ascontiguousarray(rgb)
 
-    def decode(path, label):
+    def decode(path, *target):
         img = tf.numpy_function(_np_load, [path], tf.uint8, stateful=False)
         img.set_shape((None, None, 3))
-        return img, label
+        return (img, *target)
 
     return decode
 
@@ -144,10 +158,10 @@ def _capture_fn(captures: dict, pcfg: PreprocessConfig):
     fn = capture_map(captures, pcfg)
 
     def aug(item, seed):
-        raw, label = item
+        raw, *target = item
         img = tf.numpy_function(fn, [raw, seed], tf.uint8, stateful=False)
         img.set_shape((s, s, 3))
-        return img, label
+        return (img, *target)
 
     return aug
 
@@ -158,10 +172,10 @@ def _normalize_fn(spec: ModelSpec):
     pcfg = spec.preprocess
     s = int(pcfg.input_size)
 
-    def norm(images_u8, labels):
+    def norm(images_u8, *target):
         x = tf.numpy_function(lambda a: normalize(a, pcfg), [images_u8], tf.float32, stateful=False)
         x.set_shape((None, s, s, 3))
-        return x, _target(labels, spec)
+        return (x, *target)
 
     return norm
 
@@ -214,7 +228,8 @@ class Pipeline:
     """A built input pipeline.
 
     Attributes:
-        dataset: the tf.data dataset of (normalised float batch, target batch).
+        dataset: the tf.data dataset of (normalised float batch, float32 target batch), plus a
+            per-row sample-weight batch when built with ``class_weight``.
         steps: steps per epoch (training) or to cover the split once (evaluation).
         n: images in the split.
         rows: the manifest rows, in dataset order for evaluation pipelines.
@@ -226,17 +241,35 @@ class Pipeline:
     rows: list
 
 
-def _decoded(paths, labels, pcfg, raw: bool = False):
+def _decoded(paths, targets: tuple, pcfg, raw: bool = False):
+    """(image, *targets) per row: ``targets`` are per-row arrays (float targets, sample weights)."""
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths), np.asarray(labels, dtype=np.int64)))
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths), *targets))
     fn = _raw_fn(pcfg) if raw else _decode_fn(pcfg)
     return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
 
 
 def train_pipeline(rows: list[dict], spec: ModelSpec, cfg: TrainConfig, batch_size: int | None = None,
-                   augment: bool = True) -> Pipeline:
-    """Shuffled, balanced (``cfg.balance``), augmented, repeating training batches."""
+                   augment: bool = True, targets: np.ndarray | None = None,
+                   class_weight: dict[int, float] | None = None, with_hard_labels: bool = False) -> Pipeline:
+    """Shuffled, balanced (``cfg.balance``), augmented, repeating training batches.
+
+    Args:
+        rows: the training rows.
+        spec: the model spec (labels, preprocessing).
+        cfg: shuffling/oversampling seed, augmentation, step cap.
+        batch_size: images per batch (default ``cfg.batch_size``).
+        augment: False turns augmentation off (whatever the config says).
+        targets: float32 targets per row, in ``rows`` order (``(N,)``/``(N, 1)`` binary,
+            ``(N, C)`` subtype; e.g. distillation's mixed soft targets); None = the hard
+            labels (:func:`hard_targets`). Oversampling is keyed on the hard labels either way.
+        class_weight: loss weight per hard label; given, batches are ``(x, target, weight)``
+            with each row's weight from its hard label (Keras' ``class_weight`` would key
+            it on the rounded/argmax target instead, which soft targets can flip).
+        with_hard_labels: batches' targets are ``[target | hard label]`` (``2k`` columns) for
+            a loss and metrics that need both (:mod:`leukedge.train.distill_keras`).
+    """
     import tensorflow as tf
 
     if not rows:
@@ -244,17 +277,24 @@ def train_pipeline(rows: list[dict], spec: ModelSpec, cfg: TrainConfig, batch_si
     bs = int(batch_size or cfg.batch_size)
     paths = [r["abspath"] for r in rows]
     labels = labels_of(rows, spec)
+    hard = hard_targets(labels, spec)
+    per_row = [hard if targets is None else _check_targets(targets, len(rows), spec)]
+    if with_hard_labels:
+        per_row[0] = np.concatenate([per_row[0], hard], axis=1)
+    if class_weight is not None:
+        per_row.append(np.array([class_weight[int(v)] for v in labels], dtype=np.float32))
     captures = {k: v for k, v in (cfg.augment.captures or {}).items() if v} if augment and cfg.augment.enabled else {}
     if cfg.balance in ("oversample", "both"):
         streams = []
         for lab in sorted(set(labels.tolist())):
             idx = np.flatnonzero(labels == lab)
-            streams.append(_decoded([paths[i] for i in idx], labels[idx], spec.preprocess, raw=bool(captures))
+            streams.append(_decoded([paths[i] for i in idx], tuple(a[idx] for a in per_row), spec.preprocess,
+                                    raw=bool(captures))
                            .shuffle(len(idx), seed=cfg.seed + lab, reshuffle_each_iteration=True).repeat())
         ds = tf.data.Dataset.sample_from_datasets(streams, weights=[1.0 / len(streams)] * len(streams),
                                                   seed=cfg.seed)
     else:
-        ds = (_decoded(paths, labels, spec.preprocess, raw=bool(captures))
+        ds = (_decoded(paths, tuple(per_row), spec.preprocess, raw=bool(captures))
               .shuffle(len(rows), seed=cfg.seed, reshuffle_each_iteration=True).repeat())
     if captures:
         seeds = tf.data.Dataset.random(seed=cfg.seed + 11)
@@ -263,7 +303,7 @@ def train_pipeline(rows: list[dict], spec: ModelSpec, cfg: TrainConfig, batch_si
     ds = ds.batch(bs, drop_remainder=False)
     if augment and cfg.augment.enabled:
         aug, seed = cfg.augment, cfg.seed
-        ds = ds.map(lambda x, y: (augment_batch(x, aug, seed), y), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, *t: (augment_batch(x, aug, seed), *t), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.map(_normalize_fn(spec), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     steps = math.ceil(len(rows) / bs)
     if cfg.max_steps_per_epoch:
@@ -278,8 +318,7 @@ def eval_pipeline(rows: list[dict], spec: ModelSpec, batch_size: int = 32, cache
     if not rows:
         raise DataError("an evaluation split is empty", "check the split manifest (`leukedge data split`)")
     paths = [r["abspath"] for r in rows]
-    labels = labels_of(rows, spec)
-    ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths), labels))
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths), hard_targets(labels_of(rows, spec), spec)))
     ds = ds.map(_decode_fn(spec.preprocess), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache:
         ds = ds.cache()

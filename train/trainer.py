@@ -3,7 +3,7 @@
 A run folder ``runs/<YYYYmmdd-HHMMSS>-<backbone>-<size>/`` (subtype runs end in
 ``-subtype``) holds ``config.json``, ``split.csv`` (the manifest used), ``history.csv``,
 ``best.h5``, ``last.h5`` + ``last.optimizer.npz`` + ``state.json`` (rewritten after every
-epoch), ``train.log``
+epoch), ``train.log``, with a teacher ``soft_targets.npz`` (:mod:`leukedge.train.distill`)
 and, when training ends, ``spec.json`` (threshold chosen on the validation split),
 ``predictions.csv`` (validation and test, best weights) and ``summary.json``.
 ``runs/latest`` points at the newest run.
@@ -41,7 +41,8 @@ from leukedge.split import SPLITS, read_manifest, rows_of
 from .checkpoint import OPTIMIZER_FILE, restore_optimizer_state
 from .config import TrainConfig
 from .distribute import Cluster, check_batch, cluster_from_env, make_strategy, shard_by_data
-from .dataset import class_weights, eval_pipeline, labels_of, limit_rows, spec_for, train_pipeline
+from .dataset import Pipeline, class_weights, eval_pipeline, labels_of, limit_rows, spec_for, train_pipeline
+from .distill import open_teacher, training_targets, summary as distill_summary
 
 log = logging.getLogger("leukedge.train")
 HEAD_LAYERS = ("image", "features", "gap", "head_dense", "head_dropout", "probability")
@@ -177,10 +178,16 @@ def set_trainable(model, phase: Phase, cfg: TrainConfig) -> None:
     log.info("phase %s: %d trainable parameters", phase.name, n_train)
 
 
-def compile_model(model, spec, lr: float) -> None:
+def compile_model(model, spec, lr: float, distill: bool = False) -> None:
+    """Adam, cross-entropy, accuracy and ROC-AUC; ``distill``: the loss and metrics of targets
+    ``[mixed target | hard label]`` (:mod:`leukedge.train.distill_keras`)."""
     import tf_keras as keras
 
-    if spec.task == "binary":
+    if distill:
+        from .distill_keras import distill_loss_and_metrics
+
+        loss, metrics = distill_loss_and_metrics(spec.task == "binary", spec.num_outputs)
+    elif spec.task == "binary":
         loss = keras.losses.BinaryCrossentropy()
         metrics = [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
     else:
@@ -234,10 +241,12 @@ def prepare_run(cfg: TrainConfig) -> Path:
     # The data is checked before the weights are looked for (they may need a download): an
     # empty folder or a bad manifest is reported as such, not as a download failure.
     if cfg.split:
-        read_manifest(cfg.split, data_dir)
+        classes = {r["class"] for r in read_manifest(cfg.split, data_dir) if r["split"] in SPLITS}
     else:
-        scan(data_dir)
+        classes = {r.cls for r in scan(data_dir)}
     resolve_weights(cfg)  # fail before creating anything when the weights are unavailable
+    if cfg.teacher:  # likewise a missing, unsigned, tampered or unmappable teacher
+        open_teacher(cfg, spec_for(cfg, sorted(classes)))
     run_dir = new_run_dir(cfg)
     if cfg.split:
         atomic_copy(cfg.split, run_dir / "split.csv")
@@ -300,6 +309,22 @@ def _load_state(run_dir: Path) -> dict:
     return json.loads(p.read_text()) if p.exists() else {"epoch": 0}
 
 
+def training_pipeline(cfg: TrainConfig, run_dir: Path, rows: list[dict], spec, augment: bool = True) -> Pipeline:
+    """The run's training batches ``(x, target[, class weight])``: hard labels, or with a teacher
+    the distillation targets (:mod:`leukedge.train.distill`, scored once into the run folder);
+    class weights (``cfg.balance``) always from the hard labels."""
+    cw = None
+    if cfg.balance in ("class_weight", "both"):
+        cw = class_weights(labels_of(rows, spec), spec.num_outputs if spec.task == "subtype" else 2)
+        log.info("class weights %s", {k: round(v, 3) for k, v in cw.items()})
+    targets = training_targets(cfg, run_dir, rows, spec)
+    if targets is not None:
+        log.info("distillation: target = %.3g * label + %.3g * teacher (%s)", 1 - cfg.distill_alpha,
+                 cfg.distill_alpha, cfg.teacher)
+    return train_pipeline(rows, spec, cfg, augment=augment, targets=targets, class_weight=cw,
+                          with_hard_labels=targets is not None)
+
+
 def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, cluster: Cluster | None = None) -> Path:
     from .callbacks import BNRecalibrate, Progress, RunState, set_lr
 
@@ -317,14 +342,10 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, cluster: Cluster | N
     log.info("run %s: %s %s %s at %d, train/val/test %d/%d/%d%s", run_dir.name, cfg.backbone, cfg.weights, cfg.task,
              spec.preprocess.input_size, *(len(rows[s]) for s in SPLITS),
              f", resuming after epoch {state['epoch']}" if resuming else "")
-    tr = train_pipeline(rows["train"], spec, cfg)
+    tr = training_pipeline(cfg, run_dir, rows["train"], spec)
     va = eval_pipeline(rows["val"], spec, batch_size=cfg.batch_size)
     if cluster is not None:  # a list of image paths shards by element, not by file
         tr.dataset, va.dataset = shard_by_data(tr.dataset), shard_by_data(va.dataset)
-    cw = None
-    if cfg.balance in ("class_weight", "both"):
-        cw = class_weights(labels_of(rows["train"], spec), spec.num_outputs if spec.task == "subtype" else 2)
-        log.info("class weights %s", {k: round(v, 3) for k, v in cw.items()})
     with dist.scope():
         have_last = resuming and (run_dir / "last.h5").exists() and state.get("epoch", 0) > 0
         model = build_model(cfg, spec, None if have_last else resolve_weights(cfg))
@@ -354,7 +375,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, cluster: Cluster | N
             if not continuing:  # a fresh phase: its own learning rate and counters
                 state.update(phase=phase.name, lr=phase.lr, es_wait=0, plateau_wait=0)
             set_trainable(model, phase, cfg)
-            compile_model(model, spec, phase.lr)
+            compile_model(model, spec, phase.lr, distill=bool(cfg.teacher))
             set_lr(model, float(state.get("lr", phase.lr)))
             if continuing and have_last:  # Adam's moments and step count, saved with last.h5
                 restore_optimizer_state(model, run_dir / OPTIMIZER_FILE, phase.name, state["epoch"])
@@ -363,7 +384,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, cluster: Cluster | N
             if recal:
                 callbacks.insert(0, BNRecalibrate(recal_pipe.dataset, recal))
             model.fit(tr.dataset, steps_per_epoch=tr.steps, validation_data=va.dataset, epochs=phase.end,
-                      initial_epoch=state.get("epoch", 0), class_weight=cw, callbacks=callbacks, verbose=0)
+                      initial_epoch=state.get("epoch", 0), callbacks=callbacks, verbose=0)
     if cluster is not None and not cluster.is_chief:
         log.info("worker %d done; the chief writes spec.json and the predictions", cluster.rank)
         return run_dir
@@ -437,7 +458,8 @@ def finish(cfg: TrainConfig, run_dir: Path, spec, rows: dict, state: dict, mark_
     summary = write_summary(run_dir / "summary.json", spec, {s: (rows[s], probs[s]) for s in ("val", "test")},
                             {"run": run_dir.name, "best_epoch": state.get("best_epoch"), "epochs": state.get("epoch"),
                              "monitor": cfg.monitor, "best": state.get("best"),
-                             "stopped_early": bool(state.get("stopped_early"))})
+                             "stopped_early": bool(state.get("stopped_early")),
+                             **({"distillation": distill_summary(cfg, run_dir)} if cfg.teacher else {})})
     if mark_finished:
         state["finished"] = True
         atomic_write_json(run_dir / "state.json", state)
