@@ -172,35 +172,99 @@ def wait_model(p):
                                 "threshold": p.ctl.screener.threshold if p.ctl.screener else None}
 
 
-def screen_file(p, path, sample_id=""):
-    """Choose a file in the capture screen and touch the screen button; waits for the outcome."""
+def start_sample(p, sample_id):
+    """Type the sample ID on the capture screen and touch Start sample."""
     cap = p.screen("capture")
     if p.app.root.current != "capture":
         p.app.go("capture")
         yield 2
+    p.type_text(cap.ids.sample_id, sample_id)
+    yield 1
+    p.touch(cap.ids.btn_start)
+    yield lambda: cap.sample_open or cap.status_error
+    yield 2
+
+
+def add_field(p, path):
+    """Choose a file on the capture screen and touch "Add this field"; waits until it is shown and saved."""
+    cap = p.screen("capture")
+    if p.app.root.current != "capture":
+        p.touch(p.screen("result").ids.btn_add)
+        yield lambda: p.app.root.current == "capture"
+        yield 1
+    n = len(p.ctl._statuses)
     p.choose(path)
-    cap.ids.sample_id.text = sample_id
     yield 2
     p.touch(cap.ids.btn_screen)
     yield 1
-    yield lambda: not p.ctl.busy
+    yield lambda: not p.ctl.busy and (len(p.ctl._statuses) > n or cap.status_error)
+    yield lambda: p.ctl._pending == 0
     yield 3
+
+
+def finish(p):
+    """Touch Finish sample on the sample view; waits for the finished view."""
+    res = p.screen("result")
+    p.touch(res.ids.btn_finish)
+    yield lambda: res.finished or res.note_text
+    yield 3
+
+
+def new_sample(p):
+    p.touch(p.screen("result").ids.btn_again)
+    yield lambda: p.app.root.current == "capture"
+    yield 2
+
+
+def hand_over_all(p) -> list:
+    """Touch the three hand-over buttons (twice the PDF: a second, new file); returns the notes."""
+    res, notes = p.screen("result"), []
+    for btn in ("btn_pdf", "btn_pdf", "btn_fhir", "btn_csv"):
+        before = p.ctl.last_export
+        p.touch(res.ids[btn])
+        yield lambda: p.ctl.last_export != before or "Could not" in res.note_text
+        yield 2
+        notes.append(res.note_text)
+    p.report["hand_over_notes"] = notes
 
 
 def result_state(p) -> dict:
     r = p.screen("result")
-    return {"headline": r.headline, "verdict": r.verdict, "next_step": r.next_step, "probability_text": r.probability_text, "detail": r.detail_text,
-            "model_text": r.model_text, "show_heatmap": r.show_heatmap, "screen": p.app.root.current,
-            "image_rect": p.rect(r.ids.image_box)}
+    return {"headline": r.headline, "verdict": r.verdict, "next_step": r.next_step, "meaning": r.meaning_text,
+            "caveat": r.caveat_text, "performance": r.performance_text, "field_title": r.field_title,
+            "probability_text": r.probability_text, "detail": r.detail_text, "fields": r.fields_text,
+            "model_text": r.model_text, "note": r.note_text, "show_heatmap": r.show_heatmap,
+            "finished": r.finished, "screen": p.app.root.current, "image_rect": p.rect(r.ids.image_box)}
+
+
+def capture_state(p) -> dict:
+    cap, res = p.screen("capture"), p.screen("result")
+    return {"screen": p.app.root.current, "selection": list(cap.ids.chooser.selection),
+            "sample_id": cap.ids.sample_id.text, "sample_open": cap.sample_open, "sample_text": cap.sample_text,
+            "preview": cap.ids.preview.texture is not None, "selected_text": cap.ids.selected.text,
+            "status": cap.status_text, "error": cap.status_error, "result_headline": res.headline,
+            "result_fields": res.fields_text, "result_image": res.base_texture is not None,
+            "result_heatmap": res.heat_texture is not None, "session_open": p.ctl.session.sample_uid
+            if p.ctl.session else None}
+
+
+def stored(p) -> list[dict]:
+    """Every sample in the database, oldest first, with its fields' statuses and image hashes."""
+    return [{"sample_id": s.sample_id, "id_source": s.id_source, "verdict": s.verdict.code, "finished": s.finished,
+             "fields": [{"status": f.status, "probability": f.probability, "image_sha256": f.image_sha256,
+                         "voided": f.voided} for f in s.fields]}
+            for s in reversed(p.ctl.store.samples(limit=1000))]
 
 
 # ----- scenarios --------------------------------------------------------------------------
 def tour(p):
-    """The app test and screenshots: smear -> result (+heatmap at 3 opacities), OOD, corrupt, history."""
+    """The app test: a sample of a smear (result + heatmap at 3 opacities), a camera frame, a lymphocyte
+    crop and a corrupt file as fields; finish; hand-over; history; detail; model; settings behind a PIN."""
     a = p.args
     yield from wait_model(p)
     p.screenshot("capture")
-    yield from screen_file(p, a.smear, "SMEAR-1")
+    yield from start_sample(p, "SMEAR-1")
+    yield from add_field(p, a.smear)
     p.report["smear"] = result_state(p)
     slider = p.screen("result").ids.opacity_slider
     for name, value in (("result", 0.5), ("result_heat0", 0.0), ("result_heat1", 1.0)):
@@ -208,71 +272,75 @@ def tour(p):
         yield 3
         p.screenshot(name)
     slider.value = 0.5
+    cap = p.screen("capture")
     if a.camera:   # the camera button with a video file as the camera (frame-source layer)
-        p.touch(p.screen("result").ids.btn_again)
+        p.touch(p.screen("result").ids.btn_add)
         yield 2
-        cap = p.screen("capture")
         p.touch(cap.ids.btn_camera)
         yield lambda: p.ctl._frame is not None
         yield 3
         p.screenshot("capture_camera")
-        p.touch(cap.ids.btn_scan)                 # a smear, not a label: no ID read
-        yield 1
-        yield lambda: not p.ctl.busy and cap.status_error
-        p.report["scan_status"] = cap.status_text
+        n = len(p.ctl._statuses)
         p.touch(cap.ids.btn_screen)
         yield 1
-        yield lambda: not p.ctl.busy
+        yield lambda: not p.ctl.busy and len(p.ctl._statuses) > n
+        yield lambda: p.ctl._pending == 0
         yield 3
         p.report["camera"] = result_state(p)
-        p.report["camera"]["image_path"] = p.ctl.last_result.path if p.ctl.last_result else "?"
-        yield lambda: p.ctl.history.count() >= 2
-        p.report["camera"]["record_image_path"] = p.ctl.history.list(1)[0]["image_path"]
+        f = p.ctl.last_step.field if p.ctl.last_step else None
+        p.report["camera"]["record_image_path"] = str(f.image_path) if f and f.image_path else None
         p.app.go("capture")
         yield 1
         p.touch(cap.ids.btn_camera)   # stop it again
         yield 2
         p.report["camera"]["stopped"] = p.ctl.source is None
     if a.ood:
-        p.touch(p.screen("result").ids.btn_again)
-        yield 2
-        yield from screen_file(p, a.ood, "OOD-1")
+        yield from add_field(p, a.ood)
         p.report["ood"] = result_state(p)
         p.screenshot("result_ood")
     if a.corrupt:
-        yield from screen_file(p, a.corrupt)
-        cap = p.screen("capture")
-        p.report["corrupt"] = {"status": cap.status_text, "error": cap.status_error, "screen": p.app.root.current}
-        p.screenshot("capture_error")
-        yield from screen_file(p, a.smear2 or a.smear, "SMEAR-2")   # still alive and working
-        p.report["after_corrupt"] = result_state(p)
-    if p.app.root.current != "result":
-        p.app.go("result")
-        yield 2
+        yield from add_field(p, a.corrupt)
+        p.report["corrupt"] = result_state(p)
+        p.screenshot("result_unreadable")
+    yield from finish(p)
+    p.report["finished"] = result_state(p)
+    yield from hand_over_all(p)
+    p.report["exports"] = sorted(f.name for f in p.ctl.export_folder().glob("*"))
+    yield from new_sample(p)
+    yield from start_sample(p, "SMEAR-2")
+    yield from add_field(p, a.smear2 or a.smear)
+    p.report["after_corrupt"] = result_state(p)
+    yield from finish(p)
     p.touch(p.screen("result").ids.btn_history)
-    yield lambda: p.app.root.current == "history" and p.ctl.last_record_id is not None
-    yield lambda: len(p.screen("history").ids.rv.data) >= p.ctl.history.count() > 0
+    yield lambda: p.app.root.current == "history"
+    yield lambda: len(p.screen("history").ids.rv.data) >= 2
     yield 3
-    p.report["history"] = {"rows": [d["text"] for d in p.screen("history").ids.rv.data],
-                           "count": p.ctl.history.count()}
+    p.report["history"] = {"rows": [d["text"] for d in p.screen("history").ids.rv.data], "count": p.ctl.store.count()}
     p.screenshot("history")
     hist = p.screen("history")
-    exports = p.ctl.history.path.parent / "exports"
+    exports = p.ctl.export_folder()
+    n0 = len(list(exports.glob("leukedge-samples-*.csv")))
     for i in range(2):        # two exports in the same second: two files, the first one kept
         p.touch(hist.ids.btn_export)
-        yield lambda: len(list(exports.glob("*.csv"))) > i and hist.summary.startswith("Export")
-    p.report["exports"] = sorted(f.name for f in exports.glob("*.csv"))
+        yield lambda: len(list(exports.glob("leukedge-samples-*.csv"))) > n0 + i and hist.summary.startswith("Export")
+    p.report["history_exports"] = sorted(f.name for f in exports.glob("leukedge-samples-*.csv"))
     p.report["export_summary"] = hist.summary
     rows = [c for c in p.screen("history").ids.rv.children[0].children]
     if rows:
         p.touch(rows[-1])   # children are in reverse order: the last is the top row
+        yield lambda: p.app.root.current == "detail"
         yield 3
         p.report["detail"] = p.screen("detail").text
         p.screenshot("detail")
+    p.report["stored"] = stored(p)
     p.app.go("model")
     yield 5
     p.report["model_info"] = p.screen("model").text
     p.screenshot("model")
+    yield from settings_tour(p)
+
+
+def settings_tour(p):
     p.app.go("capture")
     yield 2
     p.touch(p.screen("capture").ids.btn_settings)      # locked: the PIN screen first
@@ -354,54 +422,153 @@ def tour(p):
 
 
 def mixup(p):
-    """The reported sample mix-up, by touch: sample S-1 with image A, "New sample", type S-2 and
-    tap Screen at once (must not re-screen A), then choose image B by touch and screen it."""
+    """The reported sample mix-up, by touch: sample S-1 with image A (chosen by touching its row),
+    finish, "New sample", type S-2, start, tap "Add this field" at once (must not add A), then choose
+    image B by touch and add it."""
     a = p.args
-    cap, res = p.screen("capture"), p.screen("result")
+    cap = p.screen("capture")
     yield from wait_model(p)
-    p.ctl.screen("capture").ids.chooser.path = str(Path(a.smear).parent)
+    cap.ids.chooser.path = str(Path(a.smear).parent)
     yield 3
+    yield from start_sample(p, "S-1")
     p.scroll_to_file(a.smear)
     yield 3
     p.touch(p.file_row(a.smear))
     yield lambda: cap.ids.chooser.selection   # a ScrollView passes a tap on after a short delay
-    p.type_text(cap.ids.sample_id, "S-1")
-    yield 1
-    p.log(f"selection {cap.ids.chooser.selection}, sample ID '{cap.sample_id()}'")
+    p.log(f"selection {cap.ids.chooser.selection}, sample '{cap.sample_open}'")
     p.touch(cap.ids.btn_screen)
     yield 1
-    p.log(f"status '{cap.status_text}'")
-    yield lambda: p.result_done()
-    yield lambda: p.ctl.last_record_id is not None
+    yield lambda: p.result_done() and p.ctl._pending == 0
     yield 2
     p.report["first"] = result_state(p)
-    p.touch(res.ids.btn_again)
-    yield 3
-    p.report["after_new_sample"] = {
-        "screen": p.app.root.current, "selection": list(cap.ids.chooser.selection),
-        "sample_id": cap.ids.sample_id.text, "preview": cap.ids.preview.texture is not None,
-        "selected_text": cap.ids.selected.text, "result_headline": res.headline,
-        "result_image": res.base_texture is not None, "result_heatmap": res.heat_texture is not None}
+    p.report["after_field"] = capture_state(p)       # the file is not selected any more
+    yield from finish(p)
+    yield from new_sample(p)
+    p.report["after_new_sample"] = capture_state(p)
     p.screenshot("capture_new_sample")
-    p.type_text(cap.ids.sample_id, "S-2")
-    yield 1
-    p.touch(cap.ids.btn_screen)             # the reported step: tapping Screen with the new ID
+    yield from start_sample(p, "S-2")
+    p.touch(cap.ids.btn_screen)             # the reported step: tapping the add button with the new ID
     yield 5
-    yield lambda: not p.ctl.busy
-    p.report["screen_without_image"] = {"status": cap.status_text, "error": cap.status_error,
-                                        "screen": p.app.root.current, "records": p.ctl.history.count()}
+    yield lambda: not p.ctl.busy and p.ctl._pending == 0
+    p.report["screen_without_image"] = {**capture_state(p), "fields": len(p.ctl._statuses)}
     p.scroll_to_file(a.smear2)
     yield 3
     p.touch(p.file_row(a.smear2))
     yield lambda: cap.ids.chooser.selection
     p.touch(cap.ids.btn_screen)
     yield 1
-    yield lambda: p.result_done()
-    yield lambda: p.ctl.history.count() >= 2
+    yield lambda: p.result_done() and p.ctl._pending == 0
     yield 2
     p.report["second"] = result_state(p)
-    p.report["records"] = [{"sample_id": r["sample_id"], "image_sha256": r["image_sha256"],
-                            "image_path": r["image_path"]} for r in reversed(p.ctl.history.list())]
+    yield from finish(p)
+    p.report["stored"] = stored(p)
+
+
+def session(p):
+    """Issue 22's two-sample session at the window's size, every screen audited (see :func:`audit`) and
+    screenshotted as ``session_*``: sample A with fields ``--fields-a`` (one unusable), finished and handed
+    over; "New sample"; sample B with ``--fields-b``; History, a sample's detail, voiding a field with a
+    reason; the model, guide, PIN and settings screens."""
+    a = p.args
+    if a.language:
+        set_language(a.language)
+        p.ctl.settings.language = a.language      # as if chosen in Settings (not saved)
+        p.app.rebuild_screens()
+        yield 2
+    yield from wait_model(p)
+    p.report["audit"] = {}
+
+    def check(name, as_name):
+        p.report["audit"][as_name] = audit(p, name)
+        p.report["audit"][as_name]["screen"] = name
+        p.screenshot(f"session_{as_name}-{a.size}")
+
+    if a.start_dir:
+        p.screen("capture").ids.chooser.path = a.start_dir
+        yield 2
+    check("capture", "01_capture")
+    yield from start_sample(p, a.sample_a)
+    p.report["sample_a"] = {"fields": []}
+    for i, f in enumerate(a.fields_a, 1):
+        yield from add_field(p, f)
+        p.report["sample_a"]["fields"].append(result_state(p))
+        check("result", f"{2 + i:02d}_a_field{i}")
+        if i == 1:
+            p.app.go("capture")
+            yield 3
+            check("capture", "02_a_capture")          # the open sample on the capture screen
+    yield from finish(p)
+    p.report["sample_a"]["finished"] = result_state(p)
+    yield from hand_over_all(p)
+    check("result", "06_a_finished")
+    p.report["exports"] = sorted(f.name for f in p.ctl.export_folder().glob("*"))
+    yield from new_sample(p)
+    p.report["after_new_sample"] = capture_state(p)
+    check("capture", "07_new_sample")
+    yield from start_sample(p, a.sample_b)
+    p.report["sample_b"] = {"fields": []}
+    for i, f in enumerate(a.fields_b, 1):
+        yield from add_field(p, f)
+        p.report["sample_b"]["fields"].append(result_state(p))
+        if i == len(a.fields_b):
+            check("result", "08_b_last_field")
+    yield from finish(p)
+    p.report["sample_b"]["finished"] = result_state(p)
+    check("result", "09_b_finished")
+    p.touch(p.screen("result").ids.btn_history)
+    yield lambda: p.app.root.current == "history"
+    yield lambda: len(p.screen("history").ids.rv.data) >= 2
+    yield 3
+    p.report["history"] = [d["text"] for d in p.screen("history").ids.rv.data]
+    check("history", "10_history")
+    rows = p.screen("history").ids.rv.children[0].children
+    p.touch(rows[-2])                # the second row from the top: sample A
+    yield lambda: p.app.root.current == "detail"
+    yield 3
+    p.report["detail"] = p.screen("detail").text
+    check("detail", "11_detail")
+    p.touch(p.screen("detail").ids.btn_amend)
+    yield lambda: p.app.root.current == "amend"
+    yield 2
+    am = p.screen("amend")
+    void = next((k for k in am.actions if k.endswith(" 2")), am.actions[-1])
+    am.ids.action.text = void                     # "Void field 2"
+    yield 2
+    p.touch(am.ids.btn_save)                      # no reason: refused
+    yield 2
+    p.report["amend_without_reason"] = {"message": am.message, "error": am.error}
+    p.type_text(am.ids.reason, "wrong slide")
+    yield 1
+    check("amend", "12_amend")
+    p.touch(am.ids.btn_save)
+    yield lambda: p.app.root.current == "detail"
+    yield 3
+    p.report["detail_after_void"] = p.screen("detail").text
+    p.report["stored"] = stored(p)
+    for name in ("model", "guide", "pin"):
+        p.app.go(name)
+        yield 4
+        check(name, {"model": "13_model", "guide": "14_guide", "pin": "15_pin"}[name])
+    p.app.go("capture")
+    yield 2
+    p.touch(p.screen("capture").ids.btn_settings)
+    yield lambda: p.app.root.current == "pin"
+    yield 2
+    p.type_text(p.screen("pin").ids.pin, "1357")
+    p.touch(p.screen("pin").ids.btn_ok)
+    yield lambda: p.app.root.current == "settings"
+    yield 3
+    check("settings", "16_settings")
+    p.app.go("capture")
+    yield 2
+    if a.camera:      # a video file as the camera
+        cap = p.screen("capture")
+        p.touch(cap.ids.btn_camera)
+        yield lambda: p.ctl._frame is not None
+        yield 4
+        check("capture", "17_camera")
+        p.touch(cap.ids.btn_camera)
+        yield 2
 
 
 def audit(p, name: str) -> dict:
@@ -452,86 +619,24 @@ def audit(p, name: str) -> dict:
     return out
 
 
-def layout(p):
-    """Every screen at the window's size, filled with real content, audited (see :func:`audit`)."""
-    a = p.args
-    if a.language:
-        set_language(a.language)
-        p.ctl.settings.language = a.language      # as if chosen in Settings (not saved)
-        p.app.rebuild_screens()
-        yield 2
-    yield from wait_model(p)
-    p.report["audit"] = {}
-
-    def check(name, as_name=None):
-        as_name = as_name or name
-        p.report["audit"][as_name] = audit(p, name)
-        p.report["audit"][as_name]["screen"] = name
-        p.screenshot(f"{as_name}-{a.size}")
-
-    if a.corrupt:
-        yield from screen_file(p, a.corrupt, "CORRUPT-1")    # the long error message must wrap
-        check("capture", "capture_error")
-    yield from screen_file(p, a.smear, "SMEAR-1")
-    yield lambda: p.ctl.last_record_id is not None
-    yield 3
-    check("result")
-    if a.smear2:
-        p.touch(p.screen("result").ids.btn_again)
-        yield 2
-        yield from screen_file(p, a.smear2, "SMEAR-2")
-        yield lambda: p.ctl.history.count() >= 2
-        yield 3
-        check("result", "result_other")
-    if a.ood:
-        p.touch(p.screen("result").ids.btn_again)
-        yield 2
-        yield from screen_file(p, a.ood, "OOD-1")
-        yield 3
-        check("result", "result_ood")
-    for name in ("history", "model", "guide", "pin"):
-        p.app.go(name)
-        yield 4
-        check(name)
-    p.app.go("history")
-    yield 3
-    p.app.open_record(p.ctl.last_record_id)
-    yield 3
-    check("detail")
-    p.app.go("capture")
-    yield 2
-    p.touch(p.screen("capture").ids.btn_settings)
-    yield lambda: p.app.root.current == "pin"
-    yield 2
-    p.type_text(p.screen("pin").ids.pin, "1357")
-    p.touch(p.screen("pin").ids.btn_ok)
-    yield lambda: p.app.root.current == "settings"
-    yield 3
-    check("settings")
-    p.app.go("capture")
-    yield 3
-    check("capture")
-    if a.camera:      # a video file as the camera
-        cap = p.screen("capture")
-        p.touch(cap.ids.btn_camera)
-        yield lambda: p.ctl._frame is not None
-        yield 4
-        check("capture", "capture_camera")
-        p.touch(cap.ids.btn_camera)
-        yield 2
-
-
 def latency(p):
-    """Screen each image N times and record 'image chosen -> result on screen' latencies."""
+    """Add each image N times as fields (a new sample every 5 fields) and record 'image handed to
+    the session -> field result on screen' latencies (and 'saved')."""
     a = p.args
     yield from wait_model(p)
+    k = 0
     for _ in range(a.repeat):
         for img in a.images:
-            yield from screen_file(p, img)
-            p.app.go("capture")
-            yield 2
+            if k % 5 == 0:
+                if p.ctl.session.sample_uid is not None:
+                    yield from finish(p)
+                    yield from new_sample(p)
+                yield from start_sample(p, f"LAT-{k // 5 + 1:03d}")
+            yield from add_field(p, img)
+            k += 1
     timings = p.ctl.last_result.timings if p.ctl.last_result else {}
     p.report["inference_timings_ms"] = timings
+    p.report["saved_ms"] = list(p.ctl.saved_ms)
 
 
 def startup(p):
@@ -539,7 +644,8 @@ def startup(p):
     yield from wait_model(p)
 
 
-SCENARIOS = {"tour": tour, "mixup": mixup, "layout": layout, "latency": latency, "startup": startup}
+SCENARIOS = {"tour": tour, "mixup": mixup, "session": session, "layout": session, "latency": latency,
+             "startup": startup}
 
 
 def main(argv=None) -> int:
@@ -560,7 +666,12 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--timeout", type=float, default=90.0)
     ap.add_argument("--size", default="480x800")
-    ap.add_argument("--language", default=None, help="language of the layout scenario (en, fr)")
+    ap.add_argument("--language", default=None, help="language of the session scenario (en, fr)")
+    ap.add_argument("--fields-a", nargs="*", default=[], help="session: field images of sample A")
+    ap.add_argument("--fields-b", nargs="*", default=[], help="session: field images of sample B")
+    ap.add_argument("--sample-a", default="A-0001")
+    ap.add_argument("--sample-b", default="B-0002")
+    ap.add_argument("--start-dir", default=None, help="folder the file list opens in")
     args = ap.parse_args(argv)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from .app import app_class, configure_kivy
@@ -568,7 +679,7 @@ def main(argv=None) -> int:
     configure_kivy(False, tuple(int(v) for v in args.size.split("x")))
     app = app_class()(model=args.model, db=args.db, threads=args.threads, camera=args.camera,
                       models_root=args.models_root or str(Path(args.model).parent),
-                      start_dir=str(Path(args.smear or ".").parent) if args.smear else None)
+                      start_dir=args.start_dir or (str(Path(args.smear).parent) if args.smear else None))
     pilot = Pilot(app, SCENARIOS[args.scenario], Path(args.out), args.shots, args.timeout)
     pilot.args = args
     from kivy.clock import Clock
