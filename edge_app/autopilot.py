@@ -464,6 +464,29 @@ def mixup(p):
     p.report["stored"] = stored(p)
 
 
+def records_trouble(p):
+    """A damaged database at start (moved aside, salvaged, said on screen), then the database file
+    removed while a sample is open: the next field is shown but "NOT saved", finishing says why, and
+    the app keeps running."""
+    a = p.args
+    cap, res = p.screen("capture"), p.screen("result")
+    yield from wait_model(p)
+    p.report["notice"] = {"text": cap.notice_text, "error": cap.notice_error}
+    p.screenshot("notice")
+    yield from start_sample(p, "R-1")
+    yield from add_field(p, a.smear)
+    p.report["first"] = {"note": res.note_text, "saved": p.ctl.last_step is not None}
+    os.remove(p.ctl.db_path)                 # the storage went away under the running app
+    yield from add_field(p, a.smear2 or a.smear)
+    p.report["second"] = {"note": res.note_text, "status": cap.status_text, "error": cap.status_error,
+                          "probability_text": res.probability_text, "screen": p.app.root.current}
+    p.screenshot("not_saved")
+    p.touch(res.ids.btn_finish)
+    yield lambda: not p.ctl.busy
+    yield 3
+    p.report["finish"] = {"note": res.note_text, "finished": res.finished, "screen": p.app.root.current}
+
+
 def session(p):
     """Issue 22's two-sample session at the window's size, every screen audited (see :func:`audit`) and
     screenshotted as ``session_*``: sample A with fields ``--fields-a`` (one unusable), finished and handed
@@ -645,7 +668,7 @@ def startup(p):
 
 
 SCENARIOS = {"tour": tour, "mixup": mixup, "session": session, "layout": session, "latency": latency,
-             "startup": startup}
+             "startup": startup, "records_trouble": records_trouble}
 
 
 def main(argv=None) -> int:

@@ -453,9 +453,18 @@ class Controller:
     def show_records_notice(self):
         """The records database's state on screen: a new, recovered or read-only database, or none."""
         r = self.records
-        text = r.problem or r.notice
-        if text:
-            self.screen("capture").set_notice(text, error=bool(r.problem or r.read_only or r.moved_to))
+        if r.problem:
+            text = presenter.status("no_records", problem=r.problem)
+        elif r.moved_to is not None:
+            text = presenter.status("db_recovered", file=r.moved_to.name,
+                                    n=sum((r.salvaged or {}).get(k, 0) for k in ("samples", "screenings")))
+        elif r.read_only:
+            text = presenter.status("db_read_only", path=str(self.db_path))
+        elif r.notice:
+            text = presenter.status("db_new", path=str(self.db_path))
+        else:
+            return
+        self.screen("capture").set_notice(text, error=bool(r.problem or r.read_only or r.moved_to))
 
     def export_folder(self) -> Path:
         """Where exports go: ``exports/`` beside the database."""

@@ -291,6 +291,11 @@ STATUS.update({
     "hand_over_failed": N_("Could not write the file: {error}"),
     "amended": N_("Saved in the audit trail."),
     "need_reason": N_("Give a reason (it is kept in the audit trail)."),
+    "db_new": N_("A new history database was started at {path}."),
+    "db_recovered": N_("The history database was damaged. It was moved to {file} (nothing deleted) and a new one "
+                       "was started; {n} records could be copied back from it."),
+    "db_read_only": N_("The history database {path} is read-only: past records can be read, but new results will "
+                       "NOT be saved. Make the file and its folder writable, or choose another history folder."),
 })
 
 
@@ -348,8 +353,9 @@ def sample_row(sample) -> str:
     label = _(LABELS[sample.verdict.code]) if sample.finished else _("Open")
     voided = "  " + _("VOIDED") if sample.voided else ""
     n = len(sample.counted_fields)
-    return (_("{time}   {id}   {verdict}   1 field") if n == 1 else _("{time}   {id}   {verdict}   {n} fields")).format(
-        time=sample.created.display(), id=sample.sample_id, verdict=label, n=n) + voided
+    return sample.created.display() + "\n" + (_("{id}   {verdict}   1 field") if n == 1 else
+                                              _("{id}   {verdict}   {n} fields")).format(
+        id=sample.sample_id, verdict=label, n=n) + voided
 
 
 def sample_detail(sample, card=None) -> str:

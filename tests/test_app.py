@@ -231,6 +231,26 @@ def test_a_field_is_never_recorded_under_a_sample_started_after_it(tmp_path, tin
     assert session.current().fields == []
 
 
+def test_damaged_or_vanished_database_is_a_message_not_a_crash(tmp_path, tiny_release, inputs):
+    """A damaged history file: moved aside and said on screen; the database file removed while a
+    sample is open: the field is still shown, with "NOT saved" and why; the app keeps running."""
+    db = tmp_path / "history.sqlite3"
+    db.write_bytes(b"SQLite format 3\x00" + b"\x13" * 4000)          # a damaged database file
+    r = pilot("records_trouble", "--model", tiny_release, "--db", db, "--out", tmp_path / "r.json",
+              "--size", "360x640", "--smear", inputs["smear"], "--smear2", inputs["smear2"])
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["ok"] and "damaged" in rep["notice"]["text"] and rep["notice"]["error"]
+    assert list(tmp_path.glob("history.sqlite3.damaged-*"))                 # moved aside, not deleted
+    assert rep["first"] == {"note": "", "saved": True}
+    second = rep["second"]
+    assert second["screen"] == "result" and second["probability_text"]     # the result is still shown
+    assert second["note"].startswith("This field was NOT saved:") and "removed or replaced" in second["note"]
+    assert second["error"] and second["status"] == second["note"]
+    assert rep["finish"]["screen"] == "result" and not rep["finish"]["finished"]
+    assert "removed or replaced" in rep["finish"]["note"]
+
+
 def test_settings_are_kept_across_a_restart(tour, tiny_release, tmp_path):
     """A new app process on the same data folder: French, PIN still set, saved operating point."""
     import shutil

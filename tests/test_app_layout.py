@@ -50,8 +50,9 @@ def test_two_sample_session_fits_the_hand_and_the_screen(tmp_path, tiny_release,
         assert a["problems"] == [], (name, a["problems"])
         assert a["labels"] > 0 and a["touch_targets"] > 0
     for name in ("03_a_field1", "06_a_finished", "09_b_finished"):
+        assert audit[name]["verdict_sp"] >= 20
+    for name in ("03_a_field1", "09_b_finished"):       # 06: the last field of A is the unreadable file
         res = audit[name]
-        assert res["verdict_sp"] >= 20
         img_w, img_h = res["image_px"]
         if w > h:     # landscape (Raspberry Pi 7"): image beside the text, at least 300 px tall
             assert res["side_by_side"] and img_h >= 300 and img_w >= 300

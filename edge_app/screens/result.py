@@ -97,8 +97,11 @@ class ResultScreen(Screen):
         self._verdict(sample.verdict, card, full=sample.finished)
 
     def show_finished(self, sample, card):
+        """The finished sample: its verdict in full and the list of its fields (the image stays the last field's)."""
         self.show_sample(sample, card)
         self.finished = True
+        self.probability_text, self.fields_text = "\n".join(self._lines), ""
+        self.detail_text = self.subtype_text = ""
         n = len(sample.fields)
         self.field_title = (_("Sample {id}: finished, 1 field") if n == 1 else
                             _("Sample {id}: finished, {n} fields")).format(id=sample.sample_id, n=n)
