@@ -260,8 +260,8 @@ class Controller:
         self.busy = True
         t0 = time.perf_counter()
         uid, sample_id = self.session.sample_uid, self._sample_id
-        # The field belongs to the sample open now; the capture screen forgets the image at once.
-        cap.clear_selection()
+        # The field belongs to the sample open now (uid); the capture screen forgets the image once the
+        # result is on screen (until then `busy` refuses another add), so it is not redrawn meanwhile.
         self._busy_ev = Clock.schedule_once(lambda dt: cap.set_status(presenter.status("screening")), 0.3)
         screener = self.screener
 
@@ -275,8 +275,10 @@ class Controller:
         if self._busy_ev is not None:
             self._busy_ev.cancel()
         t_back = time.perf_counter()
+        cap = self.screen("capture")
         if error or result is None:
-            self.screen("capture").set_status(presenter.status("cannot_screen", error=error), error=True)
+            cap.clear_selection()
+            cap.set_status(presenter.status("cannot_screen", error=error), error=True)
             return
         res, t_done = result
         self.last_result = res
@@ -284,14 +286,17 @@ class Controller:
         n = len(self._statuses)
         verdict = sample_verdict(self._statuses, self.store.rule)
         self.screen("result").show_field(res, n, verdict, self._card(), self.screener.release, sample_id)
-        self.screen("capture").set_sample(sample_id, presenter.sample_label(sample_id, n, self._verdict_words()))
-        self.screen("capture").set_status(presenter.status("next_field", id=sample_id, n=n + 1))
         self.app.root.current = "result"
         self._pending += 1
 
         def on_flip(*_):  # the frame with the field's result and heatmap is on screen now
             Window.unbind(on_flip=on_flip)
             t_flip = time.perf_counter()
+            # The capture screen (not shown now) is brought up to date after that frame: with a
+            # software renderer every change drawn before it delays the result on screen.
+            cap.clear_selection()
+            cap.set_sample(sample_id, presenter.sample_label(sample_id, n, self._verdict_words()))
+            cap.set_status(presenter.status("next_field", id=sample_id, n=n + 1))
             ms = (t_flip - t0) * 1000
             self.latencies_ms.append(ms)
             self.path_ms.append(res.timings["total"])
