@@ -464,6 +464,37 @@ def mixup(p):
     p.report["stored"] = stored(p)
 
 
+def scan(p):
+    """The sample ID read from a QR label held in front of the camera (``--camera`` a video of it):
+    Scan ID, Start sample, one field captured, finish; the sample's ID source is "scanned"."""
+    cap = p.screen("capture")
+    yield from wait_model(p)
+    p.touch(cap.ids.btn_camera)
+    yield lambda: p.ctl._frame is not None
+    yield 3
+    p.touch(cap.ids.btn_scan)
+    yield 1
+    yield lambda: not p.ctl.busy and (cap.sample_id() or cap.status_error)
+    yield 2
+    p.report["scanned"] = {"text": cap.sample_id(), "status": cap.status_text, "source": cap.id_source()}
+    p.screenshot("scanned")
+    p.touch(cap.ids.btn_start)
+    yield lambda: cap.sample_open or cap.status_error
+    yield 2
+    n = len(p.ctl._statuses)
+    p.touch(cap.ids.btn_screen)
+    yield 1
+    yield lambda: not p.ctl.busy and len(p.ctl._statuses) > n
+    yield lambda: p.ctl._pending == 0
+    yield 2
+    yield from finish(p)
+    p.app.go("capture")
+    yield 1
+    p.touch(cap.ids.btn_camera)
+    yield 2
+    p.report["stored"] = stored(p)
+
+
 def records_trouble(p):
     """A damaged database at start (moved aside, salvaged, said on screen), then the database file
     removed while a sample is open: the next field is shown but "NOT saved", finishing says why, and
@@ -668,7 +699,7 @@ def startup(p):
 
 
 SCENARIOS = {"tour": tour, "mixup": mixup, "session": session, "layout": session, "latency": latency,
-             "startup": startup, "records_trouble": records_trouble}
+             "startup": startup, "records_trouble": records_trouble, "scan": scan}
 
 
 def main(argv=None) -> int:

@@ -66,8 +66,9 @@ STATUS = {
     "loading": N_("Loading model {name}..."),
     "refused": N_("Model refused: {error}"),
     "no_model": N_("No model found in {folder}: pass --model models/<name>"),
-    "ready": N_("Ready: {name} v{version}. Choose an image."),
-    "ready_unsigned": N_("Ready: {name} v{version}. UNSIGNED release (development only). Choose an image."),
+    "ready": N_("Ready: {name} v{version}. Type or scan the sample ID, then tap Start sample."),
+    "ready_unsigned": N_("Ready: {name} v{version}. UNSIGNED release (development only). Type or scan the "
+                         "sample ID, then tap Start sample."),
     "next": N_("New sample: choose or capture the next image."),
     "choose_first": N_("Choose an image first."),
     "not_loaded": N_("No model loaded yet."),

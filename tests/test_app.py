@@ -231,6 +231,28 @@ def test_a_field_is_never_recorded_under_a_sample_started_after_it(tmp_path, tin
     assert session.current().fields == []
 
 
+def test_sample_id_scanned_from_a_qr_label_with_the_camera(tmp_path, tiny_release):
+    """A QR label in front of the camera (a video of it): Scan ID fills the ID, the sample is stored
+    with its ID source "scanned"."""
+    import cv2
+
+    qr = cv2.QRCodeEncoder.create().encode("QR-0042")
+    label = cv2.copyMakeBorder(cv2.resize(qr, (160, 160), interpolation=cv2.INTER_NEAREST), 40, 40, 40, 40,
+                               cv2.BORDER_CONSTANT, value=255)
+    frame = cv2.cvtColor(cv2.resize(label, (320, 320), interpolation=cv2.INTER_NEAREST), cv2.COLOR_GRAY2BGR)
+    video = tmp_path / "label.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (320, 320))
+    for _ in range(10):
+        writer.write(frame)
+    writer.release()
+    r = pilot("scan", "--model", tiny_release, "--db", tmp_path / "h.sqlite3", "--out", tmp_path / "r.json",
+              "--size", "360x640", "--camera", video)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["scanned"] == {"text": "QR-0042", "status": "Sample ID read from the label: QR-0042", "source": "scanned"}
+    assert [(s["sample_id"], s["id_source"], len(s["fields"])) for s in rep["stored"]] == [("QR-0042", "scanned", 1)]
+
+
 def test_damaged_or_vanished_database_is_a_message_not_a_crash(tmp_path, tiny_release, inputs):
     """A damaged history file: moved aside and said on screen; the database file removed while a
     sample is open: the field is still shown, with "NOT saved" and why; the app keeps running."""

@@ -12,7 +12,7 @@ from ..i18n import _
 
 
 class HistoryRow(Button):
-    uid = StringProperty("")
+    sample_uid = StringProperty("")
 
 
 class HistoryScreen(Screen):
@@ -25,7 +25,7 @@ class HistoryScreen(Screen):
 
     def refresh(self, controller):
         samples = controller.samples(limit=200)
-        self.ids.rv.data = [{"text": presenter.sample_row(s), "uid": s.uid} for s in samples]
+        self.ids.rv.data = [{"text": presenter.sample_row(s), "sample_uid": s.uid} for s in samples]
         if controller.store is None:
             self.summary = presenter.status("no_records", problem=controller.records.problem)
         else:
@@ -35,7 +35,7 @@ class HistoryScreen(Screen):
 class DetailScreen(Screen):
     text = StringProperty("")
     note_text = StringProperty("")
-    uid = StringProperty("")
+    sample_uid = StringProperty("")
     finished = BooleanProperty(False)
 
     def on_kv_post(self, *args):
@@ -53,7 +53,7 @@ class DetailScreen(Screen):
             self._box.remove_widget(row)
 
     def show(self, sample, card=None):
-        self.uid, self.finished, self.note_text = sample.uid, sample.finished, ""
+        self.sample_uid, self.finished, self.note_text = sample.uid, sample.finished, ""
         self.text = presenter.sample_detail(sample, card)
 
     def set_note(self, text):
@@ -63,7 +63,7 @@ class DetailScreen(Screen):
 class AmendScreen(Screen):
     """Correct the sample ID or void the sample / one field, always with a reason."""
 
-    uid = StringProperty("")
+    sample_uid = StringProperty("")
     title_text = StringProperty("")
     message = StringProperty("")
     error = BooleanProperty(False)
@@ -72,7 +72,7 @@ class AmendScreen(Screen):
     correcting = BooleanProperty(False)
 
     def show(self, sample):
-        self.uid = sample.uid
+        self.sample_uid = sample.uid
         self.title_text = _("Sample {id}").format(id=sample.sample_id)
         self._actions = {_("Correct the sample ID"): ("correct", None), _("Void the whole sample"): ("void_sample", None)}
         for f in sample.fields:
@@ -93,9 +93,9 @@ class AmendScreen(Screen):
         if not reason:
             self.message, self.error = presenter.status("need_reason"), True
             return False
-        msg = controller.amend(self.uid, kind, reason, new_id=self.ids.new_id.text, field_uid=field_uid)
+        msg = controller.amend(self.sample_uid, kind, reason, new_id=self.ids.new_id.text, field_uid=field_uid)
         ok = msg == presenter.status("amended")
         self.message, self.error = msg, not ok
         if ok:
-            App.get_running_app().open_sample(self.uid)
+            App.get_running_app().open_sample(self.sample_uid)
         return ok
