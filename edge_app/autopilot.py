@@ -495,6 +495,26 @@ def scan(p):
     p.report["stored"] = stored(p)
 
 
+def relanguage(p):
+    """The language changed (screens re-created) while a sample is open: the sample stays open on the
+    new capture screen and its next field is added to it."""
+    a = p.args
+    yield from wait_model(p)
+    yield from start_sample(p, "LANG-1")
+    yield from add_field(p, a.smear)
+    set_language("fr")
+    p.ctl.settings.language = "fr"
+    p.app.rebuild_screens()
+    yield 3
+    p.app.go("capture")
+    yield 2
+    cap = p.screen("capture")
+    p.report["after_rebuild"] = {"sample_open": cap.sample_open, "sample_id": cap.ids.sample_id.text,
+                                 "sample_text": cap.sample_text, "start_button": cap.ids.btn_start.text}
+    yield from add_field(p, a.smear2 or a.smear)
+    p.report["stored"] = stored(p)
+
+
 def records_trouble(p):
     """A damaged database at start (moved aside, salvaged, said on screen), then the database file
     removed while a sample is open: the next field is shown but "NOT saved", finishing says why, and
@@ -699,7 +719,8 @@ def startup(p):
 
 
 SCENARIOS = {"tour": tour, "mixup": mixup, "session": session, "layout": session, "latency": latency,
-             "startup": startup, "records_trouble": records_trouble, "scan": scan}
+             "startup": startup, "records_trouble": records_trouble, "scan": scan,
+             "relanguage": relanguage}
 
 
 def main(argv=None) -> int:

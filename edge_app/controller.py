@@ -167,9 +167,15 @@ class Controller:
 
     def screens_rebuilt(self):
         """Fill the screens that show the model (after loading it, or after they were re-created)."""
+        cap = self.screen("capture")
         if self.screener is not None:
-            self.screen("capture").set_model(self.screener.release, self.screener.threshold)
-            self.screen("capture").set_status(presenter.status("start_first"))
+            cap.set_model(self.screener.release, self.screener.threshold)
+            cap.set_status(presenter.status("start_first"))
+        if self.session is not None and self.session.sample_uid is not None:   # re-created screens: still open
+            cap.ids.sample_id.text = self._sample_id
+            cap.set_sample(self._sample_id, presenter.sample_label(self._sample_id, len(self._statuses),
+                                                                   self._verdict_words()))
+            cap.set_status(presenter.status("next_field", id=self._sample_id, n=len(self._statuses) + 1))
         self.show_records_notice()
         for name in ("model", "settings", "history"):
             self.screen(name).refresh(self)
@@ -221,7 +227,10 @@ class Controller:
         if self.screener is None:
             cap.set_status(self.model_error or presenter.status("not_loaded"), error=True)
             return None
-        if self.busy or (self.session is not None and self.session.sample_uid is not None):
+        if self.busy:
+            return None
+        if self.session is not None and self.session.sample_uid is not None:
+            cap.set_status(presenter.status("next_field", id=self._sample_id, n=len(self._statuses) + 1))
             return None
         # A file chosen after "New sample" belongs to this sample; everything else was cleared then.
         self.last_result = self.last_step = self.finished_uid = None

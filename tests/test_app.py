@@ -253,6 +253,17 @@ def test_sample_id_scanned_from_a_qr_label_with_the_camera(tmp_path, tiny_releas
     assert [(s["sample_id"], s["id_source"], len(s["fields"])) for s in rep["stored"]] == [("QR-0042", "scanned", 1)]
 
 
+def test_changing_the_language_keeps_the_open_sample(tmp_path, tiny_release, inputs):
+    r = pilot("relanguage", "--model", tiny_release, "--db", tmp_path / "h.sqlite3", "--out", tmp_path / "r.json",
+              "--size", "360x640", "--smear", inputs["smear"], "--smear2", inputs["smear2"])
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    rep = json.loads((tmp_path / "r.json").read_text())
+    after = rep["after_rebuild"]
+    assert after["sample_open"] == "LANG-1" and after["sample_id"] == "LANG-1"
+    assert after["start_button"] == "Terminer" and after["sample_text"].startswith("Échantillon LANG-1 : 1 champ")
+    assert [(s["sample_id"], len(s["fields"])) for s in rep["stored"]] == [("LANG-1", 2)]
+
+
 def test_damaged_or_vanished_database_is_a_message_not_a_crash(tmp_path, tiny_release, inputs):
     """A damaged history file: moved aside and said on screen; the database file removed while a
     sample is open: the field is still shown, with "NOT saved" and why; the app keeps running."""
