@@ -1,8 +1,9 @@
 """The app's controller: events in, model work on a worker thread, results back on the UI thread.
 
-Model loading, screening and history writes run on one background worker
-(:class:`concurrent.futures.ThreadPoolExecutor`, one thread: the interpreter is not
-thread-safe and jobs stay in order). Results come back through
+Model loading and screening run on one background worker (:class:`concurrent.futures.ThreadPoolExecutor`,
+one thread: the interpreter is not thread-safe and jobs stay in order); records (fields, finishing a
+sample, hand-over files) are written in order on a second one, so a field's result is on screen
+before its fsync'd commit. Results come back through
 ``Clock.schedule_once``, so widgets are only ever touched on the Kivy main thread.
 """
 from __future__ import annotations
@@ -12,19 +13,17 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
-import numpy as np
 from kivy.clock import Clock
 from kivy.core.window import Window
 
-from leukedge.errors import DataError, ImageError, LeukEdgeError
-from leukedge.fileio import atomic_write_bytes
+from leukedge.errors import LeukEdgeError
 
 from . import platform, presenter
-from .history import History
+from .exports.sample_csv import export_samples_csv
 from .i18n import _, set_language
 from .inference import Screener, list_releases
 from .models_index import recommended_release
+from .records import RecordsError, ScreeningSession, field_status, open_records, sample_verdict
 from .sample_id import read_code
 from .settings_store import AppSettings, settings_path
 
@@ -32,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 class Controller:
-    """Glue between the screens, the :class:`Screener` and the :class:`History`.
+    """Glue between the screens, the :class:`Screener` and the records (:class:`ScreeningSession`).
 
     Args:
         app: the running :class:`~leukedge.edge_app.app.LeukEdgeApp`.
@@ -47,7 +46,18 @@ class Controller:
 
     def __init__(self, app, db_path, models_root="models", threads: int | None = None, camera: str | None = None):
         self.app = app
-        self.history = History(db_path)
+        self.db_path = Path(db_path)
+        # Open, create or recover the records database; never raises (a damaged file is moved
+        # aside and salvaged, a read-only one is opened for reading): the notice goes on screen.
+        self.records = open_records(self.db_path)
+        self.store = self.records.store
+        self.session: ScreeningSession | None = None
+        self.finished_uid: str | None = None
+        self.last_step = None
+        self._statuses: list[str] = []
+        self._sample_id = ""
+        self._pending = 0
+        self.saved_ms: list[float] = []
         self.models_root = Path(models_root)
         self.settings_file = settings_path(Path(db_path).parent)
         self.settings = AppSettings.load(self.settings_file)
@@ -59,7 +69,6 @@ class Controller:
         self.model_error: str | None = None
         self.busy = False
         self.last_result = None
-        self.last_record_id: int | None = None
         self.latencies_ms: list[float] = []
         self.path_ms: list[float] = []
         self.latency_parts: list[dict] = []
@@ -143,6 +152,10 @@ class Controller:
             self.screen("capture").set_status(presenter.status("refused", error=error), error=True)
             return
         self.screener, self.model_error = screener, None
+        if self.store is not None:
+            if self.session is None:
+                self.session = ScreeningSession(self.store, screener)
+            self.session.screener = screener   # an open sample keeps its fields; new ones use this model
         r = screener.release
         log.info("model %s v%s loaded in %.0f ms", r.name, r.version, screener.load_ms)
         self.screens_rebuilt()
@@ -154,9 +167,16 @@ class Controller:
 
     def screens_rebuilt(self):
         """Fill the screens that show the model (after loading it, or after they were re-created)."""
+        cap = self.screen("capture")
         if self.screener is not None:
-            self.screen("capture").set_model(self.screener.release, self.screener.threshold)
-            self.screen("capture").set_status(presenter.status("next"))
+            cap.set_model(self.screener.release, self.screener.threshold)
+            cap.set_status(presenter.status("start_first"))
+        if self.session is not None and self.session.sample_uid is not None:   # re-created screens: still open
+            cap.ids.sample_id.text = self._sample_id
+            cap.set_sample(self._sample_id, presenter.sample_label(self._sample_id, len(self._statuses),
+                                                                   self._verdict_words()))
+            cap.set_status(presenter.status("next_field", id=self._sample_id, n=len(self._statuses) + 1))
+        self.show_records_notice()
         for name in ("model", "settings", "history"):
             self.screen(name).refresh(self)
 
@@ -197,51 +217,95 @@ class Controller:
         self.app.settings_unlocked = False        # applied: locked again (also after the screens were re-created)
         self.app.go("capture")
 
-    # ----- screening --------------------------------------------------------------------
-    def screen_image(self, image, sample_id: str = ""):
-        """Screen a path or an RGB frame; the result screen opens when done."""
-        if self.busy:
+    # ----- samples ----------------------------------------------------------------------
+    def start_sample(self, sample_id: str, id_source: str = "typed"):
+        """Open a new sample with its ID; nothing of an earlier sample is kept."""
+        cap = self.screen("capture")
+        if self.store is None:
+            cap.set_status(presenter.status("no_records", problem=self.records.problem), error=True)
             return None
         if self.screener is None:
-            self.screen("capture").set_status(self.model_error or presenter.status("not_loaded"), error=True)
+            cap.set_status(self.model_error or presenter.status("not_loaded"), error=True)
+            return None
+        if self.busy:
+            return None
+        if self.session is not None and self.session.sample_uid is not None:
+            cap.set_status(presenter.status("next_field", id=self._sample_id, n=len(self._statuses) + 1))
+            return None
+        # A file chosen after "New sample" belongs to this sample; everything else was cleared then.
+        self.last_result = self.last_step = self.finished_uid = None
+        self.screen("result").clear()
+        try:
+            rec = self.session.start(sample_id, id_source=id_source)
+        except LeukEdgeError as exc:
+            cap.set_status(exc.one_line(), error=True)
+            return None
+        self._statuses, self._sample_id = [], rec.sample_id
+        if not (self.records.problem or self.records.read_only or self.records.moved_to):
+            cap.set_notice("")    # "a new database was started" has been read by now
+        cap.set_sample(rec.sample_id, presenter.sample_label(rec.sample_id, 0, self._verdict_words()))
+        cap.set_status(presenter.status("started", id=rec.sample_id))
+        return rec
+
+    def _verdict_words(self) -> str:
+        return presenter.sample_verdict_texts(sample_verdict(self._statuses, self.store.rule), self._card())["headline"]
+
+    def _card(self) -> dict:
+        return self.screener.release.card if self.screener is not None else {}
+
+    def add_field(self, image):
+        """Screen a path or an RGB frame as the next field of the open sample. The result is shown
+        as soon as it is computed; it is then saved on the history thread (in order)."""
+        cap = self.screen("capture")
+        if self.busy:
+            cap.set_status(presenter.status("field_busy"), error=True)
+            return None
+        if self.session is None or self.session.sample_uid is None:
+            cap.set_status(presenter.status("start_first"), error=True)
             return None
         if image is None or (isinstance(image, (str, Path)) and not str(image)):
-            self.screen("capture").set_status(presenter.status("choose_first"), error=True)
+            cap.set_status(presenter.status("choose_first"), error=True)
             return None
         self.busy = True
         t0 = time.perf_counter()
-        # Show "Screening..." only if it takes a while: any change on screen makes Kivy redraw the
-        # window, which (software GL, busy CPU) can cost more than the screening itself.
-        self._busy_ev = Clock.schedule_once(lambda dt: self.screen("capture").set_status(presenter.status("screening")), 0.3)
+        uid, sample_id = self.session.sample_uid, self._sample_id
+        # The field belongs to the sample open now (uid); the capture screen forgets the image once the
+        # result is on screen (until then `busy` refuses another add), so it is not redrawn meanwhile.
+        self._busy_ev = Clock.schedule_once(lambda dt: cap.set_status(presenter.status("screening")), 0.3)
         screener = self.screener
 
         def job():
             return screener.screen_image(image), time.perf_counter()
 
-        frame = image if isinstance(image, np.ndarray) else None
-        return self._submit(job, lambda r, e: self._screened(r, e, t0, sample_id, frame))
+        return self._submit(job, lambda r, e: self._field_screened(r, e, t0, image, uid, sample_id))
 
-    def _screened(self, result, error, t0, sample_id, frame=None):
+    def _field_screened(self, result, error, t0, image, uid, sample_id):
         self.busy = False
         if self._busy_ev is not None:
             self._busy_ev.cancel()
         t_back = time.perf_counter()
-        res, t_done = result if result is not None else (None, t_back)
-        if error or res is None or res.error:
-            msg = error or res.error
-            self.screen("capture").set_status(presenter.status("cannot_screen", error=msg), error=True)
+        cap = self.screen("capture")
+        if error or result is None:
+            cap.clear_selection()
+            cap.set_status(presenter.status("cannot_screen", error=error), error=True)
             return
+        res, t_done = result
         self.last_result = res
-        # The result screen holds this image now; the capture screen keeps nothing of it, so
-        # whatever route leads back there, the next screening starts from an empty sample.
-        self.screen("capture").reset_sample()
-        self.screen("capture").set_status(presenter.status("next"))
-        self.screen("result").show(res, self.screener.release)
+        self._statuses.append(field_status(res))
+        n = len(self._statuses)
+        verdict = sample_verdict(self._statuses, self.store.rule)
+        self.screen("result").show_field(res, n, verdict, self._card(), self.screener.release, sample_id)
         self.app.root.current = "result"
+        self._pending += 1
 
-        def on_flip(*_):  # the frame with the result and heatmap is on screen now
+        def on_flip(*_):  # the frame with the field's result and heatmap is on screen now
             Window.unbind(on_flip=on_flip)
             t_flip = time.perf_counter()
+            # The capture screen (not shown now) is brought up to date after that frame: with a
+            # software renderer every change drawn before it delays the result on screen.
+            cap.clear_selection()
+            cap.set_sample(sample_id, presenter.sample_label(sample_id, n, self._verdict_words()))
+            cap.set_status(presenter.status("next_field", id=sample_id, n=n + 1))
             ms = (t_flip - t0) * 1000
             self.latencies_ms.append(ms)
             self.path_ms.append(res.timings["total"])
@@ -249,46 +313,95 @@ class Controller:
                                        "to_main_thread": round((t_back - t_done) * 1000, 2),
                                        "gil": round((self._t_back_start - t_done) * 1000, 2),
                                        "fill_and_draw": round((t_flip - t_back) * 1000, 2)})
-            log.info("image chosen -> result on screen: %.1f ms (inference path %.1f ms)", ms, res.timings["total"])
+            log.info("field handed to the session -> result on screen: %.1f ms (inference path %.1f ms)",
+                     ms, res.timings["total"])
 
         Window.bind(on_flip=on_flip)
-        self._submit(lambda: self.record(res, sample_id, frame), self._recorded, pool=self._writer)
+        source = image
 
-    def record(self, res, sample_id: str = "", frame=None) -> int:
-        """Store one screening (worker thread). A score a gate hid is stored as no score; a
-        camera photo is saved as a PNG next to the history and its path recorded."""
-        fields = {"probability": None} if presenter.score_hidden(res.decision) else {}
-        if frame is not None:
-            fields["image_path"] = str(self.save_capture(frame, res.image_sha256))
-        return self.history.add(res, sample_id=sample_id or None, **fields)
+        def save():
+            return self.session.record_field(res, source, sample_uid=uid), time.perf_counter()
 
-    def save_capture(self, frame, sha256: str | None) -> Path:
-        """Write a camera frame (RGB) losslessly to ``<data>/captures/<local time>-<hash>.png``."""
-        ok, png = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise ImageError("the camera frame could not be encoded as PNG")
-        path = self.history.path.parent / "captures" / f"{time.strftime('%Y%m%d-%H%M%S')}-{(sha256 or 'frame')[:12]}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, png.tobytes())
-        return path
+        self._submit(save, lambda r, e: self._field_saved(r, e, t0), pool=self._writer)
 
-    def new_sample(self):
-        """Start the next sample: nothing of the previous one carries over."""
-        if self.source is not None:
-            self.stop_camera()
-        self.last_result = None
+    def _field_saved(self, result, error, t0):
+        self._pending -= 1
+        if error:
+            self.screen("result").set_note(presenter.status("not_saved_field", error=error))
+            self.screen("capture").set_status(presenter.status("not_saved_field", error=error), error=True)
+            return
+        step, t_saved = result
+        self.saved_ms.append((t_saved - t0) * 1000)
+        self.last_step = step
+        if self.session.sample_uid == step.sample.uid:   # still the open sample: show the stored list
+            self.screen("result").show_sample(step.sample, self._card())
+
+    def finish_sample(self):
+        """Finish the open sample (after its fields are saved): its verdict is recorded."""
+        if self.session is None or self.session.sample_uid is None or self.busy:
+            return None
+        uid = self.session.sample_uid
+
+        def job():
+            self.session.finish()
+            return self.store.sample(uid)
+
+        self.busy = True
+        return self._submit(job, self._finished, pool=self._writer)
+
+    def _finished(self, rec, error):
+        self.busy = False
+        cap, res = self.screen("capture"), self.screen("result")
+        if error:
+            res.set_note(error)
+            cap.set_status(error, error=True)
+            return
+        self.finished_uid = rec.uid
+        cap.reset_sample()
+        cap.set_status(presenter.status("finished", id=rec.sample_id))
+        res.show_finished(rec, self._card())
+        self.app.root.current = "result"
+
+    def _clear_sample_views(self):
+        self.last_result = self.last_step = None
+        self.finished_uid = None
+        self._statuses = []
         self.screen("result").clear()
         self.screen("capture").reset_sample()
-        self.screen("capture").set_status(presenter.status("next"))
-        self.app.go("capture")
 
-    def _recorded(self, record_id, error):
+    def new_sample(self):
+        """Start the next sample: nothing of the previous one carries over (file, frame, fields, ID)."""
+        if self.source is not None:
+            self.stop_camera()
+        if self.session is not None and self.session.sample_uid is not None:
+            return None   # an open sample is finished first (the Finish button)
+        self._clear_sample_views()
+        self.screen("capture").set_status(presenter.status("start_first"))
+        self.app.go("capture")
+        return True
+
+    def hand_over(self, kind: str, sample_uid: str | None = None):
+        """Write the referral PDF, the FHIR R4 bundle or the CSV of a finished sample as a new file
+        (history thread); on Android offer it to other apps. Failures are messages, never a crash."""
+        uid = sample_uid or self.finished_uid
+        if uid is None or self.session is None:
+            return None
+        folder = self.export_folder()
+
+        def job():
+            return self.session.hand_over(uid, folder, kinds=(kind,))[0]
+
+        return self._submit(job, self._handed_over, pool=self._writer)
+
+    def _handed_over(self, path, error):
         if error:
-            self.screen("result").set_note(presenter.status("not_saved", error=error))
+            msg = presenter.status("hand_over_failed", error=error)
         else:
-            self.last_record_id = record_id
-            if self.app.root.current == "history":   # otherwise it refreshes when shown
-                self.screen("history").refresh(self)
+            self.last_export = path
+            msg = presenter.status("handed_over", file=path.name)
+            platform.share_file(path, _("Share the screening report"))
+        self.screen("result").set_note(msg)
+        self.screen("detail").set_note(msg)
 
     # ----- camera -----------------------------------------------------------------------
     def toggle_camera(self):
@@ -319,11 +432,12 @@ class Controller:
             self._frame = frame
             self.screen("capture").show_frame(frame)
 
-    def capture(self, sample_id: str = ""):
+    def capture(self):
+        """Add the current camera frame as the next field."""
         if self._frame is None:
             self.screen("capture").set_status(presenter.status("no_frame"), error=True)
             return None
-        return self.screen_image(self._frame.copy(), sample_id)
+        return self.add_field(self._frame.copy())
 
     def scan_sample_id(self):
         """Read the sample ID from a QR code / barcode label held in front of the camera."""
@@ -336,7 +450,7 @@ class Controller:
     def _scanned(self, text, error):
         cap = self.screen("capture")
         if text:
-            cap.ids.sample_id.text = text
+            cap.set_scanned_id(text)
             cap.set_status(presenter.status("id_read", id=text))
         else:
             cap.set_status(error or presenter.status("no_code"), error=True)
@@ -350,26 +464,38 @@ class Controller:
         self.screen("capture").set_camera(False)
 
     # ----- history ----------------------------------------------------------------------
+    def show_records_notice(self):
+        """The records database's state on screen: a new, recovered or read-only database, or none."""
+        r = self.records
+        if r.problem:
+            text = presenter.status("no_records", problem=r.problem)
+        elif r.moved_to is not None:
+            text = presenter.status("db_recovered", file=r.moved_to.name,
+                                    n=sum((r.salvaged or {}).get(k, 0) for k in ("samples", "screenings")))
+        elif r.read_only:
+            text = presenter.status("db_read_only", path=str(self.db_path))
+        elif r.notice:
+            text = presenter.status("db_new", path=str(self.db_path))
+        else:
+            return
+        self.screen("capture").set_notice(text, error=bool(r.problem or r.read_only or r.moved_to))
+
     def export_folder(self) -> Path:
         """Where exports go: ``exports/`` beside the database."""
-        return self.history.path.parent / "exports"
+        return self.db_path.parent / "exports"
 
     def export_history(self, path=None):
-        """Write the history as CSV to a new timestamped file (formula-safe; never overwrites an
+        """Write every sample as CSV to a new timestamped file (formula-safe; never overwrites an
         earlier export; on the history thread); on Android offer it to other apps. The history
-        screen's summary line says where it went, or why it could not (full disk...): the
-        database is untouched either way."""
+        screen's summary line says where it went, or why it could not (full disk...)."""
+        if self.store is None:
+            self.screen("history").summary = presenter.status("no_records", problem=self.records.problem)
+            return None
+
         def job():
-            return self.history.export_new(Path(path) if path else self.export_folder())
+            return export_samples_csv(self.store.samples(limit=1_000_000), Path(path) if path else self.export_folder())
 
         return self._submit(job, self._exported, pool=self._writer)
-
-    def export_history_text(self, path=None) -> str:
-        """Export now (this thread) and say what happened; the app keeps running when it fails."""
-        try:
-            return f"Exported to {self.history.export_new(Path(path) if path else self.export_folder())}"
-        except LeukEdgeError as exc:
-            return f"Export failed: {exc.one_line()}"
 
     def _exported(self, target, error):
         hist = self.screen("history")
@@ -380,8 +506,38 @@ class Controller:
         hist.summary = presenter.status("exported", path=str(target))
         platform.share_file(target, _("Share the screening history"))
 
+    def samples(self, limit: int = 200) -> list:
+        """Newest first; [] when there is no database (its problem is on screen)."""
+        if self.store is None:
+            return []
+        try:
+            return self.store.samples(limit=limit)
+        except RecordsError as exc:
+            log.warning("%s", exc.one_line())
+            return []
+
+    def sample(self, uid: str):
+        return self.store.sample(uid) if self.store is not None else None
+
+    def amend(self, uid: str, action: str, reason: str, new_id: str = "", field_uid: str | None = None) -> str:
+        """Void a field or the sample, or correct its ID, with a reason (a new audit event; nothing is
+        edited in place). Returns the message for the screen."""
+        try:
+            if action == "correct":
+                self.store.correct_sample_id(uid, new_id, reason)
+            elif action == "void_sample":
+                self.store.void_sample(uid, reason)
+            elif action == "void_field" and field_uid:
+                self.store.void_field(field_uid, reason)
+            else:
+                raise ValueError(f"unknown action {action!r}")
+        except LeukEdgeError as exc:
+            return exc.one_line()
+        return presenter.status("amended")
+
     def shutdown(self):
         self.stop_camera() if self.source else None
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._writer.shutdown(wait=True)  # every queued record is committed before exit
-        self.history.close()
+        if self.store is not None:
+            self.store.close()

@@ -104,11 +104,19 @@ class LeukEdgeApp(App):
         self.controller.changing_pin = True
         self.root.current = "pin"
 
-    def open_record(self, record_id):
-        rec = self.controller.history.get(record_id)
-        if rec:
-            self.root.get_screen("detail").show(rec)
+    def open_sample(self, uid):
+        """The detail of one stored sample (its fields and audit trail)."""
+        rec = self.controller.sample(uid) if uid else None
+        if rec is not None:
+            card = self.controller.screener.release.card if self.controller.screener else None
+            self.root.get_screen("detail").show(rec, card)
             self.go("detail")
+
+    def open_amend(self, uid):
+        rec = self.controller.sample(uid) if uid else None
+        if rec is not None:
+            self.root.get_screen("amend").show(rec)
+            self.go("amend")
 
 
 def _quiet_clipboard_probe() -> None:

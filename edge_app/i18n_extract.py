@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 #: Files with user-facing text, relative to the edge_app folder.
-PY_GLOBS = ("presenter.py", "controller.py", "gui.py", "screens/*.py")
+PY_GLOBS = ("presenter.py", "controller.py", "gui.py", "screens/*.py", "records/wording.py")
 KV_GLOB = "kv/*.kv"
 MARKERS = {"_", "N_"}
 

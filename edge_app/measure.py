@@ -1,9 +1,12 @@
 """Measure the app's two targets on this machine (a measurement, not a test).
 
-* **Latency**: from "image chosen" (the screen button touched) to the frame that shows the
-  result and heatmap (the window's ``on_flip`` after the result screen was filled), in the
-  real app driven offscreen by :mod:`leukedge.edge_app.autopilot`; plus the inference path
-  per stage (decode, quality, preprocess, inference, heatmap, OOD) without the UI.
+* **Latency**: from a field image being handed to the screening session ("Add this field"
+  touched) to the frame that shows the field's result and heatmap (the window's ``on_flip``
+  after the sample view was filled), in the real app driven offscreen by
+  :mod:`leukedge.edge_app.autopilot` (a new sample every 5 fields); the field is then saved
+  (images fsynced, SQLite commit) on the records thread: "handed -> saved" is reported too.
+  Plus the inference path per stage (decode, quality, preprocess, inference, heatmap, OOD)
+  without the UI.
 * **Cold start**: from spawning a fresh ``python`` process to the first frame on screen, and
   to the model being loaded and verified ("ready").
 
@@ -91,7 +94,9 @@ def ui_latency(model, images, repeat: int = 2, threads=None) -> dict:
         r = json.loads(Path(d, "r.json").read_text())
     lat = r["latencies_ms"]
     path = r.get("inference_path_ms", [])
+    saved = r.get("saved_ms", [])
     return {"image_to_result_on_screen_ms": _stats(lat[1:] if len(lat) > 1 else lat), "first_ms": lat[:1],
+            "image_to_field_saved_ms": _stats(saved[1:] if len(saved) > 1 else saved),
             "inference_path_in_app_ms": _stats(path[1:] if len(path) > 1 else path), "all_ms": lat,
             "parts_ms": {k: _stats([p[k] for p in r.get("latency_parts_ms", [])[1:]])
                          for k in ("worker", "to_main_thread", "fill_and_draw")}}

@@ -16,6 +16,8 @@ from datetime import datetime
 
 from .i18n import N_, _
 from .inference import card_metrics
+from .records.clock import stamp_of
+from .records.wording import LABELS, score_text, verdict_text
 
 REFER, NO_SIGNS, RETAKE_V, CANNOT_ASSESS = "refer", "no_signs", "retake", "cannot_assess"
 VERDICTS = (REFER, NO_SIGNS, RETAKE_V, CANNOT_ASSESS)
@@ -64,8 +66,9 @@ STATUS = {
     "loading": N_("Loading model {name}..."),
     "refused": N_("Model refused: {error}"),
     "no_model": N_("No model found in {folder}: pass --model models/<name>"),
-    "ready": N_("Ready: {name} v{version}. Choose an image."),
-    "ready_unsigned": N_("Ready: {name} v{version}. UNSIGNED release (development only). Choose an image."),
+    "ready": N_("Ready: {name} v{version}. Type or scan the sample ID, then tap Start sample."),
+    "ready_unsigned": N_("Ready: {name} v{version}. UNSIGNED release (development only). Type or scan the "
+                         "sample ID, then tap Start sample."),
     "next": N_("New sample: choose or capture the next image."),
     "choose_first": N_("Choose an image first."),
     "not_loaded": N_("No model loaded yet."),
@@ -273,3 +276,114 @@ def card_lines(release) -> list[str]:
         lines.append(_("Limitations:"))
         lines += [f" - {x}" for x in (lim if isinstance(lim, list) else [lim])]
     return lines
+
+
+# ----- samples (records.ScreeningSession) ----------------------------------------------
+#: Sample-level status lines (``status(key, **fields)`` reads these too).
+STATUS.update({
+    "start_first": N_("Type or scan the sample ID, then tap Start sample."),
+    "started": N_("Sample {id} started: choose or capture field 1."),
+    "next_field": N_("Sample {id}: choose or capture field {n}."),
+    "field_busy": N_("Still screening the previous field..."),
+    "no_records": N_("Results cannot be saved: {problem}"),
+    "not_saved_field": N_("This field was NOT saved: {error}"),
+    "finished": N_("Sample {id} finished and saved. Hand it over, or start a new sample."),
+    "handed_over": N_("Saved {file} (a new file; nothing was overwritten)."),
+    "hand_over_failed": N_("Could not write the file: {error}"),
+    "amended": N_("Saved in the audit trail."),
+    "need_reason": N_("Give a reason (it is kept in the audit trail)."),
+    "db_new": N_("A new history database was started at {path}."),
+    "db_recovered": N_("The history database was damaged. It was moved to {file} (nothing deleted) and a new one "
+                       "was started; {n} records could be copied back from it."),
+    "db_read_only": N_("The history database {path} is read-only: past records can be read, but new results will "
+                       "NOT be saved. Make the file and its folder writable, or choose another history folder."),
+})
+
+
+#: Audit event kinds (records.store) in words.
+EVENT_WORDS = {"sample_started": N_("sample started"), "field_added": N_("field added"),
+               "sample_finished": N_("sample finished"), "void": N_("voided"), "correct": N_("corrected"),
+               "exported": N_("handed over (file written)"), "image_deleted": N_("image deleted (retention)"),
+               "recovered": N_("recovered from a damaged database"), "migrated": N_("database upgraded")}
+
+
+def sample_verdict_texts(verdict, card) -> dict:
+    """Translated texts of a sample verdict (:func:`records.wording.verdict_text`), with the
+    verdict's colour: ``code, headline, meaning, next_step, caveat, performance, colour``."""
+    return verdict_text(verdict, card, tr=_).to_dict()
+
+
+def field_words(status: str, probability) -> str:
+    """A field's result in words; the model score only when the field was scored."""
+    return score_text(status, probability, tr=_)
+
+
+def field_line(n: int, status: str, probability, voided: bool = False, reason: str | None = None) -> str:
+    """``Field 2: image quality too low: no result`` (voided fields say so, with the reason)."""
+    text = _("Field {n}: {words}").format(n=n, words=field_words(status, probability))
+    if voided:
+        text += " - " + _("voided ({reason})").format(reason=reason or "-")
+    return text
+
+
+def sample_field_lines(sample) -> list[str]:
+    return [field_line(f.seq, f.status, f.probability, f.voided, f.void_reason) for f in sample.fields]
+
+
+def field_advice(screening) -> str:
+    """What to do about one field: the quality gate's advice, the OOD warning, or the read error."""
+    if screening.error:
+        return _("The file could not be read ({error}). Choose another image or take a new photo.").format(
+            error=screening.error)
+    if screening.decision == "retake":
+        return _(screening.guidance) if screening.guidance else ""
+    if screening.decision == "out-of-distribution":
+        return _(VERDICT_TEXT[CANNOT_ASSESS][2])
+    return ""
+
+
+def sample_label(sample_id: str, n_fields: int, verdict_headline: str) -> str:
+    """The capture screen's line about the open sample."""
+    text = (_("Sample {id}: 1 field so far. {verdict}") if n_fields == 1 else
+            _("Sample {id}: {n} fields so far. {verdict}"))
+    return text.format(id=sample_id, n=n_fields, verdict=verdict_headline)
+
+
+def sample_row(sample) -> str:
+    """One line of the History list: local time with its zone, sample ID, verdict in words, fields."""
+    label = _(LABELS[sample.verdict.code]) if sample.finished else _("Open")
+    voided = "  " + _("VOIDED") if sample.voided else ""
+    n = len(sample.counted_fields)
+    return sample.created.display() + "\n" + (_("{id}   {verdict}   1 field") if n == 1 else
+                                              _("{id}   {verdict}   {n} fields")).format(
+        id=sample.sample_id, verdict=label, n=n) + voided
+
+
+def sample_detail(sample, card=None) -> str:
+    """The detail screen of one sample (markup): identity, verdict, fields, audit trail; no full hashes."""
+    t = sample_verdict_texts(sample.verdict, card)
+    rows = [(_("Sample ID"), sample.sample_id + (f" ({_('corrected from')} {sample.original_sample_id})"
+                                                 if sample.sample_id != sample.original_sample_id else "")),
+            (_("Time"), sample.created.display()),
+            (_("Result"), t["headline"] if sample.finished else _("Open (not finished)")),
+            (_("What it means"), t["meaning"]),
+            (_("What to do"), t["next_step"]),
+            ("", t["caveat"])]
+    if sample.voided:
+        rows.append((_("Voided"), sample.void_reason or "-"))
+    out = [f"[b]{k}:[/b] {v}" if k else v for k, v in rows]
+    out.append(f"[b]{_('Fields of view')}:[/b]")
+    for f in sample.fields:
+        model = f"{f.model_name} v{f.model_version} ({f.model_variant}, {signature_words(f.signature_status)})"
+        out.append(" - " + field_line(f.seq, f.status, f.probability, f.voided, f.void_reason)
+                   + f"; {f.created.display()}; {model}; {_('image fingerprint')} {short_hash(f.image_sha256)}")
+    out.append(f"[b]{_('Audit trail')}:[/b]")
+    for e in sample.events:
+        when = stamp_of(e["time_utc"], e["tz_offset_min"], e["tz_name"]).display()
+        kind = _(EVENT_WORDS[e["kind"]]) if e["kind"] in EVENT_WORDS else e["kind"]
+        out.append(f" - {when} {kind}" + (f": {e['reason']}" if e.get("reason") else ""))
+    return "\n".join(out)
+
+
+def signature_words(status: str) -> str:
+    return {"verified": _("signature verified"), "unsigned": _("UNSIGNED release")}.get(status, _("signature unknown"))

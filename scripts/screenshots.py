@@ -1,13 +1,14 @@
 #!/usr/bin/env python
-"""Render every screen of the app offscreen to PNG files (for the README): `make screenshots`.
+"""Render issue 22's two-sample session offscreen to PNG files (for the README): `make screenshots`.
 
-Drives the real app (leukedge.edge_app.autopilot "layout") with the recommended release
-(models/index.json) on real test-split smears, at three screen sizes: a phone in portrait
-(360x640 dp, files at the top of docs/screenshots/), a Raspberry Pi 7" display in landscape
-(800x480, docs/screenshots/pi7-800x480/) and a tablet (768x1024, docs/screenshots/tablet-768x1024/),
-plus the phone in French (docs/screenshots/fr/). Screens: capture, capture_error (corrupt file),
-capture_camera (a video file as the camera), result (refer), result_other (no signs found),
-result_ood (a lymphocyte crop: cannot assess), history, detail, model, guide, pin, settings.
+Drives the real app (leukedge.edge_app.autopilot "session") with the recommended release
+(models/index.json) on real test-split smears at three screen sizes: a phone in portrait (360x640),
+a Raspberry Pi 7" display in landscape (800x480) and a tablet (768x1024), plus the phone in French.
+Sample A has three fields (a leukemia smear, the same smear blurred as by a shaking hand: unusable,
+and a second leukemia smear), is finished and handed over (referral PDF, FHIR, CSV); "New sample"
+clears everything; sample B has two benign smears; then History, a sample's detail, voiding a
+field with a reason, the model, guide, PIN and settings screens. Files:
+``docs/screenshots/session_<step>-<size>.png`` (French: ``session_<step>-360x640-fr.png``).
 Each run also audits the widget sizes (see tests/test_app_layout.py) and fails on a problem.
 
 Usage: python scripts/screenshots.py [--model models/<name>] [--out docs/screenshots] [--data ../shared/data]
@@ -29,21 +30,23 @@ from leukedge.edge_app.models_index import resolve_model
 from leukedge.errors import LeukEdgeError
 from leukedge.imageio import load_image
 
+#: Gaussian blur (sigma, px) of the unusable field: well past the quality gate's blur limit.
+BLUR_SIGMA = 3.0
 
-def pick_inputs(data: Path) -> dict[str, Path]:
-    """A test-split smear of each decision side, a lymphocyte crop; from the split manifest when present."""
-    aria, lymph = data / "aria-all", data / "pbc-lymphocytes"
+
+def pick_inputs(data: Path) -> dict[str, list[Path]]:
+    """Test-split smears: two of a leukemia class for sample A, two benign ones for sample B."""
+    aria = data / "aria-all"
     manifest = Path("splits/aria-all.split.csv")
-    smear = smear2 = None
+    pre, benign = [], []
     if manifest.exists():
         with open(manifest, newline="") as fh:
             rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
-        smear = next((aria / r["path"] for r in rows if r["class"] == "Pre"), None)
-        smear2 = next((aria / r["path"] for r in rows if r["class"] == "Benign"), None)
-    smear = smear or sorted((aria / "Pre").glob("*.jpg"))[0]
-    smear2 = smear2 or sorted((aria / "Benign").glob("*.jpg"))[0]
-    ood = sorted(lymph.glob("*/*.jpg"))[0] if lymph.is_dir() else None
-    return {"smear": smear, "smear2": smear2, "ood": ood}
+        pre = [aria / r["path"] for r in rows if r["class"] == "Pre"][:2]
+        benign = [aria / r["path"] for r in rows if r["class"] == "Benign"][:2]
+    pre = pre or sorted((aria / "Pre").glob("*.jpg"))[:2]
+    benign = benign or sorted((aria / "Benign").glob("*.jpg"))[:2]
+    return {"a": pre, "b": benign}
 
 
 def save_png(src, target: Path) -> None:
@@ -52,17 +55,18 @@ def save_png(src, target: Path) -> None:
 
 
 def make_video(path: Path, images: list) -> None:
-
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (224, 224))
     for f in images:
         writer.write(cv2.cvtColor(cv2.resize(load_image(f), (224, 224)), cv2.COLOR_RGB2BGR))
     writer.release()
 
 
-#: (sub-folder of --out, window size, language, screens kept (None: all))
-TARGETS = (("", "360x640", None, None), ("pi7-800x480", "800x480", None, None),
-           ("tablet-768x1024", "768x1024", None, ("capture", "result", "history", "settings", "guide")),
-           ("fr", "360x640", "fr", ("capture", "result", "result_other", "result_ood", "settings", "guide")))
+#: (file suffix, window size, language, steps kept (None: all))
+TARGETS = (("360x640", "360x640", None, None), ("800x480", "800x480", None, None),
+           ("768x1024", "768x1024", None, ("01_capture", "03_a_field1", "04_a_field2", "06_a_finished",
+                                           "09_b_finished", "10_history", "11_detail")),
+           ("360x640-fr", "360x640", "fr", ("01_capture", "03_a_field1", "04_a_field2", "06_a_finished",
+                                            "09_b_finished", "10_history")))
 
 
 def main(argv=None) -> int:
@@ -70,6 +74,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="release folder (default: the recommended one in models/index.json)")
     ap.add_argument("--out", default="docs/screenshots")
     ap.add_argument("--data", default=os.environ.get("LEUKEDGE_SHARED_DATA", "../shared/data"))
+    ap.add_argument("--only", default=None, help="one size suffix of TARGETS (e.g. 800x480)")
     args = ap.parse_args(argv)
     try:
         model = resolve_model(args.model, "models")
@@ -77,36 +82,41 @@ def main(argv=None) -> int:
         print(f"screenshots: error: {exc.one_line()}", file=sys.stderr)
         return 2
     inputs = pick_inputs(Path(args.data))
-    for sub, size, language, keep in TARGETS:
-        rc = render(model, inputs, Path(args.out) / sub, size, language, keep)
+    for suffix, size, language, keep in TARGETS:
+        if args.only and suffix != args.only:
+            continue
+        rc = render(model, inputs, Path(args.out), suffix, size, language, keep)
         if rc:
             return rc
     return 0
 
 
-def render(model: Path, inputs: dict, out: Path, size: str, language: str | None, keep=None) -> int:
-    """Run the autopilot layout scenario on ``model`` at ``size``; copy its screenshots to ``out``."""
+def render(model: Path, inputs: dict, out: Path, suffix: str, size: str, language: str | None, keep=None) -> int:
+    """Run the autopilot session scenario on ``model`` at ``size``; copy its screenshots to ``out``."""
     with tempfile.TemporaryDirectory() as d:
         chooser = Path(d, "images")
         chooser.mkdir()
-        links = {}
-        for k, f in inputs.items():   # a small folder so the file list shows only these
-            if f is not None:
-                links[k] = chooser / Path(f).name
-                links[k].symlink_to(Path(f).resolve())
-        links["corrupt"] = chooser / "corrupt-photo.jpg"
-        links["corrupt"].write_bytes(b"\xff\xd8\xff\xe0 truncated JPEG")
-        links["camera"] = Path(d, "camera.avi")   # a "camera" for devices without one: the smears as a video
-        make_video(links["camera"], [inputs["smear"], inputs["smear2"]])
+        a1, a3 = (chooser / f"A{i}-{f.name}" for i, f in zip((1, 3), inputs["a"]))
+        a1.symlink_to(inputs["a"][0].resolve())
+        a3.symlink_to(inputs["a"][1].resolve())
+        a2 = chooser / f"A2-blurred-{inputs['a'][0].stem}.png"    # a shaken photo of A1's field: unusable
+        cv2.imwrite(str(a2), cv2.GaussianBlur(cv2.imread(str(inputs["a"][0])), (0, 0), BLUR_SIGMA))
+        b = []
+        for i, f in enumerate(inputs["b"], 1):
+            b.append(chooser / f"B{i}-{f.name}")
+            b[-1].symlink_to(f.resolve())
+        camera = Path(d, "camera.avi")   # a "camera" for devices without one: the smears as a video
+        make_video(camera, inputs["a"])
         env = {**os.environ, "SDL_VIDEODRIVER": os.environ.get("SDL_VIDEODRIVER", "offscreen"),
                "KIVY_NO_ARGS": "1", "KIVY_NO_CONFIG": "1",
                "KIVY_NO_FILELOG": "1", "KIVY_LOG_MODE": "PYTHON", "OPENBLAS_NUM_THREADS": "1"}
-        cmd = [sys.executable, "-m", "leukedge.edge_app.autopilot", "layout", "--model", str(model),
+        cmd = [sys.executable, "-m", "leukedge.edge_app.autopilot", "session", "--model", str(model),
                "--db", f"{d}/history.sqlite3", "--out", f"{d}/report.json", "--shots", f"{d}/shots",
-               "--size", size, "--timeout", "240"] + [a for k, v in links.items() for a in (f"--{k}", str(v))]
+               "--size", size, "--timeout", "400", "--start-dir", str(chooser), "--camera", str(camera),
+               "--fields-a", str(a1), str(a2), str(a3), "--fields-b", *map(str, b)]
         if language:
             cmd += ["--language", language]
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=500)
         if r.returncode != 0:
             print(r.stderr[-3000:], file=sys.stderr)
             print(f"screenshots: error: the app run with {model} at {size} failed", file=sys.stderr)
@@ -118,10 +128,11 @@ def render(model: Path, inputs: dict, out: Path, size: str, language: str | None
             return 1
         out.mkdir(parents=True, exist_ok=True)
         for name, path in report["screenshots"].items():
-            name = name[:-len(size) - 1]
-            if keep is None or name in keep:
-                save_png(path, out / f"{name}.png")
-                print(out / f"{name}.png")
+            step = name[len("session_"):-len(size) - 1]
+            if keep is None or step in keep:
+                target = out / f"session_{step}-{suffix}.png"
+                save_png(path, target)
+                print(target)
     return 0
 
 

@@ -76,19 +76,17 @@ def crop(png, rect):
 
 
 def test_smear_shows_probability_and_a_heatmap_on_screen(tour):
-    from leukedge.edge_app import presenter
-
     s = tour["smear"]
     assert tour["ok"] and not tour.get("error") and tour["model_error"] is None
-    assert s["screen"] == "result" and s["show_heatmap"]
-    assert s["headline"] in (presenter.POSITIVE, presenter.NEGATIVE) and s["verdict"] in ("refer", "no_signs")
-    if s["verdict"] == "no_signs":
-        assert "does not rule leukemia out" in s["next_step"]
-    else:
-        assert "haematologist" in s["next_step"]
-    m = re.match(r"Model score: (\d\.\d\d) \(refers at 0\.50", s["probability_text"])
-    assert m and 0.0 <= float(m.group(1)) <= 1.0
-    assert "out of 100 samples with leukemia" in s["detail"] and "95% confidence intervals" in s["detail"]
+    assert s["screen"] == "result" and s["show_heatmap"] and not s["finished"]
+    assert s["field_title"] == "Sample SMEAR-1, field 1"
+    if s["verdict"] == "refer":
+        assert s["headline"].startswith("Refer") and "haematologist" in s["next_step"]
+        assert re.match(r"Signs of leukemia \(model score (\d\.\d\d)\)", s["probability_text"])
+    else:     # one negative field is not enough to call the sample negative
+        assert s["verdict"] == "retake" and "another field of view" in s["next_step"]
+        assert re.match(r"No signs found \(model score (\d\.\d\d)\)", s["probability_text"])
+    assert s["fields"].splitlines()[1].startswith("Field 1: ")
     assert "tiny-release v0.1.0" in s["model_text"]
     shots = tour["screenshots"]
     base = crop(shots["result_heat0"], s["image_rect"])
@@ -104,52 +102,68 @@ def test_smear_shows_probability_and_a_heatmap_on_screen(tour):
     assert (sat > 120).mean() > 0.3
 
 
-def test_camera_button_with_a_video_source_screens_a_frame(tour):
+def test_camera_button_with_a_video_source_adds_a_field(tour):
     c = tour["camera"]
-    assert c["screen"] == "result" and c["image_path"] is None          # a frame, not a file
-    assert c["probability_text"].startswith("Model score") and c["show_heatmap"]
+    assert c["screen"] == "result" and c["field_title"] == "Sample SMEAR-1, field 2"
+    assert "model score" in c["probability_text"] or "no result" in c["probability_text"]
     assert c["stopped"]
-    assert tour["scan_status"].startswith("No QR code or barcode found")     # the Scan ID button, on a smear
     saved = c["record_image_path"]                       # the camera photo is kept with its record
-    assert saved and saved.endswith(".png") and "/captures/" in saved
+    assert saved and saved.endswith(".png") and "records-images" in saved
     import cv2
 
     assert cv2.imread(saved).shape == (224, 224, 3)
 
 
 def test_out_of_domain_image_is_flagged_not_scored(tour):
-    from leukedge.edge_app import presenter
-
     o = tour["ood"]
-    assert o["screen"] == "result" and o["headline"] == presenter.OOD and o["verdict"] == "cannot_assess"
-    assert o["probability_text"] == "" and not o["show_heatmap"]
-    assert "does not look like" in o["next_step"] and "refer the sample" in o["next_step"]
+    assert o["screen"] == "result" and o["probability_text"] == "Unlike the smears the model knows: no result"
+    assert not o["show_heatmap"] and "score" not in o["probability_text"]
+    assert "does not look like" in o["detail"] and "refer the sample" in o["detail"]
+    assert "Field 3: unlike the smears the model knows: no result" in o["fields"]
 
 
-def test_corrupt_file_shows_a_message_and_the_app_keeps_working(tour):
+def test_corrupt_file_is_a_failed_attempt_and_the_app_keeps_working(tour):
     c = tour["corrupt"]
-    assert c["screen"] == "capture" and c["error"]
-    assert "Cannot screen this file" in c["status"] and "corrupt" in c["status"]
-    assert tour["after_corrupt"]["probability_text"].startswith("Model score")
+    assert c["screen"] == "result" and c["probability_text"] == "Image could not be read: no result"
+    assert c["detail"].startswith("The file could not be read") and "corrupt" in c["detail"]
+    assert tour["after_corrupt"]["probability_text"].startswith(("Signs of leukemia", "No signs found"))
+
+
+def test_finished_sample_is_handed_over_as_new_files(tour):
+    f = tour["finished"]
+    assert f["finished"] and f["performance"].startswith("On ") and "95% CI" in f["performance"]
+    names = tour["exports"]
+    pdfs = [n for n in names if n.endswith(".pdf")]
+    assert len(pdfs) == 2 and len(set(pdfs)) == 2                  # the second PDF did not overwrite the first
+    assert any(n.endswith(".fhir.json") for n in names) and any(n.endswith(".csv") for n in names)
+    assert all(n.startswith("Saved ") for n in tour["hand_over_notes"])
+    from leukedge.edge_app.exports.fhir import parse_bundle
+
+    fhir = next(n for n in names if n.endswith(".fhir.json"))
+    bundle = parse_bundle((tour["_dir"] / "exports" / fhir).read_text())       # valid FHIR R4
+    assert bundle.entry
 
 
 def test_history_detail_model_info_and_settings(tour):
     h = tour["history"]
-    assert h["count"] == 4 and len(h["rows"]) == 4
-    assert "SMEAR-2" in h["rows"][0] and "Cannot assess" in h["rows"][1]
+    assert h["count"] == 2 and len(h["rows"]) == 2
+    assert "SMEAR-2" in h["rows"][0] and "SMEAR-1" in h["rows"][1] and "4 fields" in h["rows"][1]
     assert not any("out-of-distribution" in r or "p=" in r for r in h["rows"])    # plain words, no hidden score
-    assert all(re.search(r"\d\d:\d\d \S* ?\(UTC[+-]\d\d:\d\d\)", r) for r in h["rows"])  # local time + zone
-    assert "Sample ID:[/b] SMEAR-2" in tour["detail"] and "Model file:[/b] " in tour["detail"]
+    assert all(re.search(r"\d\d:\d\d (UTC|\S* ?\(UTC[+-]\d\d:\d\d\))", r) for r in h["rows"])  # local time + zone
+    assert "Sample ID:[/b] SMEAR-2" in tour["detail"] and "Audit trail" in tour["detail"]
     assert not re.search(r"[0-9a-f]{40}", tour["detail"])                       # hashes shortened
+    stored = {s["sample_id"]: s for s in tour["stored"]}
+    one = stored["SMEAR-1"]
+    assert [f["status"] for f in one["fields"]][2:] == ["ood", "unreadable"]
+    assert all(f["probability"] is None for f in one["fields"][2:])          # a hidden score is not stored
     con = sqlite3.connect(tour["_dir"] / "history.sqlite3")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    rows = con.execute("SELECT sample_id, decision, ood, model_name, probability FROM screenings ORDER BY id").fetchall()
-    assert [r[0] for r in rows] == ["SMEAR-1", None, "OOD-1", "SMEAR-2"]
-    assert rows[2][1:3] == ("out-of-distribution", 1) and rows[2][4] is None   # a hidden score is not stored
-    assert rows[0][4] is not None
+    assert con.execute("SELECT COUNT(*) FROM fields WHERE status IN ('ood', 'unreadable', 'retake') "
+                       "AND probability IS NOT NULL").fetchone()[0] == 0
     assert tour["pin_screen"] == {"screen": "pin", "creating": True}           # settings are behind a PIN
-    exports = tour["exports"]                                                   # exports never overwrite
-    assert len(set(exports)) == 2 and all(re.fullmatch(r"leukedge-history-\d{8}-\d{6}(-\d+)?\.csv", f) for f in exports)
+    exports = tour["history_exports"]                                          # exports never overwrite
+    assert len(set(exports)) == 3 and all(re.fullmatch(r"leukedge-samples-\d{8}-\d{6}-\d{3}(-\d+)?\.csv", f)
+                                          for f in exports)
     assert tour["export_summary"].startswith("Exported to ")
     assert "recall" in tour["model_info"] and "tiny-release" in tour["model_info"]
     assert tour["settings"]["operating_points"] == ["default (0.50)", "high-sensitivity (0.30)"]
@@ -165,14 +179,15 @@ def test_history_detail_model_info_and_settings(tour):
     assert tour["settings"]["pin_change"] == {"screen": "pin", "creating": True, "old_refused": True}
     assert saved["operating_point"] == "high-sensitivity" and saved["model"] == "tiny-release"
     assert "2468" not in json.dumps(saved) and len(saved["pin"]["hash"]) == 64 and len(saved["pin"]["salt"]) == 32
-    for name in ("capture", "capture_camera", "result", "result_ood", "capture_error", "history", "detail", "model",
-                 "settings"):
+    for name in ("capture", "capture_camera", "result", "result_ood", "result_unreadable", "history", "detail",
+                 "model", "settings"):
         assert os.path.getsize(tour["screenshots"][name]) > 5000
 
 
 def test_new_sample_carries_nothing_over(tmp_path, tiny_release, inputs):
-    """Issue 22 defect 1, by touch: S-1 with image A, "New sample", type S-2, tap Screen (nothing is
-    screened: no image chosen), choose image B, screen: the second record is B's hash under S-2."""
+    """Issue 22 defect 1, by touch: S-1 with image A, finish, "New sample", start S-2, tap "Add this
+    field" (nothing is added: no image chosen), choose image B: S-2 holds B's hash only; A is never
+    recorded under S-2."""
     import hashlib
 
     db = tmp_path / "history.sqlite3"
@@ -180,17 +195,93 @@ def test_new_sample_carries_nothing_over(tmp_path, tiny_release, inputs):
               "--smear", inputs["smear"], "--smear2", inputs["smear2"])
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
     rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["after_field"]["selection"] == []                      # a chosen file is used once
     after = rep["after_new_sample"]
     assert after["screen"] == "capture" and after["selection"] == [] and after["sample_id"] == ""
+    assert after["sample_open"] == "" and after["session_open"] is None
     assert not after["preview"] and not after["result_image"] and not after["result_heatmap"]
-    assert after["result_headline"] == "" and after["selected_text"] == "No image selected."
+    assert after["result_headline"] == "" and after["result_fields"] == ""
+    assert after["selected_text"] == "No image selected."
     w = rep["screen_without_image"]
-    assert w["error"] and w["status"] == "Choose an image first." and w["records"] == 1 and w["screen"] == "capture"
+    assert w["error"] and w["status"] == "Choose an image first." and w["fields"] == 0 and w["screen"] == "capture"
+    assert w["sample_open"] == "S-2"
     sha = {k: hashlib.sha256(inputs[k].read_bytes()).hexdigest() for k in ("smear", "smear2")}
     assert sha["smear"] != sha["smear2"]
-    con = sqlite3.connect(db)
-    rows = con.execute("SELECT sample_id, image_sha256, image_path FROM screenings ORDER BY id").fetchall()
-    assert rows == [("S-1", sha["smear"], str(inputs["smear"])), ("S-2", sha["smear2"], str(inputs["smear2"]))]
+    assert [(s["sample_id"], [f["image_sha256"] for f in s["fields"]]) for s in rep["stored"]] == [
+        ("S-1", [sha["smear"]]), ("S-2", [sha["smear2"]])]
+    con = sqlite3.connect(db)      # the database agrees: A's image only under S-1
+    rows = con.execute("SELECT s.sample_id, f.image_sha256 FROM fields f JOIN samples s ON f.sample_ref = s.id "
+                       "ORDER BY f.id").fetchall()
+    assert rows == [("S-1", sha["smear"]), ("S-2", sha["smear2"])]
+
+
+def test_a_field_is_never_recorded_under_a_sample_started_after_it(tmp_path, tiny_release, inputs):
+    """The session refuses to record a field for a sample that is no longer the open one."""
+    from leukedge.edge_app.inference import Screener
+    from leukedge.edge_app.records import ScreeningSession, open_records
+    from leukedge.errors import ConfigError
+
+    session = ScreeningSession(open_records(tmp_path / "h.sqlite3").store, Screener(tiny_release))
+    a = session.start("S-1")
+    res = session.screener.screen_image(inputs["smear"])
+    session.finish()
+    session.start("S-2")
+    with pytest.raises(ConfigError, match="no longer open"):
+        session.record_field(res, inputs["smear"], sample_uid=a.uid)
+    assert session.current().fields == []
+
+
+def test_sample_id_scanned_from_a_qr_label_with_the_camera(tmp_path, tiny_release):
+    """A QR label in front of the camera (a video of it): Scan ID fills the ID, the sample is stored
+    with its ID source "scanned"."""
+    import cv2
+
+    qr = cv2.QRCodeEncoder.create().encode("QR-0042")
+    label = cv2.copyMakeBorder(cv2.resize(qr, (160, 160), interpolation=cv2.INTER_NEAREST), 40, 40, 40, 40,
+                               cv2.BORDER_CONSTANT, value=255)
+    frame = cv2.cvtColor(cv2.resize(label, (320, 320), interpolation=cv2.INTER_NEAREST), cv2.COLOR_GRAY2BGR)
+    video = tmp_path / "label.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (320, 320))
+    for _ in range(10):
+        writer.write(frame)
+    writer.release()
+    r = pilot("scan", "--model", tiny_release, "--db", tmp_path / "h.sqlite3", "--out", tmp_path / "r.json",
+              "--size", "360x640", "--camera", video)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["scanned"] == {"text": "QR-0042", "status": "Sample ID read from the label: QR-0042", "source": "scanned"}
+    assert [(s["sample_id"], s["id_source"], len(s["fields"])) for s in rep["stored"]] == [("QR-0042", "scanned", 1)]
+
+
+def test_changing_the_language_keeps_the_open_sample(tmp_path, tiny_release, inputs):
+    r = pilot("relanguage", "--model", tiny_release, "--db", tmp_path / "h.sqlite3", "--out", tmp_path / "r.json",
+              "--size", "360x640", "--smear", inputs["smear"], "--smear2", inputs["smear2"])
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    rep = json.loads((tmp_path / "r.json").read_text())
+    after = rep["after_rebuild"]
+    assert after["sample_open"] == "LANG-1" and after["sample_id"] == "LANG-1"
+    assert after["start_button"] == "Terminer" and after["sample_text"].startswith("Échantillon LANG-1 : 1 champ")
+    assert [(s["sample_id"], len(s["fields"])) for s in rep["stored"]] == [("LANG-1", 2)]
+
+
+def test_damaged_or_vanished_database_is_a_message_not_a_crash(tmp_path, tiny_release, inputs):
+    """A damaged history file: moved aside and said on screen; the database file removed while a
+    sample is open: the field is still shown, with "NOT saved" and why; the app keeps running."""
+    db = tmp_path / "history.sqlite3"
+    db.write_bytes(b"SQLite format 3\x00" + b"\x13" * 4000)          # a damaged database file
+    r = pilot("records_trouble", "--model", tiny_release, "--db", db, "--out", tmp_path / "r.json",
+              "--size", "360x640", "--smear", inputs["smear"], "--smear2", inputs["smear2"])
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["ok"] and "damaged" in rep["notice"]["text"] and rep["notice"]["error"]
+    assert list(tmp_path.glob("history.sqlite3.damaged-*"))                 # moved aside, not deleted
+    assert rep["first"] == {"note": "", "saved": True}
+    second = rep["second"]
+    assert second["screen"] == "result" and second["probability_text"]     # the result is still shown
+    assert second["note"].startswith("This field was NOT saved:") and "removed or replaced" in second["note"]
+    assert second["error"] and second["status"] == second["note"]
+    assert rep["finish"]["screen"] == "result" and not rep["finish"]["finished"]
+    assert "removed or replaced" in rep["finish"]["note"]
 
 
 def test_settings_are_kept_across_a_restart(tour, tiny_release, tmp_path):
@@ -208,7 +299,7 @@ def test_settings_are_kept_across_a_restart(tour, tiny_release, tmp_path):
 
 def test_app_process_imports_no_tensorflow(tour):
     assert tour["tensorflow_imported"] == []
-    assert tour["latencies_ms"] and all(v > 0 for v in tour["latencies_ms"])
+    assert len(tour["latencies_ms"]) == 5 and all(v > 0 for v in tour["latencies_ms"])   # one per field
 
 
 def test_history_survives_killing_the_app_mid_screening(tmp_path, tiny_release, inputs):
@@ -226,17 +317,17 @@ def test_history_survives_killing_the_app_mid_screening(tmp_path, tiny_release, 
             if db.exists():
                 try:
                     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-                    seen |= {r[0] for r in con.execute("SELECT id FROM screenings")}
+                    seen |= {r[0] for r in con.execute("SELECT id FROM fields")}
                     con.close()
                 except sqlite3.OperationalError:
                     pass
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
-    assert len(seen) >= 4, "the app did not record screenings"
+    assert len(seen) >= 4, "the app did not record fields"
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert seen <= {r[0] for r in con.execute("SELECT id FROM screenings")}
+    assert seen <= {r[0] for r in con.execute("SELECT id FROM fields")}
 
 
 def test_tampered_model_is_refused_with_a_message_in_the_app(tmp_path, tiny_release):

@@ -75,12 +75,27 @@ class ScreeningSession:
 
     def add_field(self, image) -> Step:
         """Screen ``image`` (a path or an RGB frame) and record it as the next field of the current sample."""
+        self._need_sample()
+        return self.record_field(self.screener.screen_image(image), image)
+
+    def record_field(self, screening, source, sample_uid: str | None = None) -> Step:
+        """Record an already screened image as the next field (the app shows the result first, then saves).
+
+        ``sample_uid`` (default: the current sample) must be the sample the image was taken for:
+        a field is never recorded under a sample started after it was chosen.
+        """
+        uid = sample_uid or self._need_sample()
+        if uid != self.sample_uid:
+            raise ConfigError("this field belongs to a sample that is no longer open",
+                              "start the sample again and retake the field")
+        field = self.store.add_field(uid, screening, source=source, release=self.screener.release)
+        rec = self.store.sample(uid)
+        return Step(field, rec.verdict, verdict_text(rec.verdict, self.card), rec)
+
+    def _need_sample(self) -> str:
         if self.sample_uid is None:
             raise ConfigError("no sample is open", "enter or scan the sample ID first")
-        res = self.screener.screen_image(image)
-        field = self.store.add_field(self.sample_uid, res, source=image, release=self.screener.release)
-        rec = self.store.sample(self.sample_uid)
-        return Step(field, rec.verdict, verdict_text(rec.verdict, self.card), rec)
+        return self.sample_uid
 
     def finish(self) -> Verdict | None:
         """Finish the current sample (its verdict is recorded); the session is empty afterwards."""

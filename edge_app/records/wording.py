@@ -7,31 +7,49 @@ words a health worker reads on screen and in a referral are the same. Rules kept
 - a negative (``no_signs``) always says it does not rule leukemia out;
 - sensitivity and specificity are given in words with their 95% CIs from the model card;
 - a score hidden by the quality or out-of-distribution gate is never shown (:func:`score_text`).
+
+Every sentence is an English template marked with ``N_`` (so the app's gettext catalogue
+extracts it); pass ``tr`` (the app's ``_``) to get it translated, the reports use English.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from collections.abc import Callable
+
 from .verdict import CANNOT_ASSESS, NO_SIGNS, OOD, REFER, RETAKE, TAKE_MORE, UNREADABLE, USABLE, Verdict
 
-HEADLINES = {
-    REFER: "Refer: signs of leukemia in this sample",
-    NO_SIGNS: "No signs of leukemia found",
-    TAKE_MORE: "Retake: not enough usable fields yet",
-    CANNOT_ASSESS: "Cannot assess this sample",
-}
 
-NOT_RULED_OUT = ("A negative screen does not rule leukemia out: if the patient has symptoms (tiredness, "
-                 "fever, bruising or bleeding, repeated infections), refer anyway.")
-NOT_A_DIAGNOSIS = "This is a screening aid, not a diagnosis."
+def N_(message: str) -> str:
+    """Mark a template for the app's translation catalogue (no import of the app's i18n here)."""
+    return message
+
+
+def _same(message: str) -> str:
+    return message
+
+
+HEADLINES = {
+    REFER: N_("Refer: signs of leukemia in this sample"),
+    NO_SIGNS: N_("No signs of leukemia found"),
+    TAKE_MORE: N_("Retake: not enough usable fields yet"),
+    CANNOT_ASSESS: N_("Cannot assess this sample"),
+}
+#: Short verdict words for lists (History rows).
+LABELS = {REFER: N_("Refer"), NO_SIGNS: N_("No signs found"), TAKE_MORE: N_("Retake"),
+          CANNOT_ASSESS: N_("Cannot assess")}
+
+NOT_RULED_OUT = N_("A negative screen does not rule leukemia out: if the patient has symptoms (tiredness, "
+                   "fever, bruising or bleeding, repeated infections), refer anyway.")
+NOT_A_DIAGNOSIS = N_("This is a screening aid, not a diagnosis.")
 
 #: RGBA colours per verdict (screen headline, report banner).
 COLOURS = {REFER: (0.78, 0.16, 0.16, 1), NO_SIGNS: (0.13, 0.55, 0.25, 1), TAKE_MORE: (0.85, 0.5, 0.05, 1),
            CANNOT_ASSESS: (0.4, 0.4, 0.4, 1)}
 
-FIELD_WORDS = {"positive": "signs of leukemia", "negative": "no signs found",
-               RETAKE: "image quality too low: no result", OOD: "unlike the smears the model knows: no result",
-               UNREADABLE: "image could not be read: no result"}
+FIELD_WORDS = {"positive": N_("signs of leukemia"), "negative": N_("no signs found"),
+               RETAKE: N_("image quality too low: no result"), OOD: N_("unlike the smears the model knows: no result"),
+               UNREADABLE: N_("image could not be read: no result")}
 
 
 @dataclass(frozen=True)
@@ -70,52 +88,58 @@ def _metric(card: dict | None, name: str) -> tuple[float | None, list | None]:
     return (float(v), None) if isinstance(v, (int, float)) and not isinstance(v, bool) else (None, None)
 
 
-def performance_sentence(card: dict | None) -> str:
+def performance_sentence(card: dict | None, tr: Callable[[str], str] = _same) -> str:
     """Sensitivity and specificity in words with their 95% CIs, from the card's test evaluation."""
     sens, sens_ci = _metric(card, "recall")
     spec, spec_ci = _metric(card, "specificity")
     if sens is None or spec is None:
-        return "This model's sensitivity and specificity are not in its model card: treat every result with care."
+        return tr(N_("This model's sensitivity and specificity are not in its model card: treat every result "
+                     "with care."))
     ev = (card or {}).get("evaluation") or {}
     n = ev.get("n") if isinstance(ev, dict) else None
-    where = f"{n} test images" if isinstance(n, int) else "its test images"
+    where = tr(N_("{n} test images")).format(n=n) if isinstance(n, int) else tr(N_("its test images"))
 
     def ci(c):
-        return f" (95% CI {pct(c[0])} to {pct(c[1])})" if c else " (no confidence interval in the card)"
+        return (" " + tr(N_("(95% CI {lo} to {hi})")).format(lo=pct(c[0]), hi=pct(c[1])) if c
+                else " " + tr(N_("(no confidence interval in the card)")))
 
-    return (f"On {where} this model found {pct(sens)} of leukemia images{ci(sens_ci)} and correctly "
-            f"cleared {pct(spec)} of non-leukemia images{ci(spec_ci)}. These are per-image figures from "
-            f"one hospital's smears; results on other slides may be worse.")
+    return tr(N_("On {where} this model found {sens} of leukemia images{sens_ci} and correctly cleared {spec} "
+                 "of non-leukemia images{spec_ci}. These are per-image figures from one hospital's smears; "
+                 "results on other slides may be worse.")).format(
+        where=where, sens=pct(sens), sens_ci=ci(sens_ci), spec=pct(spec), spec_ci=ci(spec_ci))
 
 
-def verdict_text(verdict: Verdict, card: dict | None = None) -> VerdictText:
-    """The texts for ``verdict`` (with the model card's performance)."""
+def verdict_text(verdict: Verdict, card: dict | None = None, tr: Callable[[str], str] = _same) -> VerdictText:
+    """The texts for ``verdict`` (with the model card's performance); ``tr`` translates (default: English)."""
     v, k = verdict, verdict.rule.min_usable
     if v.code == REFER:
-        meaning = (f"{v.n_positive} of {v.n_usable} usable fields of view show signs of leukemia "
-                   f"(one is enough to refer).")
-        nxt = ("Refer the patient to a haematologist or the clinic's doctor today, with this report and the "
-               "slide, for a blood film review and a confirming test.")
-        caveat = NOT_A_DIAGNOSIS + " The model can be wrong: only a laboratory confirms leukemia."
+        meaning = tr(N_("{pos} of {usable} usable fields of view show signs of leukemia (one is enough to refer).")
+                     ).format(pos=v.n_positive, usable=v.n_usable)
+        nxt = tr(N_("Refer the patient to a haematologist or the clinic's doctor today, with this report and the "
+                    "slide, for a blood film review and a confirming test."))
+        caveat = tr(NOT_A_DIAGNOSIS) + " " + tr(N_("The model can be wrong: only a laboratory confirms leukemia."))
     elif v.code == NO_SIGNS:
-        meaning = f"None of the {v.n_usable} usable fields of view shows signs of leukemia."
-        nxt = "No referral is needed because of this screen. Keep the usual follow-up of the patient."
-        caveat = NOT_RULED_OUT + " " + NOT_A_DIAGNOSIS
+        meaning = tr(N_("None of the {usable} usable fields of view shows signs of leukemia.")).format(usable=v.n_usable)
+        nxt = tr(N_("No referral is needed because of this screen. Keep the usual follow-up of the patient."))
+        caveat = tr(NOT_RULED_OUT) + " " + tr(NOT_A_DIAGNOSIS)
     elif v.code == TAKE_MORE:
-        meaning = (f"{v.n_usable} usable field{'s' if v.n_usable != 1 else ''} of view so far; "
-                   f"{k} are needed before the sample can be called negative.")
-        nxt = ("Move the slide to another area of the smear (thin, evenly spread, cells not overlapping), "
-               "focus, and take another field of view.")
-        caveat = "No result yet: do not tell the patient anything from this screen."
+        meaning = (tr(N_("1 usable field of view so far; {k} are needed before the sample can be called negative."))
+                   if v.n_usable == 1 else
+                   tr(N_("{usable} usable fields of view so far; {k} are needed before the sample can be called "
+                         "negative."))).format(usable=v.n_usable, k=k)
+        nxt = tr(N_("Move the slide to another area of the smear (thin, evenly spread, cells not overlapping), "
+                    "focus, and take another field of view."))
+        caveat = tr(N_("No result yet: do not tell the patient anything from this screen."))
     elif v.code == CANNOT_ASSESS:
-        meaning = (f"Only {v.n_usable} of {v.n_fields} attempts could be used ({k} usable fields are needed): "
-                   f"the photos were too poor or unlike the smears the model knows.")
-        nxt = ("Send the slide for review by a laboratory or a trained microscopist. If the patient is unwell, "
-               "refer without waiting.")
-        caveat = "This is not a negative result: leukemia has not been ruled out."
+        meaning = tr(N_("Only {usable} of {n} attempts could be used ({k} usable fields are needed): the photos were "
+                        "too poor or unlike the smears the model knows.")).format(usable=v.n_usable, n=v.n_fields, k=k)
+        nxt = tr(N_("Send the slide for review by a laboratory or a trained microscopist. If the patient is unwell, "
+                    "refer without waiting."))
+        caveat = tr(N_("This is not a negative result: leukemia has not been ruled out."))
     else:
         raise ValueError(f"unknown verdict {v.code!r}")
-    return VerdictText(v.code, HEADLINES[v.code], meaning, nxt, caveat, performance_sentence(card), COLOURS[v.code])
+    return VerdictText(v.code, tr(HEADLINES[v.code]), meaning, nxt, caveat, performance_sentence(card, tr),
+                       COLOURS[v.code])
 
 
 def shown_probability(status: str, probability) -> float | None:
@@ -125,9 +149,9 @@ def shown_probability(status: str, probability) -> float | None:
     return float(probability)
 
 
-def score_text(status: str, probability) -> str:
-    """``probability of leukemia 0.93`` for a scored field; the reason there is no score otherwise."""
+def score_text(status: str, probability, tr: Callable[[str], str] = _same) -> str:
+    """``signs of leukemia (model score 0.93)`` for a scored field; the reason there is no score otherwise."""
     p = shown_probability(status, probability)
     if p is None:
-        return FIELD_WORDS.get(status, "no result")
-    return f"{FIELD_WORDS[status]} (model score {p:.2f})"
+        return tr(FIELD_WORDS[status]) if status in FIELD_WORDS else tr(N_("no result"))
+    return tr(N_("{words} (model score {p})")).format(words=tr(FIELD_WORDS[status]), p=f"{p:.2f}")

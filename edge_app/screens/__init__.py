@@ -4,7 +4,7 @@ Importing this package imports Kivy (no window is created).
 """
 from .capture import CaptureScreen
 from .guide import GuideScreen, PhotoIllustration
-from .history import DetailScreen, HistoryRow, HistoryScreen
+from .history import AmendScreen, DetailScreen, HistoryRow, HistoryScreen
 from .model import ModelInfoScreen
 from .result import ResultScreen
 from .settings import PinScreen, SettingsScreen
@@ -12,12 +12,12 @@ from .widgets import FileList, FileRow, to_texture
 
 #: (screen name, class) in the order they are added; ``capture`` is shown first.
 SCREENS = (("capture", CaptureScreen), ("result", ResultScreen), ("history", HistoryScreen),
-           ("detail", DetailScreen), ("model", ModelInfoScreen), ("settings", SettingsScreen),
+           ("detail", DetailScreen), ("amend", AmendScreen), ("model", ModelInfoScreen), ("settings", SettingsScreen),
            ("pin", PinScreen), ("guide", GuideScreen))
 #: kv files, loaded in this order (common rules first).
 KV_FILES = ("common.kv", "capture.kv", "result.kv", "history.kv", "detail.kv", "model.kv", "settings.kv",
             "guide.kv")
 
-__all__ = ["CaptureScreen", "DetailScreen", "FileList", "FileRow", "GuideScreen", "HistoryRow", "HistoryScreen",
+__all__ = ["AmendScreen", "CaptureScreen", "DetailScreen", "FileList", "FileRow", "GuideScreen", "HistoryRow", "HistoryScreen",
            "KV_FILES", "ModelInfoScreen", "PhotoIllustration", "PinScreen", "ResultScreen", "SCREENS",
            "SettingsScreen", "to_texture"]
