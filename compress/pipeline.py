@@ -406,7 +406,13 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
             qc = QuantizationConfig.for_float16() if v == "float16" else QuantizationConfig.for_dynamic()
             release.write_bytes(release.model_name(v), timed(v, lambda qc=qc: export.convert(model, spec, qc)))
     if not cfg.prune and src.is_release:
-        _carry(src, spec, release, record, "pruned-int8", PRUNED_RECORDS, "set prune to make a new one")
+        if spec.heatmap == src.spec.heatmap:
+            _carry(src, spec, release, record, "pruned-int8", PRUNED_RECORDS, "set prune to make a new one")
+        elif (src.folder / src.float_tflite.name.replace(".float32.tflite", ".pruned-int8.tflite")).exists():
+            log.warning("the source release's pruned-int8 file computes the heatmap %s, not %s: not kept "
+                        "(set prune to make a new one)", src.spec.heatmap.method, spec.heatmap.method)
+            record["pruned_int8_dropped"] = {"reason": f"its cam output is {src.spec.heatmap.method}, the release's "
+                                                       f"is {spec.heatmap.method}"}
     if cfg.prune:
         x_u8, y = timed("prune_load_images", lambda: _train_images(rows, spec, cfg.prune_max_images))
         pcfg = cfg.prune_config()
