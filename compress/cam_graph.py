@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from leukedge.errors import ConfigError, ModelError
 from leukedge.heatmap import GUIDE_EPS
+from leukedge.train.backbones import get_backbone
 
 #: The trained model's last feature map (leukedge.train.model.FEATURE_LAYER).
 FEATURES = "features"
@@ -99,8 +100,6 @@ def guide_layer(model, backbone: str | None = None) -> str:
     """
     side = 2 * feature_side(model)
     if backbone:
-        from leukedge.train.backbones import get_backbone
-
         try:
             name = get_backbone(backbone).guide_layer
         except ConfigError:  # an unknown backbone name: the size rule still applies
