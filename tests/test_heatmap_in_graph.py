@@ -280,3 +280,19 @@ def test_tiny_release_ships_the_guided_map_and_the_app_draws_it(tiny_release, sm
     assert "[16, 16]" in json.dumps(parity)                              # parity measured the 16x16 maps
     res = Screener(out, num_threads=1).screen_image(smear_paths["Pro"][0])
     assert res.heatmap is not None and res.heatmap.ndim == 2 and res.heatmap.max() <= 1.0
+
+
+@pytest.mark.parametrize("backbone, guide, by_size", [
+    ("efficientnet-lite0", "lite_b11_expand_relu", "lite_b11_expand_relu"),
+    ("densenet201", "pool4_relu", "pool4_conv"),   # the registry names the non-negative, normalised activation
+])
+def test_registry_guide_layers_exist_at_twice_the_feature_size(backbone, guide, by_size):
+    """The registry's guide layer is a layer of the real architecture (no weights), 14x14 at 224."""
+    from leukedge.compress.cam_graph import feature_side, guide_layer, last_layer_at
+    from leukedge.spec import ModelSpec
+    from leukedge.train.model import build_classifier
+
+    model = build_classifier(ModelSpec(name="x", backbone=backbone), None)
+    assert feature_side(model) == 7
+    assert guide_layer(model, backbone) == guide and model.get_layer(guide).output_shape[1:3] == (14, 14)
+    assert last_layer_at(model, 14) == by_size
