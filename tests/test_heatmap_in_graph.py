@@ -157,6 +157,8 @@ def test_int8_guided_branch_runs_in_float_on_the_files_own_tensors(exported, hel
     resize = [o for o in ops if o["op_name"] == "RESIZE_BILINEAR"]
     assert len(mean) == 1 and len(resize) == 1
     act_idx, cam7_idx = mean[0]["inputs"][0], resize[0]["inputs"][0]
+    producer = next(o for o in ops if act_idx in list(o["outputs"]))
+    assert producer["op_name"] == "DEQUANTIZE" and det[producer["inputs"][0]]["dtype"] == np.int8
     assert det[act_idx]["dtype"] == np.float32                  # the dequantized int8 activation
     runner = LiteRunner(path)
     assert np.dtype(runner.outputs["cam"]["dtype"]) == np.float32
