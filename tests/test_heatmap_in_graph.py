@@ -298,3 +298,22 @@ def test_registry_guide_layers_exist_at_twice_the_feature_size(backbone, guide, 
     assert feature_side(model) == 7
     assert guide_layer(model, backbone) == guide and model.get_layer(guide).output_shape[1:3] == (14, 14)
     assert last_layer_at(model, 14) == by_size
+
+
+def test_a_model_without_a_layer_at_twice_the_feature_size_is_a_one_line_error(tiny_keras, tiny_spec):
+    """The DenseNet-shaped test model never downsamples (every layer 32x32): guided7x14 is refused
+    with a pointer to gradcam7; a named guide layer the model lacks is refused too."""
+    from fixtures_models import dense_block_model
+
+    from leukedge.compress.export import with_heatmap
+    from leukedge.errors import ModelError
+    from leukedge.spec import ModelSpec
+
+    with pytest.raises(ModelError) as exc:
+        with_heatmap(tiny_spec, dense_block_model(tiny_spec), "guided7x14")
+    assert "no 64x64 layer" in exc.value.one_line() and "heatmap.method=gradcam7" in exc.value.one_line()
+    named = with_heatmap(tiny_spec, tiny_keras, "guided7x14").to_dict()
+    named["heatmap"]["layer"] = "no_such_layer"
+    with pytest.raises(ModelError, match="'no_such_layer' is not a layer"):
+        with_heatmap(ModelSpec.from_dict(named), tiny_keras)
+    assert with_heatmap(ModelSpec.from_dict(named), tiny_keras, "gradcam7").heatmap.layer is None
