@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .parity import Gates
-from .recipe import PruneRecipe, QATRecipe  # the one place the fine-tune defaults are written
+from .recipe import HeatmapRecipe, PruneRecipe, QATRecipe  # the one place the defaults are written
 
 
 @dataclass
@@ -70,6 +70,9 @@ class CompressConfig:
             (:func:`leukedge.compress.bn_depthwise.mul_add_to_depthwise`): per-channel int8 and
             one rounding instead of two, at ~24 bytes of per-channel scales and zero points per
             channel (DenseNet201: +2.6 MiB, see the README).
+        heatmap: what the ``cam`` output computes (``guided7x14`` or ``gradcam7``, recipe key
+            ``heatmap.method``; recorded in spec.json).
+        heatmap_layer: the layer guiding ``guided7x14`` (None: the backbone's, else by size).
         data_dir: data folder (None: the run's config.json, else the default).
         parity: run parity (and evaluation/card) after writing the files.
         selective: when int8 fails a gate, keep the worst ops in float until it passes.
@@ -114,6 +117,8 @@ class CompressConfig:
     clip_percentile: float | str | None = None
     clip_images: int = 32
     bn_depthwise: bool = False
+    heatmap: str = HeatmapRecipe.method
+    heatmap_layer: str | None = HeatmapRecipe.layer
     data_dir: str | None = None
     parity: bool = True
     selective: bool = True

@@ -6,7 +6,10 @@ The exported model has one input, ``image`` (float32, (1, S, S, 3), already prep
 * ``probability``: (1, 1) sigmoid (binary) or (1, C) softmax (subtype) of ``logit``;
 * ``logit``: (1, 1) or (1, C) pre-activation of the output layer (files exported before
   this output existed, e.g. the first releases, have the other three only);
-* ``cam``: (1, h, w) Grad-CAM map of the positive (binary) or the predicted (subtype) class;
+* ``cam``: the heatmap of the positive (binary) or the predicted (subtype) class: (1, h, w)
+  Grad-CAM at the last feature map when the spec's ``heatmap.method`` is ``gradcam7``, or
+  (1, 2h, 2w) for ``guided7x14`` (that map upsampled and multiplied by the normalised channel
+  mean of ``heatmap.layer``, :func:`leukedge.compress.cam_graph.guided_cam`; docs/heatmaps.md);
 * ``features``: (1, D) globally pooled features (for the app's out-of-distribution gate).
 
 Why ``logit``: in a full-integer file the sigmoid/softmax output is int8 with the fixed
@@ -47,7 +50,7 @@ from leukedge.spec import ModelSpec
 from leukedge.tflite_graph import read_model, read_root, schema, tensor_name, write_model
 
 from .cam_branch import cam_only_tensors, float_cam_branch
-from .cam_graph import cam_scores
+from .cam_graph import cam_scores, guide_layer, guided_cam
 from .quantization import QuantizationConfig
 
 log = logging.getLogger(__name__)
@@ -69,13 +72,33 @@ def _layer(model, name: str):
                          "(layers features, gap, head_dense, probability)") from None
 
 
+def with_heatmap(spec: ModelSpec, model, method: str | None = None) -> ModelSpec:
+    """``spec`` with ``heatmap`` set to ``method`` (default: the spec's) and, for ``guided7x14``,
+    the guiding layer resolved on ``model`` (a named layer the model lacks is an error).
+    The spec the export embeds and releases records both."""
+    d = spec.to_dict()
+    method = method or spec.heatmap.method
+    layer = spec.heatmap.layer if method == spec.heatmap.method else None
+    if method == "guided7x14":
+        names = {lay.name for lay in model.layers}
+        if layer and layer not in names:
+            raise ModelError(f"the spec's heatmap layer '{layer}' is not a layer of model '{model.name}'",
+                             "set heatmap.layer to one of its layers, or leave it empty to pick it by size")
+        layer = layer or guide_layer(model, spec.backbone)
+    else:
+        layer = None
+    d["heatmap"] = {"method": method, "layer": layer}
+    return ModelSpec.from_dict(d)
+
+
 def serving_function(model, spec: ModelSpec):
     """A ``tf.function`` (input ``image``) returning ``{probability, logit, cam, features}``.
 
     Args:
         model: a tf_keras classifier with layers ``features``, ``gap``, ``head_dense`` and
             ``probability`` (Dropout between the last two is an identity at inference).
-        spec: its spec (task decides the Grad-CAM class).
+        spec: its spec (task decides the Grad-CAM class; ``heatmap`` what ``cam`` is: see
+            :func:`with_heatmap`).
 
     Returns:
         (tf.function, keras sub-model that owns the variables).
@@ -96,7 +119,10 @@ def serving_function(model, spec: ModelSpec):
     # is computed here from it, so probability and logit share one tensor. ``out.output`` is
     # listed only so that the sub-model owns (and the converter freezes) the head's variables;
     # it is unused, and the converter drops it.
-    sub = keras.Model(model.input, [fmap, pooled, hidden.output, out.input, out.output], name=f"{model.name}_export")
+    guided = spec.heatmap.method == "guided7x14"
+    extra = [_layer(model, spec.heatmap.layer or guide_layer(model, spec.backbone)).output] if guided else []
+    sub = keras.Model(model.input, [fmap, pooled, hidden.output, out.input, out.output, *extra],
+                      name=f"{model.name}_export")
     w1 = hidden.kernel                                              # (D, U), the variable itself
     w2, b2 = out.kernel, out.bias                                   # (U, C), (C,)
     h, w = int(fmap.shape[1]), int(fmap.shape[2])
@@ -108,7 +134,7 @@ def serving_function(model, spec: ModelSpec):
 
     @tf.function(input_signature=[tf.TensorSpec((1, s, s, 3), tf.float32, name="image")])
     def serve(image):
-        a, p, hid, head_in, _ = sub(image, training=False)
+        a, p, hid, head_in, _, *guide = sub(image, training=False)
         logit = tf.matmul(head_in, w2)
         if b2 is not None:
             logit = logit + b2
@@ -116,6 +142,8 @@ def serving_function(model, spec: ModelSpec):
         cams = cam_scores(tf.reshape(a, (h * w, d)), tf.cast(hid > 0.0, tf.float32), w1, w2, h * w)  # (h w, C)
         c = 0 if binary else tf.argmax(logit[0])                    # positive / predicted class
         cam = tf.nn.relu(tf.reshape(tf.gather(cams, c, axis=1), (1, h, w)))
+        if guided:
+            cam = guided_cam(cam, guide[0])                          # (1, 2h, 2w)
         return {"probability": prob, "logit": logit, "cam": cam, "features": p}
 
     return serve, sub
@@ -139,6 +167,7 @@ def convert(model, spec: ModelSpec, qconfig: QuantizationConfig) -> bytes:
     """Convert ``model`` with the quantization ``qconfig`` to ``.tflite`` bytes (spec embedded)."""
     t0 = time.perf_counter()
     log.info("converting %s to TFLite (%s)...", model.name, qconfig.kind)
+    spec = with_heatmap(spec, model)  # the embedded spec names the guiding layer
     conv = _converter(model, spec)
     qconfig.apply(conv)
     try:

@@ -33,14 +33,15 @@ import os
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from leukedge import heatmap_quality as HQ
 from leukedge.evaluate import Item, binary_truth, default_split, load_model, select_items
+from leukedge.heatmap import guided_map
 from leukedge.imageio import load_image
 from leukedge.preprocess import normalize, preprocess_uint8
 
+from .cam_graph import feature_side, guide_layer, last_layer_at
 from .recover import keras_from_float_tflite
 
 log = logging.getLogger(__name__)
@@ -48,16 +49,12 @@ log = logging.getLogger(__name__)
 METHODS = ("gradcam7", "gradcampp7", "guided7x14", "act14", "gradcam14", "layercam14", "layercam28", "multi")
 
 
-def pick_layers(model, size: int) -> dict[int, str]:
-    """Name of the last layer with a (s, s) output for s in (7, 14, 28) (7 = the features layer)."""
-    out = {7: "features"}
-    for layer in model.layers:
-        shape = getattr(layer, "output_shape", None)
-        if isinstance(shape, tuple) and len(shape) == 4 and shape[1] == shape[2]:
-            for s in (14, 28):
-                if shape[1] == s * size // 224 and layer.name != "features":
-                    out[s] = layer.name
-    return out
+def pick_layers(model, backbone: str | None = None) -> dict[int, str]:
+    """The layers at 1x, 2x and 4x the feature map's size, keyed 7, 14, 28 (their sides at 224):
+    ``features``, the ``guided7x14`` guide (:func:`leukedge.compress.cam_graph.guide_layer`: the
+    backbone registry's, else the last layer of that size) and the last layer at 4x."""
+    side = feature_side(model)
+    return {7: "features", 14: guide_layer(model, backbone), 28: last_layer_at(model, 4 * side) or "features"}
 
 
 class Maps:
@@ -103,9 +100,7 @@ class Maps:
         ms["gradcampp7"] = (time.perf_counter() - t) * 1000 / len(x)
         t = time.perf_counter()
         act14 = a14.mean(-1)
-        out["guided7x14"] = np.stack([cv2.resize(c, (a14.shape[2], a14.shape[1]), interpolation=cv2.INTER_LINEAR)
-                                      * relu(m) / max(float(relu(m).max()), 1e-12)
-                                      for c, m in zip(out["gradcam7"], act14)])
+        out["guided7x14"] = np.stack([guided_map(c, a) for c, a in zip(out["gradcam7"], a14)])
         ms["guided7x14"] = ms["gradcam7"] + (time.perf_counter() - t) * 1000 / len(x)
         out["act14"] = relu(act14)
         ms["act14"] = 0.0
@@ -146,7 +141,7 @@ def run(release: Path, data: Path, n: int, n_faith: int, out_csv: Path | None, s
     u8 = np.stack([preprocess_uint8(load_image(it.abspath), cfg) for it in take])
     x = normalize(u8, cfg)
     model = keras_from_float_tflite(Path(pred.runner.path).read_bytes(), spec, check_images=x[:4])
-    layers = pick_layers(model, cfg.input_size)
+    layers = pick_layers(model, spec.backbone)
     log.info("layers: %s", layers)
     maps_fn = Maps(model, layers, spec.task == "binary")
     maps, ms = {m: [] for m in METHODS}, {m: [] for m in (*METHODS, "_forward")}

@@ -27,7 +27,6 @@ from leukedge.predictors import load_predictor
 from leukedge.preprocess import preprocess
 from leukedge.progress import progress
 from leukedge.spec import ModelSpec
-from leukedge.train.gradcam import gradcam
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +205,7 @@ def run_predictor(predictor, x: np.ndarray, batch_size: int = 32, desc: str = "s
     for s in progress(starts, desc=desc, total=len(starts), unit="batch"):
         o = predictor.predict(x[s:s + batch_size])
         if "cam" not in o and getattr(predictor, "kind", "") == "keras":
-            o["cam"], _ = gradcam(predictor.model, x[s:s + batch_size])
+            o["cam"] = predictor.heatmaps(x[s:s + batch_size])  # GradientTape, the spec's heatmap method
         for k in ("probability", "probabilities", "cam"):
             if k in o:
                 outs.setdefault(k, []).append(np.asarray(o[k]))

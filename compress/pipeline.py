@@ -108,11 +108,38 @@ def needs_keras(cfg: "CompressConfig") -> list[str]:
         (["qat"] if cfg.qat else []) + (["quantize.reexport_float32"] if cfg.reexport_float32 else [])
 
 
+def heatmap_changes(cfg: "CompressConfig", spec: ModelSpec) -> bool:
+    """True when the recipe's heatmap differs from what ``spec``'s files compute."""
+    have = spec.heatmap
+    return cfg.heatmap != have.method or (cfg.heatmap == "guided7x14" and cfg.heatmap_layer is not None
+                                          and cfg.heatmap_layer != have.layer)
+
+
+def _heatmap_spec(cfg: "CompressConfig", spec: ModelSpec, model) -> ModelSpec:
+    """``spec`` with the recipe's heatmap, its guiding layer resolved on ``model``."""
+    from .export import with_heatmap
+
+    if cfg.heatmap_layer and cfg.heatmap == "guided7x14":
+        d = spec.to_dict()
+        d["heatmap"] = {"method": "guided7x14", "layer": cfg.heatmap_layer}
+        spec = ModelSpec.from_dict(d)
+    out = with_heatmap(spec, model, cfg.heatmap)
+    log.info("heatmap: %s%s", out.heatmap.method, f" (guided by {out.heatmap.layer})" if out.heatmap.layer else "")
+    return out
+
+
 def check_source_config(cfg: "CompressConfig", src: Source) -> None:
     """Refuse, before anything is written, what a source cannot do (a release source gets its
     Keras model back from its float32 file, see :func:`_recover_keras`)."""
     from leukedge.errors import ConfigError
 
+    if src.is_release and heatmap_changes(cfg, src.spec) and not cfg.reexport_float32:
+        have = src.spec.heatmap
+        raise ConfigError(f"release {src.folder.name}'s float32 file computes the heatmap {have.method}"
+                          f"{' (' + have.layer + ')' if have.layer else ''}, the recipe asks for "
+                          f"heatmap.method={cfg.heatmap}",
+                          "add --set quantize.reexport_float32=true (exports it again from the recovered Keras "
+                          f"model), or keep it with --set heatmap.method={have.method}")
     if cfg.reexport_float32 and not src.is_release:
         raise ConfigError(f"quantize.reexport_float32 re-exports a release's float32 file; {src.folder.name} is a "
                           "training run, whose float32 file is always exported fresh",
@@ -333,7 +360,14 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
         if needs_keras(cfg):
             model = timed("recover_keras", lambda: _recover_keras(src, spec, f32, rows, record))
         if cfg.reexport_float32:
+            before = spec.heatmap
+            spec = _heatmap_spec(cfg, spec, model)
             f32 = timed("float32", lambda: _reexport_float32(model, spec, src, rows, record))
+            if spec.heatmap != before:
+                record["float32_reexported"]["heatmap"] = {"old": asdict(before), "new": asdict(spec.heatmap)}
+                record["float32_reexported"]["note"] = ("the same probability, logit and features as the old file "
+                                                        "(the recovered model matched it within 1e-3); the cam "
+                                                        f"output is now {spec.heatmap.method}")
         if cfg.qat or cfg.reexport_float32:
             record["source_release"]["note"] = (
                 ("float32 re-exported from the Keras model recovered from the released float32 file"
@@ -343,6 +377,7 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
     else:
         log.info("loading %s", src.model_file)
         model = timed("load_keras", lambda: load_keras_model(src.model_file))
+        spec = _heatmap_spec(cfg, spec, model)
         f32 = timed("float32", lambda: export.convert(model, spec, QuantizationConfig.for_float32()))
     built = Built(spec, model, float32=f32, record=record)
     release.write_bytes(release.model_name("float32"), f32)
@@ -371,7 +406,13 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
             qc = QuantizationConfig.for_float16() if v == "float16" else QuantizationConfig.for_dynamic()
             release.write_bytes(release.model_name(v), timed(v, lambda qc=qc: export.convert(model, spec, qc)))
     if not cfg.prune and src.is_release:
-        _carry(src, spec, release, record, "pruned-int8", PRUNED_RECORDS, "set prune to make a new one")
+        if spec.heatmap == src.spec.heatmap:
+            _carry(src, spec, release, record, "pruned-int8", PRUNED_RECORDS, "set prune to make a new one")
+        elif (src.folder / src.float_tflite.name.replace(".float32.tflite", ".pruned-int8.tflite")).exists():
+            log.warning("the source release's pruned-int8 file computes the heatmap %s, not %s: not kept "
+                        "(set prune to make a new one)", src.spec.heatmap.method, spec.heatmap.method)
+            record["pruned_int8_dropped"] = {"reason": f"its cam output is {src.spec.heatmap.method}, the release's "
+                                                       f"is {spec.heatmap.method}"}
     if cfg.prune:
         x_u8, y = timed("prune_load_images", lambda: _train_images(rows, spec, cfg.prune_max_images))
         pcfg = cfg.prune_config()
@@ -505,7 +546,7 @@ def _parity_set(cfg: CompressConfig, rel, built: Built, src: Source, rows) -> di
         log.info("parity: no Keras model in a release source; float32 vs Keras is the source release's check")
     elif cfg.keras_check:
         log.info("parity: float32 TFLite vs the Keras model (GradientTape Grad-CAM) on the test split")
-        keras_pred = KerasPredictor(src.folder, src.spec, src.model_file.name)
+        keras_pred = KerasPredictor(src.folder, spec, src.model_file.name)  # the release's heatmap method
         results["float32 vs keras"] = compare(keras_pred, ref, test, cfg.gates, n_boot=cfg.n_boot)
     write_reports(results, rel.out, extra={k: v for k, v in extra.items()})
     return results, extra

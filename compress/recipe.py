@@ -1,7 +1,7 @@
 """A compression recipe: what ``leukedge compress`` does, as nested dataclasses saved with the release.
 
 Like MediaPipe Model Maker's ``HParams`` + ``QuantizationConfig``: one section per concern
-(``quantize``, ``prune``, ``qat``, ``gates``, ``checks``) plus where the release came from
+(``quantize``, ``heatmap``, ``prune``, ``qat``, ``gates``, ``checks``) plus where the release came from
 (``source``: a training run or release by name + the sha256 of its model file; ``data``: a
 dataset name + the sha256 of its split manifest). The resolved recipe is saved as
 ``recipe.json`` in every release, and ``leukedge compress --recipe <release>/recipe.json``
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from leukedge.errors import ConfigError
+from leukedge.spec import HEATMAP_METHODS
 
 from .parity import Gates
 
@@ -51,6 +52,35 @@ class QuantizeConfig:
     selective: bool = True
     keep_int8: bool = False
     reexport_float32: bool = False
+
+
+@dataclass
+class HeatmapRecipe:
+    """What the exported ``cam`` output computes (recorded in spec.json as ``heatmap``).
+
+    Attributes:
+        method: ``guided7x14`` (the default of new recipes: the 7x7 Grad-CAM sharpened by the
+            2x-resolution layer, (1, 2h, 2w), docs/heatmaps.md) or ``gradcam7`` (the 7x7 map of the
+            first releases; a recipe.json without a ``heatmap`` section means this).
+        layer: the guiding layer; None: the backbone registry's, else the last layer at twice the
+            feature map's size (:func:`leukedge.compress.cam_graph.guide_layer`).
+    """
+
+    method: str = "guided7x14"
+    layer: str | None = None
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """Refuse an unknown method (one line); ``--set`` and loading call it too."""
+        if self.method not in HEATMAP_METHODS:
+            raise ConfigError(f"heatmap.method: unknown method '{self.method}'",
+                              f"choose one of {', '.join(HEATMAP_METHODS)}")
+
+
+#: What a recipe file without a ``heatmap`` section shipped (the releases before issue 23).
+LEGACY_HEATMAP = {"method": "gradcam7"}
 
 
 @dataclass
@@ -139,6 +169,7 @@ class CompressRecipe:
     source: SourceRef | None = None
     data: DataRef | None = None
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    heatmap: HeatmapRecipe = field(default_factory=HeatmapRecipe)
     prune: PruneRecipe | None = None
     qat: QATRecipe | None = None
     gates: Gates = field(default_factory=Gates)
@@ -155,7 +186,10 @@ class CompressRecipe:
     @classmethod
     def from_dict(cls, d: dict, where: str = "recipe") -> "CompressRecipe":
         d = {k: v for k, v in d.items() if k != "schema"}
-        return _build(cls, d, where)
+        d.setdefault("heatmap", dict(LEGACY_HEATMAP))  # older recipes made the 7x7 map
+        recipe = _build(cls, d, where)
+        recipe.heatmap.check()
+        return recipe
 
     @classmethod
     def load(cls, path) -> "CompressRecipe":
@@ -184,6 +218,7 @@ class CompressRecipe:
         if not sep or not key:
             raise ConfigError(f"bad --set '{item}'", "use KEY=VALUE, e.g. --set quantize.per_tensor=true")
         set_key(self, key, parse_value(text))
+        self.heatmap.check()
 
 
 def parse_value(text: str):

@@ -14,7 +14,7 @@ from leukedge.portable import find_dataset
 from .config import CompressConfig
 from .quantization import parse_variants
 from .ranges import check_percentile
-from .recipe import ChecksConfig, CompressRecipe, PruneRecipe, QATRecipe, QuantizeConfig
+from .recipe import ChecksConfig, CompressRecipe, HeatmapRecipe, PruneRecipe, QATRecipe, QuantizeConfig
 from .recipe_flags import KEYS, MOVED  # noqa: F401  (MOVED re-exported: the one table)
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ def to_config(recipe: CompressRecipe, source: str, out: str, data_dir: str | Non
             value = getattr(section, fname)
             setattr(cfg, attr, list(value) if isinstance(value, list) else value)
     cfg.variants = parse_variants(",".join(cfg.variants))
+    recipe.heatmap.check()
+    cfg.heatmap, cfg.heatmap_layer = recipe.heatmap.method, recipe.heatmap.layer
     cfg.prune = recipe.prune.sparsity if recipe.prune else None
     cfg.qat = recipe.qat is not None
     return cfg
@@ -53,7 +55,8 @@ def from_config(cfg) -> CompressRecipe:
             setattr(section, fname, list(value) if isinstance(value, list) else value)
     if sections["prune"] is not None:
         sections["prune"].sparsity = float(cfg.prune)
-    return CompressRecipe(quantize=sections["quantize"], prune=sections["prune"], qat=sections["qat"],
+    return CompressRecipe(quantize=sections["quantize"], heatmap=HeatmapRecipe(cfg.heatmap, cfg.heatmap_layer),
+                          prune=sections["prune"], qat=sections["qat"],
                           gates=dataclasses.replace(cfg.gates), checks=sections["checks"])
 
 

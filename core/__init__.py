@@ -14,10 +14,10 @@ __version__ = "0.1.0"
 from .errors import ConfigError, DataError, ImageError, LeukEdgeError, ModelError  # noqa: E402
 from .imageio import decode_image, load_image  # noqa: E402
 from .preprocess import PreprocessConfig, preprocess, preprocess_file, preprocess_uint8  # noqa: E402
-from .spec import DataInfo, ModelSpec, OODConfig, OperatingPoint  # noqa: E402
+from .spec import DataInfo, HeatmapConfig, ModelSpec, OODConfig, OperatingPoint  # noqa: E402
 
 __all__ = [
     "__version__", "LeukEdgeError", "ImageError", "DataError", "ModelError", "ConfigError",
     "load_image", "decode_image", "PreprocessConfig", "preprocess", "preprocess_uint8", "preprocess_file",
-    "ModelSpec", "OperatingPoint", "DataInfo", "OODConfig",
+    "ModelSpec", "OperatingPoint", "DataInfo", "OODConfig", "HeatmapConfig",
 ]

@@ -480,7 +480,9 @@ def _write_cams(predictor, rows, data_dir: Path, extra: dict, out: Path, n_per_g
     if not idx:
         return
     if "cam" in extra:
-        cams, source = extra["cam"][idx], "tflite cam output (in-graph Grad-CAM closed form)"
+        hm = predictor.spec.heatmap
+        cams, source = extra["cam"][idx], (f"tflite cam output (in-graph closed form, {hm.method}"
+                                           f"{', guided by ' + hm.layer if hm.layer else ''})")
     elif getattr(predictor, "heatmap_source", None):
         x = np.stack([preprocess_file(data_dir / rows[i]["path"], predictor.spec.preprocess) for i in idx])
         cams, source = predictor.heatmaps(x), predictor.heatmap_source

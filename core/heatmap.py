@@ -7,7 +7,8 @@ map's own maximum, bilinear resize), :func:`colorize` maps it through OpenCV's J
 
 The closed form of Grad-CAM for the ``features -> GAP -> Dense(ReLU) -> Dense`` head is
 :func:`closed_form_cams` (numpy; the exported TFLite graph computes the same in TensorFlow
-ops, :func:`leukedge.compress.cam_graph.closed_form_cams`).
+ops, :func:`leukedge.compress.cam_graph.cam_scores`). :func:`guided_map` is the numpy reference
+of the ``guided7x14`` map (:func:`leukedge.compress.cam_graph.guided_cam` in the graph).
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import numpy as np
 
 #: Weight of the colour map over the image (the app's overlay).
 ALPHA = 0.45
+#: ``guided7x14``: added to the guide's maximum (an all-zero guide gives an all-zero map).
+GUIDE_EPS = 1e-12
 
 
 def normalise(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -70,3 +73,23 @@ def closed_form_cams(fmap: np.ndarray, hidden: np.ndarray, w1: np.ndarray, w2: n
     za = (fmap.reshape(n, h * w, d) @ np.asarray(w1, np.float32)) * (np.asarray(hidden) > 0)[:, None, :]
     cams = np.maximum(za @ (np.asarray(w2, np.float32) / (h * w)), 0.0)
     return cams.reshape(n, h, w, -1)
+
+
+def guided_map(cam: np.ndarray, activation: np.ndarray, eps: float = GUIDE_EPS) -> np.ndarray:
+    """The ``guided7x14`` heatmap: a class map sharpened by a higher-resolution activation.
+
+    ``resize_bilinear(cam, (H, W)) * g / (max(g) + eps)`` with ``g = relu(mean_c(activation))``
+    (half-pixel centres, as ``cv2.resize`` in :func:`normalise` and TFLite's
+    ``RESIZE_BILINEAR(half_pixel_centers=True)``). docs/heatmaps.md measures it.
+
+    Args:
+        cam: (h, w) class map (e.g. the 7x7 Grad-CAM, ReLU'd).
+        activation: (H, W, C) activation of the guiding layer (e.g. 14x14).
+
+    Returns:
+        (H, W) float32 map, non-negative, in ``cam``'s units.
+    """
+    a = np.asarray(activation, np.float32)
+    g = np.maximum(a.mean(-1), 0.0)
+    up = cv2.resize(np.asarray(cam, np.float32), (a.shape[1], a.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return (up * (g / np.float32(float(g.max()) + eps))).astype(np.float32)

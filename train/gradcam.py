@@ -6,7 +6,9 @@ map) and ``alpha_k`` the spatial mean of ``d score_c / d A_k`` (Selvaraju et al.
 The score is the class *logit* (the output layer's pre-activation), as in the paper: for a
 sigmoid head ``c`` is the positive class; for a softmax head, by default, the predicted class.
 Maps are returned relu'd and not normalised (the same convention as the ``cam`` output of the
-exported ``.tflite``).
+exported ``.tflite``). With ``guide`` (a layer name) the map is the ``guided7x14`` heatmap of that
+Grad-CAM and the layer's activation (:func:`leukedge.heatmap.guided_map`), as a spec with
+``heatmap.method = guided7x14`` exports it.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import logging
 import numpy as np
 
 from leukedge.errors import ModelError
+from leukedge.heatmap import guided_map
 
 from .model import FEATURE_LAYER, OUTPUT_LAYER
 
@@ -28,22 +31,27 @@ class GradCAM:
         model: a LeukEdge classifier (layers ``features`` and ``probability``).
         feature_layer: name of the last feature map layer.
         output_layer: name of the output (Dense) layer.
+        guide: a layer at twice the feature map's size: return the ``guided7x14`` map it guides.
     """
 
-    def __init__(self, model, feature_layer: str = FEATURE_LAYER, output_layer: str = OUTPUT_LAYER):
+    def __init__(self, model, feature_layer: str = FEATURE_LAYER, output_layer: str = OUTPUT_LAYER,
+                 guide: str | None = None):
         import tensorflow as tf
         import tf_keras as keras
 
         try:
             fmap = model.get_layer(feature_layer).output
             out_layer = model.get_layer(output_layer)
+            extra = [model.get_layer(guide).output] if guide else []
         except ValueError:
-            raise ModelError(f"model {model.name} has no '{feature_layer}'/'{output_layer}' layer",
+            raise ModelError(f"model {model.name} has no '{feature_layer}'/'{output_layer}'"
+                             f"{'/' + repr(guide) if guide else ''} layer",
                              "Grad-CAM needs a classifier built by leukedge.train.model.build_classifier") from None
         self.activation = getattr(out_layer, "activation", None)
         self.binary = int(out_layer.output.shape[-1]) == 1
         # The output layer's input gives the logits without relying on inverting the activation.
-        self._model = keras.Model(model.inputs, [fmap, out_layer.input, out_layer.output])
+        self._model = keras.Model(model.inputs, [fmap, out_layer.input, out_layer.output, *extra])
+        self.guided = bool(guide)
         self._kernel, self._bias = out_layer.kernel, out_layer.bias
         self._tf = tf
 
@@ -77,7 +85,7 @@ class GradCAM:
         tf = self._tf
         xt = tf.convert_to_tensor(xb)
         with tf.GradientTape() as tape:
-            fmap, hidden, prob = self._model(xt, training=False)
+            fmap, hidden, prob, *guide = self._model(xt, training=False)
             logits = tf.matmul(hidden, self._kernel) + self._bias
             if self.binary:
                 idx = np.zeros(len(xb), dtype=np.int32)
@@ -88,10 +96,12 @@ class GradCAM:
             score = tf.gather(logits, idx, axis=1, batch_dims=1)
         grads = tape.gradient(score, fmap)  # (N, h, w, K)
         alpha = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-        cam = tf.nn.relu(tf.reduce_sum(alpha * fmap, axis=-1))
-        return cam.numpy().astype(np.float32), prob.numpy().astype(np.float32)
+        cam = tf.nn.relu(tf.reduce_sum(alpha * fmap, axis=-1)).numpy().astype(np.float32)
+        if self.guided:
+            cam = np.stack([guided_map(c, a) for c, a in zip(cam, guide[0].numpy())])
+        return cam, prob.numpy().astype(np.float32)
 
 
-def gradcam(model, x: np.ndarray, class_index=None, batch_size: int = 16):
+def gradcam(model, x: np.ndarray, class_index=None, batch_size: int = 16, guide: str | None = None):
     """One-call Grad-CAM: ``(cams (N, h, w), probabilities (N, C))``; see :class:`GradCAM`."""
-    return GradCAM(model)(x, class_index, batch_size)
+    return GradCAM(model, guide=guide)(x, class_index, batch_size)

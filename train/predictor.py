@@ -34,5 +34,8 @@ class KerasPredictor(Predictor):
         return {"probability": self.model.predict(x, verbose=0, batch_size=32)}
 
     def heatmaps(self, x: np.ndarray) -> np.ndarray:
-        cams, _ = GradCAM(self.model)(x)
+        """GradientTape Grad-CAM, as the spec's ``heatmap.method`` exports it (``guided7x14``: guided
+        by ``heatmap.layer``)."""
+        hm = self.spec.heatmap
+        cams, _ = GradCAM(self.model, guide=hm.layer if hm.method == "guided7x14" else None)(x)
         return cams
