@@ -63,6 +63,10 @@ def register(sub) -> None:
     c.add_argument("--views", type=int, default=3, help="field fit: random views per image (default 3)")
     c.add_argument("--capture-p", type=float, default=0.75,
                    help="field fit: probability a view also gets a moderate capture family (default 0.75)")
+    c.add_argument("--view-families", default=None,
+                   help="field fit: comma list of the capture families the views sample (default: all but flip); "
+                        "leave out a family the model does not answer correctly (see `leukedge bench captures`), "
+                        "so the gate keeps flagging it")
     c.add_argument("--train-limit", type=int, default=300,
                    help="field fit: training images used, evenly subsampled (default 300; 0 = all)")
     c.add_argument("--capture-limit", type=int, default=60,
@@ -125,7 +129,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if ood_dirs is None:
         default = data.parent / "pbc-lymphocytes"
         ood_dirs = [default] if default.is_dir() else []
-    views = FieldViews(n_views=args.views, capture_p=args.capture_p) if args.fit == "field" else None
+    views = None
+    if args.fit == "field":
+        fams = [f.strip() for f in args.view_families.split(",") if f.strip()] if args.view_families else None
+        views = FieldViews(n_views=args.views, capture_p=args.capture_p,
+                           **({"families": tuple(fams)} if fams is not None else {}))
     report = calibrate_from_data(args.release, data, args.split, ood_dirs, n_components=args.components,
                                  percentile=args.percentile, num_threads=args.threads,
                                  max_per_split=args.max_per_split, image_margin=args.image_margin,

@@ -157,3 +157,7 @@ def test_calibrate_ood_cli_default_is_the_field_fit(tiny_release, small_dataset,
     assert OODGate.load(copy / "ood.npz").fit_method == "field"
     r = subprocess.run(base + ["--fit", "rotated"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "invalid choice" in r.stderr and "Traceback" not in r.stderr
+    before = (copy / "ood.npz").read_bytes()
+    r = subprocess.run(base + ["--view-families", "jpeg,sunburn"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "unknown capture families ['sunburn']" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and (copy / "ood.npz").read_bytes() == before
