@@ -9,6 +9,12 @@ smears and the out-of-domain lymphocyte crops, the gate is run on
 * the smears after capture normalisation (``fov+reinhard``: an indication only).
 
 Run: ``python -m leukedge.benchmarks.ood_study models/<name> [--limit N] [--json OUT]``.
+
+``--gate-report`` instead measures the release's gate exactly as ``calibrate-ood`` reports a
+new one (:func:`leukedge.edge_app.calibrate.measure_test`): flag rates of the validation and
+test splits, of each of the 8 dihedral views of the test split, of the test smears under each
+capture family at its moderate severities and of the lymphocyte crops, so a gate fitted
+before issue 19 can be compared with a refitted one.
 """
 from __future__ import annotations
 
@@ -38,7 +44,7 @@ def _features(runner, spec, rgb) -> np.ndarray:
 def study(model, data=None, lymph=None, limit: int = 100) -> dict:
     """Flag rates per view, with averaged features and after colour normalisation."""
     from leukedge.edge_app.inference import load_release, make_runner
-    from leukedge.edge_app.ood import DIHEDRAL, dihedral, image_stats
+    from leukedge.edge_app.ood import DIHEDRAL, dihedral
 
     rel = load_release(model)
     gate, spec = rel.ood, rel.spec
@@ -56,7 +62,7 @@ def study(model, data=None, lymph=None, limit: int = 100) -> dict:
         mean_flag, norm_flag = [], []
         for rgb in images:
             feats = []
-            stat_flag = gate.image_distance(image_stats(rgb))[0] > gate.img_threshold
+            stat_flag = gate.image_distance(gate.stats(rgb))[0] > gate.img_threshold
             for k in DIHEDRAL:
                 f = _features(runner, spec, dihedral(rgb, k))
                 feats.append(f)
@@ -76,6 +82,30 @@ def study(model, data=None, lymph=None, limit: int = 100) -> dict:
             "lymphocytes": rates([load_image(p) for p in lymph_paths])}
 
 
+def gate_report(model, data=None, lymph=None, capture_limit: int = 60, allow_unsigned: bool = False) -> dict:
+    """The release's gate measured like ``calibrate-ood`` reports it (module docstring)."""
+    from leukedge.edge_app.calibrate import image_files, measure_test
+    from leukedge.edge_app.inference import load_release, make_runner
+    from leukedge.edge_app.ood import flag_rate
+    from leukedge.edge_app.ood_views import collect_views
+
+    rel = load_release(model, allow_unsigned=allow_unsigned)
+    gate, spec = rel.ood, rel.spec
+    runner = make_runner(rel.model_path, 1)
+    data = resolve_data_dir(data)
+    rows = read_manifest(rel.folder / "split.csv", data)
+    split = {s: [r["abspath"] for r in rows if r["split"] == s] for s in ("val", "test")}
+    lymph_dir = Path(lymph) if lymph else data.parent / "pbc-lymphocytes"
+    out = {"model": spec.name, "fit": gate.fit_method, "image_input": gate.image_input,
+           "threshold": gate.threshold, "image_threshold": gate.img_threshold, "rates": {}}
+    for name, paths in (("val", split["val"]), (lymph_dir.name, [str(p) for p in image_files(lymph_dir)])):
+        f, st, _ = collect_views(runner, spec, paths, stats_fn=gate.stats, desc=f"ood: {name}")
+        out["rates"][name] = flag_rate(gate, f, st)
+    out.update(measure_test(gate, runner, spec, split["test"], capture_limit))
+    out["rates"]["test"] = out["dihedral"]["test"]["identity"]
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m leukedge.benchmarks.ood_study", description=__doc__.split("\n")[0])
     p.add_argument("model")
@@ -83,8 +113,16 @@ def main(argv=None) -> int:
     p.add_argument("--lymph")
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--json")
+    p.add_argument("--gate-report", action="store_true",
+                   help="measure the release's gate like calibrate-ood reports it (val, test, 8 views, captures, "
+                        "lymphocytes)")
+    p.add_argument("--capture-limit", type=int, default=60, help="--gate-report: test smears under capture families")
+    p.add_argument("--allow-unsigned", action="store_true")
     a = p.parse_args(argv)
-    doc = study(a.model, a.data, a.lymph, a.limit)
+    if a.gate_report:
+        doc = gate_report(a.model, a.data, a.lymph, a.capture_limit, a.allow_unsigned)
+    else:
+        doc = study(a.model, a.data, a.lymph, a.limit)
     text = json.dumps(doc, indent=2)
     if a.json:
         Path(a.json).write_text(text + "\n")

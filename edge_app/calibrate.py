@@ -6,6 +6,14 @@ gate, over the VALIDATION split to choose the thresholds, then measures the flag
 the test split and on any out-of-domain folders (``../shared/data/pbc-lymphocytes``).
 Writes ``ood.npz`` and ``ood.json``, sets ``spec.ood`` and adds both files' sha256 to
 ``card.json`` (re-hashing ``spec.json`` when the card lists it).
+
+Two fits (:mod:`leukedge.edge_app.ood`): ``field`` (the default) fits on a subsample of
+training images plus random field views of each (dihedral orientation, moderate capture
+family: :mod:`leukedge.edge_app.ood_views`) and thresholds on validation images under the
+same views. ``plain`` is the fit of the releases before issue 19 (every image as it is,
+statistics of the raw photo). Either way the report carries the test split's flag rate in
+each of the 8 dihedral views and under each capture family at its moderate severities
+(:func:`measure_test`).
 """
 from __future__ import annotations
 
@@ -22,11 +30,18 @@ from leukedge.spec import OODConfig
 from leukedge.split import read_manifest
 
 from .inference import load_release, make_runner
-from .ood import IMAGE_MARGIN, METHOD, OOD_FILE, collect, fit_gate, flag_rate
+from .ood import (DIHEDRAL, FIELD_IMAGE_MARGIN, IMAGE_MARGIN, METHOD, OOD_FILE, OODGate, fit_gate,
+                  flag_rate, gate_image, image_stats)
+from .ood_views import FieldViews, capture_views, collect_views, dihedral_views, field_views, identity_views
 
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "ood.json"
+FIT_METHODS = ("field", "plain")
+#: Training images the field fit uses by default (each with its views: minutes of CPU, not hours).
+TRAIN_LIMIT = 300
+#: Test images the capture-family check uses (each under every family's moderate severities).
+CAPTURE_LIMIT = 60
 
 
 def image_files(folder: str | os.PathLike) -> list[Path]:
@@ -56,7 +71,9 @@ def _subsample(paths: list, n: int | None, seed: int = 0) -> list:
 
 def calibrate_release(folder: str | os.PathLike, train: list, val: list, checks: dict[str, list] | None = None,
                       n_components: int = 32, percentile: float = 99.0, num_threads: int | None = None,
-                      max_per_split: int | None = None, image_margin: float = IMAGE_MARGIN) -> dict:
+                      max_per_split: int | None = None, image_margin: float | None = None,
+                      method: str = "field", views: FieldViews | None = None, train_limit: int | None = TRAIN_LIMIT,
+                      capture_limit: int | None = CAPTURE_LIMIT) -> dict:
     """Fit and save the OOD gate of a release; returns the report (also written to ``ood.json``).
 
     Args:
@@ -64,45 +81,121 @@ def calibrate_release(folder: str | os.PathLike, train: list, val: list, checks:
         train: training-split image paths (fit).
         val: validation-split image paths (thresholds at ``percentile``).
         checks: ``{name: paths}`` measured after fitting, e.g. ``test`` and ``pbc-lymphocytes``.
+            ``test`` is also measured in its 8 dihedral views and (``capture_limit`` images)
+            under every capture family's moderate severities.
         n_components: principal directions kept for the feature model.
         percentile: validation percentile used as threshold.
         num_threads: interpreter threads.
         max_per_split: subsample each list to at most this many images (None: all).
-        image_margin: image-statistics threshold = this times its validation percentile.
+        image_margin: image-statistics threshold = this times its validation percentile
+            (default :data:`FIELD_IMAGE_MARGIN` for the field fit, :data:`IMAGE_MARGIN` for plain).
+        method: ``field`` or ``plain`` (module docstring).
+        views: the field views (``field`` fit; default :class:`FieldViews`).
+        train_limit: ``field`` fit: training images used (evenly subsampled; None: all).
+        capture_limit: test images of the capture-family check (0: skip it).
     """
+    if method not in FIT_METHODS:
+        raise DataError(f"unknown OOD fit method '{method}'", "choose from " + ", ".join(FIT_METHODS))
     folder = Path(folder)
     # a release being (re)calibrated is rewritten here (spec, card): it is re-signed afterwards
     release = load_release(folder, load_ood=False, allow_unsigned=True)
     spec = release.spec
     runner = make_runner(release.model_path, num_threads)
-    log.info("OOD gate for %s with %s", folder, release.model_path.name)
-    tr_f, tr_s = collect(runner, spec, _subsample(train, max_per_split), "ood: train features")
-    va_f, va_s = collect(runner, spec, _subsample(val, max_per_split), "ood: val features")
+    log.info("OOD gate (%s fit) for %s with %s", method, folder, release.model_path.name)
+    if method == "plain":
+        views, image_input = FieldViews(n_views=0), "photo"
+        tr_paths = _subsample(train, max_per_split)
+    else:
+        views, image_input = views or FieldViews(), "field"
+        tr_paths = _subsample(train, _smaller(train_limit, max_per_split))
+    if image_margin is None:
+        image_margin = IMAGE_MARGIN if method == "plain" else FIELD_IMAGE_MARGIN
+    stats_fn = lambda rgb: image_stats(gate_image(rgb, image_input))  # noqa: E731
+    va_paths = _subsample(val, max_per_split)
+    tr_f, tr_s, _ = collect_views(runner, spec, tr_paths, field_views(views), stats_fn, "ood: train features")
+    val_views = FieldViews(views.n_views, views.capture_p, views.families, views.seed + 1)
+    va_f, va_s, va_d = collect_views(runner, spec, va_paths, field_views(val_views), stats_fn, "ood: val features")
     if len(tr_f) < 3 or len(va_f) < 2:
         raise DataError(f"too few readable images to fit the OOD gate (train {len(tr_f)}, val {len(va_f)})")
     gate = fit_gate(tr_f, va_f, tr_s, va_s, n_components=n_components, percentile=percentile,
                     image_margin=image_margin)
+    gate.fit_method, gate.image_input = method, image_input
+    ident = va_d == "identity"
     report = {"model": release.name, "model_file": release.model_path.name, "method": METHOD,
+              "fit": {"method": method, "image_input": gate.image_input, "train_images": len(tr_paths),
+                      "val_images": int(ident.sum()), "views": views.to_dict() if method == "field" else None},
               "percentile": percentile, "image_margin": image_margin,
               "n_components": int(len(gate.variances)),
               "feature_dim": int(tr_f.shape[1]), "threshold": gate.threshold, "image_threshold": gate.img_threshold,
-              "rates": {"train": flag_rate(gate, tr_f, tr_s), "val": flag_rate(gate, va_f, va_s)}}
+              "rates": {"train": flag_rate(gate, tr_f, tr_s), "val": flag_rate(gate, va_f[ident], va_s[ident])}}
+    if method == "field":
+        report["rates"]["val_views"] = flag_rate(gate, va_f, va_s)
     for name, paths in (checks or {}).items():
-        f, s = collect(runner, spec, _subsample(paths, max_per_split), f"ood: {name}")
-        report["rates"][name] = flag_rate(gate, f, s)
+        paths = _subsample(paths, max_per_split)
+        if name == "test":
+            report.update(measure_test(gate, runner, spec, paths, capture_limit))
+            report["rates"]["test"] = report["dihedral"]["test"]["identity"]
+        else:
+            f, s, _ = collect_views(runner, spec, paths, identity_views, gate.stats, f"ood: {name}")
+            report["rates"][name] = flag_rate(gate, f, s)
     gate.save(folder / OOD_FILE)
-    spec.ood = OODConfig(method=METHOD, threshold=gate.threshold,
-                         rule=(f"features: low-rank Mahalanobis ({len(gate.variances)} PCA directions + residual) "
-                               f"fitted on {len(tr_f)} training images, threshold = {percentile:g}th percentile of "
-                               f"{len(va_f)} validation distances; image colour statistics gate: {image_margin:g} x "
-                               f"the same percentile (threshold {gate.img_threshold:.3f}); flagged if either exceeds "
-                               f"its threshold"),
+    spec.ood = OODConfig(method=METHOD, threshold=gate.threshold, rule=_rule(gate, report, len(tr_f), len(va_f)),
                          stats_file=OOD_FILE)
     spec.save(folder / "spec.json")
     atomic_write_json(folder / REPORT_FILE, report)
     _update_card(folder, [OOD_FILE, "spec.json", REPORT_FILE], report)
     log.info("wrote %s, %s; spec.ood set", folder / OOD_FILE, folder / REPORT_FILE)
     return report
+
+
+def _smaller(a: int | None, b: int | None) -> int | None:
+    return min(v for v in (a, b) if v) if (a or b) else None
+
+
+def measure_test(gate: OODGate, runner, spec, paths: list, capture_limit: int | None = CAPTURE_LIMIT) -> dict:
+    """Flag rates of test smears in each of the 8 dihedral views and (``capture_limit`` images,
+    evenly spread) under each capture family at its moderate severities.
+
+    Returns ``{"dihedral": {"test": {view: rates}, "test_any_view": fraction flagged in at least one
+    view}, "captures": {..., "families": {name: rates},
+    "severities": {"name@severity": rates}}}`` (``captures`` omitted when ``capture_limit`` is 0).
+    """
+    f, s, d = collect_views(runner, spec, paths, dihedral_views, gate.stats, "ood: test, 8 views")
+    out = {"dihedral": {"test": {k: flag_rate(gate, f[d == k], s[d == k]) for k in DIHEDRAL}}}
+    flagged = gate.feature_distance(f) > gate.threshold
+    if gate.img_threshold:
+        flagged |= gate.image_distance(s) > gate.img_threshold
+    # views come in blocks of 8 per readable image: a smear whose answer depends on how the slide lies
+    out["dihedral"]["test_any_view"] = float(flagged.reshape(-1, len(DIHEDRAL)).any(1).mean()) if len(f) else 0.0
+    if not capture_limit:
+        return out
+    sub = _subsample(paths, capture_limit)
+    f, s, d = collect_views(runner, spec, sub, capture_views(), gate.stats, "ood: test, capture families")
+    family = np.array([x.split("@")[0] for x in d])
+    out["captures"] = {"set": "test", "images": len(sub), "severity": "moderate",
+                       "families": {n: flag_rate(gate, f[family == n], s[family == n]) for n in dict.fromkeys(family)},
+                       "severities": {k: flag_rate(gate, f[d == k], s[d == k]) for k in dict.fromkeys(d)}}
+    return out
+
+
+def _rule(gate: OODGate, report: dict, n_train: int, n_val: int) -> str:
+    """The spec's one-paragraph description of how the gate was fitted."""
+    p, m = report["percentile"], report["image_margin"]
+    if report["fit"]["method"] == "plain":
+        return (f"features: low-rank Mahalanobis ({len(gate.variances)} PCA directions + residual) "
+                f"fitted on {n_train} training images, threshold = {p:g}th percentile of "
+                f"{n_val} validation distances; image colour statistics gate: {m:g} x "
+                f"the same percentile (threshold {gate.img_threshold:.3f}); flagged if either exceeds "
+                f"its threshold")
+    v = report["fit"]["views"]
+    return (f"field fit: {report['fit']['train_images']} training images, each with {v['n_views']} random views "
+            f"(one of the 8 rotations/flips, then with probability {v['capture_p']:g} one capture family at a "
+            f"moderate severity: {', '.join(v['families'])}), {n_train} feature vectors; features: low-rank "
+            f"Mahalanobis ({len(gate.variances)} PCA directions + residual), threshold = {p:g}th percentile of "
+            f"{n_val} validation views ({report['fit']['val_images']} images with the same kind of views); image "
+            f"colour statistics of the eyepiece field of view (the photo when it has none): {m:g} x the same "
+            f"percentile (threshold {gate.img_threshold:.3f}); flagged if either exceeds its threshold; one "
+            f"inference per image")
 
 
 def _update_card(folder: Path, names: list[str], report: dict) -> None:
@@ -126,7 +219,8 @@ def _update_card(folder: Path, names: list[str], report: dict) -> None:
         if n == "spec.json" and "spec_sha256" in card:
             card["spec_sha256"] = sha
         files[n] = sha  # the runtime reads the spec, the statistics and the report: the card lists them
-    card["ood"] = {"method": report["method"], "percentile": report["percentile"],
+    card["ood"] = {"method": report["method"], "fit": (report.get("fit") or {}).get("method", "plain"),
+                   "percentile": report["percentile"],
                    "threshold": report["threshold"], "image_threshold": report["image_threshold"],
                    "rates": {k: v["flagged"] for k, v in report["rates"].items()}}
     atomic_write_json(path, card)

@@ -53,8 +53,25 @@ def register(sub) -> None:
                    help="out-of-domain folders to report (default: ../shared/data/pbc-lymphocytes when present)")
     c.add_argument("--percentile", type=float, default=99.0, help="validation percentile for thresholds (default 99)")
     c.add_argument("--components", type=int, default=32, help="PCA directions of the feature model (default 32)")
-    c.add_argument("--image-margin", type=float, default=1.5,
-                   help="image-statistics threshold = this x its validation percentile (default 1.5)")
+    c.add_argument("--image-margin", type=float, default=None,
+                   help="image-statistics threshold = this x its validation percentile (default 1.25 for the "
+                        "field fit, 1.5 for plain)")
+    c.add_argument("--fit", choices=("field", "plain"), default="field",
+                   help="field (default): fit on training images plus random rotated/flipped and capture-augmented "
+                        "views of them (one inference per image at run time); plain: the images as they are "
+                        "(releases before issue 19)")
+    c.add_argument("--views", type=int, default=3, help="field fit: random views per image (default 3)")
+    c.add_argument("--capture-p", type=float, default=0.75,
+                   help="field fit: probability a view also gets a moderate capture family (default 0.75)")
+    c.add_argument("--view-families", default=None,
+                   help="field fit: comma list of the capture families the views sample (default: all but flip); "
+                        "leave out a family the model does not answer correctly (see `leukedge bench captures`), "
+                        "so the gate keeps flagging it")
+    c.add_argument("--train-limit", type=int, default=300,
+                   help="field fit: training images used, evenly subsampled (default 300; 0 = all)")
+    c.add_argument("--capture-limit", type=int, default=60,
+                   help="field fit: test images checked under every capture family's moderate severities "
+                        "(default 60; 0 = skip)")
     c.add_argument("--max-per-split", type=int, default=None, help="subsample each split (default: all images)")
     c.add_argument("--threads", type=int, default=None)
     c.set_defaults(func=cmd_calibrate)
@@ -103,6 +120,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from leukedge.runtime import check_threads
 
     from .calibrate import calibrate_from_data
+    from .ood_views import FieldViews
 
     args.threads = check_threads(args.threads)
     _limit_blas_threads()
@@ -111,15 +129,25 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if ood_dirs is None:
         default = data.parent / "pbc-lymphocytes"
         ood_dirs = [default] if default.is_dir() else []
+    views = None
+    if args.fit == "field":
+        fams = [f.strip() for f in args.view_families.split(",") if f.strip()] if args.view_families else None
+        views = FieldViews(n_views=args.views, capture_p=args.capture_p,
+                           **({"families": tuple(fams)} if fams is not None else {}))
     report = calibrate_from_data(args.release, data, args.split, ood_dirs, n_components=args.components,
                                  percentile=args.percentile, num_threads=args.threads,
-                                 max_per_split=args.max_per_split, image_margin=args.image_margin)
-    print(f"OOD gate of {Path(args.release).name}: feature threshold {report['threshold']:.3f} "
+                                 max_per_split=args.max_per_split, image_margin=args.image_margin,
+                                 method=args.fit, views=views, train_limit=args.train_limit or None,
+                                 capture_limit=args.capture_limit)
+    print(f"OOD gate of {Path(args.release).name} ({args.fit} fit): feature threshold {report['threshold']:.3f} "
           f"({args.percentile:g}th percentile of validation), image threshold {report['image_threshold']:.3f} "
-          f"({args.image_margin:g} x that percentile)")
-    print(f"{'set':<20} {'n':>6} {'flagged':>8} {'features':>9} {'image':>7}")
-    for name, r in report["rates"].items():
-        print(f"{name:<20} {r['n']:>6} {r['flagged']:>8.1%} {r['flagged_by_features']:>9.1%} "
+          f"({report['image_margin']:g} x that percentile)")
+    print(f"{'set':<28} {'n':>6} {'flagged':>8} {'features':>9} {'image':>7}")
+    rows = list(report["rates"].items())
+    rows += [(f"test {k}", r) for k, r in (report.get("dihedral") or {}).get("test", {}).items()]
+    rows += [(f"test + {k}", r) for k, r in (report.get("captures") or {}).get("families", {}).items()]
+    for name, r in rows:
+        print(f"{name:<28} {r['n']:>6} {r['flagged']:>8.1%} {r['flagged_by_features']:>9.1%} "
               f"{r['flagged_by_image']:>7.1%}")
     return 0
 

@@ -15,6 +15,21 @@ An image is flagged when either distance exceeds its threshold. The score report
 the larger of ``distance / threshold`` of the two (``> 1`` means flagged). Everything is
 stored in ``ood.npz`` beside ``spec.json`` and referenced by ``spec.ood``. Only numpy and
 OpenCV are needed at run time.
+
+Two fits (``OODGate.fit_method``):
+
+* ``plain`` (releases before issue 19): both distances fitted on the training images as
+  they are, the image statistics measured on the decoded photo (``image_input = photo``);
+* ``field``: both fitted on training images *and* random field views of them (a dihedral
+  orientation, then maybe one capture family at a moderate severity:
+  :mod:`leukedge.edge_app.ood_views`), thresholds on validation images under the same
+  views, and the image statistics measured on the photo's eyepiece field of view
+  (``image_input = field``: :func:`gate_image`), never on the black surround. One model
+  inference per image, as before. The image statistics are deliberately *not* measured after
+  colour normalisation: Reinhard normalisation sets their means and spreads to the
+  training smears', and a white balance on the plasma background makes the PBC lymphocyte
+  crops look like these smears (measured: docs/captures.md section 5), so neither would
+  flag another lab's images.
 """
 from __future__ import annotations
 
@@ -27,6 +42,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from leukedge.capture import crop_fov
 from leukedge.errors import ModelError
 from leukedge.fileio import atomic_write_bytes, read_limited
 
@@ -36,6 +52,11 @@ OOD_FILE = "ood.npz"
 METHOD = "mahalanobis"
 #: The image-statistics threshold is this many times its validation percentile (see fit_gate).
 IMAGE_MARGIN = 1.5
+#: The same for the field fit, whose validation views already span moderate capture conditions.
+FIELD_IMAGE_MARGIN = 1.25
+#: What the image-statistics distance measures: the decoded photo (plain fit), or its
+#: eyepiece field of view (field fit; see :func:`gate_image`).
+IMAGE_INPUTS = ("photo", "field")
 
 
 #: The 8 dihedral views of an image (a smear has no "up" and no "front").
@@ -61,6 +82,17 @@ def image_stats(rgb: np.ndarray) -> np.ndarray:
     return np.concatenate([lab.mean(0), lab.std(0), [sat.mean(), sat.std()]]).astype(np.float64)
 
 
+def gate_image(rgb: np.ndarray, image_input: str = "photo") -> np.ndarray:
+    """The image the image-statistics distance measures: ``photo``, the decoded photo itself;
+    ``field``, its eyepiece field of view (:func:`leukedge.capture.crop_fov`; the photo when
+    it has none)."""
+    if image_input == "photo":
+        return rgb
+    if image_input != "field":
+        raise ValueError(f"unknown image input {image_input!r} (choose from {IMAGE_INPUTS})")
+    return crop_fov(rgb)[0]
+
+
 @dataclass
 class OODGate:
     """Fitted gate (see module docstring). Arrays are float64.
@@ -75,6 +107,9 @@ class OODGate:
         img_precision: inverse covariance of the image statistics (8, 8).
         img_threshold: image-statistics distance threshold.
         percentile: validation percentile the thresholds were taken at.
+        image_input: what the image statistics measure (:data:`IMAGE_INPUTS`; ``photo`` for
+            old ``ood.npz`` files).
+        fit_method: ``plain`` or ``field`` (module docstring).
     """
 
     mean: np.ndarray
@@ -87,6 +122,8 @@ class OODGate:
     img_threshold: float | None = None
     percentile: float = 99.0
     info: dict = field(default_factory=dict)
+    image_input: str = "photo"
+    fit_method: str = "plain"
 
     # ----- distances ------------------------------------------------------------------
     def feature_distance(self, features: np.ndarray) -> np.ndarray:
@@ -106,13 +143,19 @@ class OODGate:
         s = np.atleast_2d(np.asarray(stats, np.float64)) - self.img_mean
         return np.sqrt(np.einsum("ni,ij,nj->n", s, self.img_precision, s))
 
+    def stats(self, rgb: np.ndarray) -> np.ndarray:
+        """The image statistics of a decoded photo, measured the way this gate was fitted."""
+        return image_stats(gate_image(rgb, self.image_input))
+
     def check(self, features: np.ndarray | None, rgb: np.ndarray | None) -> tuple[bool, float, dict]:
-        """Gate one image: (flagged, score, details). ``score > 1`` means flagged."""
+        """Gate one image: (flagged, score, details). ``score > 1`` means flagged.
+
+        ``rgb`` is the decoded photo (before any preprocessing)."""
         ratios = {}
         if features is not None:
             ratios["features"] = float(self.feature_distance(features)[0] / self.threshold)
         if rgb is not None and self.img_mean is not None and self.img_threshold:
-            ratios["image"] = float(self.image_distance(image_stats(rgb))[0] / self.img_threshold)
+            ratios["image"] = float(self.image_distance(self.stats(rgb))[0] / self.img_threshold)
         score = max(ratios.values()) if ratios else 0.0
         return score > 1.0, score, ratios
 
@@ -125,6 +168,8 @@ class OODGate:
         if self.img_mean is not None:
             arrays.update(img_mean=self.img_mean, img_precision=self.img_precision,
                           img_threshold=np.float64(self.img_threshold))
+        if self.fit_method != "plain" or self.image_input != "photo":  # old readers never see these keys
+            arrays.update(fit_method=np.str_(self.fit_method), image_input=np.str_(self.image_input))
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         return atomic_write_bytes(path, buf.getvalue())
@@ -139,12 +184,17 @@ class OODGate:
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 img = "img_mean" in z.files
-                return cls(mean=z["mean"], components=z["components"], variances=z["variances"],
+                gate = cls(mean=z["mean"], components=z["components"], variances=z["variances"],
                            residual_variance=float(z["residual_variance"]), threshold=float(z["threshold"]),
                            img_mean=z["img_mean"] if img else None,
                            img_precision=z["img_precision"] if img else None,
                            img_threshold=float(z["img_threshold"]) if img else None,
-                           percentile=float(z["percentile"]) if "percentile" in z.files else 99.0)
+                           percentile=float(z["percentile"]) if "percentile" in z.files else 99.0,
+                           fit_method=str(z["fit_method"]) if "fit_method" in z.files else "plain",
+                           image_input=str(z["image_input"]) if "image_input" in z.files else "photo")
+            if gate.image_input not in IMAGE_INPUTS:
+                raise ValueError(f"unknown image input {gate.image_input!r}")
+            return gate
         except FileNotFoundError:
             raise ModelError(f"{p}: OOD statistics file is missing",
                              "run `leukedge app calibrate-ood models/<name> --data DIR`") from None
@@ -200,30 +250,16 @@ def fit_gate(train_features, val_features, train_stats=None, val_stats=None,
     return gate
 
 
-def collect(runner, spec, paths, desc: str = "features"):
-    """Features (N, D) and image statistics (N, 8) of image files, scored with ``runner``.
+def collect(runner, spec, paths, desc: str = "features", stats_fn=None):
+    """Features (N, D) and image statistics (N, 8) of image files, scored with ``runner``
+    (each image as it is; :func:`leukedge.edge_app.ood_views.collect_views` adds views).
 
     Unreadable files are skipped (logged).
     """
-    from leukedge.errors import ImageError
-    from leukedge.imageio import load_image
-    from leukedge.preprocess import preprocess
-    from leukedge.progress import progress
+    from .ood_views import collect_views
 
-    feats, stats = [], []
-    for p in progress(paths, desc=desc, unit="img"):
-        try:
-            rgb = load_image(p)
-        except ImageError as exc:
-            log.warning("skipped %s", exc.one_line())
-            continue
-        out = runner.run(preprocess(rgb, spec.preprocess))
-        if "features" not in out:
-            raise ModelError(f"the model has no 'features' output (outputs: {sorted(out)})",
-                             "re-export it with `leukedge compress` (outputs probability, cam, features)")
-        feats.append(np.asarray(out["features"], np.float64).reshape(-1))
-        stats.append(image_stats(rgb))
-    return np.stack(feats), np.stack(stats)
+    f, s, _ = collect_views(runner, spec, paths, stats_fn=stats_fn, desc=desc)
+    return f, s
 
 
 def flag_rate(gate: OODGate, features: np.ndarray, stats: np.ndarray) -> dict:

@@ -94,12 +94,14 @@ def test_calibrate_ood_cli_writes_gate_and_reports_rates(tiny_release, small_dat
     for f in sorted(lymph_dir.glob("*/*.jpg"))[:12]:
         (ood_dir / f.name).symlink_to(f)
     r = run_cli("app", "calibrate-ood", copy, "--data", small_dataset, "--split", manifest,
-                "--ood-data", ood_dir, "--components", 8)
+                "--ood-data", ood_dir, "--components", 8, "--fit", "plain", "--capture-limit", 0)
     assert r.returncode == 0, r.stderr
     assert "lymph" in r.stdout and "val" in r.stdout
     report = json.loads((copy / "ood.json").read_text())
     assert report["rates"]["lymph"]["flagged"] >= 0.9
     assert report["rates"]["test"]["flagged"] <= 0.3
+    assert report["fit"]["method"] == "plain" and report["image_margin"] == 1.5 and "val_views" not in report["rates"]
+    assert len(report["dihedral"]["test"]) == 8 and "captures" not in report   # the views are measured either way
     assert (copy / "ood.npz").read_bytes() != before   # refitted on the new splits
     with pytest.raises(ModelError, match="signature does not match"):
         load_release(copy)            # the card changed after signing: refused until re-signed
