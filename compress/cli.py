@@ -133,11 +133,15 @@ def cmd_compress(args: argparse.Namespace) -> int:
     recipe = build_recipe(args)
     if args.dry_run:
         if args.source or recipe.source:  # a recipe that names its source: check it can run here
-            source = resolve_source(recipe, args.source)
-            data = resolve_data(recipe, args.data)
-            validate(to_config(recipe, source, args.out or "dry-run", data))
-            print(f"source {source}, data {data or '(the source run config)'}: found; the recipe is valid",
-                  file=sys.stderr)
+            try:
+                source = resolve_source(recipe, args.source)
+            except ConfigError as exc:  # say so, still print the recipe: reading one needs no source
+                print(f"note: {exc.one_line()}; the recipe below cannot run here as it is", file=sys.stderr)
+            else:
+                data = resolve_data(recipe, args.data)
+                validate(to_config(recipe, source, args.out or "dry-run", data))
+                print(f"source {source}, data {data or '(the source run config)'}: found; the recipe is valid",
+                      file=sys.stderr)
         print(json.dumps(recipe.to_dict(), indent=2))
         return 0
     if not args.out:

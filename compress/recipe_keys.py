@@ -98,4 +98,5 @@ def resolve_source(recipe: CompressRecipe, source_arg: str | None) -> str:
         if f.is_file() and (not ref.sha256 or sha256_file(f) == ref.sha256):
             return place
     raise ConfigError(f"the recipe's source {ref.kind} '{ref.name}' ({ref.model_file}, sha256 {ref.sha256[:12]}) "
-                      "is not here", "pass it as RUN_OR_MODEL")
+                      "is not here", "pass it as RUN_OR_MODEL (a release folder re-derives int8 from its "
+                      "float32 file: leukedge compress models/<name> --recipe R --out DIR)")

@@ -101,6 +101,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "'20990101-gone'" in err[0] and "RUN_OR_MODEL" in err[0]
     assert not (tmp_path / "m").exists()
+    # reading a recipe needs no source: --dry-run prints it and says in one line it cannot run here
+    rc = main(["compress", "--recipe", str(tmp_path / "r.json"), "--dry-run"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and json.loads(out)["source"]["name"] == "20990101-gone"
+    assert len(err.strip().splitlines()) == 1 and err.startswith("note:") and "cannot run here" in err
 
 
 def test_shortcuts_change_a_loaded_recipe_only_where_given(tmp_path, capsys):
@@ -165,9 +170,15 @@ def test_no_absolute_path_in_any_release_record():
 @pytest.mark.parametrize("release", RELEASES, ids=[p.name for p in RELEASES])
 def test_committed_releases_carry_a_recipe_naming_their_source_and_data(release):
     r = CompressRecipe.load(release / "recipe.json")
-    assert r.source.kind == "release" and r.source.name == release.name and r.source.note
-    assert r.source.sha256 == sha256_file(release / r.source.model_file)  # the float32 file it ships
-    assert r.source.made_from["file"].startswith("runs/") and r.source.made_from["file"].endswith("best.h5")
+    if r.source.kind == "release":  # re-made from the float32 file it ships (releases older than recipes)
+        assert r.source.name == release.name and r.source.note
+        assert r.source.sha256 == sha256_file(release / r.source.model_file)
+        assert r.source.made_from["file"].startswith("runs/") and r.source.made_from["file"].endswith("best.h5")
+    else:  # made from a training run: named with its checkpoint's sha256, and how it was trained
+        assert r.source.kind == "run" and r.source.model_file == "best.h5" and len(r.source.sha256) == 64
+        assert r.training and r.training["task"] == json.loads((release / "spec.json").read_text())["task"]
+        spec_capture = json.loads((release / "spec.json").read_text())["preprocess"].get("capture")
+        assert r.training["preprocess"].get("capture", {}).get("color") == (spec_capture or {}).get("color")
     assert r.data.name == "aria-all" and r.data.manifest_sha256 == sha256_file(release / "split.csv")
     record = json.loads((release / "compress.json").read_text())
     assert (r.prune is not None) == ("pruning" in record)      # a shipped pruned file has its prune section
