@@ -27,7 +27,7 @@ def shots(screener, aria_dir, lymph_dir, tmp_path_factory):
     """``{name: (path or frame, Screening)}`` for negative, negative2, positive, ood, unreadable, retake."""
     bad = tmp_path_factory.mktemp("bad") / "not-an-image.jpg"
     bad.write_bytes(b"this is not a JPEG" * 10)
-    paths = {"negative": aria_dir / "Benign" / "WBC-Benign-013.jpg",
+    paths = {"negative": aria_dir / "Benign" / "WBC-Benign-163.jpg",
              "negative2": aria_dir / "Benign" / "WBC-Benign-014.jpg",
              "positive": aria_dir / "Pre" / "WBC-Malignant-Pre-001.jpg",
              "ood": sorted((lymph_dir / "lymphocyte").glob("*.jpg"))[0],

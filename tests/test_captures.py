@@ -148,11 +148,17 @@ def _reference(rgb, cfg):
     return x.astype(np.float32)
 
 
-@pytest.mark.parametrize("release", RELEASES)
-def test_committed_specs_give_byte_identical_tensors(release, aria_dir, smears):
+#: specs without capture steps: the DenseNet201 release and the EfficientNet-Lite0 binary spec
+#: as released before 2026-12-06 (tests/data/legacy), whose tensors GOLDEN pins.
+NO_CAPTURE_SPECS = {"densenet201-binary": ROOT / "models" / "densenet201-binary",
+                    "legacy-efficientnet-lite0-binary": ROOT / "tests" / "data" / "legacy" / "efficientnet-lite0-binary"}
+
+
+@pytest.mark.parametrize("name", sorted(NO_CAPTURE_SPECS))
+def test_specs_without_capture_give_byte_identical_tensors(name, aria_dir, smears):
     import hashlib
 
-    spec = ModelSpec.load(ROOT / "models" / release)
+    spec = ModelSpec.load(NO_CAPTURE_SPECS[name])
     assert spec.preprocess.capture is None
     assert not any(s["step"] in ("fov_crop", "magnification", "color") for s in spec.preprocess.steps())
     off = spec.preprocess.replace(capture=CaptureConfig())
@@ -161,10 +167,23 @@ def test_committed_specs_give_byte_identical_tensors(release, aria_dir, smears):
         assert x.tobytes() == preprocess(rgb, off).tobytes()
         if spec.preprocess.normalize in ("lite", "unit") and spec.preprocess.equalize == "clahe":
             assert x.tobytes() == _reference(rgb, spec.preprocess).tobytes()
-    if release == "efficientnet-lite0-binary":
+    if name == "legacy-efficientnet-lite0-binary":
         for rel, sha in GOLDEN.items():
             x = preprocess(load_image(aria_dir / rel), spec.preprocess)
             assert hashlib.sha256(x.tobytes()).hexdigest() == sha, rel
+
+
+@pytest.mark.parametrize("release", ["efficientnet-lite0-binary", "efficientnet-lite0-subtype"])
+def test_field_releases_record_their_capture_steps(release, smears):
+    """The 2026-12-06 releases crop the eyepiece field and normalise colour (Reinhard), and say so
+    in spec.json: the steps run in that order, and they change the tensor of a real smear."""
+    spec = ModelSpec.load(ROOT / "models" / release)
+    cap = spec.preprocess.capture
+    assert cap.fov_crop and cap.color == "reinhard" and cap.color_target and not cap.magnification
+    steps = [s["step"] for s in spec.preprocess.steps()]
+    assert steps.index("fov_crop") < steps.index("color")
+    plain = spec.preprocess.replace(capture=None)
+    assert preprocess(smears[0], spec.preprocess).tobytes() != preprocess(smears[0], plain).tobytes()
 
 
 def test_capture_steps_are_recorded_in_the_spec_and_read_back(smears):

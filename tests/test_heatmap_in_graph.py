@@ -231,8 +231,9 @@ def test_recipe_key_defaults_and_old_recipe_files(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["densenet201-binary", "efficientnet-lite0-binary", "efficientnet-lite0-subtype"])
 def test_committed_releases_still_describe_what_they_shipped(name, capsys):
-    """Their recipe.json has no heatmap key: it loads, dry-runs, and means gradcam7, as their
-    spec.json (no heatmap key either) and their 7x7 cam output say."""
+    """A release's recipe, spec and cam output agree on the heatmap: densenet201-binary (made
+    before the key existed: no heatmap key, so gradcam7, 7x7) and the EfficientNet-Lite0 releases
+    of 2026-12-06 (guided7x14 at lite_b11_expand_relu, 14x14)."""
     from pathlib import Path
 
     from leukedge.cli import main
@@ -240,12 +241,16 @@ def test_committed_releases_still_describe_what_they_shipped(name, capsys):
     from leukedge.spec import ModelSpec
 
     folder = Path("models") / name
-    assert "heatmap" not in json.loads((folder / "recipe.json").read_text())
+    recorded = json.loads((folder / "recipe.json").read_text()).get("heatmap")
     assert main(["compress", "--recipe", str(folder / "recipe.json"), "--dry-run"]) == 0
-    assert json.loads(capsys.readouterr().out)["heatmap"] == {"method": "gradcam7", "layer": None}
-    assert ModelSpec.load(folder).heatmap.method == "gradcam7"
+    method = json.loads(capsys.readouterr().out)["heatmap"]["method"]
+    spec = ModelSpec.load(folder)
+    assert spec.heatmap.method == method
     shape = LiteRunner(folder / f"{name}.int8.tflite").outputs["cam"]["shape"]
-    assert tuple(shape) == (1, 7, 7)
+    if recorded is None:
+        assert method == "gradcam7" and tuple(shape) == (1, 7, 7)
+    else:
+        assert method == "guided7x14" and spec.heatmap.layer == "lite_b11_expand_relu" and tuple(shape) == (1, 14, 14)
 
 
 def test_a_release_source_refuses_a_new_heatmap_without_a_new_float32_file(tiny_spec, tmp_path):
