@@ -117,6 +117,19 @@ def outcome(res, positive: bool) -> str:
     return "correct" if (res.decision == "positive") == positive else "wrong"
 
 
+def smears(rows: list[dict], spec, desc: str):
+    """``(index, row, decoded RGB, is leukemia)`` for each readable smear of ``rows``, with a
+    progress bar; an unreadable file is logged and skipped (its index is not reused)."""
+    for i, r in enumerate(progress(rows, desc=desc, unit="smear")):
+        try:
+            rgb = load_image(r["abspath"])
+        except ImageError as exc:
+            log.warning("skipped %s", exc.one_line())
+            continue
+        positive = spec.label_of(r["class"]) != 0 if spec.task == "binary" else r["class"] in spec.positive_classes
+        yield i, r, rgb, positive
+
+
 def _seed(base: int, i: int, fam: int, sev: int) -> np.random.Generator:
     return np.random.default_rng([base, i, fam, sev])
 
@@ -137,13 +150,7 @@ def run_captures(cfg: CaptureBenchConfig) -> dict:
     counts = {(c[0], c[1]): dict.fromkeys(OUTCOMES + ("error", "n"), 0) | {"advice": {}, "subtype_correct": 0, "ood": []}
               for c in conditions}
     t0 = time.perf_counter()
-    for i, r in enumerate(progress(chosen, desc="captures", unit="smear")):
-        try:
-            rgb = load_image(r["abspath"])
-        except ImageError as exc:
-            log.warning("skipped %s", exc.one_line())
-            continue
-        positive = spec.label_of(r["class"]) != 0 if spec.task == "binary" else r["class"] in spec.positive_classes
+    for i, r, rgb, positive in smears(chosen, spec, "captures"):
         for fi, (name, sev, _) in enumerate(conditions):
             img = rgb if name == "none" else get_family(name).apply(
                 rgb, sev, _seed(cfg.seed, i, list(FAMILIES).index(name), get_family(name).severities.index(sev)))

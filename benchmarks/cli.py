@@ -231,20 +231,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_captures(args: argparse.Namespace) -> int:
+def _check_one_model(args: argparse.Namespace, action: str) -> None:
+    """``bench captures|tiles`` take one ``--model`` (no positional models) and a positive ``--limit``."""
     from leukedge.errors import ConfigError
+
+    if len(args.models) > 1:
+        raise ConfigError(f"bench {action} takes --model, not positional models ({args.models[1:]})",
+                          f"leukedge bench {action} --model models/<name> --data DIR")
+    if not args.model:
+        raise ConfigError(f"bench {action} needs --model", f"leukedge bench {action} --model models/<name>")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be positive, got {args.limit}")
+
+
+def cmd_captures(args: argparse.Namespace) -> int:
+    from leukedge.data import resolve_data_dir
 
     from . import captures_report
     from .captures import CaptureBenchConfig, run_captures
 
-    if len(args.models) > 1:
-        raise ConfigError(f"bench captures takes --model, not positional models ({args.models[1:]})",
-                          "leukedge bench captures --model models/<name> --data DIR")
-    if not args.model:
-        raise ConfigError("bench captures needs --model", "leukedge bench captures --model models/<name>")
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit must be positive, got {args.limit}")
-    from leukedge.data import resolve_data_dir
+    _check_one_model(args, "captures")
 
     cfg = CaptureBenchConfig(model=args.model, data=str(resolve_data_dir(args.data)), split=args.split,
                              limit=args.limit, seed=args.seed, variant=args.variant, normalize=args.normalize,
@@ -263,13 +269,7 @@ def cmd_tiles(args: argparse.Namespace) -> int:
 
     from .tile_rule import TileRuleConfig, markdown, run_tile_rule
 
-    if len(args.models) > 1:
-        raise ConfigError(f"bench tiles takes --model, not positional models ({args.models[1:]})",
-                          "leukedge bench tiles --model models/<name> --data DIR")
-    if not args.model:
-        raise ConfigError("bench tiles needs --model", "leukedge bench tiles --model models/<name>")
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit must be positive, got {args.limit}")
+    _check_one_model(args, "tiles")
     try:
         factors = [float(f) for f in args.factors.split(",") if f.strip()]
     except ValueError:

@@ -35,14 +35,12 @@ from leukedge import __version__
 from leukedge.capture import TILE_RULES, CaptureConfig, combine_tiles
 from leukedge.capture_sim import FAMILIES, get_family
 from leukedge.edge_app.inference import Screener, load_release
-from leukedge.errors import ConfigError, DataError, ImageError
-from leukedge.imageio import load_image
+from leukedge.errors import ConfigError, DataError
 from leukedge.metrics import clopper_pearson
-from leukedge.progress import progress
 from leukedge.split import read_manifest
 from leukedge.train.augment import fit_capture_config
 
-from .captures import OUTCOMES, outcome, pick_rows
+from .captures import OUTCOMES, outcome, pick_rows, smears
 
 log = logging.getLogger(__name__)
 
@@ -215,13 +213,7 @@ def run_tile_rule(cfg: TileRuleConfig) -> dict:
     threshold = screener.threshold
     photos: dict[tuple[str, float], list[dict]] = {c: [] for c in conditions}
     t0 = time.perf_counter()
-    for i, r in enumerate(progress(chosen, desc="tiles", unit="smear")):
-        try:
-            rgb = load_image(r["abspath"])
-        except ImageError as exc:
-            log.warning("skipped %s", exc.one_line())
-            continue
-        positive = spec.label_of(r["class"]) != 0 if spec.task == "binary" else r["class"] in spec.positive_classes
+    for i, r, rgb, positive in smears(chosen, spec, "tiles"):
         for ci, (kind, factor) in enumerate(conditions):
             img = make_photo(rgb, kind, factor, cfg.eyepiece_level, [cfg.seed, i, ci])
             res = screener.screen_image(img, heatmap=False)

@@ -38,19 +38,25 @@ def start_sample(p, sample_id):
 
 def add_field(p, path):
     """Choose a file on the capture screen and touch "Add this field"; waits until it is shown and saved."""
-    cap = p.screen("capture")
     if p.app.root.current != "capture":
         p.touch(p.screen("result").ids.btn_add)
         yield lambda: p.app.root.current == "capture"
         yield 1
-    n = len(p.ctl._statuses)
     p.choose(path)
     yield 2
+    yield from screen_now(p, settle=3)
+
+
+def screen_now(p, settle: int = 2):
+    """Touch "Add this field" on the capture screen (file or camera frame already chosen); waits
+    until the field is shown (or the screen reports an error) and its record is saved."""
+    cap = p.screen("capture")
+    n = len(p.ctl._statuses)
     p.touch(cap.ids.btn_screen)
     yield 1
     yield lambda: not p.ctl.busy and (len(p.ctl._statuses) > n or cap.status_error)
     yield lambda: p.ctl._pending == 0
-    yield 3
+    yield settle
 
 
 def finish(p):
@@ -131,12 +137,7 @@ def tour(p):
         yield lambda: p.ctl._frame is not None
         yield 3
         p.screenshot("capture_camera")
-        n = len(p.ctl._statuses)
-        p.touch(cap.ids.btn_screen)
-        yield 1
-        yield lambda: not p.ctl.busy and len(p.ctl._statuses) > n
-        yield lambda: p.ctl._pending == 0
-        yield 3
+        yield from screen_now(p, settle=3)
         p.report["camera"] = result_state(p)
         f = p.ctl.last_step.field if p.ctl.last_step else None
         p.report["camera"]["record_image_path"] = str(f.image_path) if f and f.image_path else None
@@ -332,12 +333,7 @@ def scan(p):
     p.touch(cap.ids.btn_start)
     yield lambda: cap.sample_open or cap.status_error
     yield 2
-    n = len(p.ctl._statuses)
-    p.touch(cap.ids.btn_screen)
-    yield 1
-    yield lambda: not p.ctl.busy and len(p.ctl._statuses) > n
-    yield lambda: p.ctl._pending == 0
-    yield 2
+    yield from screen_now(p)
     yield from finish(p)
     p.app.go("capture")
     yield 1
