@@ -1,11 +1,12 @@
-"""The engine's flat settings of ``leukedge compress`` (users write a
-:class:`~leukedge.compress.recipe.CompressRecipe`; :mod:`leukedge.compress.recipe_keys` maps it here)."""
+"""The engine's settings of ``leukedge compress`` (users write a
+:class:`~leukedge.compress.recipe.CompressRecipe`; :mod:`leukedge.compress.recipe_keys` maps it here).
+Its ``prune`` and ``qat`` are the recipe's own sections; ``quantize`` and ``checks`` are flat fields."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from .parity import Gates
-from .recipe import HeatmapRecipe, PruneRecipe, QATRecipe  # the one place the defaults are written
+from .recipe import CompressRecipe, HeatmapRecipe, PruneRecipe, QATRecipe  # the one place the defaults are written
 
 
 @dataclass
@@ -16,37 +17,14 @@ class CompressConfig:
         source: run folder (``best.h5`` + ``spec.json``) or a ``.h5`` file with spec.json beside it.
         out: release folder ``models/<name>``.
         variants: TFLite variants besides float32 (``int8``, ``int16x8``, ``float16``, ``dynamic``).
-        prune: target sparsity for the ``pruned-int8`` file (None: no pruning).
-        prune_epochs: fine-tuning epochs while pruning.
-        prune_batch_size: fine-tuning batch size.
-        prune_lr: fine-tuning learning rate.
-        prune_max_images: cap on training images used for fine-tuning (None: all).
-        prune_distill: fine-tune towards the unpruned model's probabilities (else the labels).
-        prune_min_weights: kernels smaller than this stay dense (see PruneConfig.min_weights).
-        prune_feature_distill: weight of the feature-map distillation (see PruneConfig.feature_distill).
-        prune_cam_distill: weight of the Grad-CAM distillation (see PruneConfig.cam_distill).
-        prune_logit_distill: weight of the logit distillation (see PruneConfig.logit_distill).
-        prune_block: prune blocks of this many consecutive input weights (see PruneConfig.block).
-        prune_clusters: then cluster each pruned kernel to this many values, zeros kept (see
-            PruneConfig.clusters; 0 = off).
-        prune_cluster_epochs: fine-tuning epochs of the clustering.
-        prune_cluster_lr: learning rate of the clustering fine-tune.
+        prune: the ``pruned-int8`` file: magnitude pruning (+ optional clustering) with the
+            recipe's own :class:`~leukedge.compress.recipe.PruneRecipe` (``sparsity``, ``epochs``,
+            ``lr``, ``clusters``, ``select_every``, ...; recipe keys ``prune.*``); None: no pruning.
         qat: make the int8 file from a quantization-aware fine-tuned copy (tfmot; see
-            :mod:`leukedge.compress.qat`) instead of the trained weights as they are; float32
-            stays the trained model, so parity measures int8 against what was evaluated.
-        qat_epochs: QAT fine-tuning epochs.
-        qat_lr: QAT learning rate.
-        qat_batch_size: QAT batch size.
-        qat_max_images: cap on training images used for QAT (None: all).
-        qat_feature_distill: weight of QAT's feature-map distillation (see QATConfig).
-        qat_cam_distill: weight of QAT's Grad-CAM distillation.
-        qat_logit_distill: weight of QAT's logit distillation.
-        prune_select_every: every N epochs of the pruned model's last fine-tune (clustering with
-            ``prune_clusters``, else pruning once at the target sparsity) make the pruned int8
-            file, score it on the validation split, keep the closest checkpoint (0 = the last).
-        qat_select_every: every N QAT epochs (and after the last) make the int8 file from the
-            weights, score it against float32 on the validation split, and keep the closest
-            checkpoint (0 = the last epoch's weights).
+            :mod:`leukedge.compress.qat`) instead of the trained weights as they are, with the
+            recipe's :class:`~leukedge.compress.recipe.QATRecipe` (recipe keys ``qat.*``); None:
+            post-training quantization. float32 stays the trained model, so parity measures int8
+            against what was evaluated.
         per_tensor: quantize the int8 file's weights with one scale per tensor instead of one
             per output channel (and QAT, with ``qat``, fake-quantizes them that way): no
             per-channel scale / zero-point vectors (EfficientNet-Lite0: 28.8% -> 25.7% of
@@ -86,30 +64,8 @@ class CompressConfig:
     source: str
     out: str
     variants: list[str] = field(default_factory=lambda: ["float32", "int8"])
-    prune: float | None = None
-    prune_epochs: int = PruneRecipe.epochs
-    prune_batch_size: int = PruneRecipe.batch_size
-    prune_lr: float = PruneRecipe.lr
-    prune_max_images: int | None = PruneRecipe.max_images
-    prune_distill: bool = PruneRecipe.distill
-    prune_min_weights: int = PruneRecipe.min_weights
-    prune_feature_distill: float = PruneRecipe.feature_distill
-    prune_cam_distill: float = PruneRecipe.cam_distill
-    prune_logit_distill: float = PruneRecipe.logit_distill
-    prune_block: int = PruneRecipe.block
-    prune_clusters: int = PruneRecipe.clusters
-    prune_cluster_epochs: int = PruneRecipe.cluster_epochs
-    prune_cluster_lr: float = PruneRecipe.cluster_lr
-    qat: bool = False
-    qat_epochs: int = QATRecipe.epochs
-    qat_lr: float = QATRecipe.lr
-    qat_batch_size: int = QATRecipe.batch_size
-    qat_max_images: int | None = QATRecipe.max_images
-    qat_feature_distill: float = QATRecipe.feature_distill
-    qat_cam_distill: float = QATRecipe.cam_distill
-    qat_logit_distill: float = QATRecipe.logit_distill
-    qat_select_every: int = QATRecipe.select_every
-    prune_select_every: int = PruneRecipe.select_every
+    prune: PruneRecipe | None = None
+    qat: QATRecipe | None = None
     per_tensor: bool = False
     reexport_float32: bool = False
     keep_int8: bool = False
@@ -127,23 +83,44 @@ class CompressConfig:
     gates: Gates = field(default_factory=Gates)
     ood_check_dirs: list[str] = field(default_factory=list)
 
+    @classmethod
+    def from_record(cls, d: dict) -> "CompressConfig":
+        """The config a release's ``compress.json`` records under ``config``: ``prune`` and ``qat``
+        nested, or flat as releases made before they were (``prune`` the sparsity, ``qat`` a bool,
+        ``prune_epochs``, ``qat_lr``, ...: see :func:`nested_section`). Unknown keys are ignored."""
+        d = dict(d)
+        gates = Gates(**d.pop("gates", {}))
+        sections = {name: nested_section(d, name) for name in ("prune", "qat")}
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known}, gates=gates, **sections)
+
     def prune_config(self):
-        """The :class:`~leukedge.compress.prune.PruneConfig` of ``--prune`` (validates it)."""
+        """The :class:`~leukedge.compress.prune.PruneConfig` of ``prune`` (validates it)."""
         from .prune import PruneConfig
 
-        return PruneConfig(target_sparsity=self.prune, epochs=self.prune_epochs, batch_size=self.prune_batch_size,
-                           learning_rate=self.prune_lr, distill=self.prune_distill,
-                           min_weights=self.prune_min_weights, feature_distill=self.prune_feature_distill,
-                           cam_distill=self.prune_cam_distill, logit_distill=self.prune_logit_distill,
-                           block=self.prune_block, clusters=self.prune_clusters,
-                           cluster_epochs=self.prune_cluster_epochs, cluster_lr=self.prune_cluster_lr,
-                           select_every=self.prune_select_every)
+        p = asdict(self.prune)
+        p.pop("max_images")  # how many images are loaded, not how they are fine-tuned
+        return PruneConfig(target_sparsity=p.pop("sparsity"), learning_rate=p.pop("lr"), **p)
 
     def qat_config(self):
-        """The :class:`~leukedge.compress.qat.QATConfig` of ``--qat`` (validates it)."""
+        """The :class:`~leukedge.compress.qat.QATConfig` of ``qat`` (validates it)."""
         from .qat import QATConfig
 
-        return QATConfig(epochs=self.qat_epochs, batch_size=self.qat_batch_size, learning_rate=self.qat_lr,
-                         per_tensor=self.per_tensor, feature_distill=self.qat_feature_distill,
-                         cam_distill=self.qat_cam_distill, logit_distill=self.qat_logit_distill,
-                         select_every=self.qat_select_every)
+        q = asdict(self.qat)
+        q.pop("max_images")
+        return QATConfig(learning_rate=q.pop("lr"), per_tensor=self.per_tensor, **q)
+
+
+def nested_section(d: dict, name: str) -> PruneRecipe | QATRecipe | None:
+    """Take the ``prune`` / ``qat`` section out of a recorded config ``d`` (popping its keys):
+    nested (a JSON object, or null), or flat as compress.json wrote it before (``prune``: the
+    sparsity or null, ``qat``: true / false, each field as ``<name>_<field>``; the flat fields
+    of a section that was off, and those the section no longer has, are dropped)."""
+    value = d.pop(name, None)
+    flat = {k[len(name) + 1:]: d.pop(k) for k in list(d) if k.startswith(name + "_")}
+    if value is None or value is False:
+        return None
+    if not isinstance(value, dict):  # the flat form: prune = the sparsity, qat = true
+        known = {f.name for f in fields(PruneRecipe if name == "prune" else QATRecipe)}
+        value = {k: v for k, v in flat.items() if k in known} | ({"sparsity": value} if name == "prune" else {})
+    return getattr(CompressRecipe.from_dict({name: value}, where="compress.json"), name)

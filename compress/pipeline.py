@@ -104,8 +104,8 @@ def resolve_source(path) -> Source:
 
 def needs_keras(cfg: "CompressConfig") -> list[str]:
     """The requested stages that need a Keras model (a release source recovers one)."""
-    return [v for v in cfg.variants if v in NEEDS_KERAS] + (["prune"] if cfg.prune else []) + \
-        (["qat"] if cfg.qat else []) + (["quantize.reexport_float32"] if cfg.reexport_float32 else [])
+    return [v for v in cfg.variants if v in NEEDS_KERAS] + (["prune"] if cfg.prune is not None else []) + \
+        (["qat"] if cfg.qat is not None else []) + (["quantize.reexport_float32"] if cfg.reexport_float32 else [])
 
 
 def heatmap_changes(cfg: "CompressConfig", spec: ModelSpec) -> bool:
@@ -145,7 +145,7 @@ def check_source_config(cfg: "CompressConfig", src: Source) -> None:
                           "training run, whose float32 file is always exported fresh",
                           "drop --set quantize.reexport_float32=true")
     if cfg.keep_int8:
-        clash = [key for key, on in (("qat", cfg.qat), ("quantize.per_tensor", cfg.per_tensor),
+        clash = [key for key, on in (("qat", cfg.qat is not None), ("quantize.per_tensor", cfg.per_tensor),
                                      ("quantize.reexport_float32", cfg.reexport_float32),
                                      ("quantize.clip_percentile", cfg.clip_percentile not in (None, 100.0)),
                                      ("quantize.bn_depthwise", cfg.bn_depthwise)) if on]
@@ -234,7 +234,7 @@ def _qat(cfg: CompressConfig, model, built: "Built", rows, release):
     from .qat import qat_finetune
 
     spec = built.spec
-    x_u8, y = _train_images(rows, spec, cfg.qat_max_images)
+    x_u8, y = _train_images(rows, spec, cfg.qat.max_images)
     qcfg = cfg.qat_config()
     n_labels = 2 if spec.task == "binary" else len(spec.class_names)
     with tempfile.TemporaryDirectory(prefix="leukedge-qat-") as tmp:
@@ -368,11 +368,11 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
                 record["float32_reexported"]["note"] = ("the same probability, logit and features as the old file "
                                                         "(the recovered model matched it within 1e-3); the cam "
                                                         f"output is now {spec.heatmap.method}")
-        if cfg.qat or cfg.reexport_float32:
+        if cfg.qat is not None or cfg.reexport_float32:
             record["source_release"]["note"] = (
                 ("float32 re-exported from the Keras model recovered from the released float32 file"
                  if cfg.reexport_float32 else "the float32 file is unchanged") +
-                ("; int8 made from a quantization-aware fine-tuned copy of that recovered model" if cfg.qat
+                ("; int8 made from a quantization-aware fine-tuned copy of that recovered model" if cfg.qat is not None
                  else "; int8 calibrated from the float32 file"))
     else:
         log.info("loading %s", src.model_file)
@@ -381,7 +381,7 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
         f32 = timed("float32", lambda: export.convert(model, spec, QuantizationConfig.for_float32()))
     built = Built(spec, model, float32=f32, record=record)
     release.write_bytes(release.model_name("float32"), f32)
-    if "int8" in cfg.variants or "int16x8" in cfg.variants or cfg.prune:
+    if "int8" in cfg.variants or "int16x8" in cfg.variants or cfg.prune is not None:
         built.representative = timed("representative_set", lambda: representative_from_split(rows, spec, cfg.calib))
         record["calibration"] = {"n_images": len(built.representative), "split": "train",
                                  "stratified_by_class": True, "preprocessing": "leukedge.preprocess (the spec's)"}
@@ -391,7 +391,7 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
             if not _carry(src, spec, release, record, "int8", INT8_RECORDS, "drop quantize.keep_int8 to re-derive it"):
                 raise ModelError(f"{src.folder}: no int8 file to keep", "drop quantize.keep_int8")
         else:
-            if cfg.qat:
+            if cfg.qat is not None:
                 int8_model = timed("qat", lambda: _qat(cfg, model, built, rows, release))
             built.calibrated = _calibrate_int8(cfg, int8_model, built, "int8", timed, release, rows)
             q = timed("int8_quantize", lambda: export.quantize_calibrated(
@@ -405,7 +405,7 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
         if v in cfg.variants:
             qc = QuantizationConfig.for_float16() if v == "float16" else QuantizationConfig.for_dynamic()
             release.write_bytes(release.model_name(v), timed(v, lambda qc=qc: export.convert(model, spec, qc)))
-    if not cfg.prune and src.is_release:
+    if cfg.prune is None and src.is_release:
         if spec.heatmap == src.spec.heatmap:
             _carry(src, spec, release, record, "pruned-int8", PRUNED_RECORDS, "set prune to make a new one")
         elif (src.folder / src.float_tflite.name.replace(".float32.tflite", ".pruned-int8.tflite")).exists():
@@ -413,8 +413,8 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
                         "(set prune to make a new one)", src.spec.heatmap.method, spec.heatmap.method)
             record["pruned_int8_dropped"] = {"reason": f"its cam output is {src.spec.heatmap.method}, the release's "
                                                        f"is {spec.heatmap.method}"}
-    if cfg.prune:
-        x_u8, y = timed("prune_load_images", lambda: _train_images(rows, spec, cfg.prune_max_images))
+    if cfg.prune is not None:
+        x_u8, y = timed("prune_load_images", lambda: _train_images(rows, spec, cfg.prune.max_images))
         pcfg = cfg.prune_config()
         n_labels = 2 if spec.task == "binary" else len(spec.class_names)
         with tempfile.TemporaryDirectory(prefix="leukedge-prune-") as tmp:
@@ -620,7 +620,7 @@ def run_compress(cfg: CompressConfig, recipe=None) -> dict:
                                                        "copy the manifest used for training to split.csv")
     rows = read_manifest(src.split_csv, data_dir)
     log.info("compress %s -> %s (variants %s%s), data %s", src.folder, cfg.out, ",".join(cfg.variants),
-             f", pruned to {cfg.prune:.0%}" if cfg.prune else "", data_dir)
+             f", pruned to {cfg.prune.sparsity:.0%}" if cfg.prune is not None else "", data_dir)
     with Release(cfg.out) as rel:
         built = build_files(cfg, src, rows, rel)
         made_from = (built.record.get("source_release") or {}).get("made_from")

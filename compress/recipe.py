@@ -6,9 +6,11 @@ Like MediaPipe Model Maker's ``HParams`` + ``QuantizationConfig``: one section p
 dataset name + the sha256 of its split manifest). The resolved recipe is saved as
 ``recipe.json`` in every release, and ``leukedge compress --recipe <release>/recipe.json``
 makes the release again. ``--set quantize.per_tensor=true`` changes one key (values are
-JSON; a bare word is a string). The engine still runs on the flat
-:class:`~leukedge.compress.config.CompressConfig`; :data:`leukedge.compress.recipe_flags.KEYS` is
-the one table between the two (and the old flags, for ``docs/compression-recipe.md``).
+JSON; a bare word is a string). The engine runs on
+:class:`~leukedge.compress.config.CompressConfig`, which holds the ``prune`` and ``qat`` sections
+below as they are and the ``quantize`` and ``checks`` fields flat;
+:data:`leukedge.compress.recipe_flags.KEYS` is the one table between the two (and the old flags,
+for ``docs/compression-recipe.md``).
 """
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
-"""From a :class:`~leukedge.compress.recipe.CompressRecipe` to the engine's flat
-:class:`~leukedge.compress.config.CompressConfig` and back (through the one table,
+"""From a :class:`~leukedge.compress.recipe.CompressRecipe` to the engine's
+:class:`~leukedge.compress.config.CompressConfig` and back (``prune`` and ``qat`` are the same
+sections in both; the flat ``quantize`` and ``checks`` fields go through the one table,
 :data:`~leukedge.compress.recipe_flags.KEYS`), and finding a recipe's source and data again."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from pathlib import Path
@@ -14,55 +16,51 @@ from leukedge.portable import find_dataset
 from .config import CompressConfig
 from .quantization import parse_variants
 from .ranges import check_percentile
-from .recipe import ChecksConfig, CompressRecipe, HeatmapRecipe, PruneRecipe, QATRecipe, QuantizeConfig
+from .recipe import ChecksConfig, CompressRecipe, HeatmapRecipe, QuantizeConfig
 from .recipe_flags import KEYS, MOVED  # noqa: F401  (MOVED re-exported: the one table)
 
 log = logging.getLogger(__name__)
 
+
 def _section_fields(section: str) -> list[tuple[str, str]]:
-    """(recipe field, CompressConfig attribute) of one section."""
+    """(recipe field, CompressConfig attribute) of one flat section (``quantize``, ``checks``)."""
     return [(key.split(".", 1)[1], attr) for _, key, attr, _ in KEYS
-            if key.startswith(section + ".") and attr and key.count(".") == 1 and not key.startswith("gates.")]
+            if key.startswith(section + ".") and attr and "." not in attr and key.count(".") == 1]
+
+
+def _copy(section):
+    """A section to hand over (the recipe and the config never share one)."""
+    return copy.deepcopy(section)
 
 
 def to_config(recipe: CompressRecipe, source: str, out: str, data_dir: str | None):
-    """The engine's flat :class:`~leukedge.compress.pipeline.CompressConfig` of a recipe."""
-    cfg = CompressConfig(source=source, out=out, data_dir=data_dir, gates=dataclasses.replace(recipe.gates))
-    for name, section in (("quantize", recipe.quantize), ("checks", recipe.checks),
-                          ("prune", recipe.prune), ("qat", recipe.qat)):
-        if section is None:
-            continue
+    """The engine's :class:`~leukedge.compress.config.CompressConfig` of a recipe (``prune`` and
+    ``qat`` are the recipe's own sections; ``quantize`` and ``checks`` are flat there)."""
+    cfg = CompressConfig(source=source, out=out, data_dir=data_dir, gates=dataclasses.replace(recipe.gates),
+                         prune=_copy(recipe.prune), qat=_copy(recipe.qat))
+    for name, section in (("quantize", recipe.quantize), ("checks", recipe.checks)):
         for fname, attr in _section_fields(name):
-            value = getattr(section, fname)
-            setattr(cfg, attr, list(value) if isinstance(value, list) else value)
+            setattr(cfg, attr, _copy(getattr(section, fname)))
     cfg.variants = parse_variants(",".join(cfg.variants))
     recipe.heatmap.check()
     cfg.heatmap, cfg.heatmap_layer = recipe.heatmap.method, recipe.heatmap.layer
-    cfg.prune = recipe.prune.sparsity if recipe.prune else None
-    cfg.qat = recipe.qat is not None
     return cfg
 
 
 def from_config(cfg) -> CompressRecipe:
-    """The recipe of a flat CompressConfig (what :func:`to_config` inverts)."""
-    sections = {"quantize": QuantizeConfig(), "checks": ChecksConfig(),
-                "prune": PruneRecipe() if cfg.prune else None, "qat": QATRecipe() if cfg.qat else None}
+    """The recipe of a CompressConfig (what :func:`to_config` inverts)."""
+    sections = {"quantize": QuantizeConfig(), "checks": ChecksConfig()}
     for name, section in sections.items():
-        if section is None:
-            continue
         for fname, attr in _section_fields(name):
-            value = getattr(cfg, attr)
-            setattr(section, fname, list(value) if isinstance(value, list) else value)
-    if sections["prune"] is not None:
-        sections["prune"].sparsity = float(cfg.prune)
+            setattr(section, fname, _copy(getattr(cfg, attr)))
     return CompressRecipe(quantize=sections["quantize"], heatmap=HeatmapRecipe(cfg.heatmap, cfg.heatmap_layer),
-                          prune=sections["prune"], qat=sections["qat"],
+                          prune=_copy(cfg.prune), qat=_copy(cfg.qat),
                           gates=dataclasses.replace(cfg.gates), checks=sections["checks"])
 
 
 def validate(cfg) -> None:
     """Refuse a bad recipe before minutes of work (one-line errors)."""
-    if cfg.qat:
+    if cfg.qat is not None:
         cfg.qat_config()
     if cfg.clip_percentile not in (None, "auto"):
         cfg.clip_percentile = check_percentile(cfg.clip_percentile)

@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 from leukedge.compress.config import CompressConfig
-from leukedge.compress.parity import Gates
 from leukedge.compress.recipe import DataRef, PruneRecipe, QATRecipe, SourceRef
 from leukedge.compress.recipe_keys import from_config
 from leukedge.fileio import atomic_write_json, atomic_write_text, sha256_file
@@ -74,10 +73,7 @@ def rewrite_text(text: str) -> str:
 
 def reconstruct_recipe(folder: Path, record: dict) -> dict:
     """The recipe a release's files were made with, from its ``compress.json`` (already portable)."""
-    cfg_d = dict(record["config"])
-    gates = Gates(**cfg_d.pop("gates", {}))
-    known = set(CompressConfig.__dataclass_fields__)
-    cfg = CompressConfig(**{k: v for k, v in cfg_d.items() if k in known}, gates=gates)
+    cfg = CompressConfig.from_record(record["config"])
     recipe = from_config(cfg)
     notes = []
     made_from = (record.get("source_release") or {}).get("made_from")
@@ -94,7 +90,8 @@ def reconstruct_recipe(folder: Path, record: dict) -> dict:
     if qat and qat.get("config"):
         q = qat["config"]
         recipe.qat = QATRecipe(epochs=q["epochs"], lr=q["learning_rate"], batch_size=q["batch_size"],
-                               max_images=cfg.qat_max_images, feature_distill=q.get("feature_distill", 0.0),
+                               max_images=(cfg.qat or QATRecipe()).max_images,
+                               feature_distill=q.get("feature_distill", 0.0),
                                cam_distill=q.get("cam_distill", 0.0), logit_distill=q.get("logit_distill", 0.0),
                                select_every=q.get("select_every", 0))
         recipe.quantize.per_tensor = bool(q.get("per_tensor", cfg.per_tensor))
@@ -107,7 +104,8 @@ def reconstruct_recipe(folder: Path, record: dict) -> dict:
     if pruning and pruning.get("config"):
         p = pruning["config"]
         recipe.prune = PruneRecipe(sparsity=p["target_sparsity"], epochs=p["epochs"], batch_size=p["batch_size"],
-                                   lr=p["learning_rate"], max_images=cfg.prune_max_images, distill=p["distill"],
+                                   lr=p["learning_rate"], max_images=(cfg.prune or PruneRecipe()).max_images,
+                                   distill=p["distill"],
                                    min_weights=p["min_weights"], feature_distill=p.get("feature_distill", 0.0),
                                    cam_distill=p.get("cam_distill", 0.0), logit_distill=p.get("logit_distill", 0.0),
                                    block=p.get("block", 1), clusters=p.get("clusters", 0),

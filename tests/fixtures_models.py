@@ -121,11 +121,13 @@ def tiny_release(tmp_path_factory, tiny_run, release_key) -> tuple[Path, dict]:
     """`run_compress` on the tiny run: float32, int8 and 50%-pruned int8 with parity (no selective search),
     signed with the session's throwaway key."""
     from leukedge.compress.pipeline import CompressConfig, run_compress
+    from leukedge.compress.recipe import PruneRecipe
     from leukedge.release_sign import sign_release
 
     out = tmp_path_factory.mktemp("models") / "tiny-binary"
-    cfg = CompressConfig(source=str(tiny_run), out=str(out), variants=["float32", "int8"], prune=0.5,
-                         prune_epochs=1, prune_batch_size=8, prune_min_weights=0, calib=60, selective=False, n_boot=200)
+    cfg = CompressConfig(source=str(tiny_run), out=str(out), variants=["float32", "int8"],
+                         prune=PruneRecipe(sparsity=0.5, epochs=1, batch_size=8, min_weights=0), calib=60,
+                         selective=False, n_boot=200)
     summary = run_compress(cfg)
     sign_release(out, release_key)
     return out, summary

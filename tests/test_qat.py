@@ -130,6 +130,8 @@ def test_compress_cli_qat(tiny_run, tmp_path, capsys):
     copy (weights one scale per tensor), float32 from the trained model, and parity of that
     int8 against float32 is measured and recorded; the card says how the weights were quantized."""
     from leukedge.cli import main
+    from leukedge.compress.config import CompressConfig
+    from leukedge.compress.recipe import QATRecipe
 
     out = tmp_path / "tiny-qat"
     rc = main(["compress", str(tiny_run), "--out", str(out), "--qat", "--set", "qat.epochs=2", "--set", "qat.batch_size=8",
@@ -138,7 +140,9 @@ def test_compress_cli_qat(tiny_run, tmp_path, capsys):
                "--calib", "60", "--set", "quantize.selective=false", "--n-boot", "100"])
     summary = json.loads((out / "compress.json").read_text())
     assert summary["qat"]["steps"] >= 1 and summary["qat"]["quantized_layers"] > 0
-    assert summary["config"]["qat"] is True and summary["config"]["per_tensor"] is True
+    assert summary["config"]["per_tensor"] is True  # compress.json records the recipe's own qat section
+    assert CompressConfig.from_record(summary["config"]).qat == \
+        QATRecipe(epochs=2, batch_size=8, feature_distill=1.0, cam_distill=1.0, select_every=1)
     assert summary["qat"]["config"]["per_tensor"] and summary["qat"]["config"]["feature_distill"] == 1.0
     weights = summary["files"]["tiny-qat.int8.tflite"]["breakdown"]["quantized_weights"]
     assert weights["per_channel"] == 0 and weights["per_tensor"] >= 3

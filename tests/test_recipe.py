@@ -65,8 +65,9 @@ def test_every_old_flag_maps_to_a_recipe_key_and_back():
                  "checks.keras_check=false", "quantize.selective=false", "gates.max_delta_roc_auc=0.01"):
         r.set(item)
     cfg = to_config(r, "runs/x", "models/x", None)
-    assert (cfg.prune, cfg.prune_epochs, cfg.prune_distill, cfg.qat, cfg.qat_lr, cfg.per_tensor) == \
-        (0.5, 7, False, True, 2e-5, True)
+    assert (cfg.prune.sparsity, cfg.prune.epochs, cfg.prune.distill, cfg.qat.lr, cfg.per_tensor) == \
+        (0.5, 7, False, 2e-5, True)
+    assert cfg.prune is not r.prune and cfg.qat is not r.qat  # copies: changing one leaves the other
     assert (cfg.keras_check, cfg.selective, cfg.gates.max_delta_roc_auc) == (False, False, 0.01)
     assert from_config(cfg) == r
 
