@@ -18,6 +18,7 @@ def wait_model(p):
     p.report["model_error"] = p.ctl.model_error
     p.report["capture_status"] = p.screen("capture").status_text
     p.report["model_loaded_unix"] = time.time()
+    p.mark("model_ready")
     yield 3
     p.report["started_with"] = {"language": language(), "has_pin": p.ctl.settings.has_pin,
                                 "threshold": p.ctl.screener.threshold if p.ctl.screener else None}

@@ -72,6 +72,7 @@ class Controller:
         self.latencies_ms: list[float] = []
         self.path_ms: list[float] = []
         self.latency_parts: list[dict] = []
+        self.save_cpu_ms: list[float] = []     # CPU time of each field's save on the history thread
         self._busy_ev = None
         self._t_back_start = 0.0
         self.source = None
@@ -275,7 +276,9 @@ class Controller:
         screener = self.screener
 
         def job():
-            return screener.screen_image(image), time.perf_counter()
+            c0 = time.thread_time()
+            res = screener.screen_image(image)
+            return res, time.perf_counter(), (time.thread_time() - c0) * 1000
 
         return self._submit(job, lambda r, e: self._field_screened(r, e, t0, image, uid, sample_id))
 
@@ -283,13 +286,13 @@ class Controller:
         self.busy = False
         if self._busy_ev is not None:
             self._busy_ev.cancel()
-        t_back = time.perf_counter()
+        t_back, c_back = time.perf_counter(), time.thread_time()
         cap = self.screen("capture")
         if error or result is None:
             cap.clear_selection()
             cap.set_status(presenter.status("cannot_screen", error=error), error=True)
             return
-        res, t_done = result
+        res, t_done, worker_cpu = result
         self.last_result = res
         self._statuses.append(field_status(res))
         n = len(self._statuses)
@@ -300,7 +303,7 @@ class Controller:
 
         def on_flip(*_):  # the frame with the field's result and heatmap is on screen now
             Window.unbind(on_flip=on_flip)
-            t_flip = time.perf_counter()
+            t_flip, c_flip = time.perf_counter(), time.thread_time()
             # The capture screen (not shown now) is brought up to date after that frame: with a
             # software renderer every change drawn before it delays the result on screen.
             cap.clear_selection()
@@ -312,7 +315,11 @@ class Controller:
             self.latency_parts.append({"worker": round((t_done - t0) * 1000, 2),
                                        "to_main_thread": round((t_back - t_done) * 1000, 2),
                                        "gil": round((self._t_back_start - t_done) * 1000, 2),
-                                       "fill_and_draw": round((t_flip - t_back) * 1000, 2)})
+                                       "fill_and_draw": round((t_flip - t_back) * 1000, 2),
+                                       # CPU time (not waiting): the worker's, and the main thread's from the
+                                       # result's arrival to that frame (with the capture screen's update)
+                                       "worker_cpu": round(worker_cpu, 2),
+                                       "fill_and_draw_cpu": round((c_flip - c_back) * 1000, 2)})
             log.info("field handed to the session -> result on screen: %.1f ms (inference path %.1f ms)",
                      ms, res.timings["total"])
 
@@ -320,7 +327,9 @@ class Controller:
         source = image
 
         def save():
-            return self.session.record_field(res, source, sample_uid=uid), time.perf_counter()
+            c0 = time.thread_time()
+            step = self.session.record_field(res, source, sample_uid=uid)
+            return step, time.perf_counter(), (time.thread_time() - c0) * 1000
 
         self._submit(save, lambda r, e: self._field_saved(r, e, t0), pool=self._writer)
 
@@ -330,8 +339,9 @@ class Controller:
             self.screen("result").set_note(presenter.status("not_saved_field", error=error))
             self.screen("capture").set_status(presenter.status("not_saved_field", error=error), error=True)
             return
-        step, t_saved = result
+        step, t_saved, save_cpu = result
         self.saved_ms.append((t_saved - t0) * 1000)
+        self.save_cpu_ms.append(round(save_cpu, 2))
         self.last_step = step
         if self.session.sample_uid == step.sample.uid:   # still the open sample: show the stored list
             self.screen("result").show_sample(step.sample, self._card())
