@@ -133,6 +133,7 @@ class Pilot:
             self.mark("first_frame")
             self.report["imported_at_first_frame"] = sorted(
                 m for m in HEAVY_MODULES if m in sys.modules)
+            self.report["screens_at_first_frame"] = [s.name for s in self.app.root.screens]
 
         Window.bind(on_flip=first_flip)
         self._gen = self.scenario(self)
@@ -189,6 +190,7 @@ def main(argv=None) -> int:
     ap.add_argument("--smear2")
     ap.add_argument("--ood")
     ap.add_argument("--corrupt")
+    ap.add_argument("--fill", help="disk_full: a file to write until its file system is full")
     ap.add_argument("--camera", help="camera source for the camera button (index, kivy:0 or a video file)")
     ap.add_argument("--images", nargs="*", default=[])
     ap.add_argument("--repeat", type=int, default=1)

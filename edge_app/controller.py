@@ -2,8 +2,10 @@
 
 Model loading and screening run on one background worker (:class:`concurrent.futures.ThreadPoolExecutor`,
 one thread: the interpreter is not thread-safe and jobs stay in order); records (fields, finishing a
-sample, hand-over files) are written in order on a second one, so a field's result is on screen
-before its fsync'd commit. Results come back through
+sample, hand-over files) are written in order on a second one. A field's save is queued once the frame
+with its result is on screen (or after :data:`SAVE_AFTER_S` without a frame, and always before the
+app exits), so its image copies, PNG encoding and fsync'd commit never compete with that frame.
+The model is verified and loaded after the app's first frame. Results come back through
 ``Clock.schedule_once``, so widgets are only ever touched on the Kivy main thread.
 """
 from __future__ import annotations
@@ -21,13 +23,15 @@ from leukedge.errors import LeukEdgeError
 from . import platform, presenter
 from .exports.sample_csv import export_samples_csv
 from .i18n import _, set_language
-from .inference import Screener, list_releases
 from .models_index import recommended_release
 from .records import RecordsError, ScreeningSession, field_status, open_records, sample_verdict
-from .sample_id import read_code
+from .release_info import list_releases
 from .settings_store import AppSettings, settings_path
 
 log = logging.getLogger(__name__)
+
+#: A field's save is queued at the frame showing its result, or after this long without one.
+SAVE_AFTER_S = 0.25
 
 
 class Controller:
@@ -65,7 +69,7 @@ class Controller:
         self.camera_spec = camera
         self.changing_pin = False
         self.last_export: Path | None = None
-        self.screener: Screener | None = None
+        self.screener = None       # the loaded :class:`~.inference.Screener`
         self.model_error: str | None = None
         self.busy = False
         self.last_result = None
@@ -78,6 +82,7 @@ class Controller:
         self.source = None
         self._frame = None
         self._preview_ev = None
+        self._unqueued: list = []     # field saves waiting for their result's frame (queued in order)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leukedge-worker")
         # History commits (fsync) on their own thread, so a slow disk never delays the next screening.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leukedge-history")
@@ -129,7 +134,16 @@ class Controller:
             self.screen("capture").set_status(presenter.status("no_model", folder=f"{self.models_root}/"),
                                               error=True)
             return None
-        return self.load_model(model, operating_point=op)
+        # Verified and loaded once the first frame is on screen (it says "Loading model..."): the
+        # import of numpy/OpenCV/LiteRT and the hashing do not hold up the first frame.
+        self.screen("capture").set_status(presenter.status("loading", name=Path(model).name))
+
+        def after_first_frame(*_):
+            Window.unbind(on_flip=after_first_frame)
+            self.load_model(model, operating_point=op)
+
+        Window.bind(on_flip=after_first_frame)
+        return model
 
     def load_model(self, folder, threads: int | None = None, operating_point: str | None = None):
         """Load (and verify) a release in the background."""
@@ -137,6 +151,8 @@ class Controller:
         self.screen("capture").set_status(presenter.status("loading", name=Path(folder).name))
 
         def job():
+            from .inference import Screener   # numpy, OpenCV, LiteRT: imported here, after the first frame
+
             s = Screener(folder, num_threads=self.threads, allow_unsigned=self.allow_unsigned)
             if operating_point:
                 try:
@@ -179,7 +195,8 @@ class Controller:
             cap.set_status(presenter.status("next_field", id=self._sample_id, n=len(self._statuses) + 1))
         self.show_records_notice()
         for name in ("model", "settings", "history"):
-            self.screen(name).refresh(self)
+            if self.app.root.built(name):     # the others are filled when first shown
+                self.screen(name).refresh(self)
 
     # ----- settings ---------------------------------------------------------------------
     def unlock_settings(self, pin: str, create: bool = False) -> tuple[bool, str]:
@@ -286,7 +303,7 @@ class Controller:
         self.busy = False
         if self._busy_ev is not None:
             self._busy_ev.cancel()
-        t_back, c_back = time.perf_counter(), time.thread_time()
+        t_back, c_back, pc_back = time.perf_counter(), time.thread_time(), time.process_time()
         cap = self.screen("capture")
         if error or result is None:
             cap.clear_selection()
@@ -303,7 +320,7 @@ class Controller:
 
         def on_flip(*_):  # the frame with the field's result and heatmap is on screen now
             Window.unbind(on_flip=on_flip)
-            t_flip, c_flip = time.perf_counter(), time.thread_time()
+            t_flip, c_flip, pc_flip = time.perf_counter(), time.thread_time(), time.process_time()
             # The capture screen (not shown now) is brought up to date after that frame: with a
             # software renderer every change drawn before it delays the result on screen.
             cap.clear_selection()
@@ -319,7 +336,10 @@ class Controller:
                                        # CPU time (not waiting): the worker's, and the main thread's from the
                                        # result's arrival to that frame (with the capture screen's update)
                                        "worker_cpu": round(worker_cpu, 2),
-                                       "fill_and_draw_cpu": round((c_flip - c_back) * 1000, 2)})
+                                       "fill_and_draw_cpu": round((c_flip - c_back) * 1000, 2),
+                                       # every thread's: with a software renderer (Mesa llvmpipe) the
+                                       # drawing runs on the renderer's own threads
+                                       "fill_and_draw_process_cpu": round((pc_flip - pc_back) * 1000, 2)})
             log.info("field handed to the session -> result on screen: %.1f ms (inference path %.1f ms)",
                      ms, res.timings["total"])
 
@@ -331,7 +351,17 @@ class Controller:
             step = self.session.record_field(res, source, sample_uid=uid)
             return step, time.perf_counter(), (time.thread_time() - c0) * 1000
 
-        self._submit(save, lambda r, e: self._field_saved(r, e, t0), pool=self._writer)
+        self._unqueued.append((save, t0))
+        Window.unbind(on_flip=self._queue_saves)      # bound once
+        Window.bind(on_flip=self._queue_saves)        # with the result's frame...
+        Clock.schedule_once(self._queue_saves, SAVE_AFTER_S)   # ...or soon without one
+
+    def _queue_saves(self, *_):
+        """Hand the waiting field saves to the history thread, in order (idempotent)."""
+        Window.unbind(on_flip=self._queue_saves)
+        while self._unqueued:
+            save, t0 = self._unqueued.pop(0)
+            self._submit(save, lambda r, e, t0=t0: self._field_saved(r, e, t0), pool=self._writer)
 
     def _field_saved(self, result, error, t0):
         self._pending -= 1
@@ -343,6 +373,10 @@ class Controller:
         self.saved_ms.append((t_saved - t0) * 1000)
         self.save_cpu_ms.append(round(save_cpu, 2))
         self.last_step = step
+        if step.field.image_error:    # the result is kept, its image (full disk...) is not: said, not hidden
+            msg = presenter.status("saved_without_image", error=step.field.image_error)
+            self.screen("result").set_note(msg)
+            self.screen("capture").set_status(msg, error=True)
         if self.session.sample_uid == step.sample.uid:   # still the open sample: show the stored list
             self.screen("result").show_sample(step.sample, self._card())
 
@@ -351,6 +385,7 @@ class Controller:
         if self.session is None or self.session.sample_uid is None or self.busy:
             return None
         uid = self.session.sample_uid
+        self._queue_saves()             # its last field's save goes first
 
         def job():
             self.session.finish()
@@ -454,6 +489,8 @@ class Controller:
         if self._frame is None:
             self.screen("capture").set_status(presenter.status("no_frame"), error=True)
             return None
+        from .sample_id import read_code   # OpenCV's QR detector: only when a label is scanned
+
         frame = self._frame.copy()
         return self._submit(lambda: read_code(frame), self._scanned)
 
@@ -502,6 +539,8 @@ class Controller:
             self.screen("history").summary = presenter.status("no_records", problem=self.records.problem)
             return None
 
+        self._queue_saves()             # the export includes the field just shown
+
         def job():
             return export_samples_csv(self.store.samples(limit=1_000_000), Path(path) if path else self.export_folder())
 
@@ -547,6 +586,7 @@ class Controller:
 
     def shutdown(self):
         self.stop_camera() if self.source else None
+        self._queue_saves()               # a field on screen whose frame never came is still saved
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._writer.shutdown(wait=True)  # every queued record is committed before exit
         if self.store is not None:

@@ -120,7 +120,8 @@ def ui_latency(model, images, repeat: int = 2, threads=None) -> dict:
             "image_to_field_saved_ms": _stats(saved[1:] if len(saved) > 1 else saved),
             "inference_path_in_app_ms": _stats(path[1:] if len(path) > 1 else path), "all_ms": lat,
             "parts_ms": {k: _stats([p[k] for p in r.get("latency_parts_ms", [])[1:] if k in p])
-                         for k in ("worker", "to_main_thread", "fill_and_draw", "worker_cpu", "fill_and_draw_cpu")},
+                         for k in ("worker", "to_main_thread", "fill_and_draw", "worker_cpu", "fill_and_draw_cpu",
+                                   "fill_and_draw_process_cpu")},
             "save_cpu_ms": _stats(r.get("save_cpu_ms", [])[1:])}
 
 
