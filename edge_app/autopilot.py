@@ -164,6 +164,7 @@ class Pilot:
 
     def _finish(self):
         self._ev.cancel()
+        self.mark("finish")
         self.report["tensorflow_imported"] = sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow")
         self.report["latencies_ms"] = list(self.ctl.latencies_ms) if self.ctl else []
         self.report["inference_path_ms"] = list(self.ctl.path_ms) if self.ctl else []

@@ -114,6 +114,10 @@ def ui_latency(model, images, repeat: int = 2, threads=None) -> dict:
         _run(args, 900)
         r = json.loads(Path(d, "r.json").read_text())
     lat = r["latencies_ms"]
+    marks = r.get("marks", {})
+    per_field = None
+    if "model_ready" in marks and "finish" in marks and lat:    # every thread's CPU (renderer included)
+        per_field = (marks["finish"]["process_cpu_s"] - marks["model_ready"]["process_cpu_s"]) * 1000 / len(lat)
     path = r.get("inference_path_ms", [])
     saved = r.get("saved_ms", [])
     return {"image_to_result_on_screen_ms": _stats(lat[1:] if len(lat) > 1 else lat), "first_ms": lat[:1],
@@ -122,7 +126,8 @@ def ui_latency(model, images, repeat: int = 2, threads=None) -> dict:
             "parts_ms": {k: _stats([p[k] for p in r.get("latency_parts_ms", [])[1:] if k in p])
                          for k in ("worker", "to_main_thread", "fill_and_draw", "worker_cpu", "fill_and_draw_cpu",
                                    "fill_and_draw_process_cpu")},
-            "save_cpu_ms": _stats(r.get("save_cpu_ms", [])[1:])}
+            "save_cpu_ms": _stats(r.get("save_cpu_ms", [])[1:]),
+            "process_cpu_per_field_ms": per_field}
 
 
 def inference_path(model, images, threads=None) -> dict:
