@@ -2,10 +2,8 @@
 
 Model loading and screening run on one background worker (:class:`concurrent.futures.ThreadPoolExecutor`,
 one thread: the interpreter is not thread-safe and jobs stay in order); records (fields, finishing a
-sample, hand-over files) are written in order on a second one. A field's save is queued once the frame
-with its result is on screen (or after :data:`SAVE_AFTER_S` without a frame, and always before the
-app exits), so its image copies, PNG encoding and fsync'd commit never compete with that frame.
-The model is verified and loaded after the app's first frame. Results come back through
+sample, hand-over files) are written in order on a second one, so a field's result is on screen
+before its fsync'd commit. The model is verified and loaded after the app's first frame. Results come back through
 ``Clock.schedule_once``, so widgets are only ever touched on the Kivy main thread.
 """
 from __future__ import annotations
@@ -17,6 +15,7 @@ from pathlib import Path
 
 from kivy.clock import Clock
 from kivy.core.window import Window
+from kivy.graphics.opengl import glFinish
 
 from leukedge.errors import LeukEdgeError
 
@@ -29,9 +28,6 @@ from .release_info import list_releases
 from .settings_store import AppSettings, settings_path
 
 log = logging.getLogger(__name__)
-
-#: A field's save is queued at the frame showing its result, or after this long without one.
-SAVE_AFTER_S = 0.25
 
 
 class Controller:
@@ -82,7 +78,6 @@ class Controller:
         self.source = None
         self._frame = None
         self._preview_ev = None
-        self._unqueued: list = []     # field saves waiting for their result's frame (queued in order)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leukedge-worker")
         # History commits (fsync) on their own thread, so a slow disk never delays the next screening.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leukedge-history")
@@ -320,6 +315,7 @@ class Controller:
 
         def on_flip(*_):  # the frame with the field's result and heatmap is on screen now
             Window.unbind(on_flip=on_flip)
+            glFinish()   # the frame is drawn (a software renderer draws on its own threads until now)
             t_flip, c_flip, pc_flip = time.perf_counter(), time.thread_time(), time.process_time()
             # The capture screen (not shown now) is brought up to date after that frame: with a
             # software renderer every change drawn before it delays the result on screen.
@@ -351,17 +347,7 @@ class Controller:
             step = self.session.record_field(res, source, sample_uid=uid)
             return step, time.perf_counter(), (time.thread_time() - c0) * 1000
 
-        self._unqueued.append((save, t0))
-        Window.unbind(on_flip=self._queue_saves)      # bound once
-        Window.bind(on_flip=self._queue_saves)        # with the result's frame...
-        Clock.schedule_once(self._queue_saves, SAVE_AFTER_S)   # ...or soon without one
-
-    def _queue_saves(self, *_):
-        """Hand the waiting field saves to the history thread, in order (idempotent)."""
-        Window.unbind(on_flip=self._queue_saves)
-        while self._unqueued:
-            save, t0 = self._unqueued.pop(0)
-            self._submit(save, lambda r, e, t0=t0: self._field_saved(r, e, t0), pool=self._writer)
+        self._submit(save, lambda r, e: self._field_saved(r, e, t0), pool=self._writer)
 
     def _field_saved(self, result, error, t0):
         self._pending -= 1
@@ -385,7 +371,6 @@ class Controller:
         if self.session is None or self.session.sample_uid is None or self.busy:
             return None
         uid = self.session.sample_uid
-        self._queue_saves()             # its last field's save goes first
 
         def job():
             self.session.finish()
@@ -539,8 +524,6 @@ class Controller:
             self.screen("history").summary = presenter.status("no_records", problem=self.records.problem)
             return None
 
-        self._queue_saves()             # the export includes the field just shown
-
         def job():
             return export_samples_csv(self.store.samples(limit=1_000_000), Path(path) if path else self.export_folder())
 
@@ -586,7 +569,6 @@ class Controller:
 
     def shutdown(self):
         self.stop_camera() if self.source else None
-        self._queue_saves()               # a field on screen whose frame never came is still saved
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._writer.shutdown(wait=True)  # every queued record is committed before exit
         if self.store is not None:

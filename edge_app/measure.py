@@ -2,7 +2,8 @@
 
 * **Latency**: from a field image being handed to the screening session ("Add this field"
   touched) to the frame that shows the field's result and heatmap (the window's ``on_flip``
-  after the sample view was filled), in the real app driven offscreen by
+  after the sample view was filled, once the renderer has drawn it: ``glFinish``; before
+  2026-12-06 the time was taken before the software renderer had drawn the frame), in the real app driven offscreen by
   :mod:`leukedge.edge_app.autopilot` (a new sample every 5 fields); the field is then saved
   (images fsynced, SQLite commit) on the records thread: "handed -> saved" is reported too.
   Plus the inference path per stage (decode, quality, preprocess, inference, heatmap, OOD)
