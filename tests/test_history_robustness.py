@@ -121,6 +121,22 @@ def test_export_to_a_full_disk_fails_cleanly_without_touching_the_database(small
     assert len(recs) == 3
 
 
+def test_field_whose_images_hit_a_full_disk_is_saved_without_them_and_says_why(small_fs, tmp_path, shots):
+    if small_fs is None:
+        pytest.skip("needs a mounted tmpfs (root) for a real full disk")
+    store = RecordStore(tmp_path / "db" / "history.sqlite3", images=small_fs / "images")  # images on the full disk
+    s = store.start_sample("IMG-1")
+    _fill(small_fs)
+    path, res = shots["positive"]
+    field = store.add_field(s.uid, res, source=path)
+    assert field.image_error and "disk is full" in field.image_error and "free space" in field.image_error
+    assert field.image_path is None and field.heatmap_path is None and field.status == "positive"
+    assert [f.uid for f in store.sample(s.uid).fields] == [field.uid]    # the result itself is kept
+    assert store.sample(s.uid).fields[0].image_error is None             # (the message is not a column)
+    assert not list((small_fs / "images").rglob("*.*"))                  # no partial or temp file
+    store.close()
+
+
 def test_app_on_a_disk_that_fills_up_says_so_and_loses_nothing_saved(small_fs, smear_paths):
     """The real app (offscreen, the recommended release) with its history on a tiny real file system
     that fills up mid-sample: the field is shown, the screen says it was NOT saved (or saved without
