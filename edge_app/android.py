@@ -18,13 +18,14 @@ used: ``Interpreter(File, Interpreter.Options)``, ``Options.setNumThreads``,
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
 from leukedge.errors import ModelError
 from leukedge.runtime import LiteRunner, TensorIO, check_tflite_file, probability_from_logit
+
+from .platform import on_android  # noqa: F401  (re-exported: main.py asks it here)
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +143,3 @@ class JavaLiteRunner(TensorIO):
             self.interpreter.close()
         except Exception:  # pragma: no cover - best effort
             log.debug("interpreter close failed", exc_info=True)
-
-
-def on_android() -> bool:
-    """True inside a python-for-android build."""
-    return "ANDROID_ARGUMENT" in os.environ or "ANDROID_PRIVATE" in os.environ

@@ -22,6 +22,10 @@ from pathlib import Path
 from .autopilot_scenarios import SCENARIOS
 
 log = logging.getLogger(__name__)
+#: Modules the first frame does not need (the model's worker imports them): the report says which
+#: of them were imported when the first frame was drawn.
+HEAVY_MODULES = ("numpy", "cv2", "PIL.Image", "pydantic", "ai_edge_litert", "tensorflow", "fpdf", "reportlab",
+                 "fhir", "matplotlib")
 
 
 class Pilot:
@@ -104,6 +108,11 @@ class Pilot:
         self.report["screenshots"][name] = str(target)
         return str(target)
 
+    def mark(self, name: str) -> None:
+        """Wall clock and this (main) thread's CPU time at a start-up stage (``report["marks"]``)."""
+        self.report.setdefault("marks", {})[name] = {"unix": time.time(), "main_cpu_s": time.thread_time(),
+                                                     "process_cpu_s": time.process_time()}
+
     def log(self, msg: str) -> None:
         self.report["steps"].append(f"{time.monotonic() - self._t0:7.3f}s {msg}")
 
@@ -115,10 +124,16 @@ class Pilot:
         from kivy.clock import Clock
         from kivy.core.window import Window
 
+        self.mark("built")           # build() and on_start() have run; the first frame comes next
+
         def first_flip(*_):
             Window.unbind(on_flip=first_flip)
             self._first_flip = time.time()
             self.report["first_frame_unix"] = self._first_flip
+            self.mark("first_frame")
+            self.report["imported_at_first_frame"] = sorted(
+                m for m in HEAVY_MODULES if m in sys.modules)
+            self.report["screens_at_first_frame"] = [s.name for s in self.app.root.screens]
 
         Window.bind(on_flip=first_flip)
         self._gen = self.scenario(self)
@@ -149,10 +164,12 @@ class Pilot:
 
     def _finish(self):
         self._ev.cancel()
+        self.mark("finish")
         self.report["tensorflow_imported"] = sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow")
         self.report["latencies_ms"] = list(self.ctl.latencies_ms) if self.ctl else []
         self.report["inference_path_ms"] = list(self.ctl.path_ms) if self.ctl else []
         self.report["latency_parts_ms"] = list(self.ctl.latency_parts) if self.ctl else []
+        self.report["save_cpu_ms"] = list(getattr(self.ctl, "save_cpu_ms", [])) if self.ctl else []
         dts = sorted(self.frame_dts[5:]) or [0.0]
         self.report["frame_interval_ms"] = {"median": 1000 * dts[len(dts) // 2], "p90": 1000 * dts[int(len(dts) * 0.9)],
                                             "n": len(dts)}
@@ -174,6 +191,7 @@ def main(argv=None) -> int:
     ap.add_argument("--smear2")
     ap.add_argument("--ood")
     ap.add_argument("--corrupt")
+    ap.add_argument("--fill", help="disk_full: a file to write until its file system is full")
     ap.add_argument("--camera", help="camera source for the camera button (index, kivy:0 or a video file)")
     ap.add_argument("--images", nargs="*", default=[])
     ap.add_argument("--repeat", type=int, default=1)
@@ -188,14 +206,18 @@ def main(argv=None) -> int:
     ap.add_argument("--start-dir", default=None, help="folder the file list opens in")
     args = ap.parse_args(argv)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    marks = {"main": {"unix": time.time(), "main_cpu_s": time.thread_time(), "process_cpu_s": time.process_time()}}
     from .app import app_class, configure_kivy
 
     configure_kivy(False, tuple(int(v) for v in args.size.split("x")))
-    app = app_class()(model=args.model, db=args.db, threads=args.threads, camera=args.camera,
+    app_cls = app_class()
+    marks["imported"] = {"unix": time.time(), "main_cpu_s": time.thread_time(), "process_cpu_s": time.process_time()}
+    app = app_cls(model=args.model, db=args.db, threads=args.threads, camera=args.camera,
                       models_root=args.models_root or str(Path(args.model).parent),
                       start_dir=args.start_dir or (str(Path(args.smear).parent) if args.smear else None))
     pilot = Pilot(app, SCENARIOS[args.scenario], Path(args.out), args.shots, args.timeout)
     pilot.args = args
+    pilot.report["marks"] = marks
     from kivy.clock import Clock
 
     Clock.schedule_once(lambda dt: pilot.start(), 0)

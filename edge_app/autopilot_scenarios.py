@@ -18,6 +18,7 @@ def wait_model(p):
     p.report["model_error"] = p.ctl.model_error
     p.report["capture_status"] = p.screen("capture").status_text
     p.report["model_loaded_unix"] = time.time()
+    p.mark("model_ready")
     yield 3
     p.report["started_with"] = {"language": language(), "has_pin": p.ctl.settings.has_pin,
                                 "threshold": p.ctl.screener.threshold if p.ctl.screener else None}
@@ -385,6 +386,48 @@ def records_trouble(p):
     p.report["finish"] = {"note": res.note_text, "finished": res.finished, "screen": p.app.root.current}
 
 
+def fill_disk(filler: Path) -> Path:
+    """Write ``filler`` until the file system holding it is full, to the last byte (a real ENOSPC
+    for whatever is written there next)."""
+    with open(filler, "wb", buffering=0) as fh:
+        block = b"\0" * 4096
+        while True:
+            try:
+                fh.write(block)
+            except OSError:
+                break
+        for n in (512, 64, 1):  # the tail, smaller than a block
+            while True:
+                try:
+                    fh.write(b"\0" * n)
+                except OSError:
+                    break
+    return filler
+
+
+def disk_full(p):
+    """The disk holding the history fills up during a sample (``--fill FILE`` is written until the device
+    is full): the next field is shown and the screen says it was NOT saved, or saved without its image;
+    with the filler removed the next field is saved, and the sample finishes."""
+    a = p.args
+    cap, res = p.screen("capture"), p.screen("result")
+    yield from wait_model(p)
+    yield from start_sample(p, "FULL-1")
+    yield from add_field(p, a.smear)
+    p.report["first"] = {"note": res.note_text, "saved": p.ctl.last_step is not None}
+    fill_disk(Path(a.fill))
+    p.ctl.last_step = None
+    yield from add_field(p, a.smear2 or a.smear)
+    p.report["second"] = {"note": res.note_text, "status": cap.status_text, "error": cap.status_error,
+                          "probability_text": res.probability_text, "saved": p.ctl.last_step is not None}
+    os.remove(a.fill)
+    p.ctl.last_step = None
+    yield from add_field(p, a.smear)
+    p.report["third"] = {"note": res.note_text, "saved": p.ctl.last_step is not None}
+    yield from finish(p)
+    p.report["finish"] = {"note": res.note_text, "finished": res.finished}
+
+
 def session(p):
     """Issue 22's two-sample session at the window's size, every screen audited (see :func:`audit`) and
     screenshotted as ``session_*``: sample A with fields ``--fields-a`` (one unusable), finished and handed
@@ -566,5 +609,5 @@ def startup(p):
 
 
 SCENARIOS = {"tour": tour, "mixup": mixup, "session": session, "layout": session, "latency": latency,
-             "startup": startup, "records_trouble": records_trouble, "scan": scan,
+             "startup": startup, "records_trouble": records_trouble, "scan": scan, "disk_full": disk_full,
              "relanguage": relanguage}

@@ -3,7 +3,7 @@
 Model loading and screening run on one background worker (:class:`concurrent.futures.ThreadPoolExecutor`,
 one thread: the interpreter is not thread-safe and jobs stay in order); records (fields, finishing a
 sample, hand-over files) are written in order on a second one, so a field's result is on screen
-before its fsync'd commit. Results come back through
+before its fsync'd commit. The model is verified and loaded after the app's first frame. Results come back through
 ``Clock.schedule_once``, so widgets are only ever touched on the Kivy main thread.
 """
 from __future__ import annotations
@@ -15,16 +15,16 @@ from pathlib import Path
 
 from kivy.clock import Clock
 from kivy.core.window import Window
+from kivy.graphics.opengl import glFinish
 
 from leukedge.errors import LeukEdgeError
 
 from . import platform, presenter
 from .exports.sample_csv import export_samples_csv
 from .i18n import _, set_language
-from .inference import Screener, list_releases
 from .models_index import recommended_release
 from .records import RecordsError, ScreeningSession, field_status, open_records, sample_verdict
-from .sample_id import read_code
+from .release_info import list_releases
 from .settings_store import AppSettings, settings_path
 
 log = logging.getLogger(__name__)
@@ -65,13 +65,14 @@ class Controller:
         self.camera_spec = camera
         self.changing_pin = False
         self.last_export: Path | None = None
-        self.screener: Screener | None = None
+        self.screener = None       # the loaded :class:`~.inference.Screener`
         self.model_error: str | None = None
         self.busy = False
         self.last_result = None
         self.latencies_ms: list[float] = []
         self.path_ms: list[float] = []
         self.latency_parts: list[dict] = []
+        self.save_cpu_ms: list[float] = []     # CPU time of each field's save on the history thread
         self._busy_ev = None
         self._t_back_start = 0.0
         self.source = None
@@ -128,7 +129,16 @@ class Controller:
             self.screen("capture").set_status(presenter.status("no_model", folder=f"{self.models_root}/"),
                                               error=True)
             return None
-        return self.load_model(model, operating_point=op)
+        # Verified and loaded once the first frame is on screen (it says "Loading model..."): the
+        # import of numpy/OpenCV/LiteRT and the hashing do not hold up the first frame.
+        self.screen("capture").set_status(presenter.status("loading", name=Path(model).name))
+
+        def after_first_frame(*_):
+            Window.unbind(on_flip=after_first_frame)
+            self.load_model(model, operating_point=op)
+
+        Window.bind(on_flip=after_first_frame)
+        return model
 
     def load_model(self, folder, threads: int | None = None, operating_point: str | None = None):
         """Load (and verify) a release in the background."""
@@ -136,6 +146,8 @@ class Controller:
         self.screen("capture").set_status(presenter.status("loading", name=Path(folder).name))
 
         def job():
+            from .inference import Screener   # numpy, OpenCV, LiteRT: imported here, after the first frame
+
             s = Screener(folder, num_threads=self.threads, allow_unsigned=self.allow_unsigned)
             if operating_point:
                 try:
@@ -178,7 +190,8 @@ class Controller:
             cap.set_status(presenter.status("next_field", id=self._sample_id, n=len(self._statuses) + 1))
         self.show_records_notice()
         for name in ("model", "settings", "history"):
-            self.screen(name).refresh(self)
+            if self.app.root.built(name):     # the others are filled when first shown
+                self.screen(name).refresh(self)
 
     # ----- settings ---------------------------------------------------------------------
     def unlock_settings(self, pin: str, create: bool = False) -> tuple[bool, str]:
@@ -275,7 +288,9 @@ class Controller:
         screener = self.screener
 
         def job():
-            return screener.screen_image(image), time.perf_counter()
+            c0 = time.thread_time()
+            res = screener.screen_image(image)
+            return res, time.perf_counter(), (time.thread_time() - c0) * 1000
 
         return self._submit(job, lambda r, e: self._field_screened(r, e, t0, image, uid, sample_id))
 
@@ -283,13 +298,13 @@ class Controller:
         self.busy = False
         if self._busy_ev is not None:
             self._busy_ev.cancel()
-        t_back = time.perf_counter()
+        t_back, c_back, pc_back = time.perf_counter(), time.thread_time(), time.process_time()
         cap = self.screen("capture")
         if error or result is None:
             cap.clear_selection()
             cap.set_status(presenter.status("cannot_screen", error=error), error=True)
             return
-        res, t_done = result
+        res, t_done, worker_cpu = result
         self.last_result = res
         self._statuses.append(field_status(res))
         n = len(self._statuses)
@@ -300,7 +315,8 @@ class Controller:
 
         def on_flip(*_):  # the frame with the field's result and heatmap is on screen now
             Window.unbind(on_flip=on_flip)
-            t_flip = time.perf_counter()
+            glFinish()   # the frame is drawn (a software renderer draws on its own threads until now)
+            t_flip, c_flip, pc_flip = time.perf_counter(), time.thread_time(), time.process_time()
             # The capture screen (not shown now) is brought up to date after that frame: with a
             # software renderer every change drawn before it delays the result on screen.
             cap.clear_selection()
@@ -312,7 +328,14 @@ class Controller:
             self.latency_parts.append({"worker": round((t_done - t0) * 1000, 2),
                                        "to_main_thread": round((t_back - t_done) * 1000, 2),
                                        "gil": round((self._t_back_start - t_done) * 1000, 2),
-                                       "fill_and_draw": round((t_flip - t_back) * 1000, 2)})
+                                       "fill_and_draw": round((t_flip - t_back) * 1000, 2),
+                                       # CPU time (not waiting): the worker's, and the main thread's from the
+                                       # result's arrival to that frame (with the capture screen's update)
+                                       "worker_cpu": round(worker_cpu, 2),
+                                       "fill_and_draw_cpu": round((c_flip - c_back) * 1000, 2),
+                                       # every thread's: with a software renderer (Mesa llvmpipe) the
+                                       # drawing runs on the renderer's own threads
+                                       "fill_and_draw_process_cpu": round((pc_flip - pc_back) * 1000, 2)})
             log.info("field handed to the session -> result on screen: %.1f ms (inference path %.1f ms)",
                      ms, res.timings["total"])
 
@@ -320,7 +343,9 @@ class Controller:
         source = image
 
         def save():
-            return self.session.record_field(res, source, sample_uid=uid), time.perf_counter()
+            c0 = time.thread_time()
+            step = self.session.record_field(res, source, sample_uid=uid)
+            return step, time.perf_counter(), (time.thread_time() - c0) * 1000
 
         self._submit(save, lambda r, e: self._field_saved(r, e, t0), pool=self._writer)
 
@@ -330,9 +355,14 @@ class Controller:
             self.screen("result").set_note(presenter.status("not_saved_field", error=error))
             self.screen("capture").set_status(presenter.status("not_saved_field", error=error), error=True)
             return
-        step, t_saved = result
+        step, t_saved, save_cpu = result
         self.saved_ms.append((t_saved - t0) * 1000)
+        self.save_cpu_ms.append(round(save_cpu, 2))
         self.last_step = step
+        if step.field.image_error:    # the result is kept, its image (full disk...) is not: said, not hidden
+            msg = presenter.status("saved_without_image", error=step.field.image_error)
+            self.screen("result").set_note(msg)
+            self.screen("capture").set_status(msg, error=True)
         if self.session.sample_uid == step.sample.uid:   # still the open sample: show the stored list
             self.screen("result").show_sample(step.sample, self._card())
 
@@ -444,6 +474,8 @@ class Controller:
         if self._frame is None:
             self.screen("capture").set_status(presenter.status("no_frame"), error=True)
             return None
+        from .sample_id import read_code   # OpenCV's QR detector: only when a label is scanned
+
         frame = self._frame.copy()
         return self._submit(lambda: read_code(frame), self._scanned)
 

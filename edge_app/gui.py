@@ -16,17 +16,44 @@ from kivy.uix.screenmanager import NoTransition, ScreenManager
 from .controller import Controller
 from .history import default_db_path
 from .i18n import set_language
-from .screens import KV_FILES, SCREENS
+from .screens import KV_FILES, SCREEN_KV, SCREENS
 
 log = logging.getLogger(__name__)
 
 
-def load_kv() -> None:
+def load_kv(names=KV_FILES) -> None:
+    """(Re)load kv files of ``kv/`` (default: all of them, in order)."""
     kv_dir = resources.files("leukedge.edge_app") / "kv"
-    for name in KV_FILES:
+    for name in names:
         path = str(kv_dir / name)
         Builder.unload_file(path)
         Builder.load_file(path)
+
+
+class LazyScreenManager(ScreenManager):
+    """A ScreenManager that creates each screen the first time it is asked for (``get_screen``,
+    ``current = name``), so only the first screen is built before the first frame.
+
+    Args:
+        make: ``make(name) -> Screen`` for every name of ``names``.
+        names: the screens it can create, in their order.
+    """
+
+    def __init__(self, make, names, **kw):
+        self._make, self._names = make, tuple(names)
+        super().__init__(**kw)
+
+    def built(self, name) -> bool:
+        """True when the screen ``name`` exists already."""
+        return super().has_screen(name)
+
+    def has_screen(self, name):
+        return name in self._names or super().has_screen(name)
+
+    def get_screen(self, name):
+        if name in self._names and not super().has_screen(name):
+            self.add_widget(self._make(name))
+        return super().get_screen(name)
 
 
 class LeukEdgeApp(App):
@@ -59,30 +86,35 @@ class LeukEdgeApp(App):
         self.controller = Controller(self, self.db_path, self.models_root, self.threads, self.camera)
         self.controller.allow_unsigned = self.allow_unsigned
         set_language(self.controller.settings.language)
-        load_kv()
-        sm = ScreenManager(transition=NoTransition())
-        self._add_screens(sm)
+        self._kv_loaded = set()
+        sm = LazyScreenManager(self._make_screen, [name for name, _ in SCREENS], transition=NoTransition())
+        sm.get_screen(SCREENS[0][0])     # the first screen now; the others on their first visit
         return sm
 
-    def _add_screens(self, sm):
-        for name, cls in SCREENS:
-            screen = cls(name=name)
-            if name == "capture" and self.start_dir:
-                screen.start_dir = str(self.start_dir)
-                screen.ids.chooser.path = str(self.start_dir)
-            sm.add_widget(screen)
+    def _make_screen(self, name):
+        """Create screen ``name`` (its kv rules loaded first), filled from the controller."""
+        kv = [f for f in ("common.kv", SCREEN_KV[name]) if f not in self._kv_loaded]
+        load_kv(kv)
+        self._kv_loaded.update(kv)
+        screen = dict(SCREENS)[name](name=name)
+        if name == "capture" and self.start_dir:
+            screen.start_dir = str(self.start_dir)
+            screen.ids.chooser.path = str(self.start_dir)
+        if name in ("model", "settings", "history") and self.controller is not None:
+            screen.refresh(self.controller)
+        return screen
 
     def rebuild_screens(self):
-        """Re-create every screen (after a language change: the kv rules re-read the texts)."""
+        """Re-create the screens (after a language change: the kv rules re-read the texts); the
+        first one now, the others on their next visit."""
         sm = self.root
         self.settings_unlocked = False
         for s in list(sm.screens):
             sm.remove_widget(s)
-        self._add_screens(sm)
+        sm.get_screen(SCREENS[0][0])
         self.controller.screens_rebuilt()
 
     def on_start(self):
-        self.root.get_screen("history").refresh(self.controller)
         self.controller.start()
 
     def on_stop(self):

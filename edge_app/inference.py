@@ -39,6 +39,7 @@ from leukedge.spec import ModelSpec
 
 from .ood import OODGate
 from .quality import QualityConfig, check_quality, guidance
+from .release_info import card_metrics, find_metric, list_releases  # noqa: F401  (re-exported)
 from .tiling import TileResult, field_probabilities, field_verdict, tile_quality
 
 log = logging.getLogger(__name__)
@@ -50,33 +51,6 @@ RETAKE, OOD, ERROR = "retake", "out-of-distribution", "error"
 
 
 # ----- release folder -------------------------------------------------------------------
-def card_metrics(card: dict) -> dict:
-    """The card's test metrics ``{name: {"value", "ci95"}}`` (``evaluation.metrics``, else ``metrics``)."""
-    ev = card.get("evaluation") or {}
-    m = ev.get("metrics") if isinstance(ev, dict) else None
-    if not m:
-        m = card.get("metrics") or {}
-        if isinstance(m.get("test"), dict):
-            m = m["test"].get("metrics", m["test"])
-    return m if isinstance(m, dict) else {}
-
-
-def find_metric(card: dict, name: str):
-    """The value of test metric ``name`` in a card, or None."""
-    v = card_metrics(card).get(name)
-    if isinstance(v, dict):
-        v = v.get("value")
-    return v if isinstance(v, (int, float)) else None
-
-
-def list_releases(models_dir: str | os.PathLike = "models") -> list[Path]:
-    """Release folders (with a ``card.json`` and a ``spec.json``) under ``models_dir``."""
-    root = Path(models_dir)
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if (p / "card.json").is_file() and (p / "spec.json").is_file())
-
-
 @dataclass
 class Release:
     """A verified release folder: spec, card, the model file to run and its OOD gate."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from leukedge.errors import ModelError
 
-from .inference import list_releases
+from .release_info import list_releases
 
 log = logging.getLogger(__name__)
 

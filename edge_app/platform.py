@@ -14,9 +14,12 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .android import on_android
-
 log = logging.getLogger(__name__)
+
+
+def on_android() -> bool:
+    """True inside a python-for-android build."""
+    return "ANDROID_ARGUMENT" in os.environ or "ANDROID_PRIVATE" in os.environ
 
 #: Permission names (``android.permission.<NAME>``) each feature needs.
 CAMERA = ("CAMERA",)

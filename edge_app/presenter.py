@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from .i18n import N_, _
-from .inference import card_metrics
+from .release_info import card_metrics
 from .records.clock import stamp_of
 from .records.wording import LABELS, score_text, verdict_text
 
@@ -287,6 +287,7 @@ STATUS.update({
     "field_busy": N_("Still screening the previous field..."),
     "no_records": N_("Results cannot be saved: {problem}"),
     "not_saved_field": N_("This field was NOT saved: {error}"),
+    "saved_without_image": N_("This field was saved, but its image was not kept: {error}"),
     "finished": N_("Sample {id} finished and saved. Hand it over, or start a new sample."),
     "handed_over": N_("Saved {file} (a new file; nothing was overwritten)."),
     "hand_over_failed": N_("Could not write the file: {error}"),

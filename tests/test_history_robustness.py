@@ -8,13 +8,16 @@ this project's CI container); without root those tests fall back to SQLite's
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from fixtures_records import fill_sample, screener, shots  # noqa: F401  (fixtures)
+from leukedge.edge_app.autopilot_scenarios import fill_disk
 from leukedge.edge_app.exports import ExportError
 from leukedge.edge_app.exports.sample_csv import export_samples_csv
 from leukedge.edge_app.history import History
@@ -46,21 +49,7 @@ def small_fs(tmp_path):
 
 def _fill(folder: Path) -> Path:
     """Fill the file system holding ``folder`` to the last byte."""
-    filler = folder / "filler.bin"
-    with open(filler, "wb", buffering=0) as fh:
-        block = b"\0" * 4096
-        while True:
-            try:
-                fh.write(block)
-            except OSError:
-                break
-        for n in (512, 64, 1):  # the tail, smaller than a block
-            while True:
-                try:
-                    fh.write(b"\0" * n)
-                except OSError:
-                    break
-    return filler
+    return fill_disk(folder / "filler.bin")
 
 
 def _sha(path: Path) -> str:
@@ -130,6 +119,56 @@ def test_export_to_a_full_disk_fails_cleanly_without_touching_the_database(small
     store.close()
     assert _sha(db) == before
     assert len(recs) == 3
+
+
+def test_field_whose_images_hit_a_full_disk_is_saved_without_them_and_says_why(small_fs, tmp_path, shots):
+    if small_fs is None:
+        pytest.skip("needs a mounted tmpfs (root) for a real full disk")
+    store = RecordStore(tmp_path / "db" / "history.sqlite3", images=small_fs / "images")  # images on the full disk
+    s = store.start_sample("IMG-1")
+    _fill(small_fs)
+    path, res = shots["positive"]
+    field = store.add_field(s.uid, res, source=path)
+    assert field.image_error and "disk is full" in field.image_error and "free space" in field.image_error
+    assert field.image_path is None and field.heatmap_path is None and field.status == "positive"
+    assert [f.uid for f in store.sample(s.uid).fields] == [field.uid]    # the result itself is kept
+    assert store.sample(s.uid).fields[0].image_error is None             # (the message is not a column)
+    assert not list((small_fs / "images").rglob("*.*"))                  # no partial or temp file
+    store.close()
+
+
+def test_app_on_a_disk_that_fills_up_says_so_and_loses_nothing_saved(small_fs, smear_paths):
+    """The real app (offscreen, the recommended release) with its history on a tiny real file system
+    that fills up mid-sample: the field is shown, the screen says it was NOT saved (or saved without
+    its image), nothing half-written stays behind, and after space is freed the sample carries on."""
+    from test_app import pilot
+
+    if small_fs is None:
+        pytest.skip("needs a mounted tmpfs (root) for a real full disk")
+    db = small_fs / "history.sqlite3"
+    r = pilot("disk_full", "--model", "models/efficientnet-lite0-subtype", "--db", db, "--out",
+              small_fs.parent / "r.json", "--smear", smear_paths["Pre"][1], "--smear2", smear_paths["Benign"][1],
+              "--fill", small_fs / "filler.bin", timeout=300)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    rep = json.loads((small_fs.parent / "r.json").read_text())
+    assert rep["first"]["saved"] and rep["third"]["saved"] and rep["finish"]["finished"]
+    second = rep["second"]
+    assert second["probability_text"] and second["error"]          # the result is shown, the problem said
+    assert "disk is full" in second["note"] and "free space" in second["note"]
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT seq, image_path, heatmap_path FROM fields ORDER BY seq").fetchall()
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+    if second["saved"]:                       # the row committed, its image files could not be written
+        assert "saved, but its image was not kept" in second["note"]
+        assert [s for s, *_ in rows] == [1, 2, 3] and rows[1][1:] == (None, None)
+    else:                                     # the commit failed: rolled back, its files removed
+        assert "NOT saved" in second["note"]
+        assert [s for s, *_ in rows] == [1, 2]          # fields 1 and 3 (numbered as saved)
+    kept = {str(p.relative_to(db.parent / "records-images")) for p in (db.parent / "records-images").rglob("*")
+            if p.is_file()}
+    assert kept == {rel for _, *rels in rows for rel in rels if rel}   # no orphan, partial or temp file
+    assert all(rels[0] for _, *rels in (rows[0], rows[-1]))          # fields 1 and 3 kept their images
 
 
 # ----- damaged file -----------------------------------------------------------------------

@@ -12,17 +12,17 @@ import logging
 import os
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from leukedge.errors import ImageError
 from leukedge.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
 
-def png_bytes(rgb: np.ndarray) -> bytes:
+def png_bytes(rgb) -> bytes:
     """An RGB uint8 array as PNG bytes."""
+    import cv2          # here, not at import: the records open before the first frame, OpenCV is not needed then
+    import numpy as np
+
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise ImageError(f"cannot save an image of {rgb.dtype} {rgb.shape} as PNG")
@@ -57,7 +57,7 @@ class ImageFolder:
         """
         if source is None:
             return None
-        if isinstance(source, np.ndarray):
+        if not isinstance(source, (str, os.PathLike)):    # a frame (numpy array)
             data, ext = png_bytes(source), ".png"
         else:
             p = Path(source)
@@ -66,7 +66,7 @@ class ImageFolder:
         rel = f"{sample_uid}/field-{seq:02d}-image{ext}"
         return rel, self.write(rel, data)
 
-    def save_heatmap(self, sample_uid: str, seq: int, overlay: np.ndarray | None) -> str | None:
+    def save_heatmap(self, sample_uid: str, seq: int, overlay) -> str | None:
         if overlay is None:
             return None
         rel = f"{sample_uid}/field-{seq:02d}-heatmap.png"

@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -71,6 +71,9 @@ class FieldRecord:
     voided: bool = False
     void_reason: str | None = None
     image_deleted: bool = False
+    #: set on the record :meth:`RecordStore.add_field` returns when the field was saved without its
+    #: image files (full disk...): why (the audit event keeps it too)
+    image_error: str | None = None
 
     @property
     def usable(self) -> bool:
@@ -252,7 +255,8 @@ class RecordStore:
                 heat_rel = self.images.save_heatmap(sample_uid, seq, screening.overlay())
                 written.append(heat_rel)
         except (OSError, ValueError) as exc:  # the result is still recorded, without its image
-            img_error = f"image not kept: {exc}"
+            img_error = (wrap(exc, self.images.root, "keep the field's image").one_line() if isinstance(exc, OSError)
+                         else f"image not kept: {exc}")
             log.warning("%s", img_error)
         s, uid = Stamp.now(), uuid.uuid4().hex
         try:
@@ -275,7 +279,8 @@ class RecordStore:
             for rel in written:  # not referenced by any committed row
                 self.images.remove(rel)
             raise
-        return next(f for f in self.sample(sample_uid).fields if f.uid == uid)
+        rec = next(f for f in self.sample(sample_uid).fields if f.uid == uid)
+        return replace(rec, image_error=img_error) if img_error else rec
 
     def finish_sample(self, sample_uid: str) -> Verdict:
         """Close a sample: its verdict (as shown to the user) is recorded and no field can be added."""

@@ -17,7 +17,12 @@ SCREENS = (("capture", CaptureScreen), ("result", ResultScreen), ("history", His
 #: kv files, loaded in this order (common rules first).
 KV_FILES = ("common.kv", "capture.kv", "result.kv", "history.kv", "detail.kv", "model.kv", "settings.kv",
             "guide.kv")
+#: The kv file of each screen (``common.kv`` is loaded first, for all): the app loads a screen's
+#: rules when it creates the screen, on its first visit.
+SCREEN_KV = {"capture": "capture.kv", "result": "result.kv", "history": "history.kv", "detail": "detail.kv",
+             "amend": "detail.kv", "model": "model.kv", "settings": "settings.kv", "pin": "settings.kv",
+             "guide": "guide.kv"}
 
 __all__ = ["AmendScreen", "CaptureScreen", "DetailScreen", "FileList", "FileRow", "GuideScreen", "HistoryRow", "HistoryScreen",
-           "KV_FILES", "ModelInfoScreen", "PhotoIllustration", "PinScreen", "ResultScreen", "SCREENS",
+           "KV_FILES", "ModelInfoScreen", "PhotoIllustration", "PinScreen", "ResultScreen", "SCREENS", "SCREEN_KV",
            "SettingsScreen", "to_texture"]

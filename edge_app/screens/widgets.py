@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from kivy.graphics.texture import Texture
 from kivy.properties import BooleanProperty, ListProperty, NumericProperty, StringProperty
 from kivy.uix.button import Button
@@ -16,6 +15,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 
 def to_texture(rgb):
     """An RGB uint8 numpy image as a Kivy texture (rows flipped: textures are bottom-up)."""
+    import numpy as np
+
     h, w = rgb.shape[:2]
     tex = Texture.create(size=(w, h), colorfmt="rgb")
     tex.blit_buffer(np.ascontiguousarray(rgb[::-1]).tobytes(), colorfmt="rgb", bufferfmt="ubyte")
@@ -24,6 +25,8 @@ def to_texture(rgb):
 
 def colour_bar_texture(width: int = 256):
     """The heatmap's colour scale (low -> high, left to right) as a texture, from the app's own colour map."""
+    import numpy as np
+
     from ..inference import colorize
 
     bar = colorize(np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :].repeat(4, 0))
