@@ -150,7 +150,7 @@ def _reference(rgb, cfg):
 
 #: specs without capture steps: the DenseNet201 release and the EfficientNet-Lite0 binary spec
 #: as released before 2026-12-06 (tests/data/legacy), whose tensors GOLDEN pins.
-NO_CAPTURE_SPECS = {"densenet201-binary": ROOT / "models" / "densenet201-binary",
+NO_CAPTURE_SPECS = {"legacy-densenet201-binary": ROOT / "tests" / "data" / "legacy" / "densenet201-binary",
                     "legacy-efficientnet-lite0-binary": ROOT / "tests" / "data" / "legacy" / "efficientnet-lite0-binary"}
 
 

@@ -20,7 +20,7 @@ from leukedge.edge_app.ood_views import FieldViews, capture_views, views_of
 from leukedge.errors import ConfigError
 from leukedge.imageio import load_image
 
-COMMITTED_GATE = Path("models/densenet201-binary/ood.npz")  # fitted before the field fit existed
+COMMITTED_GATE = Path(__file__).parent / "data" / "legacy" / "densenet201-binary" / "ood.npz"  # fitted before the field fit existed
 
 
 def test_views_are_seeded_and_span_orientations_and_moderate_captures(smear_paths):

@@ -90,7 +90,7 @@ def test_a_release_compress_json_still_loads(release):
 
 def test_the_densenet_release_record_maps_to_its_prune_section():
     """A signed release made before the config was nested: its flat keys become the prune section."""
-    record = json.loads((REPO / "models" / "densenet201-binary" / "compress.json").read_text())["config"]
+    record = json.loads((REPO / "tests" / "data" / "legacy" / "densenet201-binary" / "compress.json").read_text())["config"]
     cfg = CompressConfig.from_record(record)
     assert cfg.prune == PruneRecipe(sparsity=0.5, epochs=12, feature_distill=8.0, cam_distill=30.0)
     assert cfg.prune_config().target_sparsity == 0.5 and cfg.prune_config().learning_rate == 1e-4
@@ -109,8 +109,8 @@ def test_flat_qat_keys_and_nested_records_load():
 
 
 @pytest.mark.parametrize("base, item, key, value", [
-    (["--recipe", "models/densenet201-binary/recipe.json"], "prune.epochs=3", "prune.epochs", 3),
-    (["--recipe", "models/densenet201-binary/recipe.json"], "prune.cluster_lr=2e-5", "prune.cluster_lr", 2e-5),
+    (["--recipe", "tests/data/legacy/densenet201-binary/recipe.json"], "prune.epochs=3", "prune.epochs", 3),
+    (["--recipe", "tests/data/legacy/densenet201-binary/recipe.json"], "prune.cluster_lr=2e-5", "prune.cluster_lr", 2e-5),
     (["--qat"], "qat.select_every=2", "qat.select_every", 2),
     (["--qat"], "qat.lr=5e-5", "qat.lr", 5e-5),
     ([], 'checks.ood_dirs=["../shared/data/pbc-lymphocytes"]', "ood_check_dirs", ["../shared/data/pbc-lymphocytes"]),
