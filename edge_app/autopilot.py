@@ -182,9 +182,10 @@ class Pilot:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("scenario", choices=sorted(SCENARIOS))
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--model", default=None,
+                    help="release folder (default: as the app: the recommended release of --models-root)")
     ap.add_argument("--db", required=True)
-    ap.add_argument("--models-root", default=None, help="folder of releases (default: the model's parent folder)")
+    ap.add_argument("--models-root", default=None, help="folder of releases (default: the model's parent folder, else models)")
     ap.add_argument("--out", required=True, help="report JSON")
     ap.add_argument("--shots", help="screenshot folder")
     ap.add_argument("--smear")
@@ -213,7 +214,7 @@ def main(argv=None) -> int:
     app_cls = app_class()
     marks["imported"] = {"unix": time.time(), "main_cpu_s": time.thread_time(), "process_cpu_s": time.process_time()}
     app = app_cls(model=args.model, db=args.db, threads=args.threads, camera=args.camera,
-                      models_root=args.models_root or str(Path(args.model).parent),
+                      models_root=args.models_root or (str(Path(args.model).parent) if args.model else "models"),
                       start_dir=args.start_dir or (str(Path(args.smear).parent) if args.smear else None))
     pilot = Pilot(app, SCENARIOS[args.scenario], Path(args.out), args.shots, args.timeout)
     pilot.args = args

@@ -17,11 +17,13 @@ def wait_model(p):
     yield lambda: p.ctl.screener is not None or p.ctl.model_error is not None
     p.report["model_error"] = p.ctl.model_error
     p.report["capture_status"] = p.screen("capture").status_text
+    p.report["release"] = p.ctl.screener.release.folder.name if p.ctl.screener else None
     p.report["model_loaded_unix"] = time.time()
     p.mark("model_ready")
     yield 3
     p.report["started_with"] = {"language": language(), "has_pin": p.ctl.settings.has_pin,
-                                "threshold": p.ctl.screener.threshold if p.ctl.screener else None}
+                                "threshold": p.ctl.screener.threshold if p.ctl.screener else None,
+                                "retention_days": p.ctl.store.retention_days() if p.ctl.store else None}
 
 
 def start_sample(p, sample_id):
@@ -92,7 +94,10 @@ def result_state(p) -> dict:
             "caveat": r.caveat_text, "performance": r.performance_text, "field_title": r.field_title,
             "probability_text": r.probability_text, "detail": r.detail_text, "fields": r.fields_text,
             "model_text": r.model_text, "note": r.note_text, "show_heatmap": r.show_heatmap,
-            "finished": r.finished, "screen": p.app.root.current, "image_rect": p.rect(r.ids.image_box)}
+            "finished": r.finished, "screen": p.app.root.current, "image_rect": p.rect(r.ids.image_box),
+            "legend": {"shown": r.ids.legend.opacity == 1 and r.ids.legend.height > 0 and r.legend_texture is not None,
+                       "ends": [w.text for w in reversed(r.ids.legend.children) if hasattr(w, "text")],
+                       "bar_rect": p.rect(r.ids.legend_bar), "line": r.ids.heat_line.text}}
 
 
 def capture_state(p) -> dict:
@@ -209,6 +214,8 @@ def settings_tour(p):
                             "operating_points": list(p.screen("settings").op_values)}
     p.screenshot("settings")
     st = p.screen("settings")
+    p.report["settings"]["retention_values"] = list(st.retention_values)
+    st.ids.retention_spinner.text = st.retention_values[1]       # keep captured images 30 days
     if len(st.op_values) > 1:   # choose the second validated operating point and apply
         st.ids.op_spinner.text = st.op_values[1]
         yield 2
@@ -216,7 +223,8 @@ def settings_tour(p):
         yield lambda: p.app.root.current == "capture"
         yield 3
         p.report["settings"]["after_apply"] = {"threshold": p.ctl.screener.threshold,
-                                               "model_text": p.screen("capture").model_text}
+                                               "model_text": p.screen("capture").model_text,
+                                               "retention_days": p.ctl.store.retention_days()}
     # Settings lock again when left; a wrong PIN is refused; the language changes every screen.
     p.touch(p.screen("capture").ids.btn_settings)
     yield lambda: p.app.root.current != "capture"

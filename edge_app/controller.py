@@ -30,6 +30,10 @@ from .settings_store import AppSettings, settings_path
 log = logging.getLogger(__name__)
 
 
+#: ``apply_settings``: a setting the screen did not show is left as it is.
+UNCHANGED = object()
+
+
 class Controller:
     """Glue between the screens, the :class:`Screener` and the records (:class:`ScreeningSession`).
 
@@ -209,8 +213,10 @@ class Controller:
         self.app.root.current = "settings"
         return True, ""
 
-    def apply_settings(self, folder, threads, operating_point, language):
-        """Save the settings (kept across restarts) and apply them."""
+    def apply_settings(self, folder, threads, operating_point, language, retention=UNCHANGED):
+        """Save the settings (kept across restarts) and apply them. ``retention`` (days captured images
+        are kept, None: all) is kept in the records database's audit trail, applied at once and at each start."""
+        retention_problem = self._set_retention(retention)
         same_model = self.screener is not None and self.screener.release.folder == folder
         st = self.settings
         st.model = folder.name if folder is not None else st.model
@@ -227,8 +233,22 @@ class Controller:
             self.screen("capture").set_status(presenter.status("saved"))
         elif folder is not None:
             self.load_model(folder, threads, operating_point if same_model else None)
+        if retention_problem:
+            self.screen("capture").set_status(retention_problem, error=True)
         self.app.settings_unlocked = False        # applied: locked again (also after the screens were re-created)
         self.app.go("capture")
+
+    def _set_retention(self, days) -> str | None:
+        """Record a changed image retention and delete the images it no longer keeps; a message on failure."""
+        if days is UNCHANGED or self.store is None:
+            return None
+        try:
+            if days != self.store.retention_days():
+                self.store.set_retention(days, "changed in Settings")
+                self.store.apply_retention()
+        except LeukEdgeError as exc:
+            return exc.one_line()
+        return None
 
     # ----- samples ----------------------------------------------------------------------
     def start_sample(self, sample_id: str, id_source: str = "typed"):

@@ -9,6 +9,9 @@ and a second leukemia smear), is finished and handed over (referral PDF, FHIR, C
 clears everything; sample B has two benign smears; then History, a sample's detail, voiding a
 field with a reason, the model, guide, PIN and settings screens. Files:
 ``docs/screenshots/session_<step>-<size>.png`` (French: ``session_<step>-360x640-fr.png``).
+The smears are the first test-split ones (manifest order) that the release classifies correctly, so
+that both the "refer" and the "no signs found" screens are shown; the ones skipped (the release's
+errors, e.g. a benign smear it refers) are printed, and its error rates are in its model card.
 Each run also audits the widget sizes (see tests/test_app_layout.py) and fails on a problem.
 
 Usage: python scripts/screenshots.py [--model models/<name>] [--out docs/screenshots] [--data ../shared/data]
@@ -34,19 +37,39 @@ from leukedge.imageio import load_image
 BLUR_SIGMA = 3.0
 
 
-def pick_inputs(data: Path) -> dict[str, list[Path]]:
-    """Test-split smears: two of a leukemia class for sample A, two benign ones for sample B."""
+def first_correct(paths: list[Path], model: Path, decision: str, n: int = 2) -> list[Path]:
+    """The first ``n`` of ``paths`` the release screens as ``decision``; the others are printed."""
+    from leukedge.edge_app.inference import Screener
+
+    screener, kept = Screener(model), []
+    for f in paths:
+        res = screener.screen_image(f, heatmap=False)
+        if res.decision == decision:
+            kept.append(f)
+            if len(kept) == n:
+                break
+        else:
+            print(f"screenshots: skipped {f.name}: the release gives {res.decision or res.error} "
+                  f"(expected {decision})", file=sys.stderr)
+    return kept
+
+
+def pick_inputs(data: Path, model: Path | None = None) -> dict[str, list[Path]]:
+    """Test-split smears: two of a leukemia class for sample A, two benign ones for sample B
+    (with ``model``: the first ones it classifies correctly)."""
     aria = data / "aria-all"
     manifest = Path("splits/aria-all.split.csv")
     pre, benign = [], []
     if manifest.exists():
         with open(manifest, newline="") as fh:
             rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
-        pre = [aria / r["path"] for r in rows if r["class"] == "Pre"][:2]
-        benign = [aria / r["path"] for r in rows if r["class"] == "Benign"][:2]
-    pre = pre or sorted((aria / "Pre").glob("*.jpg"))[:2]
-    benign = benign or sorted((aria / "Benign").glob("*.jpg"))[:2]
-    return {"a": pre, "b": benign}
+        pre = [aria / r["path"] for r in rows if r["class"] == "Pre"]
+        benign = [aria / r["path"] for r in rows if r["class"] == "Benign"]
+    pre = pre or sorted((aria / "Pre").glob("*.jpg"))
+    benign = benign or sorted((aria / "Benign").glob("*.jpg"))
+    if model is not None:
+        return {"a": first_correct(pre, model, "positive"), "b": first_correct(benign, model, "negative")}
+    return {"a": pre[:2], "b": benign[:2]}
 
 
 def save_png(src, target: Path) -> None:
@@ -81,7 +104,11 @@ def main(argv=None) -> int:
     except LeukEdgeError as exc:
         print(f"screenshots: error: {exc.one_line()}", file=sys.stderr)
         return 2
-    inputs = pick_inputs(Path(args.data))
+    inputs = pick_inputs(Path(args.data), model)
+    if len(inputs["a"]) < 2 or len(inputs["b"]) < 2:
+        print(f"screenshots: error: fewer than two correctly classified test smears per class in {args.data}",
+              file=sys.stderr)
+        return 2
     for suffix, size, language, keep in TARGETS:
         if args.only and suffix != args.only:
             continue

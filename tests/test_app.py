@@ -100,6 +100,15 @@ def test_smear_shows_probability_and_a_heatmap_on_screen(tour):
     rgb = full[(full.sum(-1) > 60)]
     sat = rgb.max(1) - rgb.min(1)
     assert (sat > 120).mean() > 0.3
+    legend = s["legend"]                          # issue 22 defect 8: a legend and one line on what it shows
+    assert legend["shown"] and legend["ends"] == ["low", "high"]
+    assert legend["line"].startswith("Colours show the parts of the image that most raised the model's score")
+    x0, y0, x1, y1 = legend["bar_rect"]
+    mid = (y0 + y1) // 2
+    bar = crop(shots["result"], (x0, mid - 3, x1, mid + 3)).reshape(-1, x1 - x0, 3).mean(0)   # RGB per column
+    k = max(1, (x1 - x0) // 10)
+    low, high = bar[:k].mean(0), bar[-k:].mean(0)
+    assert low[2] > low[0] + 60 and high[0] > high[2] + 60, (low, high)   # blue at "low", red at "high"
 
 
 def test_camera_button_with_a_video_source_adds_a_field(tour):
@@ -118,6 +127,7 @@ def test_out_of_domain_image_is_flagged_not_scored(tour):
     o = tour["ood"]
     assert o["screen"] == "result" and o["probability_text"] == "Unlike the smears the model knows: no result"
     assert not o["show_heatmap"] and "score" not in o["probability_text"]
+    assert not o["legend"]["shown"] and o["legend"]["line"] == ""          # no heatmap, no legend
     assert "does not look like" in o["detail"] and "refer the sample" in o["detail"]
     assert "Field 3: unlike the smears the model knows: no result" in o["fields"]
 
@@ -170,6 +180,10 @@ def test_history_detail_model_info_and_settings(tour):
     assert tour["settings"]["models"] == ["tiny-release"]
     applied = tour["settings"]["after_apply"]          # only validated thresholds can be chosen
     assert applied["threshold"] == pytest.approx(0.3) and "refers at 0.30" in applied["model_text"]
+    assert tour["settings"]["retention_values"] == ["keep all", "30 days", "90 days", "365 days"]
+    assert applied["retention_days"] == 30                      # image retention chosen in Settings, audited
+    assert con.execute("SELECT reason, data FROM events WHERE kind = 'retention_set'").fetchall() == [
+        ("changed in Settings", '{"keep_days": 30}')]
     assert tour["settings"]["relocked"]                                          # leaving Settings locks them
     assert tour["settings"]["wrong_pin"] == {"screen": "pin", "message": "Wrong PIN."}
     assert tour["settings"]["french"]["history_button"] == "Historique"          # the language applies at once
@@ -294,7 +308,7 @@ def test_settings_are_kept_across_a_restart(tour, tiny_release, tmp_path):
               "--size", "360x640", timeout=90)
     assert r.returncode == 0, r.stderr[-2000:]
     started = json.loads((tmp_path / "r.json").read_text())["started_with"]
-    assert started == {"language": "fr", "has_pin": True, "threshold": pytest.approx(0.3)}
+    assert started == {"language": "fr", "has_pin": True, "threshold": pytest.approx(0.3), "retention_days": 30}
 
 
 def test_app_process_imports_no_tensorflow(tour):

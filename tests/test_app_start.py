@@ -36,6 +36,20 @@ def test_first_frame_comes_before_the_model_and_its_heavy_imports(tmp_path):
     assert rep["tensorflow_imported"] == []
 
 
+def test_app_without_model_opens_the_recommended_release_not_the_first_by_name(tmp_path):
+    """Issue 22 defect 5: started as Android's main.py starts it (no --model, the repository's models/
+    folder), the app verifies and loads the release models/index.json recommends."""
+    index = json.loads(Path("models/index.json").read_text())
+    first_by_name = sorted(p.parent.name for p in Path("models").glob("*/card.json"))[0]
+    assert index["recommended"] != first_by_name          # otherwise this test could not tell them apart
+    r = pilot("startup", "--models-root", "models", "--db", tmp_path / "h.sqlite3", "--out", tmp_path / "r.json",
+              "--size", "360x640")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["model_error"] is None and rep["release"] == index["recommended"]
+    assert rep["capture_status"].startswith(f"Ready: {index['recommended']}")
+
+
 def test_app_probability_equals_leukedge_predict(tmp_path, smear_paths):
     image = smear_paths["Pre"][1]
     db = tmp_path / "h.sqlite3"

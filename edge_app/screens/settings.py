@@ -1,4 +1,4 @@
-"""Settings (model, threads, validated operating point, language), behind a PIN."""
+"""Settings (model, threads, validated operating point, language, image retention), behind a PIN."""
 from __future__ import annotations
 
 from kivy.properties import BooleanProperty, ListProperty, StringProperty
@@ -15,6 +15,11 @@ class SettingsScreen(Screen):
     op_choice = StringProperty("")
     language_values = ListProperty(list(LANGUAGES.values()))
     language_choice = StringProperty("")
+    retention_values = ListProperty([])
+    retention_choice = StringProperty("")
+
+    #: Image retention choices in days (None: keep all).
+    RETENTION_DAYS = (None, 30, 90, 365)
 
     def refresh(self, controller):
         self._folders = {p.name: p for p in controller.releases()}
@@ -32,13 +37,19 @@ class SettingsScreen(Screen):
         self.model_values = sorted(self._folders)
         self.thread_choice = str(controller.threads or _("default"))
         self.language_choice = LANGUAGES.get(controller.settings.language, LANGUAGES["en"])
+        current = controller.store.retention_days() if controller.store is not None else None
+        days = sorted({d for d in (*self.RETENTION_DAYS, current) if d is not None})
+        self._retention = {_("keep all"): None, **{_("{n} days").format(n=d): d for d in days}}
+        self.retention_values = list(self._retention)
+        self.retention_choice = next(k for k, v in self._retention.items() if v == current)
 
     def apply(self, controller):
         folder = self._folders.get(self.model_choice)
         threads = int(self.thread_choice) if self.thread_choice.isdigit() else None
         op = self._ops.get(self.op_choice)
         language = next((k for k, v in LANGUAGES.items() if v == self.language_choice), "en")
-        controller.apply_settings(folder, threads, op, language)
+        keep = {"retention": self._retention[self.retention_choice]} if self.retention_choice in self._retention else {}
+        controller.apply_settings(folder, threads, op, language, **keep)
 
 
 class PinScreen(Screen):
