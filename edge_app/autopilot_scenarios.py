@@ -536,11 +536,76 @@ def session(p):
     if a.camera:      # a video file as the camera
         cap = p.screen("capture")
         p.touch(cap.ids.btn_camera)
-        yield lambda: p.ctl._frame is not None
+        yield lambda: p.ctl._frame is not None and p.ctl.framing is not None   # the framing hint is shown
         yield 4
         check("capture", "17_camera")
         p.touch(cap.ids.btn_camera)
         yield 2
+
+
+def framing(p):
+    """Live framing guidance (``--camera`` a video of segments): with a sample open, the camera on; every
+    judged preview frame's hint is recorded with the video position it came from until the video has
+    played ``--repeat`` times; a field is captured while the hint is not "ready" (guidance, not a lock);
+    the guidance stops off the capture screen, resumes on it, and stops with the camera."""
+    import threading
+
+    a, cap = p.args, p.screen("capture")
+    yield from wait_model(p)
+    yield from start_sample(p, "FRAME-1")
+    p.touch(cap.ids.btn_camera)
+    yield lambda: p.ctl._frame is not None
+    seen, state = [], {"wraps": 0, "pos": None, "last": None}
+    p.report["framing"] = {"main_thread": threading.current_thread().name, "main_thread_id": threading.get_ident(),
+                           "seen": seen}
+
+    def watch():
+        f = p.ctl.framing
+        if f is not None and f is not state["last"]:
+            state["last"] = f
+            seen.append({"pos": f.frame_pos, "status": f.status, "hint": cap.hint_text, "ready": cap.hint_ready,
+                         "thread": f.thread, "thread_id": f.thread_id, "ms": round(f.ms, 2), "size": list(f.size),
+                         "guide": p.screen("capture").ids.preview.guide is f})
+        pos = p.ctl._frame_pos
+        if pos is not None and state["pos"] is not None and pos < state["pos"]:
+            state["wraps"] += 1
+        state["pos"] = pos
+        return state["wraps"] >= a.repeat
+
+    t0 = time.monotonic()
+    yield watch
+    fr = p.report["framing"]
+    fr["seconds"] = round(time.monotonic() - t0, 2)
+    yield lambda: p.ctl.framing is not None and p.ctl.framing.ready
+    yield 3
+    label = cap.ids.framing_hint
+    from kivy.metrics import sp
+
+    fr["label"] = {"text": label.text, "sp": label.font_size / sp(1), "rect": p.rect(label),
+                   "preview_rect": p.rect(cap.ids.preview), "audit": audit(p, "capture")}
+    p.screenshot("framing_ready")
+    yield lambda: p.ctl.framing is not None and not p.ctl.framing.ready
+    fr["captured_with"] = cap.hint_text
+    p.screenshot("framing_not_ready")
+    n = len(p.ctl._statuses)
+    yield from screen_now(p)
+    fr["captured"] = len(p.ctl._statuses) - n
+    fr["left_to"] = p.app.root.current
+    done = p.ctl._framing.evaluations
+    fr["running_off_screen"] = p.ctl._framing.running
+    yield 30
+    fr["evaluations_off_screen"] = p.ctl._framing.evaluations - done
+    p.touch(p.screen("result").ids.btn_add)
+    yield lambda: p.app.root.current == "capture"
+    yield lambda: p.ctl._framing.evaluations > done
+    fr["resumed"] = p.ctl._framing.running
+    p.touch(cap.ids.btn_camera)
+    yield 2
+    done = p.ctl._framing.evaluations
+    yield 30
+    fr["after_stop"] = {"running": p.ctl._framing.running, "hint": cap.hint_text, "camera": p.ctl.source is not None,
+                        "evaluations": p.ctl._framing.evaluations - done, "guide": cap.ids.preview.guide is not None}
+    fr["evaluations"] = p.ctl._framing.evaluations
 
 
 def audit(p, name: str) -> dict:
@@ -618,4 +683,4 @@ def startup(p):
 
 SCENARIOS = {"tour": tour, "mixup": mixup, "session": session, "layout": session, "latency": latency,
              "startup": startup, "records_trouble": records_trouble, "scan": scan, "disk_full": disk_full,
-             "relanguage": relanguage}
+             "relanguage": relanguage, "framing": framing}

@@ -81,7 +81,10 @@ class Controller:
         self._t_back_start = 0.0
         self.source = None
         self._frame = None
+        self._frame_pos = None
         self._preview_ev = None
+        self._framing = None       # the camera preview's framing guidance (.framing.FramingWorker)
+        self.framing = None        # its latest result (.framing.Framing)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leukedge-worker")
         # History commits (fsync) on their own thread, so a slow disk never delays the next screening.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leukedge-history")
@@ -475,12 +478,35 @@ class Controller:
             return
         self._preview_ev = Clock.schedule_interval(self._preview, 1 / 15)
         self.screen("capture").set_camera(True)
+        self.app.root.fbind("current", self._screen_changed)
+        self._screen_changed()
 
     def _preview(self, dt):
         frame = self.source.read() if self.source else None
         if frame is not None:
-            self._frame = frame
+            self._frame, self._frame_pos = frame, getattr(self.source, "position", None)
             self.screen("capture").show_frame(frame)
+
+    # framing guidance: runs while the camera is on and the capture screen is shown
+    def _screen_changed(self, *_):
+        if self.source is not None and self.app.root.current == "capture":
+            if self._framing is None:
+                from .framing import FramingWorker
+
+                self._framing = FramingWorker(lambda: (self._frame, self._frame_pos), self._framed,
+                                              self._quality_config)
+            self._framing.start()
+        elif self._framing is not None:
+            self._framing.stop()
+
+    def _quality_config(self):
+        from .quality import QualityConfig
+
+        return self.screener.quality_cfg if self.screener is not None else QualityConfig()
+
+    def _framed(self, framing):
+        self.framing = framing
+        self.screen("capture").show_framing(framing)
 
     def capture(self):
         """Add the current camera frame as the next field."""
@@ -512,7 +538,10 @@ class Controller:
             self._preview_ev.cancel()
         if self.source is not None:
             self.source.close()
-        self.source, self._frame, self._preview_ev = None, None, None
+        if self._framing is not None:
+            self._framing.stop()
+        self.app.root.funbind("current", self._screen_changed)
+        self.source, self._frame, self._frame_pos, self._preview_ev, self.framing = None, None, None, None, None
         self.screen("capture").set_camera(False)
 
     # ----- history ----------------------------------------------------------------------
@@ -589,6 +618,8 @@ class Controller:
 
     def shutdown(self):
         self.stop_camera() if self.source else None
+        if self._framing is not None:
+            self._framing.shutdown()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._writer.shutdown(wait=True)  # every queued record is committed before exit
         if self.store is not None:

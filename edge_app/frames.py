@@ -91,7 +91,8 @@ class CameraSource(_OpenCVSource):
 
 
 class VideoFileSource(_OpenCVSource):
-    """A video file played as a camera; ``loop`` restarts it at the end."""
+    """A video file played as a camera; ``loop`` restarts it at the end. ``position`` is the index
+    of the frame read last (which frame the framing guidance judged, in logs and tests)."""
 
     def __init__(self, path: str | os.PathLike, loop: bool = True):
         p = Path(path)
@@ -99,12 +100,14 @@ class VideoFileSource(_OpenCVSource):
             raise ImageError(f"{p}: no such video file", "check the path")
         super().__init__(str(p), "video")
         self.path, self.loop = p, loop
+        self.position: int | None = None
 
     def read(self) -> np.ndarray | None:
         frame = super().read()
         if frame is None and self.loop:
             self.cap.set(self._cv2.CAP_PROP_POS_FRAMES, 0)
             frame = super().read()
+        self.position = int(self.cap.get(self._cv2.CAP_PROP_POS_FRAMES)) - 1 if frame is not None else None
         return frame
 
 

@@ -60,6 +60,17 @@ QUALITY_WORDS = {"ok": N_("good"), "blurry": N_("blurred"), "too small": N_("too
                  "over-exposed": N_("too bright"), "under-exposed": N_("too dark"),
                  "off-centre": N_("field not centred")}
 
+#: The camera preview's framing hint by quality status (edge_app/framing.py): one short line, before the photo.
+FRAMING_HINTS = {"ok": N_("Ready: hold still and tap Capture field"), "off-centre": N_("Centre the bright circle"),
+                 "blurry": N_("Focus the microscope"), "under-exposed": N_("More light"),
+                 "over-exposed": N_("Less light"), "too small": N_("Move closer")}
+
+
+def framing_hint(status: str) -> str:
+    """The preview's hint for a quality status, translated ("" for an unknown status)."""
+    return _(FRAMING_HINTS[status]) if status in FRAMING_HINTS else ""
+
+
 #: Capture-screen status lines (``status(key, **fields)``).
 STATUS = {
     "starting": N_("Starting..."),

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from leukedge.capture import detect_fov
+from leukedge.capture import FieldOfView, detect_fov
 
 OK = "ok"
 
@@ -132,6 +132,12 @@ def check_quality(rgb: np.ndarray, cfg: QualityConfig | None = None) -> QualityR
     that fixes it). Exposure and blur are measured on the square inside the field of view
     when there is one, else on the whole image.
     """
+    return check_quality_fov(rgb, cfg)[0]
+
+
+def check_quality_fov(rgb: np.ndarray, cfg: QualityConfig | None = None) -> tuple[QualityReport, FieldOfView | None]:
+    """:func:`check_quality` and the field of view it judged (None: no eyepiece disc found); the
+    camera preview's framing guide (:mod:`.framing`) draws that circle and its square."""
     cfg = cfg or QualityConfig()
     fov = detect_fov(rgb) if min(rgb.shape[:2]) >= cfg.min_side else None
     region = rgb
@@ -156,7 +162,7 @@ def check_quality(rgb: np.ndarray, cfg: QualityConfig | None = None) -> QualityR
         status = "blurry"
     else:
         status = OK
-    return QualityReport(status=status, **m)
+    return QualityReport(status=status, **m), fov
 
 
 def guidance(status: str) -> str:

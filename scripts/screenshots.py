@@ -29,6 +29,7 @@ from pathlib import Path
 
 import cv2
 
+from leukedge.capture_sim import apply_capture
 from leukedge.edge_app.models_index import resolve_model
 from leukedge.errors import LeukEdgeError
 from leukedge.imageio import load_image
@@ -78,9 +79,13 @@ def save_png(src, target: Path) -> None:
 
 
 def make_video(path: Path, images: list) -> None:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (224, 224))
-    for f in images:
-        writer.write(cv2.cvtColor(cv2.resize(load_image(f), (224, 224)), cv2.COLOR_RGB2BGR))
+    """The smears as a phone sees them through an eyepiece (leukedge.capture_sim), as a video for the
+    camera button: the preview then shows the framing guide's circle and square."""
+    frames = [apply_capture("eyepiece", load_image(f), 1, seed=i) for i, f in enumerate(images)]
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (w, h))
+    for frame in frames:
+        writer.write(cv2.cvtColor(cv2.resize(frame, (w, h)), cv2.COLOR_RGB2BGR))
     writer.release()
 
 
@@ -132,7 +137,7 @@ def render(model: Path, inputs: dict, out: Path, suffix: str, size: str, languag
         for i, f in enumerate(inputs["b"], 1):
             b.append(chooser / f"B{i}-{f.name}")
             b[-1].symlink_to(f.resolve())
-        camera = Path(d, "camera.avi")   # a "camera" for devices without one: the smears as a video
+        camera = Path(d, "camera.avi")   # a "camera" for devices without one: the smears through an eyepiece
         make_video(camera, inputs["a"])
         env = {**os.environ, "SDL_VIDEODRIVER": os.environ.get("SDL_VIDEODRIVER", "offscreen"),
                "KIVY_NO_ARGS": "1", "KIVY_NO_CONFIG": "1",

@@ -26,6 +26,9 @@ class CaptureScreen(Screen):
     sample_text = StringProperty("")
     #: the ID's text as read from a label (the source is "scanned" while the text is unchanged)
     scanned_id = StringProperty("")
+    #: the camera preview's framing hint (edge_app/framing.py) and whether it says "ready"
+    hint_text = StringProperty("")
+    hint_ready = BooleanProperty(False)
 
     def on_kv_post(self, *args):
         if not self.status_text:
@@ -52,6 +55,13 @@ class CaptureScreen(Screen):
         self.camera_on = on
         if not on:
             self.ids.preview.texture = None
+            self.show_framing(None)
+
+    def show_framing(self, framing):
+        """The framing guidance of the latest preview frame: its hint and the guide drawn on the preview."""
+        self.hint_text = presenter.framing_hint(framing.status) if framing is not None else ""
+        self.hint_ready = framing is not None and framing.ready
+        self.ids.preview.guide = framing
 
     def show_frame(self, rgb):
         self.ids.preview.texture = to_texture(rgb)

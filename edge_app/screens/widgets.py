@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kivy.graphics import Color, Line
 from kivy.graphics.texture import Texture
-from kivy.properties import BooleanProperty, ListProperty, NumericProperty, StringProperty
+from kivy.metrics import dp
+from kivy.properties import BooleanProperty, ListProperty, NumericProperty, ObjectProperty, StringProperty
 from kivy.uix.button import Button
+from kivy.uix.image import Image
 from kivy.uix.recycleview import RecycleView
 
 from ..i18n import _
@@ -31,6 +34,46 @@ def colour_bar_texture(width: int = 256):
 
     bar = colorize(np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :].repeat(4, 0))
     return to_texture(bar)
+
+
+class PreviewImage(Image):
+    """The camera preview with its framing guide on top (``guide``: a :class:`..framing.Framing` or None):
+    a cross at the frame's centre, and for an eyepiece photo the field of view's circle and the square
+    the field-of-view crop keeps (green when the frame is ready, amber otherwise)."""
+
+    guide = ObjectProperty(None, allownone=True)
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        for prop in ("guide", "pos", "size", "norm_image_size"):
+            self.fbind(prop, self._draw_guide)
+
+    def _draw_guide(self, *_):
+        self.canvas.after.clear()
+        g = self.guide
+        iw, ih = self.norm_image_size
+        if g is None or self.texture is None or iw < 1 or ih < 1:
+            return
+        fw, fh = g.size
+        k = iw / fw
+        left, top = self.center_x - iw / 2, self.center_y + ih / 2
+
+        def at(x, y):     # judged copy's pixels (top-left origin) -> window coordinates
+            return left + x * k, top - y * k
+
+        cx, cy = at(fw / 2, fh / 2)
+        arm = dp(12)
+        with self.canvas.after:
+            Color(*((0.45, 0.9, 0.5, 0.9) if g.ready else (1, 0.75, 0.3, 0.9)))
+            Line(points=[cx - arm, cy, cx + arm, cy], width=dp(1.2))
+            Line(points=[cx, cy - arm, cx, cy + arm], width=dp(1.2))
+            if g.circle is not None:
+                x, y = at(g.circle[0], g.circle[1])
+                Line(circle=(x, y, g.circle[2] * k), width=dp(1.5))
+            if g.square is not None:
+                x0, y0, x1, y1 = g.square
+                bx, by = at(x0, y1)
+                Line(rectangle=(bx, by, (x1 - x0) * k, (y1 - y0) * k), width=dp(1.2))
 
 
 class FileRow(Button):
