@@ -164,6 +164,9 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     commands = parser._subparsers._group_actions[0].choices
     unsigned_ok = frozenset(n for n, p in commands.items() if "--allow-unsigned" in p._option_string_actions)
     steps = plan(data, args.preset, args.out, args.release_out, args.recipe, args.key, available, unsigned_ok)
+    if not debug and any(s.name == "sign" for s in steps):
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(UnsignedUntilSigned())
     if "release" not in available:
         print("pipeline: signing not available in this build: the release will be unsigned")
     elif not (args.key and Path(args.key).is_file()):
@@ -179,6 +182,21 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
                 return rc
     _finish(args, steps, available, parser)
     return 0
+
+
+class UnsignedUntilSigned(logging.Filter):
+    """Keeps the "unsigned release" warnings of the stages that run before the pipeline's own
+    sign stage (compress evaluates, bench measures the release it is about to sign) off the
+    console: they go to the stage's log (the redirected stdout) instead. Every other warning
+    still reaches the console."""
+
+    LOGGERS = ("leukedge.release_check", "leukedge.benchmarks.cli")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name in self.LOGGERS and "UNSIGNED" in record.getMessage().upper():
+            print(f"{record.levelname} {record.name}: {record.getMessage()}", file=sys.stdout)
+            return False
+        return True
 
 
 def _run_stage(i: int, n: int, step: Step, argv: list[str], main, debug: bool, logs: Path) -> int:

@@ -117,3 +117,34 @@ def test_a_stage_runs_under_the_noise_filter_when_stderr_is_a_log_file(tmp_path)
     text = log.read_text()
     assert "rc 2" in text and "no such folder" in text
     assert "Illegal seek" not in text and "Traceback" not in text
+
+
+def test_unsigned_warnings_before_the_sign_stage_go_to_the_stage_log_not_the_console(capsys):
+    """compress and bench meet the release before the pipeline signs it: their "unsigned"
+    warnings are expected there, so they land in the stage's log (stdout, redirected to
+    OUT/logs/<stage>.log by the pipeline) while every other warning still reaches the console."""
+    import logging
+
+    from leukedge.pipeline import UnsignedUntilSigned
+
+    handler = logging.StreamHandler()          # writes to the console (stderr)
+    handler.addFilter(UnsignedUntilSigned())
+    rc = logging.getLogger("leukedge.release_check")
+    bench = logging.getLogger("leukedge.benchmarks.cli")
+    other = logging.getLogger("leukedge.evaluate")
+    for lg in (rc, bench, other):
+        lg.addHandler(handler)
+        lg.propagate = False
+    try:
+        rc.warning("runs/x: NOT VERIFIED (unsigned release (no card.sig)); running it only because --allow-unsigned was given")
+        bench.warning("runs/x: UNSIGNED (not a signed release; its numbers say so)")
+        rc.warning("runs/x: the signature does not match")   # a real problem: stays on the console
+        other.warning("unsigned? no, another stage")          # another logger: stays on the console
+    finally:
+        for lg in (rc, bench, other):
+            lg.removeHandler(handler)
+            lg.propagate = True
+    out, err = capsys.readouterr()
+    assert "NOT VERIFIED" in out and "UNSIGNED (not a signed release" in out
+    assert "NOT VERIFIED" not in err and "its numbers say so" not in err
+    assert "the signature does not match" in err and "another stage" in err
