@@ -190,10 +190,11 @@ class UnsignedUntilSigned(logging.Filter):
     console: they go to the stage's log (the redirected stdout) instead. Every other warning
     still reaches the console."""
 
-    LOGGERS = ("leukedge.release_check", "leukedge.benchmarks.cli")
+    LOGGERS = ("leukedge.release_check", "leukedge.benchmarks.cli", "leukedge.compress.cli")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name in self.LOGGERS and "UNSIGNED" in record.getMessage().upper():
+        text = record.getMessage().upper()
+        if record.name in self.LOGGERS and ("UNSIGNED" in text or "NOT SIGNED" in text):
             print(f"{record.levelname} {record.name}: {record.getMessage()}", file=sys.stdout)
             return False
         return True

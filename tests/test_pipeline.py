@@ -132,19 +132,22 @@ def test_unsigned_warnings_before_the_sign_stage_go_to_the_stage_log_not_the_con
     rc = logging.getLogger("leukedge.release_check")
     bench = logging.getLogger("leukedge.benchmarks.cli")
     other = logging.getLogger("leukedge.evaluate")
-    for lg in (rc, bench, other):
+    comp = logging.getLogger("leukedge.compress.cli")
+    for lg in (rc, bench, other, comp):
         lg.addHandler(handler)
         lg.propagate = False
     try:
         rc.warning("runs/x: NOT VERIFIED (unsigned release (no card.sig)); running it only because --allow-unsigned was given")
         bench.warning("runs/x: UNSIGNED (not a signed release; its numbers say so)")
+        comp.warning("runs/x is not signed: predict and the app refuse it until `leukedge release sign`")
         rc.warning("runs/x: the signature does not match")   # a real problem: stays on the console
         other.warning("unsigned? no, another stage")          # another logger: stays on the console
     finally:
-        for lg in (rc, bench, other):
+        for lg in (rc, bench, other, comp):
             lg.removeHandler(handler)
             lg.propagate = True
     out, err = capsys.readouterr()
     assert "NOT VERIFIED" in out and "UNSIGNED (not a signed release" in out
     assert "NOT VERIFIED" not in err and "its numbers say so" not in err
+    assert "refuse it until" in out and "refuse it until" not in err
     assert "the signature does not match" in err and "another stage" in err
