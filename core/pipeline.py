@@ -164,22 +164,27 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     commands = parser._subparsers._group_actions[0].choices
     unsigned_ok = frozenset(n for n, p in commands.items() if "--allow-unsigned" in p._option_string_actions)
     steps = plan(data, args.preset, args.out, args.release_out, args.recipe, args.key, available, unsigned_ok)
-    if not debug and any(s.name == "sign" for s in steps):
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(UnsignedUntilSigned())
+    quiet_unsigned = UnsignedUntilSigned() if not debug and any(s.name == "sign" for s in steps) else None
     if "release" not in available:
         print("pipeline: signing not available in this build: the release will be unsigned")
     elif not (args.key and Path(args.key).is_file()):
         print(f"pipeline: no signing key at {args.key}: the release will be unsigned")
-    with native_noise_filtered(not debug):
-        for i, step in enumerate(steps, 1):
-            argv = step.resolve()
-            if debug:
-                print(f"==> leukedge {' '.join(argv)}", flush=True)
-            rc = _run_stage(i, len(steps), step, argv, main, debug, Path(args.out) / "logs")
-            if rc != 0:
-                print(f"pipeline: step `{step.name}` (leukedge {' '.join(argv[:2])}) failed (exit {rc})")
-                return rc
+    handlers = list(logging.getLogger().handlers) if quiet_unsigned else []
+    for handler in handlers:
+        handler.addFilter(quiet_unsigned)
+    try:
+        with native_noise_filtered(not debug):
+            for i, step in enumerate(steps, 1):
+                argv = step.resolve()
+                if debug:
+                    print(f"==> leukedge {' '.join(argv)}", flush=True)
+                rc = _run_stage(i, len(steps), step, argv, main, debug, Path(args.out) / "logs")
+                if rc != 0:
+                    print(f"pipeline: step `{step.name}` (leukedge {' '.join(argv[:2])}) failed (exit {rc})")
+                    return rc
+    finally:  # only the pipeline's own stages: a later command in the same process logs as usual
+        for handler in handlers:
+            handler.removeFilter(quiet_unsigned)
     _finish(args, steps, available, parser)
     return 0
 

@@ -96,8 +96,16 @@ def test_pipeline_runs_every_stage_and_ends_in_a_release(small_dataset, tmp_path
 
 
 def test_pipeline_stops_with_the_failing_steps_exit_code(tmp_path, capsys):
-    assert main(["pipeline", "--data", str(tmp_path / "missing"), "--preset", "smoke", "--out", str(tmp_path / "o")]) == 2
+    import logging
+
+    key = tmp_path / "release.key"
+    key.write_text("not read: the pipeline stops before signing")   # a key is there: a sign stage is planned
+    before = [list(h.filters) for h in logging.getLogger().handlers]
+    assert main(["pipeline", "--data", str(tmp_path / "missing"), "--preset", "smoke", "--out", str(tmp_path / "o"),
+                 "--key", str(key)]) == 2
     assert "step `check`" in capsys.readouterr().out
+    # the console filter of the pipeline's stages is gone afterwards (a later command logs as usual)
+    assert [list(h.filters) for h in logging.getLogger().handlers] == before
 
 
 def test_a_stage_runs_under_the_noise_filter_when_stderr_is_a_log_file(tmp_path):
