@@ -23,9 +23,10 @@ from .fileio import check_regular, read_json
 from .preprocess import preprocess
 from .imageio import load_image
 from .model_check import check_model_io
+from .prefetch import prefetch_map
 from .progress import progress
 from .release_check import UNVERIFIED, card_files, verify_release
-from .runtime import LiteRunner
+from .runtime import LiteRunner, batch_threads
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,9 @@ class TFLitePredictor(Predictor):
     def __init__(self, path, spec: ModelSpec, num_threads: int | None = None, runtime: str = "litert",
                  expected_sha256: str | None = None):
         self.spec = spec
-        self.runner = LiteRunner(path, num_threads=num_threads, runtime=runtime, expected_sha256=expected_sha256)
+        # batch scoring: all CPUs unless told (LiteRT alone would use one)
+        self.runner = LiteRunner(path, num_threads=num_threads or batch_threads(), runtime=runtime,
+                                 expected_sha256=expected_sha256)
         self.name = Path(path).name
         check_model_io(self.runner, spec, path)  # before any image is scored
 
@@ -199,13 +202,17 @@ def score_paths(predictor: Predictor, paths: list[str], batch_size: int = 32, ke
         batch.clear()
         batch_paths.clear()
 
-    for path in progress(paths, desc=desc, unit="img"):
-        try:
-            batch.append(preprocess(load_image(path), spec.preprocess))
-            batch_paths.append(str(path))
-        except ImageError as exc:
-            errors[str(path)] = exc.one_line()
+    def prepare(path):
+        return preprocess(load_image(path), spec.preprocess)
+
+    # the next images are decoded and preprocessed in a background thread while the model runs
+    for path, x in prefetch_map(prepare, progress(paths, desc=desc, unit="img"), ahead=batch_size,
+                                catch=(ImageError,)):
+        if isinstance(x, ImageError):
+            errors[str(path)] = x.one_line()
             continue
+        batch.append(x)
+        batch_paths.append(str(path))
         if len(batch) >= batch_size:
             flush()
     flush()

@@ -48,6 +48,15 @@ def max_threads() -> int:
     return max(4, (os.cpu_count() or 1) * 4)
 
 
+def batch_threads() -> int:
+    """Interpreter threads for batch scoring (parity, evaluation, the OOD fit, ``predict`` on a
+    folder): every CPU this process may run on. LiteRT's own default is one thread."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def check_threads(num_threads, what: str = "--threads") -> int | None:
     """Validate an interpreter thread count: None (the runtime's default) or 1..:func:`max_threads`.
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from leukedge.errors import DataError, ModelError
 from leukedge.fileio import atomic_write_json, sha256_file
+from leukedge.runtime import batch_threads
 from leukedge.spec import OODConfig
 from leukedge.split import read_manifest
 
@@ -85,7 +86,7 @@ def calibrate_release(folder: str | os.PathLike, train: list, val: list, checks:
             under every capture family's moderate severities.
         n_components: principal directions kept for the feature model.
         percentile: validation percentile used as threshold.
-        num_threads: interpreter threads.
+        num_threads: interpreter threads (default: every CPU, :func:`leukedge.runtime.batch_threads`).
         max_per_split: subsample each list to at most this many images (None: all).
         image_margin: image-statistics threshold = this times its validation percentile
             (default :data:`FIELD_IMAGE_MARGIN` for the field fit, :data:`IMAGE_MARGIN` for plain).
@@ -100,7 +101,7 @@ def calibrate_release(folder: str | os.PathLike, train: list, val: list, checks:
     # a release being (re)calibrated is rewritten here (spec, card): it is re-signed afterwards
     release = load_release(folder, load_ood=False, allow_unsigned=True)
     spec = release.spec
-    runner = make_runner(release.model_path, num_threads)
+    runner = make_runner(release.model_path, num_threads or batch_threads())
     log.info("OOD gate (%s fit) for %s with %s", method, folder, release.model_path.name)
     if method == "plain":
         views, image_input = FieldViews(n_views=0), "photo"

@@ -136,26 +136,31 @@ def collect_views(runner, spec, paths, make_views=identity_views, stats_fn=None,
     """
     from leukedge.errors import ImageError, ModelError
     from leukedge.imageio import load_image
+    from leukedge.prefetch import prefetch_map
     from leukedge.preprocess import preprocess
     from leukedge.progress import progress
 
     from .ood import image_stats
 
     stats_fn = stats_fn or image_stats
+
+    def prepare(item):  # image work, in a background thread while the model scores the previous image
+        i, p = item
+        return [(preprocess(img, spec.preprocess), stats_fn(img), d) for img, d in make_views(load_image(p), i)]
+
     feats, stats, descs = [], [], []
-    for i, p in enumerate(progress(paths, desc=desc, unit="img")):
-        try:
-            rgb = load_image(p)
-        except ImageError as exc:
-            log.warning("skipped %s", exc.one_line())
+    items = enumerate(progress(paths, desc=desc, unit="img"))
+    for _, views in prefetch_map(prepare, items, catch=(ImageError,)):
+        if isinstance(views, ImageError):
+            log.warning("skipped %s", views.one_line())
             continue
-        for img, d in make_views(rgb, i):
-            out = runner.run(preprocess(img, spec.preprocess))
+        for x, st, d in views:
+            out = runner.run(x)
             if "features" not in out:
                 raise ModelError(f"the model has no 'features' output (outputs: {sorted(out)})",
                                  "re-export it with `leukedge compress` (outputs probability, cam, features)")
             feats.append(np.asarray(out["features"], np.float64).reshape(-1))
-            stats.append(stats_fn(img))
+            stats.append(st)
             descs.append(d)
     if not feats:
         return np.zeros((0, 0)), np.zeros((0, 8)), np.array([], dtype=str)
