@@ -36,6 +36,11 @@ MODEL_SUFFIXES = (".tflite", ".h5", ".keras")
 #: Other files the runtime reads when present (``Release.ood_rates`` falls back to ``ood.json``;
 #: ``figures/*.png`` are added by :func:`runtime_files`).
 RUNTIME_EXTRAS = ("spec.json", "ood.json")
+#: The records of how a release was made and what it measured: signed with it when present
+#: (``leukedge release sign`` lists them in the card), so that editing the recipe, the parity
+#: verdicts or the measured numbers after signing is detected like a swapped model file.
+PROVENANCE_FILES = ("recipe.json", "compress.json", "split.csv", "evaluation.json", "parity.json",
+                    "parity-val.json", "bench/captures.json")
 #: A card larger than this is not a card (it is read whole into memory).
 MAX_CARD_BYTES = 10 * 1000 * 1000
 
@@ -124,6 +129,11 @@ def runtime_files(folder: Path, spec: ModelSpec) -> list[str]:
     if spec.ood.method != "none" and spec.ood.stats_file:
         names.add(spec.ood.stats_file)
     return sorted(names)
+
+
+def provenance_files(folder: Path) -> list[str]:
+    """The :data:`PROVENANCE_FILES` that exist in ``folder`` (relative paths)."""
+    return [n for n in PROVENANCE_FILES if (folder / n).is_file()]
 
 
 def _read_card(folder: Path) -> tuple[bytes, dict]:

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from .card import CARD_SCHEMA, card_markdown
 from .errors import ModelError
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
-from .release_check import VERIFIED, ReleaseCheck, card_files, inside, runtime_files, verify_release
+from .release_check import (VERIFIED, ReleaseCheck, card_files, inside, provenance_files, runtime_files,
+                            verify_release)
 from .spec import ModelSpec
 from .trust import SIGNATURE_FILE, SIGNED_FILE, key_id, load_private_key, sign_bytes, trusted_keys
 
@@ -25,14 +26,16 @@ log = logging.getLogger(__name__)
 
 def refresh_card_files(folder: Path, card: dict) -> dict:
     """Set the card's ``files`` (and ``file_sizes``, ``spec_sha256``) to the current sha256 of
-    every file the runtime reads plus every other listed file that still exists.
+    every file the runtime reads, the release's provenance records (recipe, compress record,
+    split, evaluation, parity, capture bench: :data:`~leukedge.release_check.PROVENANCE_FILES`)
+    and every other listed file that still exists.
 
     Raises:
         ModelError: a listed or runtime path outside the folder, or a runtime file missing.
     """
     spec = ModelSpec.load(folder)
     listed = card_files(card) if isinstance(card.get("files"), dict) else {}
-    names = set(runtime_files(folder, spec))
+    names = set(runtime_files(folder, spec)) | set(provenance_files(folder))
     for n in listed:
         if inside(folder, n, "listed file").is_file():
             names.add(n)

@@ -175,11 +175,12 @@ def test_specs_without_capture_give_byte_identical_tensors(name, aria_dir, smear
 
 @pytest.mark.parametrize("release", ["efficientnet-lite0-binary", "efficientnet-lite0-subtype"])
 def test_field_releases_record_their_capture_steps(release, smears):
-    """The 2026-12-06 releases crop the eyepiece field and normalise colour (Reinhard), and say so
-    in spec.json: the steps run in that order, and they change the tensor of a real smear."""
+    """The field-capture releases crop the eyepiece field and white-balance on the plasma background
+    (`color: background`, since session 15; Reinhard before: docs/captures.md 9), and say so in
+    spec.json: the steps run in that order, and they change the tensor of a real smear."""
     spec = ModelSpec.load(ROOT / "models" / release)
     cap = spec.preprocess.capture
-    assert cap.fov_crop and cap.color == "reinhard" and cap.color_target and not cap.magnification
+    assert cap.fov_crop and cap.color == "background" and cap.color_target and not cap.magnification
     steps = [s["step"] for s in spec.preprocess.steps()]
     assert steps.index("fov_crop") < steps.index("color")
     plain = spec.preprocess.replace(capture=None)

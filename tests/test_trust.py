@@ -176,6 +176,24 @@ def test_figures_the_app_shows_are_listed_and_checked(release, release_key):
         verify_release(release)
 
 
+def test_provenance_records_are_signed_with_the_release(release, release_key):
+    """recipe.json, parity.json, ... are listed when signing: editing the recipe or a measured
+    number afterwards is refused like a swapped model file (release verify, predict, the app)."""
+    (release / "recipe.json").write_text(json.dumps({"quantize": {"per_tensor": False}}) + "\n")
+    (release / "bench").mkdir()
+    (release / "bench" / "captures.json").write_text('{"summary": {"clean_correct": 0.98}}\n')
+    sign_release(release, release_key)
+    check = verify_release(release)
+    assert {"recipe.json", "bench/captures.json"} <= set(check.files)
+    (release / "bench" / "captures.json").write_text('{"summary": {"clean_correct": 1.0}}\n')
+    with pytest.raises(ModelError, match=r"captures.json: sha256"):
+        verify_release(release)
+    sign_release(release, release_key)
+    (release / "recipe.json").write_text(json.dumps({"quantize": {"per_tensor": True}}) + "\n")
+    with pytest.raises(ModelError, match=r"recipe.json: sha256"):
+        verify_release(release)
+
+
 def test_file_removed_from_disk_is_refused(release):
     (release / "ood.json").unlink()
     with pytest.raises(ModelError, match="ood.json: listed in the model card but missing"):
