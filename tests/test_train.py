@@ -119,6 +119,32 @@ def test_grid_search_grouped_kfold_table(small_dataset, manifest, tmp_path):
     assert "±" in md and md.count("\n| 0") == 2 and "Best setting" in md
 
 
+def test_search_stopped_part_way_keeps_its_fits_and_resumes(small_dataset, manifest, tmp_path, monkeypatch):
+    """Results are written after every fit; `train --resume <search folder>` runs only the fits
+    missing from its search.csv (same folds), and the table says when it is partial."""
+    from leukedge.train import search
+    from leukedge.train.search import _done_fits, run_search, write_results
+
+    cfg = _cfg(small_dataset, manifest, tmp_path / "runs", epochs=1, search_folds=2,
+               search_grid={"dropout": [0.0, 0.5], "lr": [3e-3]})
+    out = run_search(cfg)
+    full = _done_fits(out, cfg.search_grid)
+    assert len(full) == 4
+    write_results(out, cfg.search_grid, full[:3], cfg)            # as if stopped during the 4th fit
+    assert "Partial: 3 of 4 fits done" in (out / "search.md").read_text()
+
+    calls = []
+    real = search._fold_score
+    monkeypatch.setattr(search, "_fold_score", lambda *a, **k: calls.append(a[0].dropout) or real(*a, **k))
+    from leukedge.cli import main
+
+    assert main(["train", "--resume", str(out)]) == 0
+    assert calls == [0.5]                                          # only the missing fit ran
+    again = _done_fits(out, cfg.search_grid)
+    assert again[:3] == full[:3] and len(again) == 4 and again[3]["dropout"] == 0.5 and again[3]["fold"] == 1
+    assert "Partial" not in (out / "search.md").read_text()
+
+
 def test_logistic_regression_baseline_with_smote(small_dataset, manifest, tmp_path):
     from leukedge.spec import ModelSpec
     from leukedge.train.baseline_lr import run_baseline

@@ -60,7 +60,8 @@ def register(sub) -> None:
                    help="with --teacher: accept a teacher that is not a release signed by a trusted key")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other TrainConfig field (JSON value)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--resume", metavar="RUN", help="continue the run folder RUN from its last completed epoch")
+    g.add_argument("--resume", metavar="RUN", help="continue the run folder RUN from its last completed epoch "
+                   "(or a --search folder from its last finished fit)")
     g.add_argument("--resume-latest", action="store_true",
                    help="continue RUNS/latest if it is a run of the same backbone/task/size (a finished one is left as it is); "
                         "start a new run otherwise")
@@ -114,6 +115,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         raise ConfigError("--search, --baseline and --finalize run on one machine", "unset TF_CONFIG / drop --workers")
     if args.resume:
+        from .search import is_search_folder, run_search
+
+        if is_search_folder(args.resume):  # a --search stopped part-way: continue its grid
+            out = run_search(resume=args.resume)
+            print(f"search results: {out / 'search.md'}")
+            return 0
         from .trainer import train
 
         run = train(resume=args.resume)

@@ -96,10 +96,48 @@ def _fold_score(cfg: TrainConfig, spec, weights, train_rows, val_rows) -> dict:
     return {"val_auc": auc, "val_accuracy": acc}
 
 
-def run_search(cfg: TrainConfig) -> Path:
-    """Run the grid search; returns the results folder (``search.csv``, ``search.md``)."""
+def is_search_folder(folder) -> bool:
+    """True for a folder written by :func:`run_search` (its ``config.json`` has a search grid)."""
+    try:
+        return bool(json.loads((Path(folder) / "config.json").read_text()).get("search_grid")) and \
+            (Path(folder) / "split.csv").is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _key(setting: dict, fold: int) -> tuple:
+    return tuple(f"{k}={float(v):g}" for k, v in sorted(setting.items())) + (int(fold),)
+
+
+def _done_fits(out: Path, grid: dict) -> list[dict]:
+    """The fits already in ``out/search.csv`` (a search stopped part-way), values as numbers."""
+    path = out / "search.csv"
+    if not path.is_file():
+        return []
+    rows = []
+    for r in csv.DictReader(io.StringIO(path.read_text())):
+        row = {k: json.loads(r[k]) for k in sorted(grid)}
+        row.update(fold=int(r["fold"]), val_auc=float(r["val_auc"]), val_accuracy=float(r["val_accuracy"]),
+                   seconds=float(r["seconds"]))
+        rows.append(row)
+    return rows
+
+
+def run_search(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> Path:
+    """Run the grid search; returns the results folder (``search.csv``, ``search.md``).
+
+    Results are written after every fit, so a stopped search keeps what it finished;
+    ``resume`` (a search folder) continues it with its own config, split and folds and skips the
+    fits already in its ``search.csv`` (``leukedge train --resume <search folder>``).
+    """
     from sklearn.model_selection import StratifiedGroupKFold
 
+    if resume is not None:
+        out = Path(resume)
+        if not is_search_folder(out):
+            raise DataError(f"{out}: not a search folder (no config.json with a search grid, or no split.csv)",
+                            "pass the folder `leukedge train --search` printed")
+        cfg = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
     cfg.validate()
     grid = cfg.search_grid or {}
     settings = settings_of(grid)
@@ -108,14 +146,15 @@ def run_search(cfg: TrainConfig) -> Path:
     cfg.data_dir = str(resolve_data_dir(cfg.data_dir).resolve())
     weights = resolve_weights(cfg)
     setup_runtime(cfg)
-    root = Path(cfg.runs_dir)
-    out = root / f"{time.strftime('%Y%m%d-%H%M%S')}-search-{cfg.backbone}-{cfg.resolved_input_size()}"
-    out.mkdir(parents=True, exist_ok=False)
-    if cfg.split:
-        atomic_copy(cfg.split, out / "split.csv")
-    else:
-        write_manifest(make_split(cfg.data_dir), out / "split.csv")
-    atomic_write_json(out / "config.json", cfg.to_dict())
+    if resume is None:
+        root = Path(cfg.runs_dir)
+        out = root / f"{time.strftime('%Y%m%d-%H%M%S')}-search-{cfg.backbone}-{cfg.resolved_input_size()}"
+        out.mkdir(parents=True, exist_ok=False)
+        if cfg.split:
+            atomic_copy(cfg.split, out / "split.csv")
+        else:
+            write_manifest(make_split(cfg.data_dir), out / "split.csv")
+        atomic_write_json(out / "config.json", cfg.to_dict())
     rows = read_manifest(out / "split.csv", cfg.data_dir)
     pool = [r for r in rows if r["split"] in ("train", "val")]
     by_class: dict = {}
@@ -130,17 +169,23 @@ def run_search(cfg: TrainConfig) -> Path:
         raise DataError(f"grouped {k}-fold CV needs >= {max(k, 2)} groups (found {len(set(groups.tolist()))})",
                         "use fewer --folds or more images")
     folds = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=cfg.seed).split(np.zeros(len(y)), y, groups))
-    results = []
+    results = _done_fits(out, grid)
+    done = {_key({n: r[n] for n in grid}, r["fold"]) for r in results}
+    if done:
+        log.info("search %s: %d of %d fits done already, continuing", out, len(done), len(settings) * k)
     total = len(settings) * k
     for i, setting in enumerate(settings):
         c = dataclasses.replace(cfg, **setting)
         for f, (tr_idx, va_idx) in enumerate(folds):
+            if _key(setting, f) in done:
+                continue
             t0 = time.time()
             log.info("search %d/%d: %s fold %d/%d (%d train, %d val)", i * k + f + 1, total, setting, f + 1, k,
                      len(tr_idx), len(va_idx))
             score = _fold_score(c, spec, weights, [pool[j] for j in tr_idx], [pool[j] for j in va_idx])
             results.append({**setting, "fold": f, **score, "seconds": round(time.time() - t0, 1)})
             log.info("  val AUC %.4f accuracy %.4f (%.0f s)", score["val_auc"], score["val_accuracy"], results[-1]["seconds"])
+            write_results(out, grid, results, cfg)  # after every fit: a stopped search keeps its fits
     write_results(out, grid, results, cfg)
     return out
 
@@ -151,6 +196,8 @@ def summarize(grid: dict, results: list[dict]) -> list[dict]:
     table = []
     for setting in settings_of(grid):
         rs = [r for r in results if all(r[k] == setting[k] for k in keys)]
+        if not rs:  # not reached yet (a search stopped part-way)
+            continue
         aucs = np.array([r["val_auc"] for r in rs], dtype=float)
         accs = np.array([r["val_accuracy"] for r in rs], dtype=float)
         table.append({**setting, "folds": len(rs), "val_auc_mean": float(np.nanmean(aucs)),
@@ -167,9 +214,13 @@ def write_results(out: Path, grid: dict, results: list[dict], cfg: TrainConfig) 
     w.writerows(results)
     atomic_write_text(out / "search.csv", buf.getvalue())
     table = summarize(grid, results)
+    n_all = len(settings_of(grid)) * int(cfg.search_folds)
+    partial = [] if len(results) >= n_all else [
+        f"**Partial: {len(results)} of {n_all} fits done** (continue with `leukedge train --resume <this folder>`).", ""]
     lines = [f"# Hyperparameter search: {cfg.backbone} ({cfg.weights}), {cfg.task}, input {cfg.resolved_input_size()}",
              "", f"Grouped {cfg.search_folds}-fold cross-validation (StratifiedGroupKFold on the manifest's `group` "
              f"column) over the train + validation images; {cfg.epochs} epoch(s) per fold; test split untouched.", "",
+             *partial,
              "| " + " | ".join(keys) + " | val ROC-AUC (mean ± std) | val accuracy (mean ± std) | folds |",
              "|" + "---|" * (len(keys) + 3)]
     for r in table:
