@@ -142,6 +142,7 @@ def test_search_stopped_part_way_keeps_its_fits_and_resumes(small_dataset, manif
     assert calls == [0.5]                                          # only the missing fit ran
     again = _done_fits(out, cfg.search_grid)
     assert again[:3] == full[:3] and len(again) == 4 and again[3]["dropout"] == 0.5 and again[3]["fold"] == 1
+    assert [r["fold"] for r in again] == [0, 0, 1, 1]                # fold by fold: every setting on fold 0 first
     assert "Partial" not in (out / "search.md").read_text()
 
 

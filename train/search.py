@@ -174,14 +174,16 @@ def run_search(cfg: TrainConfig | None = None, resume: str | Path | None = None)
     if done:
         log.info("search %s: %d of %d fits done already, continuing", out, len(done), len(settings) * k)
     total = len(settings) * k
-    for i, setting in enumerate(settings):
-        c = dataclasses.replace(cfg, **setting)
-        for f, (tr_idx, va_idx) in enumerate(folds):
+    # fold by fold (every setting on fold 1, then on fold 2, ...): a search stopped part-way has
+    # compared every setting on the same folds, not some settings on all folds
+    for f, (tr_idx, va_idx) in enumerate(folds):
+        for i, setting in enumerate(settings):
             if _key(setting, f) in done:
                 continue
+            c = dataclasses.replace(cfg, **setting)
             t0 = time.time()
-            log.info("search %d/%d: %s fold %d/%d (%d train, %d val)", i * k + f + 1, total, setting, f + 1, k,
-                     len(tr_idx), len(va_idx))
+            log.info("search %d/%d: %s fold %d/%d (%d train, %d val)", f * len(settings) + i + 1, total, setting,
+                     f + 1, k, len(tr_idx), len(va_idx))
             score = _fold_score(c, spec, weights, [pool[j] for j in tr_idx], [pool[j] for j in va_idx])
             results.append({**setting, "fold": f, **score, "seconds": round(time.time() - t0, 1)})
             log.info("  val AUC %.4f accuracy %.4f (%.0f s)", score["val_auc"], score["val_accuracy"], results[-1]["seconds"])
