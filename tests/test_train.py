@@ -144,6 +144,18 @@ def test_search_stopped_part_way_keeps_its_fits_and_resumes(small_dataset, manif
     assert again[:3] == full[:3] and len(again) == 4 and again[3]["dropout"] == 0.5 and again[3]["fold"] == 1
     assert [r["fold"] for r in again] == [0, 0, 1, 1]                # fold by fold: every setting on fold 0 first
     assert "Partial" not in (out / "search.md").read_text()
+    assert not search.is_search_folder(out.parent)                     # runs/: not a search
+
+
+def test_a_run_folder_is_not_taken_for_a_search(small_dataset, manifest, tmp_path):
+    """A training run's config.json carries the default search grid too: --resume of a run must
+    resume the run, not start a search in it."""
+    from leukedge.train.search import is_search_folder
+    from leukedge.train.trainer import train
+
+    run = train(_cfg(small_dataset, manifest, tmp_path / "runs", epochs=1))
+    assert json.loads((run / "config.json").read_text()).get("search_grid")
+    assert not is_search_folder(run)
 
 
 def test_logistic_regression_baseline_with_smote(small_dataset, manifest, tmp_path):

@@ -97,12 +97,15 @@ def _fold_score(cfg: TrainConfig, spec, weights, train_rows, val_rows) -> dict:
 
 
 def is_search_folder(folder) -> bool:
-    """True for a folder written by :func:`run_search` (its ``config.json`` has a search grid)."""
-    try:
-        return bool(json.loads((Path(folder) / "config.json").read_text()).get("search_grid")) and \
-            (Path(folder) / "split.csv").is_file()
-    except (OSError, ValueError):
-        return False
+    """True for a folder written by :func:`run_search`: ``search.csv`` (written, header only, when
+    the search starts) beside ``config.json`` and ``split.csv``. A training run folder has no
+    ``search.csv`` (its config.json carries the default ``search_grid`` too)."""
+    f = Path(folder)
+    return all((f / n).is_file() for n in ("search.csv", "config.json", "split.csv"))
+
+
+def _csv_fields(grid: dict) -> list[str]:
+    return sorted(grid) + ["fold", "val_auc", "val_accuracy", "seconds"]
 
 
 def _key(setting: dict, fold: int) -> tuple:
@@ -135,7 +138,7 @@ def run_search(cfg: TrainConfig | None = None, resume: str | Path | None = None)
     if resume is not None:
         out = Path(resume)
         if not is_search_folder(out):
-            raise DataError(f"{out}: not a search folder (no config.json with a search grid, or no split.csv)",
+            raise DataError(f"{out}: not a search folder (no search.csv, config.json and split.csv)",
                             "pass the folder `leukedge train --search` printed")
         cfg = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
     cfg.validate()
@@ -155,6 +158,7 @@ def run_search(cfg: TrainConfig | None = None, resume: str | Path | None = None)
         else:
             write_manifest(make_split(cfg.data_dir), out / "split.csv")
         atomic_write_json(out / "config.json", cfg.to_dict())
+        atomic_write_text(out / "search.csv", ",".join(_csv_fields(grid)) + "\n")  # marks a search folder
     rows = read_manifest(out / "split.csv", cfg.data_dir)
     pool = [r for r in rows if r["split"] in ("train", "val")]
     by_class: dict = {}
@@ -211,7 +215,7 @@ def summarize(grid: dict, results: list[dict]) -> list[dict]:
 def write_results(out: Path, grid: dict, results: list[dict], cfg: TrainConfig) -> list[dict]:
     keys = sorted(grid)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys + ["fold", "val_auc", "val_accuracy", "seconds"], lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=_csv_fields(grid), lineterminator="\n")
     w.writeheader()
     w.writerows(results)
     atomic_write_text(out / "search.csv", buf.getvalue())
