@@ -125,3 +125,21 @@ def test_spec_for_derives_preprocessing_from_the_backbone():
 
     with pytest.raises(DataError):
         spec_for(TrainConfig(backbone="tiny-cnn", negative_class="Normal"), classes)
+
+
+def test_spec_records_a_local_weights_file_without_the_machine_path(tmp_path, monkeypatch):
+    """``--weights /abs/run/best.h5`` (stage 2 of a curriculum) must not put an absolute path into
+    spec.json, card.json and evaluation.json of a release (found in session 17)."""
+    from leukedge.portable import is_absolute
+    from leukedge.train.config import TrainConfig
+    from leukedge.train.dataset import spec_for
+
+    classes = ["Benign", "Early", "Pre", "Pro"]
+    monkeypatch.chdir(tmp_path)
+    inside = (tmp_path / "runs" / "s1" / "best.h5").resolve()
+    spec = spec_for(TrainConfig(backbone="densenet201", weights=str(inside)), classes)
+    assert spec.weights == "runs/s1/best.h5"
+    outside = (tmp_path.parent / "elsewhere" / "best.h5").resolve()
+    spec = spec_for(TrainConfig(backbone="densenet201", weights=str(outside)), classes)
+    assert spec.weights == "best.h5" and not is_absolute(spec.weights)
+    assert spec_for(TrainConfig(backbone="densenet201", weights="imagenet"), classes).weights == "imagenet"

@@ -28,6 +28,7 @@ import numpy as np
 
 from leukedge.errors import DataError
 from leukedge.imageio import load_image
+from leukedge.portable import portable_dir
 from leukedge.preprocess import PreprocessConfig, normalize, preprocess_uint8
 from leukedge.spec import ModelSpec
 
@@ -58,12 +59,12 @@ def spec_for(cfg: TrainConfig, source_classes: list[str]) -> ModelSpec:
         class_names = [cfg.negative_class, "ALL" if set(positives) == {"Early", "Pre", "Pro"} else "+".join(positives)]
         return ModelSpec(name=f"{cfg.backbone}-{cfg.task}", backbone=cfg.backbone, task="binary",
                          class_names=class_names, source_classes=classes, negative_class=cfg.negative_class,
-                         positive_classes=positives, preprocess=pcfg, weights=str(cfg.weights))
+                         positive_classes=positives, preprocess=pcfg, weights=portable_dir(cfg.weights))
     positives = [c for c in classes if c != cfg.negative_class]
     return ModelSpec(name=f"{cfg.backbone}-{cfg.task}", backbone=cfg.backbone, task="subtype",
                      class_names=classes, source_classes=classes,
                      negative_class=cfg.negative_class if cfg.negative_class in classes else None,
-                     positive_classes=positives, preprocess=pcfg, weights=str(cfg.weights))
+                     positive_classes=positives, preprocess=pcfg, weights=portable_dir(cfg.weights))
 
 
 def limit_rows(rows: list[dict], limit_per_class: int | None) -> list[dict]:
