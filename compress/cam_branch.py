@@ -80,6 +80,9 @@ def float_cam_branch(data: bytes, max_float_bytes: int = MAX_FLOAT_CONSTANT_BYTE
     0.926 with this branch, the same as Grad-CAM computed in numpy from the int8 file's own
     last feature map). The rest of the network, the probability and the logit stay int8.
 
+    When selective int8 keeps the head's hidden layer in float (:mod:`leukedge.compress.selective`),
+    the branch shares that layer's float ``W1`` instead (no int8 twin exists then; no copy either).
+
     Args:
         data: the quantized file (cam-only ops denylisted).
         max_float_bytes: a float weight larger than this with no int8 twin is an error.
@@ -108,6 +111,18 @@ def float_cam_branch(data: bytes, max_float_bytes: int = MAX_FLOAT_CONSTANT_BYTE
             q = t.quantization
             if t.type == T.INT8 and q is not None and q.scale is not None and constant(model, t) is not None:
                 int8_weights.setdefault(tuple(int(d) for d in t.shape), []).append(int(op.inputs[1]))
+    # A head op kept in float (selective int8 denylisted it) holds its own float W1: the branch
+    # reads that one (same values, no copy) instead of looking for an int8 twin that is not there.
+    outside_float = {}
+    used_outside = set()
+    for k, op in enumerate(graph.operators):
+        if k in branch:
+            continue
+        used_outside.update(int(i) for i in op.inputs if i >= 0)
+        if ops[op.opcodeIndex] == "FULLY_CONNECTED" and len(op.inputs) > 1:
+            t = graph.tensors[op.inputs[1]]
+            if t.type == T.FLOAT32 and constant(model, t) is not None:
+                outside_float.setdefault(tuple(int(d) for d in t.shape), []).append(int(op.inputs[1]))
     shared, freed = [], set()
     for k in sorted(branch):
         op = graph.operators[k]
@@ -116,6 +131,18 @@ def float_cam_branch(data: bytes, max_float_bytes: int = MAX_FLOAT_CONSTANT_BYTE
         w_idx = int(op.inputs[1])
         w = constant(model, graph.tensors[w_idx])
         if w is None or graph.tensors[w_idx].type != T.FLOAT32:
+            continue
+        if w_idx in used_outside:       # already the float head's own weight: nothing copied
+            shared.append({"float": tensor_name(graph.tensors[w_idx]), "float_head": tensor_name(graph.tensors[w_idx]),
+                           "shape": list(w.shape)})
+            continue
+        twin = next((c for c in outside_float.get(w.shape, []) if np.array_equal(constant(model, graph.tensors[c]), w)),
+                    None)
+        if twin is not None:
+            op.inputs[1] = twin
+            shared.append({"float": tensor_name(graph.tensors[w_idx]), "float_head": tensor_name(graph.tensors[twin]),
+                           "shape": list(w.shape)})
+            freed.add(w_idx)
             continue
         for cand in int8_weights.get(w.shape, []):
             t = graph.tensors[cand]

@@ -97,6 +97,34 @@ def test_float_branch_is_grad_cam_of_the_int8_feature_map(files, batch):
     assert record["shared_weights"]
 
 
+def test_a_head_kept_in_float_lends_the_branch_its_float_kernel(files, tiny_spec, tiny_dense_keras, batch, tmp_path):
+    """Selective int8 may keep the head's hidden layer in float (the debugger ranks it worst on
+    DenseNet201): there is no int8 W1 then, and the branch reads the head's float W1 instead of
+    falling back to an all-int8 map (session 17: heatmap r 0.97 -> 0.88 on that release)."""
+    from leukedge.compress.cam_branch import cam_only_tensors
+    from leukedge.compress.export import quantize_calibrated
+    from leukedge.compress.parity import heatmap_parity
+    from leukedge.runtime import LiteRunner
+    from leukedge.tflite_graph import opcode_names, read_model, tensor_name
+
+    paths, _, cal = files
+    model = read_model(cal)
+    graph, names, cam = model.subgraphs[0], opcode_names(model), cam_only_tensors(cal)
+    head = [tensor_name(graph.tensors[op.outputs[0]]) for op in graph.operators
+            if names[op.opcodeIndex] == "FULLY_CONNECTED" and "head_dense" in tensor_name(graph.tensors[op.outputs[0]])
+            and tensor_name(graph.tensors[op.outputs[0]]) not in cam]
+    assert len(head) == 1
+    record: dict = {}
+    path = tmp_path / "float-head.tflite"
+    path.write_bytes(quantize_calibrated(cal, tiny_spec, denylisted_nodes=head, record=record))
+    assert record["float_cam"] is True and record["shared_weights"][0]["float_head"]
+    kernel = tuple(tiny_dense_keras.get_layer("head_dense").kernel.shape)
+    assert _kernel_copies(path, kernel) == 1                               # one float W1, used by head and branch
+    out = LiteRunner(path).predict(batch)
+    assert out["cam"].dtype == np.float32
+    ref = LiteRunner(paths["f32"]).predict(batch)["cam"]
+    assert heatmap_parity(ref, out["cam"])[0]["mean_correlation"] > 0.9
+
 def test_a_float_weight_without_an_int8_twin_is_refused(files, tiny_spec):
     """The float branch's weight must equal the head's int8 weight to within half a step per
     channel; a tampered twin is not shared (small weights stay float, large ones are an error)."""
