@@ -18,8 +18,10 @@ from leukedge.compress.recipe_keys import from_config, to_config
 from leukedge.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-RELEASES = sorted(p for p in (REPO / "models").glob("*") if (p / "recipe.json").exists())
-IDS = [p.name for p in RELEASES]
+# the committed releases, and the 2026-11-26 DenseNet201 release's recipe (the one with a prune section)
+RELEASES = sorted(p for p in (REPO / "models").glob("*") if (p / "recipe.json").exists()) + \
+    [REPO / "tests" / "data" / "legacy" / "densenet201-binary"]
+IDS = [("legacy-" if "legacy" in p.parts else "") + p.name for p in RELEASES]
 
 
 def flat(obj, prefix: str = "") -> dict:
