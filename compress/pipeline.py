@@ -666,6 +666,11 @@ def portable_config(cfg: CompressConfig, name: str) -> dict:
     return d
 
 
+#: Leukemia-positive test images with heatmap deletion/insertion curves in a release's evaluation
+#: (its card shows them; ~88 model calls each). ``leukedge evaluate --faithfulness N`` measures more.
+RELEASE_FAITHFULNESS = 60
+
+
 def _after(out: Path, data_dir: Path, summary: dict, ood_check_dirs=()) -> None:
     """Evaluation, the OOD gate and the model card, when those stages are installed.
 
@@ -677,7 +682,7 @@ def _after(out: Path, data_dir: Path, summary: dict, ood_check_dirs=()) -> None:
 
             log.info("evaluating %s on the test split", out)
             run_evaluation(out, data_dir, split_csv=out / "split.csv", json_out=out / "evaluation.json",
-                           report_dir=out)
+                           report_dir=out, faithfulness=RELEASE_FAITHFULNESS)
             summary["evaluation"] = "evaluation.json"
         except Exception as exc:  # another stage's failure must not lose the release
             log.error("evaluation failed: %s", exc)

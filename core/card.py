@@ -396,8 +396,10 @@ def card_markdown(card: dict) -> str:
             page.p(f"Heatmap quality ({hq['images']}, n={hq['n']}; {hq.get('faithfulness_n') or 0} with "
                    "deletion/insertion curves): " + "; ".join(
                        f"{k} {fmt_ci(hq[k], 3)}" for k in ("lift", "pointing", "pointing_chance", "generic_r",
-                                                          "deletion_vs_random", "insertion_vs_random") if k in hq)
-                   + ". Lift 1 and pointing = chance mean the map ignores the stained cells; see evaluation.md.")
+                                                          "deletion_vs_random", "insertion_vs_random", "class_deletion_vs_random",
+                                                          "class_insertion_vs_random") if k in hq)
+                   + ". Lift 1 and pointing = chance mean the map ignores the stained cells; deletion/insertion "
+                   "record the screening probability (class_*: the predicted subtype's); see evaluation.md.")
         if card.get("targets"):
             page.table(["target", "minimum", "measured", "95% CI low", "met"],
                        [[t["target"], t["minimum"], _f(t["measured"]), _f(t["ci95_low"]),

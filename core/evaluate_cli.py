@@ -102,6 +102,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if "deletion_vs_random" in pos:
             line += (f"; deletion AUC - random {fmt_ci(pos['deletion_vs_random'], 3)}, "
                      f"insertion AUC - random {fmt_ci(pos['insertion_vs_random'], 3)}")
+        if "class_deletion_vs_random" in pos:
+            line += (f"; for the predicted subtype: deletion - random {fmt_ci(pos['class_deletion_vs_random'], 3)}, "
+                     f"insertion - random {fmt_ci(pos['class_insertion_vs_random'], 3)}")
         print(line)
     print(f"  ECE {res['calibration']['ece']:.4f}; confusion [[TN, FP], [FN, TP]] = {res['confusion_matrix']}")
     if res["unreadable"]:

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 #: Side of the maps compared by the genericity measure (correlation with the average map).
 GENERIC_SIZE = 56
-CSV_COLUMNS = ("path", "y_true", "group", *HQ.LOCALISATION_KEYS, *HQ.FAITHFULNESS_KEYS)
+CSV_COLUMNS = ("path", "y_true", "group", *HQ.LOCALISATION_KEYS, *HQ.FAITHFULNESS_KEYS, *HQ.CLASS_FAITHFULNESS_KEYS)
 METHOD = {
     "mask": "purple-stained white cells and blasts: Otsu on (R+B)/2 - G of the preprocessed image (a second "
             "Otsu above the first threshold when the first mask exceeds 30% of the image), 3x3 opening, 5x5 "
@@ -33,18 +33,25 @@ METHOD = {
     "generic_r": "Pearson r of each map with the average map of the evaluated set (itself included)",
     "faithfulness": f"{HQ.GRID}x{HQ.GRID} blocks ranked by mean heat; deletion replaces the top 0..100% "
                     f"(in {HQ.STEPS} steps) by a Gaussian blur (sigma {HQ.BLUR_SIGMA:g} x side), insertion reveals "
-                    f"them on the blurred image; probability of the class the map explains (binary: leukemia; "
-                    f"subtype: the predicted subtype); AUC over the area fraction; random = mean of "
-                    f"{HQ.N_RANDOM} random block orders",
+                    f"them on the blurred image; the probability recorded is the screening probability the app shows "
+                    f"with the map (binary: P(leukemia); subtype: P(leukemia) = 1 - P(negative class)); a "
+                    f"subtype model's class_* keys record the predicted subtype's probability on the same "
+                    f"images; AUC over the area fraction; random = mean of {HQ.N_RANDOM} random block orders",
     "ci": "95% percentile bootstrap of the mean (cluster bootstrap over split groups when every image has one)",
 }
 
 
 def _target_fn(predictor, cfg, cls: int | None):
-    """uint8 batch -> probability of the explained class (binary: positive; subtype: ``cls``)."""
+    """uint8 batch -> the faithfulness targets: binary, (B,) P(leukemia); subtype, (B, 2) columns
+    P(leukemia) = 1 - P(negative class) (the screening score shown with the map) and P(``cls``)."""
     def predict(batch_u8: np.ndarray) -> np.ndarray:
         out = predictor.predict(normalize(batch_u8, cfg))
-        return out["probability"] if cls is None else out["probabilities"][:, cls]
+        if cls is None:
+            return out["probability"]
+        probs = np.asarray(out["probabilities"], np.float64)
+        return np.stack([probs[:, positive].sum(1), probs[:, cls]], axis=1)
+    spec = predictor.spec
+    positive = [spec.class_names.index(c) for c in spec.positive_classes if c in spec.class_names]
     return predict
 
 
@@ -82,8 +89,8 @@ def measure_heatmaps(predictor, rows: list[dict], data_dir, cams: np.ndarray, fa
         if i in faith:
             cls = None if predictor.spec.task == "binary" else int(np.argmax(probabilities[i]))
             curves = HQ.perturbation_curves(_target_fn(predictor, cfg, cls), u8, HQ.heat_at(cams[i], u8.shape[:2]),
-                                            seed=seed + i)
-            rec.update({k: curves[k] for k in HQ.FAITHFULNESS_KEYS})
+                                            seed=seed + i, extra_prefixes=() if cls is None else (HQ.CLASS_PREFIX,))
+            rec.update({k: curves[k] for k in HQ.FAITHFULNESS_KEYS + HQ.CLASS_FAITHFULNESS_KEYS if k in curves})
             rec["_curves"] = {k: curves[k] for k in ("deletion", "insertion", "deletion_random", "insertion_random")}
         per.append(rec)
     for rec, r in zip(per, HQ.generic_correlation(small)):
@@ -96,7 +103,8 @@ def summarise_records(per: list[dict], n_boot: int = 1000, seed: int = 0) -> dic
     def block(sel):
         recs = [per[i] for i in sel]
         groups = [r["group"] for r in recs] if recs and all(r["group"] for r in recs) else None
-        out = HQ.summarise(recs, HQ.LOCALISATION_KEYS + HQ.FAITHFULNESS_KEYS, n_boot, seed, groups)
+        out = HQ.summarise(recs, HQ.LOCALISATION_KEYS + HQ.FAITHFULNESS_KEYS + HQ.CLASS_FAITHFULNESS_KEYS, n_boot, seed,
+                           groups)
         out["n"] = len(recs)
         return out
 
@@ -130,7 +138,8 @@ def card_summary(ev: dict) -> dict | None:
         return None
     pos = hq.get("leukemia_positive") or {}
     keys = ("lift", "pointing", "pointing_chance", "generic_r", "deletion_auc", "deletion_auc_random",
-            "insertion_auc", "insertion_auc_random", "deletion_vs_random", "insertion_vs_random")
+            "insertion_auc", "insertion_auc_random", "deletion_vs_random", "insertion_vs_random",
+            "class_deletion_vs_random", "class_insertion_vs_random")
     return {"images": "leukemia-positive images of the evaluation", "n": pos.get("n"),
             "faithfulness_n": hq.get("faithfulness_n"), **{k: pos[k] for k in keys if k in pos},
             "method": hq.get("method")}

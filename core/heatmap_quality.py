@@ -56,6 +56,10 @@ BLUR_SIGMA = 1.0 / 8.0
 LOCALISATION_KEYS = ("lift", "pointing", "pointing_chance", "mask_share", "generic_r")
 FAITHFULNESS_KEYS = ("deletion_auc", "deletion_auc_random", "deletion_vs_random",
                      "insertion_auc", "insertion_auc_random", "insertion_vs_random")
+#: A subtype model's second faithfulness target (the predicted subtype's probability): its keys
+#: carry this prefix (the unprefixed keys explain the screening probability; docs/heatmaps.md).
+CLASS_PREFIX = "class_"
+CLASS_FAITHFULNESS_KEYS = tuple(CLASS_PREFIX + k for k in FAITHFULNESS_KEYS)
 
 
 def stained_cell_mask(rgb_u8: np.ndarray) -> np.ndarray:
@@ -151,17 +155,22 @@ def auc(curve) -> float:
 
 
 def perturbation_curves(predict: Callable[[np.ndarray], np.ndarray], image_u8: np.ndarray, heat: np.ndarray,
-                        steps: int = STEPS, grid: int = GRID, n_random: int = N_RANDOM, seed: int = 0) -> dict:
+                        steps: int = STEPS, grid: int = GRID, n_random: int = N_RANDOM, seed: int = 0,
+                        extra_prefixes: tuple[str, ...] = ()) -> dict:
     """Deletion and insertion curves of one image in saliency order and in ``n_random`` random orders.
 
     Args:
-        predict: uint8 batch (B, h, w, 3) -> (B,) probability of the class the map explains.
+        predict: uint8 batch (B, h, w, 3) -> (B,) probability of the class the map explains, or
+            (B, 1 + len(extra_prefixes)): column 0 that probability, the others further targets
+            scored on the same perturbed images (no extra model calls).
         image_u8: the model's view of the image (preprocessed uint8, before normalisation).
         heat: (h, w) heatmap at the image's size.
+        extra_prefixes: key prefix of each further target (e.g. ``("class_",)``).
 
     Returns:
         {"deletion": [...], "insertion": [...], "deletion_random": [...], "insertion_random": [...]}
-        (random curves averaged over the orders) and the AUCs and differences to random.
+        (random curves averaged over the orders) and the AUCs and differences to random; for a
+        further target the same keys with its prefix.
     """
     rng = np.random.default_rng(seed)
     shape = image_u8.shape[:2]
@@ -172,7 +181,18 @@ def perturbation_curves(predict: Callable[[np.ndarray], np.ndarray], image_u8: n
         m = _block_masks(order, shape, grid, steps)[..., None]
         batch.append(np.where(m, base, image_u8))   # deletion: chosen blocks blurred
         batch.append(np.where(m, image_u8, base))   # insertion: chosen blocks revealed
-    probs = np.asarray(predict(np.concatenate(batch).astype(np.uint8)), np.float64).reshape(len(orders), 2, steps + 1)
+    raw = np.asarray(predict(np.concatenate(batch).astype(np.uint8)), np.float64)
+    cols = raw.reshape(len(orders) * 2 * (steps + 1), -1)
+    if cols.shape[1] != 1 + len(extra_prefixes):
+        raise ValueError(f"predict returned {cols.shape[1]} target(s) per image, expected {1 + len(extra_prefixes)}")
+    out = {}
+    for k, prefix in enumerate(("", *extra_prefixes)):
+        out.update({prefix + key: v for key, v in _curve_stats(cols[:, k].reshape(len(orders), 2, steps + 1)).items()})
+    return out
+
+
+def _curve_stats(probs: np.ndarray) -> dict:
+    """Curves and AUCs of one target from its (orders, 2, steps + 1) probabilities (order 0 = the map's)."""
     out = {"deletion": probs[0, 0].tolist(), "insertion": probs[0, 1].tolist(),
            "deletion_random": probs[1:, 0].mean(0).tolist(), "insertion_random": probs[1:, 1].mean(0).tolist()}
     out["deletion_auc"] = auc(probs[0, 0])

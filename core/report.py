@@ -453,7 +453,9 @@ HQ_ROWS = (("lift", "lift (mass on stained cells / their area share; 1 = chance)
            ("generic_r", "correlation with the average map"), ("deletion_auc", "deletion AUC"),
            ("deletion_auc_random", "deletion AUC, random order"), ("deletion_vs_random", "deletion - random"),
            ("insertion_auc", "insertion AUC"), ("insertion_auc_random", "insertion AUC, random order"),
-           ("insertion_vs_random", "insertion - random"))
+           ("insertion_vs_random", "insertion - random"),
+           ("class_deletion_vs_random", "predicted subtype: deletion - random"),
+           ("class_insertion_vs_random", "predicted subtype: insertion - random"))
 
 
 def _heatmap_quality_section(page: Page, d: Path, figs: Path, hq: dict, data_dir: Path, pre: dict) -> None:

@@ -68,6 +68,31 @@ def test_deletion_of_a_model_that_looks_at_one_region_drops_faster_in_saliency_o
     assert c["deletion"][-1] < c["deletion"][0]
 
 
+def test_a_second_target_is_scored_on_the_same_images_and_can_disagree(smears):
+    """Column 0 looks at the highlighted region, column 1 at another one: the map is faithful to the
+    first target only, and both come from one call per perturbed batch."""
+    img = smears[0]
+    shown, other = (slice(32, 96), slice(112, 176)), (slice(140, 204), slice(20, 84))
+    calls = []
+
+    def detail(batch, region):
+        return np.clip(batch[:, region[0], region[1]].astype(np.float64).std(axis=(1, 2, 3)) / 40.0, 0, 1)
+
+    def predict(batch):
+        calls.append(len(batch))
+        return np.stack([detail(batch, shown), detail(batch, other)], axis=1)
+
+    heat = np.zeros(img.shape[:2], np.float32)
+    heat[shown] = 1.0
+    c = HQ.perturbation_curves(predict, img, heat, n_random=3, seed=1, extra_prefixes=(HQ.CLASS_PREFIX,))
+    assert len(calls) == 1 and set(HQ.CLASS_FAITHFULNESS_KEYS) <= set(c)
+    assert c["deletion_vs_random"] < -0.1                      # faithful to the target it highlights
+    assert c["class_deletion_vs_random"] > c["deletion_vs_random"] + 0.1
+    assert c["class_deletion"][0] == pytest.approx(detail(img[None], other)[0])
+    with pytest.raises(ValueError, match="expected 1"):
+        HQ.perturbation_curves(predict, img, heat, n_random=1)  # two columns, one target named
+
+
 def test_mean_with_ci_and_groups():
     v = np.r_[np.zeros(50), np.ones(50)]
     s = HQ.mean_with_ci(v, 500, 0)
@@ -135,3 +160,42 @@ def test_cli_prints_the_heatmap_line_and_refuses_a_negative_faithfulness(tiny_re
                  "--split", str(tiny_release / "split.csv"), "--gradcam", "0", "--n-boot", "100",
                  "--mask-corners", "0"]) == 0
     assert "heatmap: lift" in capsys.readouterr().out
+
+
+def test_a_subtype_model_is_measured_on_its_screening_probability_and_on_the_predicted_subtype(
+        tmp_path, small_dataset, tiny_spec, smears):
+    """The map is shown beside the screening score: its deletion/insertion curves record
+    P(leukemia) = 1 - P(Benign); the predicted subtype's curves are the ``class_*`` keys."""
+    import tf_keras as keras
+
+    from leukedge.compress.export import convert
+    from leukedge.compress.quantization import QuantizationConfig
+    from leukedge.evaluate import load_model, run_evaluation
+    from leukedge.heatmap_eval import _target_fn
+    from leukedge.preprocess import normalize
+    from leukedge.split import SplitConfig, make_split, write_manifest
+    from leukedge.train.model import build_classifier
+
+    spec = ModelSpec.from_dict(tiny_spec.to_dict())
+    spec.task, spec.class_names, spec.name = "subtype", ["Benign", "Early", "Pre", "Pro"], "tiny-subtype"
+    keras.utils.set_random_seed(3)
+    model = build_classifier(spec, dense_units=8, dropout=0.0)
+    d = tmp_path / "tiny-subtype"
+    d.mkdir()
+    spec.save(d / "spec.json")
+    (d / "tiny-subtype.float32.tflite").write_bytes(convert(model, spec, QuantizationConfig("float32")))
+    write_manifest(make_split(small_dataset, SplitConfig(block_size=10, seed=1)), d / "split.csv")
+
+    pred, _ = load_model(d, "float32")
+    u8 = np.stack([preprocess_uint8(s, spec.preprocess) for s in smears[:4]])
+    probs = pred.predict(normalize(u8, spec.preprocess))["probabilities"]
+    cols = _target_fn(pred, spec.preprocess, 2)(u8)
+    assert cols.shape == (4, 2)
+    np.testing.assert_allclose(cols[:, 0], 1.0 - probs[:, 0], atol=1e-6)   # screening probability
+    np.testing.assert_allclose(cols[:, 1], probs[:, 2], atol=1e-6)         # the explained subtype
+
+    res = run_evaluation(d, small_dataset, n_boot=100, gradcam=0, mask_corners=0, faithfulness=2)
+    pos = res["heatmap_quality"]["leukemia_positive"]
+    for k in ("deletion_vs_random", "class_deletion_vs_random", "class_insertion_vs_random"):
+        assert pos[k]["n"] == 2
+    assert "1 - P(negative class)" in res["heatmap_quality"]["method"]["faithfulness"]
