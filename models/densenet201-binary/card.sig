@@ -2,5 +2,5 @@
   "algorithm": "ed25519",
   "key_id": "ef70c59d36a288af",
   "signed_file": "card.json",
-  "signature": "+vJtODdoPbHT8Bu5+vymjOdWF+g4aIF268AhUvUTFiyOIwH+4kTQelbD1+IHPWn1y1VUfirZBnc5d5w6I1b6Bg=="
+  "signature": "WC0luEI0guNwSrroQP4vo1v5BksHhyQ6yh4K6kz/nHLnr4F62gJWvTWXCDgeKawNTRVGlijl6YeIsvyvAa/TDg=="
 }
