@@ -4,7 +4,9 @@ The Keras model is recovered from the release's float32 ``.tflite``
 (:func:`leukedge.compress.recover.keras_from_float_tflite`, checked against the file), so no
 training run is needed. For each method the maps of up to ``--n`` validation images are scored
 with :mod:`leukedge.heatmap_quality` (lift, pointing game, genericity; deletion/insertion on
-``--n-faith`` leukemia-positive images, with the float32 file as the model).
+``--n-faith`` leukemia-positive images, with the float32 file as the model, recording the
+screening probability as ``leukedge evaluate`` does, and for a subtype model also the predicted
+subtype's as ``class_*``).
 
 Methods (layers: the last layer of each spatial size, 7x7 = the ``features`` layer):
 
@@ -38,6 +40,7 @@ import numpy as np
 from leukedge import heatmap_quality as HQ
 from leukedge.evaluate import Item, binary_truth, default_split, load_model, select_items
 from leukedge.heatmap import guided_map
+from leukedge.heatmap_eval import image_curves
 from leukedge.imageio import load_image
 from leukedge.preprocess import normalize, preprocess_uint8
 
@@ -164,18 +167,14 @@ def run(release: Path, data: Path, n: int, n_faith: int, out_csv: Path | None, s
         small = np.stack([HQ.heat_at(c, (56, 56)) for c in cams])
         for i in range(len(take)):
             rec = HQ.localisation(u8[i], cams[i])
-            if i in faith:
-                cls = None if spec.task == "binary" else int(np.argmax(probs[i]))
-
-                def predict(b, cls=cls):
-                    o = pred.predict(normalize(b, cfg))
-                    return o["probability"] if cls is None else o["probabilities"][:, cls]
-                rec.update(HQ.perturbation_curves(predict, u8[i], HQ.heat_at(cams[i], u8.shape[1:3]), seed=seed + i))
+            if i in faith:  # the curves of `leukedge evaluate`: the screening probability (+ class_* for subtype)
+                rec.update(image_curves(pred, cfg, u8[i], HQ.heat_at(cams[i], u8.shape[1:3]), probs[i], seed=seed + i))
             per.append(rec)
         for rec, r in zip(per, HQ.generic_correlation(small)):
             rec["generic_r"] = float(r)
         pos_per = [r for r, yy in zip(per, y) if yy == 1]
-        summ = HQ.summarise(pos_per, HQ.LOCALISATION_KEYS + HQ.FAITHFULNESS_KEYS, 1000, seed)
+        keys = HQ.LOCALISATION_KEYS + HQ.FAITHFULNESS_KEYS + HQ.CLASS_FAITHFULNESS_KEYS
+        summ = HQ.summarise(pos_per, keys, 1000, seed)
         layer = {"gradcam7": 7, "gradcampp7": 7, "guided7x14": 14, "act14": 14, "gradcam14": 14, "layercam14": 14,
                  "layercam28": 28, "multi": 28}[m]
         row = {"model": spec.name, "method": m, "layer": layers[layer], "map_size": int(cams.shape[1]),

@@ -41,7 +41,7 @@ METHOD = {
 }
 
 
-def _target_fn(predictor, cfg, cls: int | None):
+def faithfulness_target(predictor, cfg, cls: int | None):
     """uint8 batch -> the faithfulness targets: binary, (B,) P(leukemia); subtype, (B, 2) columns
     P(leukemia) = 1 - P(negative class) (the screening score shown with the map) and P(``cls``)."""
     def predict(batch_u8: np.ndarray) -> np.ndarray:
@@ -53,6 +53,15 @@ def _target_fn(predictor, cfg, cls: int | None):
     spec = predictor.spec
     positive = [spec.class_names.index(c) for c in spec.positive_classes if c in spec.class_names]
     return predict
+
+
+def image_curves(predictor, cfg, image_u8: np.ndarray, heat: np.ndarray, probabilities=None, seed: int = 0) -> dict:
+    """Deletion/insertion curves of one image (:func:`leukedge.heatmap_quality.perturbation_curves`)
+    on the screening probability, plus the ``class_*`` curves of the predicted subtype (the argmax
+    of ``probabilities``) for a subtype model."""
+    cls = None if predictor.spec.task == "binary" else int(np.argmax(probabilities))
+    return HQ.perturbation_curves(faithfulness_target(predictor, cfg, cls), image_u8, heat, seed=seed,
+                                  extra_prefixes=() if cls is None else (HQ.CLASS_PREFIX,))
 
 
 def faithfulness_indices(y_true, n: int) -> list[int]:
@@ -87,9 +96,8 @@ def measure_heatmaps(predictor, rows: list[dict], data_dir, cams: np.ndarray, fa
                **HQ.localisation(u8, cams[i])}
         small[i] = HQ.heat_at(cams[i], (GENERIC_SIZE, GENERIC_SIZE))
         if i in faith:
-            cls = None if predictor.spec.task == "binary" else int(np.argmax(probabilities[i]))
-            curves = HQ.perturbation_curves(_target_fn(predictor, cfg, cls), u8, HQ.heat_at(cams[i], u8.shape[:2]),
-                                            seed=seed + i, extra_prefixes=() if cls is None else (HQ.CLASS_PREFIX,))
+            curves = image_curves(predictor, cfg, u8, HQ.heat_at(cams[i], u8.shape[:2]),
+                                  None if probabilities is None else probabilities[i], seed=seed + i)
             rec.update({k: curves[k] for k in HQ.FAITHFULNESS_KEYS + HQ.CLASS_FAITHFULNESS_KEYS if k in curves})
             rec["_curves"] = {k: curves[k] for k in ("deletion", "insertion", "deletion_random", "insertion_random")}
         per.append(rec)
