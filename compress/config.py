@@ -51,6 +51,8 @@ class CompressConfig:
         heatmap: what the ``cam`` output computes (``guided7x14`` or ``gradcam7``, recipe key
             ``heatmap.method``; recorded in spec.json).
         heatmap_layer: the layer guiding ``guided7x14`` (None: the backbone's, else by size).
+        tile_rule: how a photo's tiles combine, written into the spec's ``preprocess.capture``
+            (recipe key ``screening.tile_rule``; None: the source's).
         data_dir: data folder (None: the run's config.json, else the default).
         parity: run parity (and evaluation/card) after writing the files.
         selective: when int8 fails a gate, keep the worst ops in float until it passes.
@@ -75,6 +77,7 @@ class CompressConfig:
     bn_depthwise: bool = False
     heatmap: str = HeatmapRecipe.method
     heatmap_layer: str | None = HeatmapRecipe.layer
+    tile_rule: str | None = None
     data_dir: str | None = None
     parity: bool = True
     selective: bool = True

@@ -128,11 +128,38 @@ def _heatmap_spec(cfg: "CompressConfig", spec: ModelSpec, model) -> ModelSpec:
     return out
 
 
+def tile_rule_changes(cfg: "CompressConfig", spec: ModelSpec) -> bool:
+    """True when the recipe sets a tile rule other than the one ``spec`` screens with."""
+    cap = spec.preprocess.capture
+    return cfg.tile_rule is not None and (cap is None or cap.tile_rule != cfg.tile_rule)
+
+
+def _screening_spec(cfg: "CompressConfig", spec: ModelSpec) -> ModelSpec:
+    """``spec`` with the recipe's tile rule (``screening.tile_rule``) in ``preprocess.capture``."""
+    if not tile_rule_changes(cfg, spec):
+        return spec
+    d = spec.to_dict()
+    d["preprocess"]["capture"]["tile_rule"] = cfg.tile_rule
+    log.info("screening: tiles combined by %s (was %s)", cfg.tile_rule, spec.preprocess.capture.tile_rule)
+    return ModelSpec.from_dict(d)
+
+
 def check_source_config(cfg: "CompressConfig", src: Source) -> None:
     """Refuse, before anything is written, what a source cannot do (a release source gets its
     Keras model back from its float32 file, see :func:`_recover_keras`)."""
     from leukedge.errors import ConfigError
 
+    if cfg.tile_rule is not None:
+        cap = src.spec.preprocess.capture
+        if cap is None or not cap.magnification:
+            raise ConfigError(f"screening.tile_rule={cfg.tile_rule}: {src.folder.name} is not screened as tiles "
+                              "(its preprocess.capture.magnification is off)",
+                              "drop screening.tile_rule, or train with capture magnification on")
+        if src.is_release and tile_rule_changes(cfg, src.spec) and not cfg.reexport_float32:
+            raise ConfigError(f"release {src.folder.name}'s files embed tile rule {cap.tile_rule}, the recipe asks "
+                              f"for screening.tile_rule={cfg.tile_rule}",
+                              "add --set quantize.reexport_float32=true (exports the float32 file again with the "
+                              "new spec), or compress the training run")
     if src.is_release and heatmap_changes(cfg, src.spec) and not cfg.reexport_float32:
         have = src.spec.heatmap
         raise ConfigError(f"release {src.folder.name}'s float32 file computes the heatmap {have.method}"
@@ -361,7 +388,7 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
             model = timed("recover_keras", lambda: _recover_keras(src, spec, f32, rows, record))
         if cfg.reexport_float32:
             before = spec.heatmap
-            spec = _heatmap_spec(cfg, spec, model)
+            spec = _heatmap_spec(cfg, _screening_spec(cfg, spec), model)
             f32 = timed("float32", lambda: _reexport_float32(model, spec, src, rows, record))
             if spec.heatmap != before:
                 record["float32_reexported"]["heatmap"] = {"old": asdict(before), "new": asdict(spec.heatmap)}
@@ -377,7 +404,7 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
     else:
         log.info("loading %s", src.model_file)
         model = timed("load_keras", lambda: load_keras_model(src.model_file))
-        spec = _heatmap_spec(cfg, spec, model)
+        spec = _heatmap_spec(cfg, _screening_spec(cfg, spec), model)
         f32 = timed("float32", lambda: export.convert(model, spec, QuantizationConfig.for_float32()))
     built = Built(spec, model, float32=f32, record=record)
     release.write_bytes(release.model_name("float32"), f32)

@@ -1,7 +1,7 @@
 """A compression recipe: what ``leukedge compress`` does, as nested dataclasses saved with the release.
 
 Like MediaPipe Model Maker's ``HParams`` + ``QuantizationConfig``: one section per concern
-(``quantize``, ``heatmap``, ``prune``, ``qat``, ``gates``, ``checks``) plus where the release came from
+(``quantize``, ``heatmap``, ``screening``, ``prune``, ``qat``, ``gates``, ``checks``) plus where the release came from
 (``source``: a training run or release by name + the sha256 of its model file; ``data``: a
 dataset name + the sha256 of its split manifest). The resolved recipe is saved as
 ``recipe.json`` in every release, and ``leukedge compress --recipe <release>/recipe.json``
@@ -79,6 +79,31 @@ class HeatmapRecipe:
         if self.method not in HEATMAP_METHODS:
             raise ConfigError(f"heatmap.method: unknown method '{self.method}'",
                               f"choose one of {', '.join(HEATMAP_METHODS)}")
+
+
+@dataclass
+class ScreeningRecipe:
+    """How the app screens a full-field photo (recorded in spec.json's ``preprocess.capture``).
+
+    Attributes:
+        tile_rule: how the tiles of a photo combine (``max``, ``mean`` or ``noisy_or``:
+            :func:`leukedge.capture.combine_tiles`), chosen on validation with ``leukedge bench
+            tiles``; None keeps the training run's. Only for a model whose preprocessing has
+            ``capture.magnification`` on (only those are screened as tiles).
+    """
+
+    tile_rule: str | None = None
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """Refuse an unknown rule (one line); ``--set`` and loading call it too."""
+        from leukedge.capture import TILE_RULES
+
+        if self.tile_rule is not None and self.tile_rule not in TILE_RULES:
+            raise ConfigError(f"screening.tile_rule: unknown rule '{self.tile_rule}'",
+                              f"choose one of {', '.join(TILE_RULES)} (or null: the training run's)")
 
 
 #: What a recipe file without a ``heatmap`` section shipped (the releases before issue 23).
@@ -172,6 +197,7 @@ class CompressRecipe:
     data: DataRef | None = None
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     heatmap: HeatmapRecipe = field(default_factory=HeatmapRecipe)
+    screening: ScreeningRecipe = field(default_factory=ScreeningRecipe)
     prune: PruneRecipe | None = None
     qat: QATRecipe | None = None
     gates: Gates = field(default_factory=Gates)
@@ -191,6 +217,7 @@ class CompressRecipe:
         d.setdefault("heatmap", dict(LEGACY_HEATMAP))  # older recipes made the 7x7 map
         recipe = _build(cls, d, where)
         recipe.heatmap.check()
+        recipe.screening.check()
         return recipe
 
     @classmethod
@@ -221,6 +248,7 @@ class CompressRecipe:
             raise ConfigError(f"bad --set '{item}'", "use KEY=VALUE, e.g. --set quantize.per_tensor=true")
         set_key(self, key, parse_value(text))
         self.heatmap.check()
+        self.screening.check()
 
 
 def parse_value(text: str):

@@ -16,7 +16,7 @@ from leukedge.portable import find_dataset
 from .config import CompressConfig
 from .quantization import parse_variants
 from .ranges import check_percentile
-from .recipe import ChecksConfig, CompressRecipe, HeatmapRecipe, QuantizeConfig
+from .recipe import ChecksConfig, CompressRecipe, HeatmapRecipe, QuantizeConfig, ScreeningRecipe
 from .recipe_flags import KEYS, MOVED  # noqa: F401  (MOVED re-exported: the one table)
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ def to_config(recipe: CompressRecipe, source: str, out: str, data_dir: str | Non
     cfg.variants = parse_variants(",".join(cfg.variants))
     recipe.heatmap.check()
     cfg.heatmap, cfg.heatmap_layer = recipe.heatmap.method, recipe.heatmap.layer
+    recipe.screening.check()
+    cfg.tile_rule = recipe.screening.tile_rule
     return cfg
 
 
@@ -54,6 +56,7 @@ def from_config(cfg) -> CompressRecipe:
         for fname, attr in _section_fields(name):
             setattr(section, fname, _copy(getattr(cfg, attr)))
     return CompressRecipe(quantize=sections["quantize"], heatmap=HeatmapRecipe(cfg.heatmap, cfg.heatmap_layer),
+                          screening=ScreeningRecipe(cfg.tile_rule),
                           prune=_copy(cfg.prune), qat=_copy(cfg.qat),
                           gates=dataclasses.replace(cfg.gates), checks=sections["checks"])
 
