@@ -33,6 +33,19 @@ def write_manifest(data_dir: Path, out: Path) -> Path:
     return out
 
 
+def untrained_subtype(tiny_spec, seed: int = 0):
+    """(spec, Keras model) of an untrained 4-class tiny-cnn (Benign, Early, Pre, Pro)."""
+    import tf_keras as keras
+
+    from leukedge.spec import ModelSpec
+    from leukedge.train.model import build_classifier
+
+    spec = ModelSpec.from_dict(tiny_spec.to_dict())
+    spec.task, spec.class_names, spec.name = "subtype", ["Benign", "Early", "Pre", "Pro"], "tiny-subtype"
+    keras.utils.set_random_seed(seed)
+    return spec, build_classifier(spec, dense_units=8, dropout=0.0)
+
+
 def dense_block_model(spec, seed=1):
     """A DenseNet-shaped tiny classifier: conv -> BN (folds) and concat -> BN -> ReLU -> conv (standalone).
 

@@ -127,15 +127,10 @@ def test_evaluate_all_on_a_single_class_folder(run_dir, small_dataset, tmp_path)
 
 
 def test_evaluate_subtype_model(tmp_path, small_dataset, tiny_spec, run_dir):
-    import tf_keras as keras
-
+    from fixtures_models import untrained_subtype
     from leukedge.evaluate import run_evaluation
-    from leukedge.train.model import build_classifier
 
-    spec = ModelSpec.from_dict(tiny_spec.to_dict())
-    spec.task, spec.class_names, spec.name = "subtype", ["Benign", "Early", "Pre", "Pro"], "tiny-subtype"
-    keras.utils.set_random_seed(0)
-    model = build_classifier(spec, dense_units=8, dropout=0.0)
+    spec, model = untrained_subtype(tiny_spec, seed=0)
     d = tmp_path / "run"
     d.mkdir()
     spec.save(d / "spec.json")

@@ -166,20 +166,15 @@ def test_a_subtype_model_is_measured_on_its_screening_probability_and_on_the_pre
         tmp_path, small_dataset, tiny_spec, smears):
     """The map is shown beside the screening score: its deletion/insertion curves record
     P(leukemia) = 1 - P(Benign); the predicted subtype's curves are the ``class_*`` keys."""
-    import tf_keras as keras
-
+    from fixtures_models import untrained_subtype
     from leukedge.compress.export import convert
     from leukedge.compress.quantization import QuantizationConfig
     from leukedge.evaluate import load_model, run_evaluation
-    from leukedge.heatmap_eval import _target_fn
+    from leukedge.heatmap_eval import faithfulness_target
     from leukedge.preprocess import normalize
     from leukedge.split import SplitConfig, make_split, write_manifest
-    from leukedge.train.model import build_classifier
 
-    spec = ModelSpec.from_dict(tiny_spec.to_dict())
-    spec.task, spec.class_names, spec.name = "subtype", ["Benign", "Early", "Pre", "Pro"], "tiny-subtype"
-    keras.utils.set_random_seed(3)
-    model = build_classifier(spec, dense_units=8, dropout=0.0)
+    spec, model = untrained_subtype(tiny_spec, seed=3)
     d = tmp_path / "tiny-subtype"
     d.mkdir()
     spec.save(d / "spec.json")
@@ -189,7 +184,7 @@ def test_a_subtype_model_is_measured_on_its_screening_probability_and_on_the_pre
     pred, _ = load_model(d, "float32")
     u8 = np.stack([preprocess_uint8(s, spec.preprocess) for s in smears[:4]])
     probs = pred.predict(normalize(u8, spec.preprocess))["probabilities"]
-    cols = _target_fn(pred, spec.preprocess, 2)(u8)
+    cols = faithfulness_target(pred, spec.preprocess, 2)(u8)
     assert cols.shape == (4, 2)
     np.testing.assert_allclose(cols[:, 0], 1.0 - probs[:, 0], atol=1e-6)   # screening probability
     np.testing.assert_allclose(cols[:, 1], probs[:, 2], atol=1e-6)         # the explained subtype
