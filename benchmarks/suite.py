@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from leukedge import __version__
+from leukedge.portable import portable_dir
 from leukedge.preprocess import PreprocessConfig, preprocess_file
 from leukedge.spec import ModelSpec
 
@@ -235,7 +236,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
                        "load_avg_end": load_average(), "under_load": bool(busy_med is not None and busy_med >= UNDER_LOAD_PCT),
                        "cpu_others_pct_median": busy_med, "quick": cfg.quick, "runs": cfg.runs,
                        "min_time_s": None if cfg.runs else cfg.min_time, "warmup": cfg.warmup, "rounds": cfg.rounds,
-                       "input_source": images[0] if images else "random"},
+                       "input_source": portable_dir(images[0]) if images else "random"},
         "peak": peak, "results": results, "e2e": e2e, "overhead": overhead,
     }
 
