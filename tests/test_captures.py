@@ -226,7 +226,7 @@ def test_magnification_rescales_and_tiles(smears):
     field, info = prepare_field(small, cap, 224)
     assert 1.4 < info["scale"] < 2.6 and field.shape[0] > 300
     ts = tiles(field, 224)
-    assert len(ts) == (2 if field.shape[0] < 1.9 * 224 else 3) ** 2 and all(t.shape == (224, 224, 3) for t in ts)
+    assert len(ts) == min(3, int(np.ceil(field.shape[0] / 224))) ** 2 and all(t.shape == (224, 224, 3) for t in ts)
     assert combine_tiles([0.1, 0.9, 0.2], "max") == pytest.approx(0.9)
     assert combine_tiles([0.2, 0.4], "mean") == pytest.approx(0.3)
     assert combine_tiles([0.5, 0.5], "noisy_or") == pytest.approx(0.75)

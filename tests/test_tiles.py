@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from fixtures_app import RELEASE_NAME, tiny_release  # noqa: F401  (fixture)
-from leukedge.capture import TILE_RULES, CaptureConfig, combine_tiles, estimate_cell_diameter, tile_boxes
+from leukedge.capture import (TILE_RULES, CaptureConfig, combine_tiles, estimate_cell_diameter, magnification_estimate,
+                              prepare_field, tile_boxes)
 from leukedge.capture_sim import apply_capture
 from leukedge.edge_app.tiling import TileResult, feature_score, field_verdict, tile_quality
 from leukedge.imageio import load_image
@@ -62,13 +63,30 @@ def test_a_half_magnification_photo_is_cut_into_more_than_one_tile(smear_paths):
     assert np.array_equal(whole.inputs[0], preprocess_uint8(rgb, cfg))
 
 
-def test_a_failed_cell_estimate_falls_back_to_the_single_centre_input(smear_paths):
-    rgb = load_image(smear_paths["Early"][0])        # a real smear with too few round single cells
+def test_a_failed_cell_estimate_falls_back_to_the_single_centre_input():
+    # a photo of empty plasma (no cells; camera noise only): the scale cannot be measured
+    rng = np.random.default_rng(0)
+    rgb = np.clip(np.array([236, 226, 232]) + rng.normal(0, 6, (300, 300, 3)), 0, 255).astype(np.uint8)
     assert estimate_cell_diameter(rgb) is None
     cfg = PreprocessConfig(input_size=224, capture=CaptureConfig(magnification=True, cell_diameter=15.0))
     cut = field_tiles(rgb, cfg)
     assert len(cut.inputs) == 1 and "red-cell diameter not measurable" in cut.info["fallback"]
     assert np.array_equal(cut.inputs[0], preprocess_uint8(rgb, cfg))
+
+
+def test_lab_smears_of_every_class_are_not_rescaled(smear_paths):
+    """The lab's own photos keep their scale (the cell-size spread of the lab stays within the
+    default tolerance), while a 0.5x photo of the same smears is rescaled by about 2."""
+    ds = {c: [estimate_cell_diameter(load_image(p)) for p in ps] for c, ps in smear_paths.items()}
+    assert all(d is not None for v in ds.values() for d in v), ds      # dense smears are measurable too
+    ref = float(np.median([d for v in ds.values() for d in v]))
+    cap = CaptureConfig(magnification=True, cell_diameter=ref)
+    # the scale prepare_field applies (a 224-px lab photo is never shrunk below the input)
+    factors = [prepare_field(load_image(p), cap, 224)[1]["scale"] for ps in smear_paths.values() for p in ps]
+    assert sum(f == 1.0 for f in factors) >= 0.9 * len(factors), factors
+    half = [magnification_estimate(apply_capture("magnification", load_image(p), 0.5), cap)[0]
+            for p in smear_paths["Benign"][:4] + smear_paths["Early"][:4]]
+    assert np.median(half) > 1.5 and sum(f > 1.0 + cap.scale_tolerance for f in half) >= 6, half
 
 
 def test_without_magnification_the_cut_is_the_one_input(smear_paths):
@@ -159,10 +177,16 @@ def test_screener_with_magnification_screens_tiles_and_applies_the_rule(loaded, 
         json.dumps(js)
 
 
-def test_screener_falls_back_to_the_centre_input_with_a_logged_reason(loaded, smear_paths, caplog):
+def test_screener_falls_back_to_the_centre_input_with_a_logged_reason(loaded, tmp_path, caplog):
+    import cv2
+
     from leukedge.edge_app.inference import Screener
 
-    path = smear_paths["Early"][0]      # the estimator finds too few round single cells
+    # a photo of empty plasma (camera noise, no cells): the estimator finds no cells
+    rng = np.random.default_rng(1)
+    plasma = np.clip(np.array([236, 226, 232]) + rng.normal(0, 6, (300, 300, 3)), 0, 255).astype(np.uint8)
+    path = tmp_path / "plasma.png"
+    cv2.imwrite(str(path), cv2.cvtColor(plasma, cv2.COLOR_RGB2BGR))
     s = Screener(_magnified(loaded, cell_diameter=15.0), num_threads=1)
     with caplog.at_level(logging.INFO, logger="leukedge.edge_app.inference"):
         res = s.screen_image(path)
