@@ -81,14 +81,16 @@ class TileRuleConfig:
 
 
 def with_magnification(spec, cell_diameter: float):
-    """A copy of ``spec`` with magnification on at ``cell_diameter`` (other capture steps kept;
-    a spec without capture normalisation also gets ``fov_crop``)."""
+    """A copy of ``spec`` with magnification on at ``cell_diameter`` and today's default scale
+    tolerance (the spec's was never used while magnification was off); other capture steps
+    kept; a spec without capture normalisation also gets ``fov_crop``."""
     pre = spec.preprocess
     cap = pre.capture
     if cap is None:
         new = CaptureConfig(fov_crop=True, magnification=True, cell_diameter=float(cell_diameter))
     else:
-        new = dataclasses.replace(cap, magnification=True, cell_diameter=float(cell_diameter))
+        new = dataclasses.replace(cap, magnification=True, cell_diameter=float(cell_diameter),
+                                  scale_tolerance=CaptureConfig.scale_tolerance)
     return dataclasses.replace(spec, preprocess=pre.replace(capture=new))
 
 
@@ -226,7 +228,7 @@ def run_tile_rule(cfg: TileRuleConfig) -> dict:
                 "positive": positive, "quality": res.quality, "ood": res.ood,
                 "used_probs": [t["probability"] for t in per if t["used"]],
                 "all_probs": [t["probability"] for t in per], "tiles": res.tiles or 0,
-                "fallback": tl.get("fallback") is not None,
+                "fallback": tl.get("fallback") is not None, "scale": tl.get("scale"),
                 "by": sorted(k for k in ("image", "features") if (res.ood_details or {}).get(k, 0) > 1.0),
                 "off": outcome(res_off := single.screen_image(img, heatmap=False), positive),
                 "ms": res.timings.get("total", 0.0), "ms_off": res_off.timings.get("total", 0.0)})
@@ -236,6 +238,9 @@ def run_tile_rule(cfg: TileRuleConfig) -> dict:
         row = {"photo": kind, "factor": factor, "n": len(group),
                "tiles_mean": round(float(np.mean([p["tiles"] for p in group])), 2) if group else None,
                "fallback": sum(p["fallback"] for p in group),
+               # the cell-size estimate at work: photos rescaled (outside the tolerance) and the median factor
+               "rescaled": sum(1 for p in group if p.get("scale") not in (None, 1.0)),
+               "scale_median": _median([p["scale"] for p in group if p.get("scale") is not None]),
                "flagged_by_image": sum("image" in p["by"] for p in group),
                "flagged_by_features": sum("features" in p["by"] for p in group),
                "magnification_off": _off(group),
@@ -279,6 +284,10 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.0f}%"
 
 
+def _median(values: list) -> float | None:
+    return round(float(np.median(values)), 3) if values else None
+
+
 def markdown(doc: dict) -> str:
     """The result as Markdown (rebuilt from the JSON document)."""
     m, d, c = doc["model"], doc["data"], doc["capture"]
@@ -317,6 +326,12 @@ def markdown(doc: dict) -> str:
     o, g = doc["pooled_magnification_off"], doc["pooled"][doc["chosen"]["rule"]]
     lines.append(f"| **pooled** | | {_pct(o['correct_rate'])} | {o['flagged']} | {o['retake']} | {o['missed']} | "
                  f"{_pct(g['correct'])} | {g['flagged']} | {g['retake']} | {g['missed']} | |")
+    lines += ["", "The cell-size estimate (tolerance "
+              f"{c.get('scale_tolerance')}: factors within it are not applied):", "",
+              "| photo | factor | photos rescaled | median scale applied | centre-input fallbacks |", "|---|---|---|---|---|"]
+    for r in doc["results"]:
+        lines.append(f"| {r['photo']} | {r['factor']} | {r.get('rescaled', '-')} of {r['n']} | "
+                     f"{r.get('scale_median', '-')} | {r['fallback']} |")
     lines += ["", "Pooled over every condition:", "",
               "| rule | sensitivity | specificity | missed | correct (of all) | ungated sensitivity | ungated specificity |",
               "|---|---|---|---|---|---|---|"]

@@ -253,9 +253,12 @@ def test_bench_tiles_cli_writes_rules_per_factor_and_chooses_one(tmp_path, aria_
             assert v["ungated"]["tp"] + v["ungated"]["fn"] + v["ungated"]["tn"] + v["ungated"]["fp"] == 3
         assert sum(r["magnification_off"][k] for k in ("correct", "retake", "flagged", "wrong", "error")) == 3
     assert doc["results"][0]["tiles_mean"] > 1                       # 0.5x photos are tiled
+    # the cell-size estimate rescales the 0.5x photos and leaves the lab's own (1.0x) as they are
+    assert doc["results"][0]["rescaled"] >= 2 and doc["results"][0]["scale_median"] > 1.3
+    assert doc["results"][1]["rescaled"] <= 1 and doc["capture"]["scale_tolerance"] == CaptureConfig.scale_tolerance
     assert doc["chosen"]["rule"] in TILE_RULES
     md = (tmp_path / "tiles.md").read_text()
-    assert "Chosen rule" in md and "| magnification+eyepiece | 0.5 |" in md
+    assert "Chosen rule" in md and "| magnification+eyepiece | 0.5 |" in md and "photos rescaled" in md
 
 
 @pytest.mark.parametrize("args, message", [(["--factors", "half"], "--factors"),
