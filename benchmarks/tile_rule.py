@@ -32,11 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from leukedge import __version__
-from leukedge.capture import TILE_RULES, CaptureConfig, combine_tiles
+from leukedge.capture import TILE_RULES, combine_tiles
 from leukedge.capture_sim import FAMILIES, get_family
 from leukedge.edge_app.inference import Screener, load_release
 from leukedge.errors import ConfigError, DataError
 from leukedge.metrics import clopper_pearson
+from leukedge.spec import with_magnification
 from leukedge.split import read_manifest
 from leukedge.train.augment import fit_capture_config
 
@@ -78,20 +79,6 @@ class TileRuleConfig:
     variant: str | None = None
     threads: int | None = None
     allow_unsigned: bool = False
-
-
-def with_magnification(spec, cell_diameter: float):
-    """A copy of ``spec`` with magnification on at ``cell_diameter`` and today's default scale
-    tolerance (the spec's was never used while magnification was off); other capture steps
-    kept; a spec without capture normalisation also gets ``fov_crop``."""
-    pre = spec.preprocess
-    cap = pre.capture
-    if cap is None:
-        new = CaptureConfig(fov_crop=True, magnification=True, cell_diameter=float(cell_diameter))
-    else:
-        new = dataclasses.replace(cap, magnification=True, cell_diameter=float(cell_diameter),
-                                  scale_tolerance=CaptureConfig.scale_tolerance)
-    return dataclasses.replace(spec, preprocess=pre.replace(capture=new))
 
 
 def _conditions(cfg: TileRuleConfig) -> list[tuple[str, float]]:

@@ -53,6 +53,9 @@ class CompressConfig:
         heatmap_layer: the layer guiding ``guided7x14`` (None: the backbone's, else by size).
         tile_rule: how a photo's tiles combine, written into the spec's ``preprocess.capture``
             (recipe key ``screening.tile_rule``; None: the source's).
+        magnification, cell_diameter, scale_tolerance: capture magnification switched on/off in
+            the spec, at that red-cell diameter and tolerance (recipe keys ``screening.*``; None:
+            the source's / measured / the default, see :class:`leukedge.compress.recipe.ScreeningRecipe`).
         data_dir: data folder (None: the run's config.json, else the default).
         parity: run parity (and evaluation/card) after writing the files.
         selective: when int8 fails a gate, keep the worst ops in float until it passes.
@@ -78,6 +81,9 @@ class CompressConfig:
     heatmap: str = HeatmapRecipe.method
     heatmap_layer: str | None = HeatmapRecipe.layer
     tile_rule: str | None = None
+    magnification: bool | None = None
+    cell_diameter: float | None = None
+    scale_tolerance: float | None = None
     data_dir: str | None = None
     parity: bool = True
     selective: bool = True

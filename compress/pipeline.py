@@ -134,14 +134,68 @@ def tile_rule_changes(cfg: "CompressConfig", spec: ModelSpec) -> bool:
     return cfg.tile_rule is not None and (cap is None or cap.tile_rule != cfg.tile_rule)
 
 
-def _screening_spec(cfg: "CompressConfig", spec: ModelSpec) -> ModelSpec:
-    """``spec`` with the recipe's tile rule (``screening.tile_rule``) in ``preprocess.capture``."""
-    if not tile_rule_changes(cfg, spec):
+def magnification_changes(cfg: "CompressConfig", spec: ModelSpec) -> bool:
+    """True when the recipe switches capture magnification, or changes its diameter or tolerance."""
+    cap = spec.preprocess.capture
+    on = bool(cap is not None and cap.magnification)
+    if cfg.magnification is not None and cfg.magnification != on:
+        return True
+    if not (cfg.magnification or on):
+        return False
+    return ((cfg.cell_diameter is not None and (cap is None or cap.cell_diameter != cfg.cell_diameter))
+            or (cfg.scale_tolerance is not None and (cap is None or cap.scale_tolerance != cfg.scale_tolerance)))
+
+
+def screening_changes(cfg: "CompressConfig", spec: ModelSpec) -> bool:
+    """True when the recipe's ``screening`` section changes ``spec``'s capture settings."""
+    return tile_rule_changes(cfg, spec) or magnification_changes(cfg, spec)
+
+
+def _training_diameter(rows, limit: int = 200) -> float:
+    """The median red-cell diameter of up to ``limit`` training smears (as ``bench tiles`` measures it)."""
+    from leukedge.errors import DataError
+    from leukedge.train.augment import fit_capture_config
+
+    paths = [r["abspath"] for r in rows if r["split"] == "train"]
+    if not paths:
+        raise DataError("screening.magnification: the split has no training rows to measure the red-cell diameter on",
+                        "set screening.cell_diameter")
+    d = fit_capture_config(paths, color="none", fov_crop=False, magnification=True, limit=limit).cell_diameter
+    if not d:
+        raise DataError("screening.magnification: the red-cell diameter could not be measured on the training smears",
+                        "set screening.cell_diameter")
+    log.info("screening: red-cell diameter %.2f px, measured on up to %d training smears", d, limit)
+    return float(d)
+
+
+def _screening_spec(cfg: "CompressConfig", spec: ModelSpec, rows=()) -> ModelSpec:
+    """``spec`` with the recipe's ``screening`` section in ``preprocess.capture``: magnification
+    switched on (at the recipe's red-cell diameter, else the spec's, else measured on the
+    training smears) or off, its tolerance, and the tile rule."""
+    import dataclasses
+
+    from leukedge.spec import with_magnification
+
+    if not screening_changes(cfg, spec):
         return spec
-    d = spec.to_dict()
-    d["preprocess"]["capture"]["tile_rule"] = cfg.tile_rule
-    log.info("screening: tiles combined by %s (was %s)", cfg.tile_rule, spec.preprocess.capture.tile_rule)
-    return ModelSpec.from_dict(d)
+    cap = spec.preprocess.capture
+    was_on = bool(cap is not None and cap.magnification)
+    if cfg.magnification is False:
+        spec = dataclasses.replace(spec, preprocess=spec.preprocess.replace(
+            capture=dataclasses.replace(cap, magnification=False)))
+        log.info("screening: magnification switched off")
+    elif cfg.magnification or (was_on and magnification_changes(cfg, spec)):
+        d = cfg.cell_diameter or (cap.cell_diameter if cap is not None and cap.cell_diameter else None) \
+            or _training_diameter(rows)
+        tol = cfg.scale_tolerance if cfg.scale_tolerance is not None else (cap.scale_tolerance if was_on else None)
+        spec = with_magnification(spec, d, tol)
+        log.info("screening: magnification on, red-cell diameter %.2f px, tolerance %.2f%s", d,
+                 spec.preprocess.capture.scale_tolerance, "" if was_on else " (the model was trained without it)")
+    if tile_rule_changes(cfg, spec):
+        log.info("screening: tiles combined by %s (was %s)", cfg.tile_rule, spec.preprocess.capture.tile_rule)
+        spec = dataclasses.replace(spec, preprocess=spec.preprocess.replace(
+            capture=dataclasses.replace(spec.preprocess.capture, tile_rule=cfg.tile_rule)))
+    return spec
 
 
 def check_source_config(cfg: "CompressConfig", src: Source) -> None:
@@ -149,17 +203,21 @@ def check_source_config(cfg: "CompressConfig", src: Source) -> None:
     Keras model back from its float32 file, see :func:`_recover_keras`)."""
     from leukedge.errors import ConfigError
 
+    cap = src.spec.preprocess.capture
     if cfg.tile_rule is not None:
-        cap = src.spec.preprocess.capture
-        if cap is None or not cap.magnification:
+        tiled = cfg.magnification if cfg.magnification is not None else bool(cap is not None and cap.magnification)
+        if not tiled:
             raise ConfigError(f"screening.tile_rule={cfg.tile_rule}: {src.folder.name} is not screened as tiles "
                               "(its preprocess.capture.magnification is off)",
-                              "drop screening.tile_rule, or train with capture magnification on")
-        if src.is_release and tile_rule_changes(cfg, src.spec) and not cfg.reexport_float32:
-            raise ConfigError(f"release {src.folder.name}'s files embed tile rule {cap.tile_rule}, the recipe asks "
-                              f"for screening.tile_rule={cfg.tile_rule}",
-                              "add --set quantize.reexport_float32=true (exports the float32 file again with the "
-                              "new spec), or compress the training run")
+                              "drop screening.tile_rule, or set screening.magnification=true (or train with it)")
+    if src.is_release and screening_changes(cfg, src.spec) and not cfg.reexport_float32:
+        what = (f"tile rule {cap.tile_rule if cap else None}" if not magnification_changes(cfg, src.spec)
+                else f"magnification {'on' if cap is not None and cap.magnification else 'off'}")
+        asked = ", ".join(f"screening.{k}={getattr(cfg, k)}" for k in
+                          ("tile_rule", "magnification", "cell_diameter", "scale_tolerance") if getattr(cfg, k) is not None)
+        raise ConfigError(f"release {src.folder.name}'s files embed {what}, the recipe asks for {asked}",
+                          "add --set quantize.reexport_float32=true (exports the float32 file again with the "
+                          "new spec), or compress the training run")
     if src.is_release and heatmap_changes(cfg, src.spec) and not cfg.reexport_float32:
         have = src.spec.heatmap
         raise ConfigError(f"release {src.folder.name}'s float32 file computes the heatmap {have.method}"
@@ -388,7 +446,7 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
             model = timed("recover_keras", lambda: _recover_keras(src, spec, f32, rows, record))
         if cfg.reexport_float32:
             before = spec.heatmap
-            spec = _heatmap_spec(cfg, _screening_spec(cfg, spec), model)
+            spec = _heatmap_spec(cfg, _screening_spec(cfg, spec, rows), model)
             f32 = timed("float32", lambda: _reexport_float32(model, spec, src, rows, record))
             if spec.heatmap != before:
                 record["float32_reexported"]["heatmap"] = {"old": asdict(before), "new": asdict(spec.heatmap)}
@@ -404,7 +462,7 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
     else:
         log.info("loading %s", src.model_file)
         model = timed("load_keras", lambda: load_keras_model(src.model_file))
-        spec = _heatmap_spec(cfg, _screening_spec(cfg, spec), model)
+        spec = _heatmap_spec(cfg, _screening_spec(cfg, spec, rows), model)
         f32 = timed("float32", lambda: export.convert(model, spec, QuantizationConfig.for_float32()))
     built = Built(spec, model, float32=f32, record=record)
     release.write_bytes(release.model_name("float32"), f32)

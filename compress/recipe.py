@@ -89,21 +89,43 @@ class ScreeningRecipe:
         tile_rule: how the tiles of a photo combine (``max``, ``mean`` or ``noisy_or``:
             :func:`leukedge.capture.combine_tiles`), chosen on validation with ``leukedge bench
             tiles``; None keeps the training run's. Only for a model whose preprocessing has
-            ``capture.magnification`` on (only those are screened as tiles).
+            ``capture.magnification`` on (only those are screened as tiles), or that this recipe
+            switches on.
+        magnification: switch capture magnification on (true) or off (false) in the release's
+            spec; None keeps the source's. On for a model trained without it, a photo whose red
+            cells are off the training size by more than ``scale_tolerance`` is rescaled and
+            screened as tiles, every other photo exactly as before (validate with ``bench tiles``).
+        cell_diameter: the training smears' red-cell diameter in px; None: the spec's, else
+            measured on up to 200 training smears of the split.
+        scale_tolerance: factors within ``1 +- tolerance`` are not applied; None: the spec's
+            when it had magnification on, else the default of
+            :class:`leukedge.capture.CaptureConfig`.
     """
 
     tile_rule: str | None = None
+    magnification: bool | None = None
+    cell_diameter: float | None = None
+    scale_tolerance: float | None = None
 
     def __post_init__(self):
         self.check()
 
     def check(self) -> None:
-        """Refuse an unknown rule (one line); ``--set`` and loading call it too."""
+        """Refuse an unknown rule or a bad value (one line); ``--set`` and loading call it too."""
         from leukedge.capture import TILE_RULES
 
         if self.tile_rule is not None and self.tile_rule not in TILE_RULES:
             raise ConfigError(f"screening.tile_rule: unknown rule '{self.tile_rule}'",
                               f"choose one of {', '.join(TILE_RULES)} (or null: the training run's)")
+        if self.magnification is not None and not isinstance(self.magnification, bool):
+            raise ConfigError(f"screening.magnification must be true, false or null, got {self.magnification!r}")
+        for key, lo, hi in (("cell_diameter", 2.0, 500.0), ("scale_tolerance", 0.0, 0.9)):
+            v = getattr(self, key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi):
+                raise ConfigError(f"screening.{key} must be a number in [{lo}, {hi}] or null, got {v!r}")
+        if self.magnification is False and (self.cell_diameter is not None or self.scale_tolerance is not None):
+            raise ConfigError("screening.cell_diameter / scale_tolerance need screening.magnification true or null",
+                              "drop them, or set screening.magnification=true")
 
 
 #: What a recipe file without a ``heatmap`` section shipped (the releases before issue 23).

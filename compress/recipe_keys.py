@@ -45,7 +45,9 @@ def to_config(recipe: CompressRecipe, source: str, out: str, data_dir: str | Non
     recipe.heatmap.check()
     cfg.heatmap, cfg.heatmap_layer = recipe.heatmap.method, recipe.heatmap.layer
     recipe.screening.check()
-    cfg.tile_rule = recipe.screening.tile_rule
+    sc = recipe.screening
+    cfg.tile_rule, cfg.magnification = sc.tile_rule, sc.magnification
+    cfg.cell_diameter, cfg.scale_tolerance = sc.cell_diameter, sc.scale_tolerance
     return cfg
 
 
@@ -56,7 +58,8 @@ def from_config(cfg) -> CompressRecipe:
         for fname, attr in _section_fields(name):
             setattr(section, fname, _copy(getattr(cfg, attr)))
     return CompressRecipe(quantize=sections["quantize"], heatmap=HeatmapRecipe(cfg.heatmap, cfg.heatmap_layer),
-                          screening=ScreeningRecipe(cfg.tile_rule),
+                          screening=ScreeningRecipe(cfg.tile_rule, cfg.magnification, cfg.cell_diameter,
+                                                    cfg.scale_tolerance),
                           prune=_copy(cfg.prune), qat=_copy(cfg.qat),
                           gates=dataclasses.replace(cfg.gates), checks=sections["checks"])
 

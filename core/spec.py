@@ -247,3 +247,21 @@ class ModelSpec:
         except UnicodeDecodeError as exc:
             raise ModelError(f"{p}: unreadable model spec ({type(exc).__name__})") from None
         return cls.from_json(text, str(p))
+
+
+def with_magnification(spec: ModelSpec, cell_diameter: float, scale_tolerance: float | None = None) -> ModelSpec:
+    """A copy of ``spec`` with capture magnification on at ``cell_diameter`` and
+    ``scale_tolerance`` (None: :class:`leukedge.capture.CaptureConfig`'s default, since a spec with
+    magnification off never used its own); other capture steps kept; a spec without capture
+    normalisation also gets ``fov_crop``. Used by ``bench tiles`` and the recipe key
+    ``screening.magnification``."""
+    from .capture import CaptureConfig
+
+    tol = CaptureConfig.scale_tolerance if scale_tolerance is None else float(scale_tolerance)
+    pre = spec.preprocess
+    cap = pre.capture
+    if cap is None:
+        new = CaptureConfig(fov_crop=True, magnification=True, cell_diameter=float(cell_diameter), scale_tolerance=tol)
+    else:
+        new = dataclasses.replace(cap, magnification=True, cell_diameter=float(cell_diameter), scale_tolerance=tol)
+    return dataclasses.replace(spec, preprocess=pre.replace(capture=new))

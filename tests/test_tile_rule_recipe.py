@@ -70,3 +70,63 @@ def test_compress_writes_the_rule_into_spec_json_and_the_embedded_spec(tiny_run,
     embedded = read_embedded_spec((out / "tiny-tiles.float32.tflite").read_bytes())
     assert embedded.preprocess.capture.tile_rule == "mean"
     assert CompressRecipe.load(out / "recipe.json").screening.tile_rule == "mean"
+
+
+# ----- screening.magnification: switch the tile screen on for a model trained without it ----------
+def test_magnification_keys_round_trip_and_bad_values_are_one_line():
+    r = CompressRecipe()
+    r.set("screening.magnification=true")
+    r.set("screening.scale_tolerance=0.3")
+    cfg = to_config(r, "runs/x", "models/x", None)
+    assert (cfg.magnification, cfg.cell_diameter, cfg.scale_tolerance) == (True, None, 0.3)
+    assert from_config(cfg).screening == r.screening
+    assert CompressRecipe.from_dict(r.to_dict()).screening.magnification is True
+    for key, message in (("screening.scale_tolerance=2", "scale_tolerance must be a number in"),
+                         ("screening.cell_diameter=0", "cell_diameter must be a number in"),
+                         ("screening.magnification=\"yes\"", "screening.magnification: expected bool")):
+        with pytest.raises(ConfigError) as exc:
+            CompressRecipe().set(key)
+        assert message in exc.value.one_line()
+    off = CompressRecipe()
+    off.set("screening.magnification=false")
+    with pytest.raises(ConfigError, match="need screening.magnification true"):
+        off.set("screening.cell_diameter=16")
+
+
+def test_a_tile_rule_is_accepted_when_the_recipe_switches_magnification_on(tiny_spec, tmp_path):
+    from leukedge.compress.pipeline import Source, check_source_config
+
+    f32 = tmp_path / "x.float32.tflite"
+    run = Source(tmp_path, f32, tiny_spec, None, {})
+    check_source_config(CompressConfig(source="x", out="y", tile_rule="mean", magnification=True), run)
+    release = Source(tmp_path, f32, tiny_spec, None, {}, float_tflite=f32)
+    cfg = CompressConfig(source="x", out="y", magnification=True, scale_tolerance=0.3)
+    with pytest.raises(ConfigError) as exc:                            # its files embed magnification off
+        check_source_config(cfg, release)
+    assert "magnification off" in exc.value.one_line() and "quantize.reexport_float32=true" in exc.value.one_line()
+    cfg.reexport_float32 = True
+    check_source_config(cfg, release)
+
+
+def test_compress_switches_magnification_on_measuring_the_training_cells(tiny_run, tmp_path):
+    from leukedge.capture import CaptureConfig
+    from leukedge.compress.export import read_embedded_spec
+    from leukedge.compress.pipeline import run_compress
+
+    out = tmp_path / "tiny-mag"
+    run_compress(CompressConfig(source=str(tiny_run), out=str(out), variants=["float32"], parity=False,
+                 magnification=True, tile_rule="mean"))
+    for spec in (ModelSpec.load(out), read_embedded_spec((out / "tiny-mag.float32.tflite").read_bytes())):
+        cap = spec.preprocess.capture
+        assert cap.magnification and cap.tile_rule == "mean" and cap.fov_crop
+        assert 10 < cap.cell_diameter < 25                              # measured on the run's real training smears
+        assert cap.scale_tolerance == CaptureConfig.scale_tolerance
+    rec = CompressRecipe.load(out / "recipe.json").screening
+    assert rec.magnification is True and rec.tile_rule == "mean"
+    # and off again, from that spec
+    src = tmp_path / "tiny-mag-run"
+    shutil.copytree(tiny_run, src)
+    ModelSpec.load(out).save(src / "spec.json")
+    off = tmp_path / "tiny-off"
+    run_compress(CompressConfig(source=str(src), out=str(off), variants=["float32"], parity=False, magnification=False))
+    assert not ModelSpec.load(off).preprocess.capture.magnification

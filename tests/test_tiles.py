@@ -134,7 +134,7 @@ def test_field_without_a_usable_tile_asks_for_a_retake_with_the_tiles_reason(sme
 # ----- the Screener ------------------------------------------------------------------------------
 def _magnified(release, rule="max", cell_diameter=None, rgb=None):
     """The release with magnification on in a copy of its spec (what `bench tiles` does)."""
-    from leukedge.benchmarks.tile_rule import with_magnification
+    from leukedge.spec import with_magnification
 
     spec = with_magnification(release.spec, cell_diameter or estimate_cell_diameter(rgb))
     spec = dataclasses.replace(spec, preprocess=spec.preprocess.replace(
@@ -274,7 +274,8 @@ def test_bench_tiles_bad_input_is_a_one_line_error(args, message, capsys, aria_d
 
 
 def test_cell_diameter_comes_from_the_spec_when_recorded_else_from_training_smears(tiny_spec, smear_paths):
-    from leukedge.benchmarks.tile_rule import cell_diameter_for, with_magnification
+    from leukedge.benchmarks.tile_rule import cell_diameter_for
+    from leukedge.spec import with_magnification
     from leukedge.errors import DataError
 
     recorded = dataclasses.replace(tiny_spec, preprocess=tiny_spec.preprocess.replace(
