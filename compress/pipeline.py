@@ -10,6 +10,8 @@ are installed.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import importlib.util
 import json
 import logging
@@ -172,7 +174,6 @@ def _screening_spec(cfg: "CompressConfig", spec: ModelSpec, rows=()) -> ModelSpe
     """``spec`` with the recipe's ``screening`` section in ``preprocess.capture``: magnification
     switched on (at the recipe's red-cell diameter, else the spec's, else measured on the
     training smears) or off, its tolerance, and the tile rule."""
-    import dataclasses
 
     from leukedge.spec import with_magnification
 
@@ -441,6 +442,9 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
         return out
 
     if src.is_release:
+        # the source's OOD gate (spec.ood + its ood.npz) belongs to the source's files: the new
+        # release gets its own, fitted after the files are written (_after)
+        spec = dataclasses.replace(spec, ood=type(spec.ood)())
         model, f32 = None, _release_float32(src, spec, record)
         if needs_keras(cfg):
             model = timed("recover_keras", lambda: _recover_keras(src, spec, f32, rows, record))

@@ -284,6 +284,9 @@ def test_reexport_float32_of_a_release(tiny_release, tiny_run, tmp_path, capsys)
     assert rex["old_sha256"] == sha256_file(src / f32) and rex["new_bytes"] == (out / f32).stat().st_size
     assert max(rex["worst_relative_error_vs_recovered_keras"].values()) < 1e-3
     assert summary["source_release"]["note"].startswith("float32 re-exported")
+    # the source's OOD gate (spec.ood -> its ood.npz) is not inherited: the new files get their own
+    assert ModelSpec.load(src).ood.stats_file and not (out / "ood.npz").exists()
+    assert ModelSpec.load(out).ood.stats_file is None     # (it kept "ood.npz": the release then refused to load)
     spec = ModelSpec.load(src)
     rows = [r for r in read_manifest(src / "split.csv", json.loads((tiny_run / "config.json").read_text())["data_dir"]) if r["split"] == "test"][:6]
     x = np.stack([preprocess_file(r["abspath"], spec.preprocess) for r in rows]).astype(np.float32)
