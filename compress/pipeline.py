@@ -211,14 +211,6 @@ def check_source_config(cfg: "CompressConfig", src: Source) -> None:
             raise ConfigError(f"screening.tile_rule={cfg.tile_rule}: {src.folder.name} is not screened as tiles "
                               "(its preprocess.capture.magnification is off)",
                               "drop screening.tile_rule, or set screening.magnification=true (or train with it)")
-    if src.is_release and screening_changes(cfg, src.spec) and not cfg.reexport_float32:
-        what = (f"tile rule {cap.tile_rule if cap else None}" if not magnification_changes(cfg, src.spec)
-                else f"magnification {'on' if cap is not None and cap.magnification else 'off'}")
-        asked = ", ".join(f"screening.{k}={getattr(cfg, k)}" for k in
-                          ("tile_rule", "magnification", "cell_diameter", "scale_tolerance") if getattr(cfg, k) is not None)
-        raise ConfigError(f"release {src.folder.name}'s files embed {what}, the recipe asks for {asked}",
-                          "add --set quantize.reexport_float32=true (exports the float32 file again with the "
-                          "new spec), or compress the training run")
     if src.is_release and heatmap_changes(cfg, src.spec) and not cfg.reexport_float32:
         have = src.spec.heatmap
         raise ConfigError(f"release {src.folder.name}'s float32 file computes the heatmap {have.method}"
@@ -445,6 +437,10 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
         # the source's OOD gate (spec.ood + its ood.npz) belongs to the source's files: the new
         # release gets its own, fitted after the files are written (_after)
         spec = dataclasses.replace(spec, ood=type(spec.ood)())
+        if not cfg.reexport_float32:
+            # a screening change is the spec's only: the same weights, the new spec embedded
+            # in the source's files (_renamed), the int8 file kept too with quantize.keep_int8
+            spec = _screening_spec(cfg, spec, rows)
         model, f32 = None, _release_float32(src, spec, record)
         if needs_keras(cfg):
             model = timed("recover_keras", lambda: _recover_keras(src, spec, f32, rows, record))
@@ -541,13 +537,17 @@ def inherited_record(before: dict, src: Source, float32_sha256: str) -> dict:
 
 
 def _release_float32(src: Source, spec: ModelSpec, record: dict) -> bytes:
-    """The source release's float32 file, byte for byte when the name is kept (its sha256,
-    and so every earlier float32 parity check, stays valid), else with the renamed spec."""
+    """The source release's float32 file, byte for byte when the name and preprocessing are kept
+    (its sha256, and so every earlier float32 parity check, stays valid), else with the new spec
+    embedded (same weights and graph)."""
     from leukedge.fileio import sha256_file
 
-    data = _renamed(src.float_tflite.read_bytes(), spec)
+    raw = src.float_tflite.read_bytes()
+    data = _renamed(raw, spec)
     before = _source_record(src)
     record["source_release"] = inherited_record(before, src, sha256_file(src.float_tflite))
+    if data != raw:
+        record["source_release"]["spec_embedded"] = "the same weights and graph with this release's spec embedded"
     if before.get("float32_reexported"):  # the same float32 file: how it was made travels on
         record["float32_reexported"] = before["float32_reexported"]
     log.info("re-quantizing the release %s from %s", src.folder, src.float_tflite.name)
@@ -555,11 +555,13 @@ def _release_float32(src: Source, spec: ModelSpec, record: dict) -> bytes:
 
 
 def _renamed(data: bytes, spec: ModelSpec) -> bytes:
-    """A released file's bytes, unchanged when its embedded spec already has ``spec``'s name."""
+    """A released file's bytes, unchanged when its embedded spec already has ``spec``'s name and
+    preprocessing, else with ``spec`` embedded (the weights and graph are not touched)."""
     from . import export
 
     embedded = export.read_embedded_spec(data)
-    return data if embedded is not None and embedded.name == spec.name else export.embed_spec(data, spec)
+    same = embedded is not None and embedded.name == spec.name and embedded.preprocess == spec.preprocess
+    return data if same else export.embed_spec(data, spec)
 
 
 def _source_record(src: Source) -> dict:

@@ -3,8 +3,10 @@ release's spec (``preprocess.capture.tile_rule``) and its embedded copy; refused
 it would do nothing or leave the files disagreeing with spec.json."""
 from __future__ import annotations
 
+import json
 import shutil
 
+import numpy as np
 import pytest
 
 from leukedge.compress.config import CompressConfig
@@ -13,7 +15,7 @@ from leukedge.compress.recipe_keys import from_config, to_config
 from leukedge.errors import ConfigError
 from leukedge.spec import ModelSpec
 
-pytest_plugins = ["fixtures_models"]  # tiny_run
+pytest_plugins = ["fixtures_models"]  # tiny_run, tiny_release
 
 
 def _tiled(spec: ModelSpec, rule: str = "max") -> ModelSpec:
@@ -48,9 +50,8 @@ def test_refused_where_it_would_do_nothing_or_split_the_files_from_spec_json(tin
     with pytest.raises(ConfigError, match="magnification is off"):       # never screened as tiles
         check_source_config(cfg, Source(tmp_path, f32, tiny_spec, None, {}))
     release = Source(tmp_path, f32, _tiled(tiny_spec), None, {}, float_tflite=f32)
-    with pytest.raises(ConfigError) as exc:                             # its files embed the old rule
-        check_source_config(cfg, release)
-    assert "quantize.reexport_float32=true" in exc.value.one_line()
+    cfg.heatmap = "gradcam7"               # (the tiny release's own heatmap)
+    check_source_config(cfg, release)      # a release's files get the new spec embedded (same weights)
     cfg.reexport_float32 = True
     check_source_config(cfg, release)
     check_source_config(CompressConfig(source="x", out="y", tile_rule="max", heatmap="gradcam7"),  # its own rule
@@ -99,13 +100,44 @@ def test_a_tile_rule_is_accepted_when_the_recipe_switches_magnification_on(tiny_
     f32 = tmp_path / "x.float32.tflite"
     run = Source(tmp_path, f32, tiny_spec, None, {})
     check_source_config(CompressConfig(source="x", out="y", tile_rule="mean", magnification=True), run)
-    release = Source(tmp_path, f32, tiny_spec, None, {}, float_tflite=f32)
-    cfg = CompressConfig(source="x", out="y", magnification=True, scale_tolerance=0.3)
-    with pytest.raises(ConfigError) as exc:                            # its files embed magnification off
-        check_source_config(cfg, release)
-    assert "magnification off" in exc.value.one_line() and "quantize.reexport_float32=true" in exc.value.one_line()
-    cfg.reexport_float32 = True
-    check_source_config(cfg, release)
+    with pytest.raises(ConfigError, match="magnification is off"):       # a tile rule alone, never tiled
+        check_source_config(CompressConfig(source="x", out="y", tile_rule="mean", magnification=False), run)
+
+
+def test_a_release_keeps_its_weights_and_gets_the_new_spec_embedded(tiny_release, tiny_run, tmp_path):
+    """screening.* on a release source with quantize.keep_int8: both files keep their weights
+    and graph (the same outputs on real smears), with the new spec embedded; no re-export."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from leukedge.cli import main
+    from leukedge.compress.export import read_embedded_spec
+    from leukedge.preprocess import preprocess_file
+    from leukedge.split import read_manifest
+
+    src, _ = tiny_release
+    out = tmp_path / src.name
+    assert main(["compress", str(src), "--out", str(out), "--set", "quantize.keep_int8=true", "--set",
+                 "screening.magnification=true", "--set", "screening.cell_diameter=16", "--no-parity"]) == 0
+    spec = ModelSpec.load(src)
+    rows = read_manifest(src / "split.csv", json.loads((tiny_run / "config.json").read_text())["data_dir"])[:4]
+    x = np.stack([preprocess_file(r["abspath"], spec.preprocess) for r in rows]).astype(np.float32)
+    for variant in ("float32", "int8"):
+        old, new = (f / f"{src.name}.{variant}.tflite" for f in (src, out))
+        emb = read_embedded_spec(new.read_bytes())
+        assert emb.preprocess.capture.magnification and emb.preprocess.capture.cell_diameter == 16
+        assert not read_embedded_spec(old.read_bytes()).preprocess.capture or \
+            not read_embedded_spec(old.read_bytes()).preprocess.capture.magnification
+        outs = []
+        for f in (old, new):
+            interp = Interpreter(model_path=str(f))
+            d = interp.get_input_details()[0]
+            xin = x if d["dtype"] == np.float32 else \
+                np.clip(np.round(x / d["quantization"][0] + d["quantization"][1]), -128, 127).astype(d["dtype"])
+            run = interp.get_signature_runner()
+            outs.append(np.concatenate([run(image=xin[i:i + 1])["probability"] for i in range(len(x))]))
+        assert np.array_equal(outs[0], outs[1]), variant          # the same weights and graph
+    assert ModelSpec.load(out).preprocess.capture.magnification
+    assert json.loads((out / "compress.json").read_text())["source_release"]["spec_embedded"]
 
 
 def test_compress_switches_magnification_on_measuring_the_training_cells(tiny_run, tmp_path):
