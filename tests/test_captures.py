@@ -177,12 +177,16 @@ def test_specs_without_capture_give_byte_identical_tensors(name, aria_dir, smear
 def test_field_releases_record_their_capture_steps(release, smears):
     """The field-capture releases crop the eyepiece field and white-balance on the plasma background
     (`color: background`, since session 15; Reinhard before: docs/captures.md 9), and say so in
-    spec.json: the steps run in that order, and they change the tensor of a real smear."""
+    spec.json: the steps run in that order, and they change the tensor of a real smear. Since
+    session 20 they also measure the red-cell size and screen photos off the training size by
+    more than 30% as tiles (docs/captures.md 12)."""
     spec = ModelSpec.load(ROOT / "models" / release)
     cap = spec.preprocess.capture
-    assert cap.fov_crop and cap.color == "background" and cap.color_target and not cap.magnification
+    assert cap.fov_crop and cap.color == "background" and cap.color_target
+    assert cap.magnification and 10 < cap.cell_diameter < 22 and cap.scale_tolerance == 0.3
     steps = [s["step"] for s in spec.preprocess.steps()]
-    assert steps.index("fov_crop") < steps.index("color")
+    assert steps.index("fov_crop") < steps.index("magnification") < steps.index("color")
+    assert next(s for s in spec.preprocess.steps() if s["step"] == "magnification")["estimator"] == "granulometry"
     plain = spec.preprocess.replace(capture=None)
     assert preprocess(smears[0], spec.preprocess).tobytes() != preprocess(smears[0], plain).tobytes()
 

@@ -210,7 +210,7 @@ def _single_input_reference(screener, path):
     return shown, p, normalise(out["cam"], (shown.shape[1], shown.shape[0])) if "cam" in out else None, ood
 
 
-@pytest.mark.parametrize("which", ["tiny", "efficientnet-lite0-subtype"])
+@pytest.mark.parametrize("which", ["tiny", "densenet201-binary"])
 def test_magnification_off_is_unchanged(which, tiny_release, smear_paths):
     from leukedge.edge_app.inference import Screener
 
@@ -229,6 +229,24 @@ def test_magnification_off_is_unchanged(which, tiny_release, smear_paths):
         assert list(res.to_json()) == OLD_JSON_KEYS
 
 
+def test_the_committed_tile_screen_leaves_lab_photos_as_one_input(smear_paths):
+    """efficientnet-lite0-subtype has magnification on (session 20, trained without it): a lab
+    photo is not rescaled and its one tile is the old single input (same image and probability);
+    the same smear as a 0.5x full-field photo is rescaled and screened as several tiles."""
+    from leukedge.edge_app.inference import Screener
+
+    s = Screener(ROOT / "models" / "efficientnet-lite0-subtype", num_threads=1)
+    cap = s.spec.preprocess.capture
+    assert cap.magnification and cap.scale_tolerance == 0.3 and cap.tile_rule == "mean"
+    for path in (smear_paths["Benign"][2], smear_paths["Pre"][0], smear_paths["Early"][0]):
+        res = s.screen_image(path)
+        shown, p, _, _ = _single_input_reference(s, path)
+        assert res.tiles == 1 and res.tiling["scale"] == 1.0 and res.tiling["fallback"] is None
+        assert res.image.tobytes() == shown.tobytes() and res.probability == pytest.approx(p, abs=1e-6)
+    half = s.screen_image(apply_capture("magnification", load_image(smear_paths["Early"][1]), 0.5))
+    assert half.tiling["scale"] > 1.3 and half.tiles > 1
+
+
 # ----- bench tiles ------------------------------------------------------------------------------
 def test_bench_tiles_cli_writes_rules_per_factor_and_chooses_one(tmp_path, aria_dir):
     from leukedge.cli import main
@@ -240,8 +258,9 @@ def test_bench_tiles_cli_writes_rules_per_factor_and_chooses_one(tmp_path, aria_
     assert rc == 0
     doc = json.loads(out.read_text())
     assert doc["schema"] == "leukedge-tiles v1" and doc["data"]["split"] == "val" and doc["data"]["n_smears"] == 3
-    assert doc["capture"]["magnification"] and not doc["capture"]["magnification_in_release"]
-    assert 10 < doc["capture"]["cell_diameter_measured_on_training"] < 22
+    # the release screens as tiles itself (session 20): its own spec's diameter, not a measured one
+    assert doc["capture"]["magnification"] and doc["capture"]["magnification_in_release"]
+    assert doc["capture"]["cell_diameter_measured_on_training"] is None and 10 < doc["capture"]["cell_diameter"] < 22
     conds = [(r["photo"], r["factor"]) for r in doc["results"]]
     assert conds == [("magnification", 0.5), ("magnification", 1.0), ("magnification+eyepiece", 0.5),
                      ("magnification+eyepiece", 1.0)]
