@@ -9,7 +9,8 @@ and runs the model on each. The field's answer follows these documented rules:
   input. Each tile is then checked for exposure only (:func:`tile_quality`: a tile of empty
   background or of the dark rim is unusable; focus is not judged per tile because the
   rescale interpolates). The field is usable when **at least one tile is usable**; when none
-  is, the field's status is the tiles' most frequent status.
+  is, the field's status is the tiles' most frequent status (a retake that, like a one-input
+  retake, still carries the hidden score and OOD distance, here over every tile).
 * **out-of-distribution**: the image-statistics distance is judged once on the decoded photo
   (as for one input: it sees the photo before colour normalisation); the feature distance is
   judged per usable tile. The field is flagged when the photo's image statistics are, or
@@ -118,8 +119,17 @@ def field_verdict(results: list[TileResult], rule: str, image_ratio: float | Non
     usable = [t for t in results if t.usable]
     details = {} if image_ratio is None else {"image": float(image_ratio)}
     if not usable:
+        # a retake, with the tiles' most frequent reason; like a one-input retake it still carries
+        # the model's (hidden) score and OOD distance over every tile, so records keep the same fields
         status = Counter(t.quality for t in results).most_common(1)[0][0]
-        return FieldVerdict(status, False, max(details.values()) if details else None, details)
+        ratios = [t.feature_ratio for t in results if t.feature_ratio is not None]
+        if ratios:
+            details["features"] = feature_score(ratios)
+            details["tiles_flagged"] = sum(r > 1.0 for r in ratios)
+        score = max((v for k, v in details.items() if k in ("image", "features")), default=None)
+        return FieldVerdict(status, score is not None and score > 1.0, score, details, [],
+                            combine_tiles([t.probability for t in results], rule),
+                            max(results, key=lambda t: t.probability).index)
     ratios = [t.feature_ratio for t in usable if t.feature_ratio is not None]
     if ratios:
         details["features"] = feature_score(ratios)
@@ -138,5 +148,5 @@ def field_probabilities(results: list[TileResult], verdict: FieldVerdict, rule: 
     if verdict.deciding is None:
         return None
     if rule == "mean":
-        return np.mean([results[i].probs for i in verdict.used], axis=0)
+        return np.mean([results[i].probs for i in (verdict.used or range(len(results)))], axis=0)
     return results[verdict.deciding].probs

@@ -121,9 +121,12 @@ def test_field_is_ood_when_more_than_half_of_its_usable_tiles_are_or_the_photo_i
 
 
 def test_field_without_a_usable_tile_asks_for_a_retake_with_the_tiles_reason(smear_paths):
-    v = field_verdict([_tile(0, 0.9, "over-exposed"), _tile(1, 0.9, "over-exposed"), _tile(2, 0.1, "under-exposed")],
-                      "max")
-    assert v.quality == "over-exposed" and v.probability is None and v.deciding is None
+    tiles = [_tile(0, 0.9, "over-exposed"), _tile(1, 0.8, "over-exposed"), _tile(2, 0.1, "under-exposed")]
+    v = field_verdict(tiles, "max")
+    assert v.quality == "over-exposed" and v.used == []
+    # like a one-input retake, the (hidden) score and OOD distance are still there, over every tile
+    assert v.probability == pytest.approx(0.9) and v.deciding == 0 and v.ood_details["tiles_flagged"] == 0
+    assert field_verdict(tiles, "mean").probability == pytest.approx(0.6)
     # the per-tile check on real pixels: a smear tile is ok, blank plasma and the dark rim are not
     rgb = load_image(smear_paths["Pre"][0])
     assert tile_quality(rgb[:112, :112]) == "ok"
