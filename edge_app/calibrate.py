@@ -32,8 +32,9 @@ from leukedge.split import read_manifest
 
 from .inference import load_release, make_runner
 from .ood import (DIHEDRAL, FIELD_IMAGE_MARGIN, IMAGE_MARGIN, METHOD, OOD_FILE, OODGate, fit_gate,
-                  flag_rate, gate_image, image_stats)
-from .ood_views import FieldViews, capture_views, collect_views, dihedral_views, field_views, identity_views
+                  gate_image, image_stats)
+from .ood_views import (FieldViews, capture_views, collect_views, dihedral_views, field_flags, field_views,
+                        first_rows, identity_views, view_of, view_rates)
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def calibrate_release(folder: str | os.PathLike, train: list, val: list, checks:
                       n_components: int = 32, percentile: float = 99.0, num_threads: int | None = None,
                       max_per_split: int | None = None, image_margin: float | None = None,
                       method: str = "field", views: FieldViews | None = None, train_limit: int | None = TRAIN_LIMIT,
-                      capture_limit: int | None = CAPTURE_LIMIT) -> dict:
+                      capture_limit: int | None = CAPTURE_LIMIT, tiles: bool | None = None) -> dict:
     """Fit and save the OOD gate of a release; returns the report (also written to ``ood.json``).
 
     Args:
@@ -94,6 +95,10 @@ def calibrate_release(folder: str | os.PathLike, train: list, val: list, checks:
         views: the field views (``field`` fit; default :class:`FieldViews`).
         train_limit: ``field`` fit: training images used (evenly subsampled; None: all).
         capture_limit: test images of the capture-family check (0: skip it).
+        tiles: fit and measure on what the app's tile screen feeds the gate: each usable tile of
+            every view (:func:`leukedge.edge_app.ood_views.collect_views`), thresholds over the
+            validation tiles, rates per view under the field rule (flagged when more than half of
+            its tiles are). Default: on when the spec has ``preprocess.capture.magnification``.
     """
     if method not in FIT_METHODS:
         raise DataError(f"unknown OOD fit method '{method}'", "choose from " + ", ".join(FIT_METHODS))
@@ -111,34 +116,44 @@ def calibrate_release(folder: str | os.PathLike, train: list, val: list, checks:
         tr_paths = _subsample(train, _smaller(train_limit, max_per_split))
     if image_margin is None:
         image_margin = IMAGE_MARGIN if method == "plain" else FIELD_IMAGE_MARGIN
+    if tiles is None:
+        tiles = bool(spec.preprocess.capture is not None and spec.preprocess.capture.magnification)
     stats_fn = lambda rgb: image_stats(gate_image(rgb, image_input))  # noqa: E731
     va_paths = _subsample(val, max_per_split)
-    tr_f, tr_s, _ = collect_views(runner, spec, tr_paths, field_views(views), stats_fn, "ood: train features")
+    tr_f, tr_s, _, tr_g = collect_views(runner, spec, tr_paths, field_views(views), stats_fn, "ood: train features",
+                                        tiles=tiles, return_groups=True)
     val_views = FieldViews(views.n_views, views.capture_p, views.families, views.seed + 1)
-    va_f, va_s, va_d = collect_views(runner, spec, va_paths, field_views(val_views), stats_fn, "ood: val features")
+    va_f, va_s, va_d, va_g = collect_views(runner, spec, va_paths, field_views(val_views), stats_fn,
+                                           "ood: val features", tiles=tiles, return_groups=True)
     if len(tr_f) < 3 or len(va_f) < 2:
         raise DataError(f"too few readable images to fit the OOD gate (train {len(tr_f)}, val {len(va_f)})")
-    gate = fit_gate(tr_f, va_f, tr_s, va_s, n_components=n_components, percentile=percentile,
+    tr_first, va_first = first_rows(tr_g), first_rows(va_g)
+    # features: every input the gate sees (each tile); image statistics: once per photo
+    gate = fit_gate(tr_f, va_f, tr_s[tr_first], va_s[va_first], n_components=n_components, percentile=percentile,
                     image_margin=image_margin)
     gate.fit_method, gate.image_input = method, image_input
-    ident = va_d == "identity"
+    ident = view_of(va_d)[va_first] == "identity"
     report = {"model": release.name, "model_file": release.model_path.name, "method": METHOD,
               "fit": {"method": method, "image_input": gate.image_input, "train_images": len(tr_paths),
-                      "val_images": int(ident.sum()), "views": views.to_dict() if method == "field" else None},
+                      "val_images": int(ident.sum()), "views": views.to_dict() if method == "field" else None,
+                      "inputs": "tiles" if tiles else "centre", "train_inputs": int(len(tr_f)),
+                      "val_inputs": int(len(va_f))},
               "percentile": percentile, "image_margin": image_margin,
               "n_components": int(len(gate.variances)),
               "feature_dim": int(tr_f.shape[1]), "threshold": gate.threshold, "image_threshold": gate.img_threshold,
-              "rates": {"train": flag_rate(gate, tr_f, tr_s), "val": flag_rate(gate, va_f[ident], va_s[ident])}}
+              "rates": {"train": view_rates(gate, tr_f, tr_s, tr_g),
+                        "val": view_rates(gate, va_f, va_s, va_g, ident)}}
     if method == "field":
-        report["rates"]["val_views"] = flag_rate(gate, va_f, va_s)
+        report["rates"]["val_views"] = view_rates(gate, va_f, va_s, va_g)
     for name, paths in (checks or {}).items():
         paths = _subsample(paths, max_per_split)
         if name == "test":
-            report.update(measure_test(gate, runner, spec, paths, capture_limit))
+            report.update(measure_test(gate, runner, spec, paths, capture_limit, tiles))
             report["rates"]["test"] = report["dihedral"]["test"]["identity"]
         else:
-            f, s, _ = collect_views(runner, spec, paths, identity_views, gate.stats, f"ood: {name}")
-            report["rates"][name] = flag_rate(gate, f, s)
+            f, s, _, g = collect_views(runner, spec, paths, identity_views, gate.stats, f"ood: {name}",
+                                       tiles=tiles, return_groups=True)
+            report["rates"][name] = view_rates(gate, f, s, g)
     gate.save(folder / OOD_FILE)
     spec.ood = OODConfig(method=METHOD, threshold=gate.threshold, rule=_rule(gate, report, len(tr_f), len(va_f)),
                          stats_file=OOD_FILE)
@@ -153,29 +168,37 @@ def _smaller(a: int | None, b: int | None) -> int | None:
     return min(v for v in (a, b) if v) if (a or b) else None
 
 
-def measure_test(gate: OODGate, runner, spec, paths: list, capture_limit: int | None = CAPTURE_LIMIT) -> dict:
+def measure_test(gate: OODGate, runner, spec, paths: list, capture_limit: int | None = CAPTURE_LIMIT,
+                 tiles: bool = False) -> dict:
     """Flag rates of test smears in each of the 8 dihedral views and (``capture_limit`` images,
-    evenly spread) under each capture family at its moderate severities.
+    evenly spread) under each capture family at its moderate severities (``tiles``: each view
+    screened as tiles, flagged by the field rule; :func:`calibrate_release`).
 
     Returns ``{"dihedral": {"test": {view: rates}, "test_any_view": fraction flagged in at least one
     view}, "captures": {..., "families": {name: rates},
     "severities": {"name@severity": rates}}}`` (``captures`` omitted when ``capture_limit`` is 0).
     """
-    f, s, d = collect_views(runner, spec, paths, dihedral_views, gate.stats, "ood: test, 8 views")
-    out = {"dihedral": {"test": {k: flag_rate(gate, f[d == k], s[d == k]) for k in DIHEDRAL}}}
-    flagged = gate.feature_distance(f) > gate.threshold
-    if gate.img_threshold:
-        flagged |= gate.image_distance(s) > gate.img_threshold
+    f, s, d, g = collect_views(runner, spec, paths, dihedral_views, gate.stats, "ood: test, 8 views",
+                               tiles=tiles, return_groups=True)
+    first = first_rows(g)
+    d = view_of(d)[first]  # one name per view
+    out = {"dihedral": {"test": {k: view_rates(gate, f, s, g, d == k) for k in DIHEDRAL}}}
+    fl = field_flags(gate, f, s, g)
+    flagged = fl["features"] | fl["image"]
     # views come in blocks of 8 per readable image: a smear whose answer depends on how the slide lies
-    out["dihedral"]["test_any_view"] = float(flagged.reshape(-1, len(DIHEDRAL)).any(1).mean()) if len(f) else 0.0
+    image = np.asarray(g)[first] // len(DIHEDRAL)
+    out["dihedral"]["test_any_view"] = (float(np.mean([flagged[image == i].any() for i in np.unique(image)]))
+                                        if len(f) else 0.0)
     if not capture_limit:
         return out
     sub = _subsample(paths, capture_limit)
-    f, s, d = collect_views(runner, spec, sub, capture_views(), gate.stats, "ood: test, capture families")
+    f, s, d, g = collect_views(runner, spec, sub, capture_views(), gate.stats, "ood: test, capture families",
+                               tiles=tiles, return_groups=True)
+    d = view_of(d)[first_rows(g)]
     family = np.array([x.split("@")[0] for x in d])
     out["captures"] = {"set": "test", "images": len(sub), "severity": "moderate",
-                       "families": {n: flag_rate(gate, f[family == n], s[family == n]) for n in dict.fromkeys(family)},
-                       "severities": {k: flag_rate(gate, f[d == k], s[d == k]) for k in dict.fromkeys(d)}}
+                       "families": {n: view_rates(gate, f, s, g, family == n) for n in dict.fromkeys(family)},
+                       "severities": {k: view_rates(gate, f, s, g, d == k) for k in dict.fromkeys(d)}}
     return out
 
 
@@ -189,14 +212,22 @@ def _rule(gate: OODGate, report: dict, n_train: int, n_val: int) -> str:
                 f"the same percentile (threshold {gate.img_threshold:.3f}); flagged if either exceeds "
                 f"its threshold")
     v = report["fit"]["views"]
+    if report["fit"].get("inputs") == "tiles":
+        inputs = (f"{n_train} feature vectors (each usable tile of every view at the training cell size, as the "
+                  f"app's tile screen feeds the gate)")
+        val = f"{n_val} validation tiles"
+        tail = ("a photo is flagged by its image statistics or when more than half of its usable tiles are "
+                "flagged by the features")
+    else:
+        inputs, val = f"{n_train} feature vectors", f"{n_val} validation views"
+        tail = "flagged if either exceeds its threshold; one inference per image"
     return (f"field fit: {report['fit']['train_images']} training images, each with {v['n_views']} random views "
             f"(one of the 8 rotations/flips, then with probability {v['capture_p']:g} one capture family at a "
-            f"moderate severity: {', '.join(v['families'])}), {n_train} feature vectors; features: low-rank "
+            f"moderate severity: {', '.join(v['families'])}), {inputs}; features: low-rank "
             f"Mahalanobis ({len(gate.variances)} PCA directions + residual), threshold = {p:g}th percentile of "
-            f"{n_val} validation views ({report['fit']['val_images']} images with the same kind of views); image "
+            f"{val} ({report['fit']['val_images']} images with the same kind of views); image "
             f"colour statistics of the eyepiece field of view (the photo when it has none): {m:g} x the same "
-            f"percentile (threshold {gate.img_threshold:.3f}); flagged if either exceeds its threshold; one "
-            f"inference per image")
+            f"percentile (threshold {gate.img_threshold:.3f}); {tail}")
 
 
 def _update_card(folder: Path, names: list[str], report: dict) -> None:

@@ -72,6 +72,10 @@ def register(sub) -> None:
     c.add_argument("--capture-limit", type=int, default=60,
                    help="field fit: test images checked under every capture family's moderate severities "
                         "(default 60; 0 = skip)")
+    c.add_argument("--inputs", choices=("auto", "tiles", "centre"), default="auto",
+                   help="what the gate is fitted and measured on: tiles (each usable tile of a view at the training "
+                        "cell size, what the app's tile screen feeds the gate), centre (one centre input per view); "
+                        "auto (default): tiles when the spec has magnification on")
     c.add_argument("--max-per-split", type=int, default=None, help="subsample each split (default: all images)")
     c.add_argument("--threads", type=int, default=None)
     c.set_defaults(func=cmd_calibrate)
@@ -138,7 +142,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                                  percentile=args.percentile, num_threads=args.threads,
                                  max_per_split=args.max_per_split, image_margin=args.image_margin,
                                  method=args.fit, views=views, train_limit=args.train_limit or None,
-                                 capture_limit=args.capture_limit)
+                                 capture_limit=args.capture_limit,
+                                 tiles={"auto": None, "tiles": True, "centre": False}[args.inputs])
     print(f"OOD gate of {Path(args.release).name} ({args.fit} fit): feature threshold {report['threshold']:.3f} "
           f"({args.percentile:g}th percentile of validation), image threshold {report['image_threshold']:.3f} "
           f"({report['image_margin']:g} x that percentile)")

@@ -122,7 +122,8 @@ def field_views(cfg: FieldViews):
     return lambda rgb, index: views_of(rgb, index, cfg)
 
 
-def collect_views(runner, spec, paths, make_views=identity_views, stats_fn=None, desc: str = "features"):
+def collect_views(runner, spec, paths, make_views=identity_views, stats_fn=None, desc: str = "features",
+                  tiles: bool = False, return_groups: bool = False):
     """Features (N, D), image statistics (N, 8) and view descriptions (N,) of image files
     under views, scored with ``runner`` through the release's own preprocessing.
 
@@ -131,37 +132,106 @@ def collect_views(runner, spec, paths, make_views=identity_views, stats_fn=None,
             :func:`dihedral_views`, :func:`capture_views`, :func:`field_views`).
         stats_fn: image statistics of a view (default :func:`leukedge.edge_app.ood.image_stats`);
             pass ``gate.stats`` to measure them the way a gate does.
+        tiles: feed the gate what the app's tile screen feeds it (a spec with magnification
+            on): every view is cut by :func:`leukedge.preprocess.field_tiles` and each *usable*
+            tile (:func:`leukedge.edge_app.tiling.tile_quality`) is one row, its description
+            ``<view>|t<i>``, its statistics those of the whole view (the photo-level image
+            distance); a view without a usable tile gives no row (the app asks for a retake).
+            False: one row per view, the centre input of :func:`leukedge.preprocess.preprocess`.
+        return_groups: also return (N,) ints, the view each row belongs to (rows of one view
+            share it; :func:`field_flags` applies the tile screen's field rule with them).
 
     Unreadable files are skipped (logged).
     """
     from leukedge.errors import ImageError, ModelError
     from leukedge.imageio import load_image
     from leukedge.prefetch import prefetch_map
-    from leukedge.preprocess import preprocess
+    from leukedge.preprocess import field_tiles, normalize, preprocess
     from leukedge.progress import progress
 
     from .ood import image_stats
+    from .tiling import tile_quality
 
     stats_fn = stats_fn or image_stats
+    pre = spec.preprocess
+
+    def inputs(img, d):
+        if not tiles:
+            return [(preprocess(img, pre), d)]
+        cut = field_tiles(img, pre)
+        return [(normalize(x, pre), f"{d}|t{i}") for i, (x, raw) in enumerate(zip(cut.inputs, cut.raw))
+                if tile_quality(raw) == "ok"]
 
     def prepare(item):  # image work, in a background thread while the model scores the previous image
         i, p = item
-        return [(preprocess(img, spec.preprocess), stats_fn(img), d) for img, d in make_views(load_image(p), i)]
+        out = []
+        for img, d in make_views(load_image(p), i):
+            st = stats_fn(img)  # photo-level: once per view, shared by its tiles
+            out.append([(x, st, dd) for x, dd in inputs(img, d)])
+        return out
 
-    feats, stats, descs = [], [], []
+    feats, stats, descs, groups = [], [], [], []
+    n_views = 0
     items = enumerate(progress(paths, desc=desc, unit="img"))
     for _, views in prefetch_map(prepare, items, catch=(ImageError,)):
         if isinstance(views, ImageError):
             log.warning("skipped %s", views.one_line())
             continue
-        for x, st, d in views:
-            out = runner.run(x)
-            if "features" not in out:
-                raise ModelError(f"the model has no 'features' output (outputs: {sorted(out)})",
-                                 "re-export it with `leukedge compress` (outputs probability, cam, features)")
-            feats.append(np.asarray(out["features"], np.float64).reshape(-1))
-            stats.append(st)
-            descs.append(d)
+        for rows in views:
+            n_views += 1
+            for x, st, d in rows:
+                out = runner.run(x)
+                if "features" not in out:
+                    raise ModelError(f"the model has no 'features' output (outputs: {sorted(out)})",
+                                     "re-export it with `leukedge compress` (outputs probability, cam, features)")
+                feats.append(np.asarray(out["features"], np.float64).reshape(-1))
+                stats.append(st)
+                descs.append(d)
+                groups.append(n_views - 1)
     if not feats:
-        return np.zeros((0, 0)), np.zeros((0, 8)), np.array([], dtype=str)
-    return np.stack(feats), np.stack(stats), np.array(descs)
+        res = (np.zeros((0, 0)), np.zeros((0, 8)), np.array([], dtype=str))
+    else:
+        res = (np.stack(feats), np.stack(stats), np.array(descs))
+    return res + (np.array(groups, int),) if return_groups else res
+
+
+def view_of(descs) -> np.ndarray:
+    """The view each row belongs to, by name: the description without its ``|t<i>`` tile suffix."""
+    return np.array([str(d).split("|t")[0] for d in descs])
+
+
+def first_rows(groups) -> np.ndarray:
+    """Mask of each view's first row (the photo-level image statistics counted once per view)."""
+    g = np.asarray(groups)
+    return np.r_[True, g[1:] != g[:-1]] if len(g) else np.zeros(0, bool)
+
+
+def field_flags(gate, features: np.ndarray, stats: np.ndarray, groups) -> dict:
+    """Per view, the tile screen's field rule (:mod:`leukedge.edge_app.tiling`): flagged by the
+    image statistics of the view, or by the features of more than half of its tiles. Returns
+    ``{"features": (V,) bool, "image": (V,) bool, "first": (N,) mask of each view's first row}``."""
+    from .tiling import TILE_OOD_FRACTION
+
+    g = np.asarray(groups)
+    first = first_rows(g)
+    starts = np.flatnonzero(first)
+    f = gate.feature_distance(features) > gate.threshold if len(g) else np.zeros(0, bool)
+    counts = np.diff(np.r_[starts, len(g)])
+    by_feat = np.add.reduceat(f.astype(int), starts) > counts * TILE_OOD_FRACTION if len(g) else f
+    s = np.asarray(stats)[first]
+    by_img = gate.image_distance(s) > gate.img_threshold if gate.img_threshold and len(s) else np.zeros(len(s), bool)
+    return {"features": by_feat, "image": by_img, "first": first}
+
+
+def view_rates(gate, features: np.ndarray, stats: np.ndarray, groups, select=None) -> dict:
+    """:func:`leukedge.edge_app.ood.flag_rate` per view under the field rule (:func:`field_flags`):
+    the fraction of views flagged (by either distance, and by each one). ``select``: (V,) mask
+    of the views counted (default all)."""
+    fl = field_flags(gate, features, stats, groups)
+    f, i = fl["features"], fl["image"]
+    if select is not None:
+        f, i = f[select], i[select]
+    if not len(f):
+        return {"n": 0, "flagged": 0.0, "flagged_by_features": 0.0, "flagged_by_image": 0.0}
+    return {"n": int(len(f)), "flagged": float((f | i).mean()), "flagged_by_features": float(f.mean()),
+            "flagged_by_image": float(i.mean())}

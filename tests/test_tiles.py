@@ -213,6 +213,45 @@ def _single_input_reference(screener, path):
     return shown, p, normalise(out["cam"], (shown.shape[1], shown.shape[0])) if "cam" in out else None, ood
 
 
+def test_the_gate_is_fitted_on_what_the_tile_screen_feeds_it(loaded, smear_paths, tmp_path):
+    """`calibrate-ood` on a tile-screened spec (collect_views(tiles=True)) sees exactly the Screener's
+    usable tiles of a view, and its field rule (field_flags) gives the Screener's OOD answer."""
+    import cv2
+
+    from leukedge.edge_app.inference import Screener
+    from leukedge.edge_app.ood_views import collect_views, field_flags, identity_views, view_rates
+
+    rgb = load_image(smear_paths["Early"][2])
+    rel = _magnified(loaded, rgb=rgb)
+    half = apply_capture("magnification", rgb, 0.5)
+    photos = [half, apply_capture("eyepiece", half, 2, seed=3), rgb]
+    paths = []
+    for i, ph in enumerate(photos):
+        paths.append(tmp_path / f"p{i}.png")
+        cv2.imwrite(str(paths[-1]), cv2.cvtColor(ph, cv2.COLOR_RGB2BGR))
+    s = Screener(rel, num_threads=1)
+    gate = rel.ood
+    assert gate is not None
+    f, st, d, g = collect_views(s.runner, rel.spec, paths, identity_views, gate.stats, tiles=True, return_groups=True)
+    f1, _, d1 = collect_views(s.runner, rel.spec, paths, identity_views, gate.stats)      # the centre input
+    assert len(f1) == 3 and list(d1) == ["identity"] * 3
+    dist = gate.feature_distance(f)
+    # a threshold between the tile distances of the first photo, so that the rule is exercised
+    gate.threshold = float(np.sort(dist[g == 0])[len(dist[g == 0]) // 2]) if (g == 0).sum() > 1 else gate.threshold
+    fl = field_flags(gate, f, st, g)
+    for k, path in enumerate(paths):
+        res = s.screen_image(path, heatmap=False)
+        ok = [t for t in res.tiling["per_tile"] if t["quality"] == "ok"]
+        rows = np.flatnonzero(g == k)
+        assert len(rows) == len(ok) and [x.split("|t")[1] for x in d[rows]] == [str(t["index"]) for t in ok]
+        assert np.allclose(dist[rows] / gate.threshold, [t["feature_ratio"] for t in ok], atol=1e-3)
+        assert np.all(st[rows] == st[rows[0]])                                      # photo-level statistics
+        assert bool(fl["features"][k]) == (res.ood_details["features"] > 1.0)
+    assert (g == 0).sum() > 1 and set(g) == {0, 1, 2}                               # 0.5x photo: several tiles
+    rates = view_rates(gate, f, st, g)
+    assert rates["n"] == 3 and rates["flagged_by_features"] == pytest.approx(fl["features"].mean())
+
+
 @pytest.mark.parametrize("which", ["tiny", "densenet201-binary"])
 def test_magnification_off_is_unchanged(which, tiny_release, smear_paths):
     from leukedge.edge_app.inference import Screener
