@@ -332,7 +332,13 @@ def evaluate_predictor(predictor, items: list[Item], *, threshold: float | None 
                                      "sample size is smaller than n and the CIs are optimistic.")
     if overlap is not None:
         result["overlap_with_training"] = overlap
-    extra = {k: v for k, v in sc.extra.items() if k == "cam"}
+    if "tiles" in sc.extra:  # the spec screens photos as tiles (score_paths): say how many were
+        n_tiles = np.asarray(sc.extra["tiles"])
+        result["tiling"] = {"rule": spec.preprocess.capture.tile_rule, "images": int(len(n_tiles)),
+                            "tiled": int((n_tiles > 1).sum()), "max_tiles": int(n_tiles.max()),
+                            "note": "each photo scored as the app screens it: cut into tiles at the training "
+                                    "cell size, every tile combined by the rule (no per-tile gates)"}
+    extra = {k: v for k, v in sc.extra.items() if k in ("cam", "tile")}
     if "cam" in extra and spec.task == "subtype":
         extra["probabilities"] = np.asarray(sc.probabilities)
     return result, rows, extra
@@ -381,7 +387,7 @@ def run_evaluation(model, data_dir, *, split_csv=None, use_all: bool = False, js
     if heatmap_quality and "cam" in extra:
         result["heatmap_quality"], hq_per = measure_heatmaps(
             predictor, pred_rows, data_dir, extra["cam"], faithfulness=faithfulness, n_boot=n_boot, seed=seed,
-            probabilities=extra.get("probabilities"))
+            probabilities=extra.get("probabilities"), tile=extra.get("tile"))
     elif faithfulness:
         log.warning("this model has no 'cam' output: no heatmap quality measured")
     result["model"] = info.to_dict(predictor)
@@ -408,7 +414,8 @@ def run_evaluation(model, data_dir, *, split_csv=None, use_all: bool = False, js
         if gradcam and gradcam > 0:
             _write_cams(predictor, pred_rows, data_dir, extra, report_dir / "cams.npz", gradcam)
         if hq_per is not None:
-            _write_heatmap_quality(report_dir, hq_per, pred_rows, extra["cam"], result["heatmap_quality"])
+            _write_heatmap_quality(report_dir, hq_per, pred_rows, extra["cam"], result["heatmap_quality"],
+                                   extra.get("tile"))
         result["report"] = "."
         atomic_write_json(report_dir / "evaluation.json", result)
         build_report(report_dir, data_dir)
@@ -417,7 +424,8 @@ def run_evaluation(model, data_dir, *, split_csv=None, use_all: bool = False, js
     return result
 
 
-def _write_heatmap_quality(report_dir: Path, per: list[dict], rows: list[dict], cams, hq: dict) -> None:
+def _write_heatmap_quality(report_dir: Path, per: list[dict], rows: list[dict], cams, hq: dict,
+                           tile=None) -> None:
     """Per-image numbers (CSV) and the maps of the best/worst images (for the report's gallery)."""
     write_heatmap_csv(report_dir / "heatmap_quality.csv", per)
     index = {r["path"]: i for i, r in enumerate(rows)}
@@ -425,7 +433,8 @@ def _write_heatmap_quality(report_dir: Path, per: list[dict], rows: list[dict], 
     np.savez_compressed(report_dir / "heatmap_quality.npz", paths=np.array([rows[i]["path"] for i in idx]),
                         cams=np.asarray(cams, np.float32)[idx] if idx else np.zeros((0, 1, 1), np.float32),
                         lift=np.array([per[i]["lift"] for i in idx], np.float64),
-                        group=np.array(["best"] * len(hq["best"]) + ["worst"] * len(hq["worst"])))
+                        group=np.array(["best"] * len(hq["best"]) + ["worst"] * len(hq["worst"])),
+                        **({"tile": np.asarray(tile, int)[idx]} if tile is not None and idx else {}))
 
 
 def _paths_relative_to(result: dict, folder: Path) -> None:
@@ -489,6 +498,7 @@ def _write_cams(predictor, rows, data_dir: Path, extra: dict, out: Path, n_per_g
     else:
         log.warning("this model has no 'cam' output: no Grad-CAM gallery")
         return
+    tiles = {"tile": np.asarray(extra["tile"])[idx].astype(int)} if "cam" in extra and "tile" in extra else {}
     np.savez_compressed(out, index=np.array(idx), paths=np.array([rows[i]["path"] for i in idx]),
-                        cams=np.asarray(cams, np.float32), source=np.array(source),
+                        cams=np.asarray(cams, np.float32), source=np.array(source), **tiles,
                         **{f"sel_{k}": np.array(v, dtype=int) for k, v in sel.items()})

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import heatmap_quality as HQ
 from .imageio import load_image
-from .preprocess import normalize, preprocess_uint8
+from .preprocess import field_tiles, normalize, preprocess_uint8
 from .progress import progress
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,8 @@ def faithfulness_indices(y_true, n: int) -> list[int]:
 
 
 def measure_heatmaps(predictor, rows: list[dict], data_dir, cams: np.ndarray, faithfulness: int = 0,
-                     n_boot: int = 1000, seed: int = 0, probabilities: np.ndarray | None = None):
+                     n_boot: int = 1000, seed: int = 0, probabilities: np.ndarray | None = None,
+                     tile: np.ndarray | None = None):
     """Localisation (every image) and faithfulness (``faithfulness`` positive images) of ``cams``.
 
     Args:
@@ -81,6 +82,9 @@ def measure_heatmaps(predictor, rows: list[dict], data_dir, cams: np.ndarray, fa
         rows: per-image rows of the evaluation (``path`` relative to ``data_dir``, ``y_true``, ``group``).
         cams: (N, h, w) maps in ``rows`` order (the model's ``cam`` output).
         probabilities: (N, C) outputs of a subtype model (the explained class is the argmax).
+        tile: (N,) the deciding tile of each image when the spec screens photos as tiles
+            (:func:`leukedge.predictors.score_paths`): its ``cam`` is that tile's, so the map is
+            measured on that tile's input (None: the single input of ``preprocess_uint8``).
 
     Returns:
         (summary dict for the evaluation JSON, per-image rows).
@@ -91,7 +95,8 @@ def measure_heatmaps(predictor, rows: list[dict], data_dir, cams: np.ndarray, fa
     small = np.empty((len(rows), GENERIC_SIZE, GENERIC_SIZE), np.float32)
     faith = set(faithfulness_indices([int(r["y_true"]) for r in rows], faithfulness))
     for i, r in enumerate(progress(rows, desc="heatmap quality", unit="img")):
-        u8 = preprocess_uint8(load_image(data_dir / r["path"]), cfg)
+        rgb = load_image(data_dir / r["path"])
+        u8 = preprocess_uint8(rgb, cfg) if tile is None else field_tiles(rgb, cfg).inputs[int(tile[i])]
         rec = {"path": r["path"], "y_true": int(r["y_true"]), "group": r.get("group", ""),
                **HQ.localisation(u8, cams[i])}
         small[i] = HQ.heat_at(cams[i], (GENERIC_SIZE, GENERIC_SIZE))

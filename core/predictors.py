@@ -18,9 +18,10 @@ from typing import Callable
 
 import numpy as np
 
+from .capture import combine_tiles
 from .errors import ImageError, ModelError
 from .fileio import check_regular, read_json
-from .preprocess import preprocess
+from .preprocess import field_tiles, normalize, preprocess
 from .imageio import load_image
 from .model_check import check_model_io
 from .prefetch import prefetch_map
@@ -183,40 +184,78 @@ def score_paths(predictor: Predictor, paths: list[str], batch_size: int = 32, ke
                 desc: str = "scoring", spec: ModelSpec | None = None) -> Scores:
     """Decode, preprocess (with the predictor's spec) and score image files.
 
+    With ``preprocess.capture.magnification`` in the spec, each photo is scored as the app
+    screens it: cut into tiles at the training cell size (:func:`leukedge.preprocess.field_tiles`)
+    and its tiles' probabilities combined by ``capture.tile_rule``
+    (:func:`leukedge.capture.combine_tiles`) over **every** tile (the app's per-tile exposure and
+    OOD gates are not applied: this scores the model, the gates are measured by ``leukedge bench
+    captures``). The probability vector is the tiles' mean for ``mean``, else the deciding tile's
+    (the tile with the highest leukemia probability); ``cam`` and ``features`` are the deciding
+    tile's; ``extra["tiles"]`` and ``extra["tile"]`` hold the number of tiles and the deciding one.
+    A lab photo at the training cell size is one tile: the same score as without tiling.
+
     Unreadable images are skipped and reported in ``Scores.errors``; never a crash.
     """
     spec = spec or predictor.spec
+    cap = spec.preprocess.capture
+    tiled = bool(cap is not None and cap.magnification)
     ok_paths, probs, probv, extra, errors = [], [], [], {}, {}
-    batch, batch_paths = [], []
+    batch, owners = [], []  # model inputs and the image (index into ok_paths) each belongs to
+    pending: dict[int, list] = {}  # image -> [n tiles, [(probability, vector, {k: output})]]
+
+    def finish(i):
+        n, outs = pending.pop(i)
+        pos = np.array([o[0] for o in outs])
+        k = int(np.argmax(pos))
+        if tiled:
+            p = combine_tiles(pos, cap.tile_rule)
+            vec = np.mean([o[1] for o in outs], axis=0) if cap.tile_rule == "mean" else outs[k][1]
+            if spec.task == "binary":
+                vec = np.array([p])
+        else:
+            p, vec = float(pos[0]), outs[0][1]
+        probs.append(p)
+        probv.append(vec)
+        for name, v in outs[k][2].items():
+            extra.setdefault(name, []).append(v)
+        if tiled:
+            extra.setdefault("tiles", []).append(n)
+            extra.setdefault("tile", []).append(k)
 
     def flush():
         if not batch:
             return
         out = predictor.predict(np.stack(batch))
-        probs.append(out["probability"])
-        probv.append(out["probabilities"])
-        for k in keep:
-            if k in out:
-                extra.setdefault(k, []).append(np.asarray(out[k]))
-        ok_paths.extend(batch_paths)
+        for j, i in enumerate(owners):
+            kept = {name: np.asarray(out[name][j]) for name in keep if name in out}
+            pending[i][1].append((float(out["probability"][j]), np.asarray(out["probabilities"][j]), kept))
+            if len(pending[i][1]) == pending[i][0]:
+                finish(i)
         batch.clear()
-        batch_paths.clear()
+        owners.clear()
 
     def prepare(path):
-        return preprocess(load_image(path), spec.preprocess)
+        rgb = load_image(path)
+        if not tiled:
+            return [preprocess(rgb, spec.preprocess)]
+        return [normalize(x, spec.preprocess) for x in field_tiles(rgb, spec.preprocess).inputs]
 
     # the next images are decoded and preprocessed in a background thread while the model runs
-    for path, x in prefetch_map(prepare, progress(paths, desc=desc, unit="img"), ahead=batch_size,
-                                catch=(ImageError,)):
-        if isinstance(x, ImageError):
-            errors[str(path)] = x.one_line()
+    for path, xs in prefetch_map(prepare, progress(paths, desc=desc, unit="img"), ahead=batch_size,
+                                 catch=(ImageError,)):
+        if isinstance(xs, ImageError):
+            errors[str(path)] = xs.one_line()
             continue
-        batch.append(x)
-        batch_paths.append(str(path))
-        if len(batch) >= batch_size:
-            flush()
+        i = len(ok_paths)
+        ok_paths.append(str(path))
+        pending[i] = [len(xs), []]
+        for x in xs:
+            batch.append(x)
+            owners.append(i)
+            if len(batch) >= batch_size:
+                flush()
     flush()
     if not ok_paths:
         return Scores([], np.zeros(0), np.zeros((0, spec.num_outputs)), {}, errors)
-    return Scores(ok_paths, np.concatenate(probs), np.concatenate(probv),
-                  {k: np.concatenate(v) for k, v in extra.items()}, errors)
+    return Scores(ok_paths, np.asarray(probs, np.float64), np.stack(probv),
+                  {k: np.stack(v) for k, v in extra.items()}, errors)

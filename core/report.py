@@ -22,7 +22,7 @@ from .heatmap import overlay
 from .imageio import load_image
 from .portable import find_dataset
 from .predictions_csv import read_predictions
-from .preprocess import PreprocessConfig, preprocess_uint8
+from .preprocess import PreprocessConfig, field_tiles, preprocess_uint8
 
 log = logging.getLogger(__name__)
 
@@ -281,13 +281,19 @@ def fig_shortcut(path, ev: dict):
     plt.close(fig)
 
 
-def _display_image(data_dir: Path, relpath: str, pre: dict):
+def _display_image(data_dir: Path, relpath: str, pre: dict, tile: int | None = None):
+    """The model input a heatmap belongs to: the single input, or tile ``tile`` of a photo the
+    spec screens as tiles (its ``cam`` is that tile's)."""
     cfg = PreprocessConfig(**pre)
-    return preprocess_uint8(load_image(data_dir / relpath), cfg.replace(input_size=max(cfg.input_size, 160)))
+    rgb = load_image(data_dir / relpath)
+    if tile is not None and tile >= 0:
+        return field_tiles(rgb, cfg).inputs[int(tile)]
+    return preprocess_uint8(rgb, cfg.replace(input_size=max(cfg.input_size, 160)))
 
 
 def fig_gallery(path, panels: list[tuple[str, list]], data_dir: Path, pre: dict, title: str, ncols: int):
-    """Grid of (image, heatmap overlay) pairs; ``panels`` = [(row label, [(relpath, caption, cam)])]."""
+    """Grid of (image, heatmap overlay) pairs; ``panels`` = [(row label, [(relpath, caption, cam[, tile])])]
+    (``tile``: the deciding tile of a photo screened as tiles, -1 or absent for a single input)."""
     plt = _plt()
     nrows = len(panels)
     fig, axes = plt.subplots(nrows, 2 * ncols, figsize=(2.0 * 2 * ncols, 2.35 * nrows + 0.4), squeeze=False)
@@ -296,9 +302,9 @@ def fig_gallery(path, panels: list[tuple[str, list]], data_dir: Path, pre: dict,
     for r, (label, entries) in enumerate(panels):
         axes[r, 0].text(-0.08, 0.5, label, transform=axes[r, 0].transAxes, rotation=90, va="center", ha="right",
                         fontsize=11, fontweight="bold")
-        for j, (rel, cap, cam) in enumerate(entries[:ncols]):
+        for j, (rel, cap, cam, *tile) in enumerate(entries[:ncols]):
             try:
-                img = _display_image(data_dir, rel, pre)
+                img = _display_image(data_dir, rel, pre, tile[0] if tile else None)
             except Exception as exc:  # an image moved since evaluation: show why instead of failing the report
                 axes[r, 2 * j].text(0.5, 0.5, f"missing\n{Path(rel).name}\n{type(exc).__name__}", ha="center",
                                     fontsize=7)
@@ -488,8 +494,9 @@ def _heatmap_quality_section(page: Page, d: Path, figs: Path, hq: dict, data_dir
         z = np.load(z_path)
         panels = []
         for grp, label in (("best", "highest lift"), ("worst", "lowest lift")):
-            ent = [(str(p), f"lift {lf:.2f}", c) for p, c, lf, g in zip(z["paths"], z["cams"], z["lift"], z["group"])
-                   if g == grp]
+            tiles = z["tile"] if "tile" in z.files else np.full(len(z["paths"]), -1)
+            ent = [(str(p), f"lift {lf:.2f}", c, int(t))
+                   for p, c, lf, g, t in zip(z["paths"], z["cams"], z["lift"], z["group"], tiles) if g == grp]
             if ent:
                 panels.append((label, ent))
         if panels:
@@ -501,6 +508,7 @@ def _heatmap_quality_section(page: Page, d: Path, figs: Path, hq: dict, data_dir
 def _gallery_pages(page: Page, d: Path, figs: Path, rows, cams_file: Path, data_dir: Path, pre: dict, ev: dict):
     z = np.load(cams_file)
     cam_of = {int(i): c for i, c in zip(z["index"], z["cams"])}
+    tile_of = {int(i): int(t) for i, t in zip(z["index"], z["tile"])} if "tile" in z.files else {}
     source = str(z["source"])
 
     names_sub = (ev.get("subtype") or {}).get("class_names")
@@ -511,7 +519,7 @@ def _gallery_pages(page: Page, d: Path, figs: Path, rows, cams_file: Path, data_
         if names_sub and r.get("predicted_label") not in (None, ""):
             cap = f"pred {names_sub[int(r['predicted_label'])]}, p(ALL)={float(r['probability']):.3f}, " \
                   f"max {float(np.max(cam_of[i])):.2g}"
-        return r["path"], cap, cam_of[i]
+        return r["path"], cap, cam_of[i], tile_of.get(i, -1)
 
     names = {"TP": "true positives", "FP": "false positives", "FN": "false negatives", "TN": "true negatives"}
     panels = [(f"{g} ({len(z['sel_' + g])})", [entry(i) for i in z[f"sel_{g}"]]) for g in names

@@ -252,6 +252,57 @@ def test_the_gate_is_fitted_on_what_the_tile_screen_feeds_it(loaded, smear_paths
     assert rates["n"] == 3 and rates["flagged_by_features"] == pytest.approx(fl["features"].mean())
 
 
+def test_evaluate_scores_a_photo_as_the_app_screens_it(tiny_release, smear_paths, tmp_path):
+    """`leukedge evaluate` (score_paths) with magnification on: a lower-magnification photo is cut into
+    the app's tiles and combined by the spec's rule; a lab photo is one tile with the untiled score;
+    the heatmap is measured on the deciding tile's input."""
+    import cv2
+
+    from leukedge.evaluate import Item, evaluate_predictor
+    from leukedge.heatmap_eval import measure_heatmaps
+    from leukedge.predictors import load_predictor, score_paths
+    from leukedge.preprocess import normalize
+
+    plain = load_predictor(tiny_release)
+    rgb = load_image(smear_paths["Pro"][1])
+    half = tmp_path / "Pro" / "half.png"
+    half.parent.mkdir()
+    cv2.imwrite(str(half), cv2.cvtColor(apply_capture("magnification", rgb, 0.5), cv2.COLOR_RGB2BGR))
+    # a lab photo at the training cell size and the model's input size: one tile
+    side = plain.spec.preprocess.input_size
+    src = load_image(smear_paths["Benign"][1])
+    lab = tmp_path / "lab.png"
+    y0, x0 = (src.shape[0] - side) // 2, (src.shape[1] - side) // 2
+    cv2.imwrite(str(lab), cv2.cvtColor(np.ascontiguousarray(src[y0:y0 + side, x0:x0 + side]), cv2.COLOR_RGB2BGR))
+    for rule in TILE_RULES:
+        tiled = load_predictor(tiny_release)
+        # the training cell size is the lab photo's own (None: unmeasurable, the centre input: one tile too)
+        d = estimate_cell_diameter(load_image(lab)) or estimate_cell_diameter(rgb)
+        tiled.spec = _magnified(_Rel(tiled.spec), rule, cell_diameter=d).spec
+        sc = score_paths(tiled, [str(half), str(lab)])
+        cut = field_tiles(load_image(half), tiled.spec.preprocess)
+        per = tiled.predict(np.stack([normalize(x, tiled.spec.preprocess) for x in cut.inputs]))
+        assert sc.extra["tiles"][0] == len(cut.inputs) > 1
+        assert sc.probability[0] == pytest.approx(combine_tiles(per["probability"], rule))
+        k = int(np.argmax(per["probability"]))
+        assert sc.extra["tile"][0] == k and np.allclose(sc.extra["cam"][0], per["cam"][k], atol=1e-6)
+        one = score_paths(plain, [str(lab)])
+        assert sc.extra["tiles"][1] == 1 and sc.probability[1] == pytest.approx(one.probability[0], abs=1e-6)
+    # the evaluation says how many photos were tiled, and measures the map on the deciding tile
+    items = [Item("Pro/half.png", str(half), "Pro", "test"), Item("lab.png", str(lab), "Benign", "test")]
+    result, rows, extra = evaluate_predictor(tiled, items, n_boot=10)
+    assert result["tiling"]["tiled"] == 1 and result["tiling"]["images"] == 2 and extra["tile"][0] == k
+    _, hq = measure_heatmaps(tiled, rows, tmp_path, extra["cam"], tile=extra["tile"])
+    _, hq_centre = measure_heatmaps(tiled, rows, tmp_path, extra["cam"])
+    assert hq[0]["lift"] != pytest.approx(hq_centre[0]["lift"])      # a different input under the map
+    assert hq[1]["lift"] == pytest.approx(hq_centre[1]["lift"])      # one tile: the same input
+
+
+@dataclasses.dataclass
+class _Rel:
+    spec: object
+
+
 @pytest.mark.parametrize("which", ["tiny", "densenet201-binary"])
 def test_magnification_off_is_unchanged(which, tiny_release, smear_paths):
     from leukedge.edge_app.inference import Screener
