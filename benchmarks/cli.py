@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 USAGE = """leukedge bench MODEL... [--json OUT] [--md OUT.md] [--plot OUT.png] [options]
        leukedge bench compare RESULT.json... [--json MERGED] [--md OUT.md] [--plot OUT.png]
        leukedge bench captures --model M [--data DIR] [--limit N] [--json OUT] [--md OUT.md] [--plot OUT.png]
-       leukedge bench tiles --model M [--data DIR] [--limit N] [--factors LIST] [--json OUT] [--md OUT.md]"""
+       leukedge bench tiles --model M [--data DIR] [--limit N] [--factors LIST] [--field mirror|mosaic] [--json OUT] [--md OUT.md]"""
 DESCRIPTION = """Measure what a model costs on this device: load time, batch-1 latency (p50/p90/p99,
 mean, std), throughput, peak memory, file and gzip size, a thread sweep, MACs and efficiency
 against a measured matmul peak, end to end (decode -> preprocess -> inference -> Grad-CAM) and
@@ -81,6 +81,10 @@ def register(sub) -> None:
                    help="tiles: magnification factors of the full-field photos (default 0.5,0.7,0.85,1.0)")
     t.add_argument("--eyepiece-level", type=int, default=2, metavar="L",
                    help="tiles: each factor also through an eyepiece of this level (1-3; 0: none; default 2)")
+    t.add_argument("--field", choices=("mirror", "mosaic"), default="mirror",
+                   help="tiles: a lower-magnification photo is the smear tiled with its mirror images (mirror, the "
+                        "default, as bench captures) or a mosaic of the smear and 8 neighbouring smears of its split "
+                        "group (mosaic: real, different cells; docs/captures.md 13)")
     p.set_defaults(func=cmd_bench, _parser=p)
 
 
@@ -279,7 +283,7 @@ def cmd_tiles(args: argparse.Namespace) -> int:
     _check_outputs(args)
     cfg = TileRuleConfig(model=args.model, data=str(resolve_data_dir(args.data)), split=args.split,
                          limit=args.limit, factors=factors, eyepiece_level=args.eyepiece_level, seed=args.seed,
-                         variant=args.variant, allow_unsigned=args.allow_unsigned,
+                         variant=args.variant, allow_unsigned=args.allow_unsigned, field_kind=args.field,
                          threads=int(args.threads) if args.threads and args.threads.isdigit() else None)
     doc = run_tile_rule(cfg)
     _write_outputs(args, doc, markdown(doc), None)

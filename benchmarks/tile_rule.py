@@ -33,9 +33,10 @@ import numpy as np
 
 from leukedge import __version__
 from leukedge.capture import TILE_RULES, combine_tiles
-from leukedge.capture_sim import FAMILIES, get_family
+from leukedge.capture_sim import FAMILIES, get_family, mosaic_field
 from leukedge.edge_app.inference import Screener, load_release
 from leukedge.errors import ConfigError, DataError
+from leukedge.imageio import load_image
 from leukedge.metrics import clopper_pearson
 from leukedge.spec import with_magnification
 from leukedge.split import read_manifest
@@ -66,6 +67,9 @@ class TileRuleConfig:
         variant: model file variant (default int8).
         threads: interpreter threads.
         allow_unsigned: development only.
+        field_kind: how a lower-magnification photo is made: ``mirror`` (the ``magnification`` capture
+            family: the smear tiled with its mirror images) or ``mosaic`` (the smear and eight
+            neighbours of its split group, :func:`leukedge.capture_sim.mosaic_field`).
     """
 
     model: str
@@ -79,6 +83,7 @@ class TileRuleConfig:
     variant: str | None = None
     threads: int | None = None
     allow_unsigned: bool = False
+    field_kind: str = "mirror"
 
 
 def _conditions(cfg: TileRuleConfig) -> list[tuple[str, float]]:
@@ -88,16 +93,29 @@ def _conditions(cfg: TileRuleConfig) -> list[tuple[str, float]]:
     if cfg.eyepiece_level and cfg.eyepiece_level not in FAMILIES["eyepiece"].severities:
         raise ConfigError(f"--eyepiece-level must be 0 or one of {FAMILIES['eyepiece'].severities}, "
                           f"got {cfg.eyepiece_level}")
+    if cfg.field_kind not in FIELDS:
+        raise ConfigError(f"unknown field '{cfg.field_kind}'", "choose one of " + ", ".join(FIELDS))
+    if cfg.field_kind == "mosaic" and any(float(f) < 1 / 3 for f in cfg.factors):
+        raise ConfigError("--field mosaic needs magnification factors >= 1/3 (a 3 x 3 mosaic)")
     out = [("magnification", float(f)) for f in cfg.factors]
     if cfg.eyepiece_level:
         out += [("magnification+eyepiece", float(f)) for f in cfg.factors]
     return out
 
 
-def make_photo(rgb: np.ndarray, kind: str, factor: float, eyepiece_level: int, seed: list[int]) -> np.ndarray:
-    """The full-field photo of one smear: magnification ``factor``, then the eyepiece."""
+FIELDS = ("mirror", "mosaic")
+
+
+def make_photo(rgb: np.ndarray, kind: str, factor: float, eyepiece_level: int, seed: list[int],
+               neighbours: list[np.ndarray] | None = None) -> np.ndarray:
+    """The full-field photo of one smear: magnification ``factor`` (with ``neighbours``: a mosaic of
+    the smear and them, :func:`leukedge.capture_sim.mosaic_field`; else the mirror-tiled family),
+    then the eyepiece."""
     rng = np.random.default_rng(seed)
-    img = get_family("magnification").apply(rgb, factor, rng)
+    if neighbours is not None:
+        img = mosaic_field([rgb] + list(neighbours), factor, rng)
+    else:
+        img = get_family("magnification").apply(rgb, factor, rng)
     if kind == "magnification+eyepiece":
         img = get_family("eyepiece").apply(img, eyepiece_level, rng)
     return img
@@ -138,7 +156,18 @@ def _prepare(cfg: TileRuleConfig):
     else:
         off = dataclasses.replace(release, spec=dataclasses.replace(
             release.spec, preprocess=release.spec.preprocess.replace(capture=dataclasses.replace(cap, magnification=False))))
-    return release, off, pick_rows(val, cfg.limit), measured, source
+    return release, off, pick_rows(val, cfg.limit), measured, source, val
+
+
+def neighbours_of(row: dict, rows: list[dict], n: int = 8) -> list[dict]:
+    """Up to ``n`` other rows of ``row``'s split group (the same slide), nearest in file order."""
+    if not row.get("group"):
+        return []
+    same = sorted((r for r in rows if r.get("group") == row["group"] and r["path"] != row["path"]),
+                  key=lambda r: r["path"])
+    at = sum(r["path"] < row["path"] for r in same)  # the row's place among them
+    order = sorted(range(len(same)), key=lambda k: (abs(k - at + 0.5), k))
+    return [same[k] for k in order[:n]]
 
 
 def _rates(group: list[dict], rule: str, threshold: float, gated: bool) -> dict:
@@ -195,16 +224,21 @@ def choose_rule(pooled: dict[str, dict]) -> tuple[str, str]:
 def run_tile_rule(cfg: TileRuleConfig) -> dict:
     """Run the validation; returns the result document (schema :data:`SCHEMA`)."""
     conditions = _conditions(cfg)
-    release, off, chosen, measured, source = _prepare(cfg)
+    release, off, chosen, measured, source, val_rows = _prepare(cfg)
     spec = release.spec
     screener = Screener(release, num_threads=cfg.threads)
     single = Screener(off, num_threads=cfg.threads)  # the same photos with magnification off: one input
     threshold = screener.threshold
     photos: dict[tuple[str, float], list[dict]] = {c: [] for c in conditions}
     t0 = time.perf_counter()
+    short = 0
     for i, r, rgb, positive in smears(chosen, spec, "tiles"):
+        near = None
+        if cfg.field_kind == "mosaic":
+            near = [load_image(x["abspath"]) for x in neighbours_of(r, val_rows)]
+            short += len(near) < 8
         for ci, (kind, factor) in enumerate(conditions):
-            img = make_photo(rgb, kind, factor, cfg.eyepiece_level, [cfg.seed, i, ci])
+            img = make_photo(rgb, kind, factor, cfg.eyepiece_level, [cfg.seed, i, ci], near)
             res = screener.screen_image(img, heatmap=False)
             if res.error:
                 log.warning("%s: %s", r["path"], res.error)
@@ -253,6 +287,7 @@ def run_tile_rule(cfg: TileRuleConfig) -> dict:
         "data": {"folder": Path(cfg.data).name, "split": "val", "n_smears": len(chosen), "limit": cfg.limit,
                  "classes": {k: sum(1 for r in chosen if r["class"] == k) for k in sorted({r["class"] for r in chosen})}},
         "factors": list(cfg.factors), "eyepiece_level": cfg.eyepiece_level, "seed": cfg.seed,
+        "field": cfg.field_kind, "mosaic_short_groups": short if cfg.field_kind == "mosaic" else None,
         "min_sensitivity": MIN_SENSITIVITY,
         "results": results, "pooled": pooled, "pooled_ungated": pooled_ungated, "pooled_magnification_off": pooled_off,
         "chosen": {"rule": rule, "why": why},
@@ -285,7 +320,10 @@ def markdown(doc: dict) -> str:
              f"{d['n_smears']} validation smears ({', '.join(f'{k} {v}' for k, v in d['classes'].items())}); "
              f"full-field photos at magnification {', '.join(str(f) for f in doc['factors'])}"
              + (f", each also through an eyepiece (level {doc['eyepiece_level']})" if doc["eyepiece_level"] else "")
-             + f"; screened as tiles with {src}; threshold {m['threshold']:.4g}; seed {doc['seed']}.", "",
+             + f"; screened as tiles with {src}; threshold {m['threshold']:.4g}; seed {doc['seed']}."
+             + (" Lower-magnification photos: mosaics of each smear and 8 neighbouring smears of its split group "
+                "(`--field mosaic`)." if doc.get("field") == "mosaic" else
+                " Lower-magnification photos: the smear tiled with its mirror images (`--field mirror`)."), "",
              "Gated: among the photos the quality and OOD gates let through (what a user sees). "
              "Ungated: every tile combined, every photo (the rule alone). Sensitivity and specificity with exact "
              "95% CIs.", "",

@@ -227,6 +227,35 @@ def magnification(rgb: np.ndarray, severity: float, rng: np.random.Generator) ->
     return cv2.resize(field, (w, h), interpolation=cv2.INTER_AREA)
 
 
+def mosaic_field(images: list[np.ndarray], factor: float, rng: np.random.Generator) -> np.ndarray:
+    """A lower-magnification full-field photo made of *different* real smears (not mirror images).
+
+    ``images[0]`` is the smear, the others its neighbours on the same slide (e.g. the same split
+    group: consecutive file numbers of one class); they are laid out in a 3 x 3 mosaic (cycled when
+    fewer than nine; each resized to the first one's size), a window of ``side / factor`` is cut at
+    a random offset (so tile borders do not line up with the seams) and resized (INTER_AREA) back
+    to one smear's size: cells ``factor`` times smaller, more of them, none repeated when nine are
+    given. Factor 1.0 returns the smear itself. Closer to a real lower-power photo than
+    :func:`magnification` (a kaleidoscope of one smear), with seams between photos as its own
+    artefact (docs/captures.md 13).
+    """
+    m = float(factor)
+    if not 1.0 / 3.0 <= m <= 1.0:
+        raise ConfigError(f"mosaic magnification factor must be in [1/3, 1], got {m}")
+    if not images:
+        raise ConfigError("mosaic_field needs at least one smear")
+    first = images[0]
+    if m == 1.0:
+        return first.copy()
+    h, w = first.shape[:2]
+    cells = [images[k % len(images)] for k in range(9)]
+    cells = [im if im.shape[:2] == (h, w) else cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA) for im in cells]
+    field = np.vstack([np.hstack(cells[k:k + 3]) for k in (0, 3, 6)])
+    ch, cw = min(3 * h, round(h / m)), min(3 * w, round(w / m))
+    y0, x0 = int(rng.integers(0, 3 * h - ch + 1)), int(rng.integers(0, 3 * w - cw + 1))
+    return cv2.resize(np.ascontiguousarray(field[y0:y0 + ch, x0:x0 + cw]), (w, h), interpolation=cv2.INTER_AREA)
+
+
 def defocus(rgb: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
     return cv2.filter2D(rgb, -1, disk_kernel(float(severity)), borderType=cv2.BORDER_REFLECT_101)
 

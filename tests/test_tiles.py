@@ -375,7 +375,8 @@ def test_bench_tiles_cli_writes_rules_per_factor_and_chooses_one(tmp_path, aria_
 
 @pytest.mark.parametrize("args, message", [(["--factors", "half"], "--factors"),
                                            (["--factors", "1.5"], "magnification factor must be in"),
-                                           (["--eyepiece-level", "7"], "--eyepiece-level")])
+                                           (["--eyepiece-level", "7"], "--eyepiece-level"),
+                                           (["--field", "mosaic", "--factors", "0.25"], "needs magnification factors")])
 def test_bench_tiles_bad_input_is_a_one_line_error(args, message, capsys, aria_dir):
     from leukedge.cli import main
 
@@ -402,3 +403,44 @@ def test_cell_diameter_comes_from_the_spec_when_recorded_else_from_training_smea
     cap = on.preprocess.capture
     assert cap.magnification and cap.fov_crop and cap.cell_diameter == 14.2
     assert recorded.preprocess.capture.magnification is False          # the original spec is untouched
+
+
+def test_mosaic_field_is_made_of_different_smears_not_mirrors(smear_paths):
+    from leukedge.capture_sim import mosaic_field
+
+    imgs = [load_image(p) for p in smear_paths["Pre"][:9]]
+    photo = mosaic_field(imgs, 0.5, np.random.default_rng(0))
+    assert photo.shape == imgs[0].shape and photo.dtype == np.uint8
+    assert np.array_equal(mosaic_field(imgs, 1.0, np.random.default_rng(0)), imgs[0])
+    assert np.array_equal(photo, mosaic_field(imgs, 0.5, np.random.default_rng(0)))      # seeded
+    # made of the neighbours, not of copies of one smear: nine flat smears of distinct grey levels
+    flat = [np.full((90, 90, 3), 10 * (k + 1), np.uint8) for k in range(9)]
+    levels = set(np.unique(mosaic_field(flat, 0.5, np.random.default_rng(3))[..., 0]).tolist())
+    assert len(levels & {10 * (k + 1) for k in range(9)}) >= 4
+    assert set(np.unique(apply_capture("magnification", flat[0], 0.5, seed=0))) == {10}     # the mirror field: one
+    # cells are half their size: the estimate sees it
+    d0 = float(np.median([estimate_cell_diameter(im) for im in imgs]))
+    assert 0.35 < estimate_cell_diameter(photo) / d0 < 0.8
+    with pytest.raises(Exception, match="1/3"):
+        mosaic_field(imgs, 0.2, np.random.default_rng(0))
+
+
+def test_bench_tiles_mosaic_field_uses_neighbouring_smears_of_the_group(tmp_path, aria_dir):
+    from leukedge.benchmarks.tile_rule import neighbours_of
+    from leukedge.cli import main
+    from leukedge.split import read_manifest
+
+    split = ROOT / "models" / "efficientnet-lite0-subtype" / "split.csv"
+    val = [r for r in read_manifest(split, aria_dir) if r["split"] == "val"]
+    row = val[10]
+    near = neighbours_of(row, val)
+    assert len(near) == 8 and all(r["group"] == row["group"] and r["path"] != row["path"] for r in near)
+    out = tmp_path / "tiles.json"
+    assert main(["-q", "bench", "tiles", "--model", str(ROOT / "models" / "efficientnet-lite0-subtype"),
+                 "--data", str(aria_dir), "--limit", "2", "--factors", "0.5", "--eyepiece-level", "0",
+                 "--field", "mosaic", "--threads", "1", "--json", str(out), "--md", str(tmp_path / "t.md")]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["field"] == "mosaic" and doc["mosaic_short_groups"] == 0
+    assert doc["results"][0]["n"] == 2 and doc["results"][0]["tiles_mean"] > 1
+    assert "mosaics of each smear" in (tmp_path / "t.md").read_text()
+
