@@ -330,7 +330,7 @@ def test_the_committed_tile_screen_leaves_lab_photos_as_one_input(smear_paths):
 
     s = Screener(ROOT / "models" / "efficientnet-lite0-subtype", num_threads=1)
     cap = s.spec.preprocess.capture
-    assert cap.magnification and cap.scale_tolerance == 0.3 and cap.tile_rule == "mean"
+    assert cap.magnification and cap.scale_tolerance == 0.3 and cap.tile_rule == "noisy_or"
     for path in (smear_paths["Benign"][2], smear_paths["Pre"][0], smear_paths["Early"][0]):
         res = s.screen_image(path)
         shown, p, _, _ = _single_input_reference(s, path)
