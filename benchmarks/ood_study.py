@@ -37,8 +37,8 @@ from .captures import pick_rows
 log = logging.getLogger(__name__)
 
 
-def _features(runner, spec, rgb) -> np.ndarray:
-    return np.asarray(runner.run(preprocess(rgb, spec.preprocess))["features"], np.float64).reshape(-1)
+def _features(runner, spec, rgb, gate) -> np.ndarray:
+    return gate.vector(runner.run(preprocess(rgb, spec.preprocess)))
 
 
 def study(model, data=None, lymph=None, limit: int = 100) -> dict:
@@ -64,12 +64,12 @@ def study(model, data=None, lymph=None, limit: int = 100) -> dict:
             feats = []
             stat_flag = gate.image_distance(gate.stats(rgb))[0] > gate.img_threshold
             for k in DIHEDRAL:
-                f = _features(runner, spec, dihedral(rgb, k))
+                f = _features(runner, spec, dihedral(rgb, k), gate)
                 feats.append(f)
                 views[k].append(bool(gate.feature_distance(f)[0] > gate.threshold) or stat_flag)
             mean_flag.append(bool(gate.feature_distance(np.mean(feats, 0))[0] > gate.threshold) or stat_flag)
             n = normalize_color(rgb, "reinhard", target)
-            nf = _features(runner, spec, n)
+            nf = _features(runner, spec, n, gate)
             norm_flag.append(bool(gate.check(nf, n)[0]))
         per = {k: float(np.mean(v)) for k, v in views.items()}
         any_view = float(np.mean(np.any(np.array([views[k] for k in DIHEDRAL]), axis=0)))

@@ -56,6 +56,8 @@ class CompressConfig:
         magnification, cell_diameter, scale_tolerance: capture magnification switched on/off in
             the spec, at that red-cell diameter and tolerance (recipe keys ``screening.*``; None:
             the source's / measured / the default, see :class:`leukedge.compress.recipe.ScreeningRecipe`).
+        ood_map: add the OOD gate's feature-map output ``ood_map`` to every model file (recipe key
+            ``screening.ood_map``; None: when the graph has a residual block; :mod:`leukedge.compress.ood_map`).
         data_dir: data folder (None: the run's config.json, else the default).
         parity: run parity (and evaluation/card) after writing the files.
         selective: when int8 fails a gate, keep the worst ops in float until it passes.
@@ -84,6 +86,7 @@ class CompressConfig:
     magnification: bool | None = None
     cell_diameter: float | None = None
     scale_tolerance: float | None = None
+    ood_map: bool | None = None
     data_dir: str | None = None
     parity: bool = True
     selective: bool = True

@@ -712,7 +712,7 @@ def run_compress(cfg: CompressConfig, recipe=None) -> dict:
     rows = read_manifest(src.split_csv, data_dir)
     log.info("compress %s -> %s (variants %s%s), data %s", src.folder, cfg.out, ",".join(cfg.variants),
              f", pruned to {cfg.prune.sparsity:.0%}" if cfg.prune is not None else "", data_dir)
-    with Release(cfg.out) as rel:
+    with Release(cfg.out, ood_map=cfg.ood_map) as rel:
         built = build_files(cfg, src, rows, rel)
         made_from = (built.record.get("source_release") or {}).get("made_from")
         done = resolved(recipe or from_config(cfg), src, rel.out, data_dir, made_from)
@@ -720,6 +720,13 @@ def run_compress(cfg: CompressConfig, recipe=None) -> dict:
         summary = {"name": rel.name, "source": portable_file(src.model_file), "source_ref": asdict(done.source),
                    "data": data_record(data_dir, src.split_csv),
                    "config": portable_config(cfg, rel.name), **built.record}
+        added = {k: v for k, v in rel.ood_map_outputs.items() if "skipped" not in v}
+        if added:
+            summary["ood_map"] = {"files": sorted(added), **next(iter(added.values())),
+                                  "note": "output 'ood_map' (the OOD gate's feature map) listed in each file's "
+                                          "signature; no operator, weight or other output changed"}
+        elif rel.ood_map_outputs:
+            summary["ood_map"] = next(iter(rel.ood_map_outputs.values()))
         summary.update(size_summary(rel.files, rel.name, rel.staging))
         rel.write_json("compress.json", summary)
         rel.commit()

@@ -100,12 +100,17 @@ class ScreeningRecipe:
         scale_tolerance: factors within ``1 +- tolerance`` are not applied; None: the spec's
             when it had magnification on, else the default of
             :class:`leukedge.capture.CaptureConfig`.
+        ood_map: list the last residual block's map as one more model output, ``ood_map``, which
+            the OOD gate then reads instead of the pooled features (:mod:`leukedge.compress.ood_map`;
+            no operator or weight changes); None: when the graph has a residual block (EfficientNet,
+            not the test suite's tiny CNN); false: the files as before (the gate reads ``features``).
     """
 
     tile_rule: str | None = None
     magnification: bool | None = None
     cell_diameter: float | None = None
     scale_tolerance: float | None = None
+    ood_map: bool | None = None
 
     def __post_init__(self):
         self.check()
@@ -117,6 +122,8 @@ class ScreeningRecipe:
         if self.tile_rule is not None and self.tile_rule not in TILE_RULES:
             raise ConfigError(f"screening.tile_rule: unknown rule '{self.tile_rule}'",
                               f"choose one of {', '.join(TILE_RULES)} (or null: the training run's)")
+        if self.ood_map is not None and not isinstance(self.ood_map, bool):
+            raise ConfigError(f"screening.ood_map must be true, false or null, got {self.ood_map!r}")
         if self.magnification is not None and not isinstance(self.magnification, bool):
             raise ConfigError(f"screening.magnification must be true, false or null, got {self.magnification!r}")
         for key, lo, hi in (("cell_diameter", 2.0, 500.0), ("scale_tolerance", 0.0, 0.9)):
@@ -237,6 +244,8 @@ class CompressRecipe:
     def from_dict(cls, d: dict, where: str = "recipe") -> "CompressRecipe":
         d = {k: v for k, v in d.items() if k != "schema"}
         d.setdefault("heatmap", dict(LEGACY_HEATMAP))  # older recipes made the 7x7 map
+        if d.get("screening") is None or isinstance(d["screening"], dict):  # made before screening.ood_map:
+            d["screening"] = {"ood_map": False, **(d.get("screening") or {})}  # files without the output
         recipe = _build(cls, d, where)
         recipe.heatmap.check()
         recipe.screening.check()

@@ -42,9 +42,13 @@ class Release:
 
     Args:
         out: the final folder (``models/<name>``); its name is the release name.
+        ood_map: every ``.tflite`` file written gets the OOD gate's feature-map output
+            (:func:`leukedge.compress.ood_map.add_ood_output`: one more signature output, no op or
+            weight changed); what was exposed is in ``ood_map_outputs``. None: only when the graph
+            has a residual block (else the file as it is, the reason in ``ood_map_outputs``).
     """
 
-    def __init__(self, out):
+    def __init__(self, out, ood_map: bool | None = False):
         self.out = Path(out)
         self.name = self.out.name
         self.out.parent.mkdir(parents=True, exist_ok=True)
@@ -55,6 +59,8 @@ class Release:
         self.staging.mkdir()
         self.files: dict[str, dict] = {}
         self.committed = False
+        self.ood_map = ood_map
+        self.ood_map_outputs: dict[str, dict] = {}
 
     def __enter__(self) -> "Release":
         return self
@@ -72,6 +78,19 @@ class Release:
         return f"{self.name}.{variant}.tflite"
 
     def write_bytes(self, name: str, data: bytes) -> Path:
+        if self.ood_map is not False and name.endswith(".tflite"):
+            from leukedge.errors import ModelError
+
+            from .ood_map import add_ood_output
+
+            try:
+                data, info = add_ood_output(data)
+                self.ood_map_outputs[name] = {k: v for k, v in info.items() if k != "added"}
+            except ModelError as exc:
+                if self.ood_map:
+                    raise
+                self.ood_map_outputs[name] = {"skipped": exc.one_line()}
+                log.info("%s: no ood_map output (%s)", name, exc.one_line())
         check_size(name, len(data))
         p = atomic_write_bytes(self.path(name), data)
         self.files[name] = {"bytes": len(data), "sha256": sha256_file(p)}

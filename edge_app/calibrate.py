@@ -31,8 +31,8 @@ from leukedge.spec import OODConfig
 from leukedge.split import read_manifest
 
 from .inference import load_release, make_runner
-from .ood import (DIHEDRAL, FIELD_IMAGE_MARGIN, IMAGE_MARGIN, METHOD, OOD_FILE, OODGate, fit_gate,
-                  gate_image, image_stats)
+from .ood import (DIHEDRAL, FEATURE_INPUTS, FIELD_IMAGE_MARGIN, IMAGE_MARGIN, MAP_IMAGE_MARGIN, METHOD, OOD_FILE,
+                  OODGate, fit_gate, gate_image, image_stats)
 from .ood_views import (FieldViews, capture_views, collect_views, dihedral_views, field_flags, field_views,
                         first_rows, identity_views, view_of, view_rates)
 
@@ -75,7 +75,8 @@ def calibrate_release(folder: str | os.PathLike, train: list, val: list, checks:
                       n_components: int = 32, percentile: float = 99.0, num_threads: int | None = None,
                       max_per_split: int | None = None, image_margin: float | None = None,
                       method: str = "field", views: FieldViews | None = None, train_limit: int | None = TRAIN_LIMIT,
-                      capture_limit: int | None = CAPTURE_LIMIT, tiles: bool | None = None) -> dict:
+                      capture_limit: int | None = CAPTURE_LIMIT, tiles: bool | None = None,
+                      feature_input: str | None = None) -> dict:
     """Fit and save the OOD gate of a release; returns the report (also written to ``ood.json``).
 
     Args:
@@ -99,6 +100,9 @@ def calibrate_release(folder: str | os.PathLike, train: list, val: list, checks:
             every view (:func:`leukedge.edge_app.ood_views.collect_views`), thresholds over the
             validation tiles, rates per view under the field rule (flagged when more than half of
             its tiles are). Default: on when the spec has ``preprocess.capture.magnification``.
+        feature_input: the model output the feature distance reads (``features`` or ``ood_map``:
+            :mod:`leukedge.edge_app.ood`). Default: ``ood_map`` when the model file has it (added
+            by ``leukedge compress``, :mod:`leukedge.compress.ood_map`), else ``features``.
     """
     if method not in FIT_METHODS:
         raise DataError(f"unknown OOD fit method '{method}'", "choose from " + ", ".join(FIT_METHODS))
@@ -114,27 +118,36 @@ def calibrate_release(folder: str | os.PathLike, train: list, val: list, checks:
     else:
         views, image_input = views or FieldViews(), "field"
         tr_paths = _subsample(train, _smaller(train_limit, max_per_split))
+    outputs = getattr(runner, "outputs", None) or {}
+    if feature_input is None:
+        feature_input = "ood_map" if "ood_map" in outputs else "features"
+    if feature_input not in FEATURE_INPUTS or (outputs and feature_input not in outputs):
+        raise DataError(f"the OOD gate cannot read '{feature_input}' from {release.model_path.name} "
+                        f"(outputs: {sorted(outputs)})", "choose from " + ", ".join(f for f in FEATURE_INPUTS
+                                                                                    if f in outputs))
     if image_margin is None:
-        image_margin = IMAGE_MARGIN if method == "plain" else FIELD_IMAGE_MARGIN
+        image_margin = (IMAGE_MARGIN if method == "plain"
+                        else MAP_IMAGE_MARGIN if feature_input == "ood_map" else FIELD_IMAGE_MARGIN)
     if tiles is None:
         tiles = bool(spec.preprocess.capture is not None and spec.preprocess.capture.magnification)
     stats_fn = lambda rgb: image_stats(gate_image(rgb, image_input))  # noqa: E731
     va_paths = _subsample(val, max_per_split)
     tr_f, tr_s, _, tr_g = collect_views(runner, spec, tr_paths, field_views(views), stats_fn, "ood: train features",
-                                        tiles=tiles, return_groups=True)
+                                        tiles=tiles, return_groups=True, feature_input=feature_input)
     val_views = FieldViews(views.n_views, views.capture_p, views.families, views.seed + 1)
     va_f, va_s, va_d, va_g = collect_views(runner, spec, va_paths, field_views(val_views), stats_fn,
-                                           "ood: val features", tiles=tiles, return_groups=True)
+                                           "ood: val features", tiles=tiles, return_groups=True,
+                                           feature_input=feature_input)
     if len(tr_f) < 3 or len(va_f) < 2:
         raise DataError(f"too few readable images to fit the OOD gate (train {len(tr_f)}, val {len(va_f)})")
     tr_first, va_first = first_rows(tr_g), first_rows(va_g)
     # features: every input the gate sees (each tile); image statistics: once per photo
     gate = fit_gate(tr_f, va_f, tr_s[tr_first], va_s[va_first], n_components=n_components, percentile=percentile,
                     image_margin=image_margin)
-    gate.fit_method, gate.image_input = method, image_input
+    gate.fit_method, gate.image_input, gate.feature_input = method, image_input, feature_input
     ident = view_of(va_d)[va_first] == "identity"
     report = {"model": release.name, "model_file": release.model_path.name, "method": METHOD,
-              "fit": {"method": method, "image_input": gate.image_input, "train_images": len(tr_paths),
+              "fit": {"method": method, "image_input": gate.image_input, "feature_input": feature_input, "train_images": len(tr_paths),
                       "val_images": int(ident.sum()), "views": views.to_dict() if method == "field" else None,
                       "inputs": "tiles" if tiles else "centre", "train_inputs": int(len(tr_f)),
                       "val_inputs": int(len(va_f))},
@@ -152,7 +165,7 @@ def calibrate_release(folder: str | os.PathLike, train: list, val: list, checks:
             report["rates"]["test"] = report["dihedral"]["test"]["identity"]
         else:
             f, s, _, g = collect_views(runner, spec, paths, identity_views, gate.stats, f"ood: {name}",
-                                       tiles=tiles, return_groups=True)
+                                       tiles=tiles, return_groups=True, feature_input=feature_input)
             report["rates"][name] = view_rates(gate, f, s, g)
     gate.save(folder / OOD_FILE)
     spec.ood = OODConfig(method=METHOD, threshold=gate.threshold, rule=_rule(gate, report, len(tr_f), len(va_f)),
@@ -179,7 +192,7 @@ def measure_test(gate: OODGate, runner, spec, paths: list, capture_limit: int | 
     "severities": {"name@severity": rates}}}`` (``captures`` omitted when ``capture_limit`` is 0).
     """
     f, s, d, g = collect_views(runner, spec, paths, dihedral_views, gate.stats, "ood: test, 8 views",
-                               tiles=tiles, return_groups=True)
+                               tiles=tiles, return_groups=True, feature_input=gate.feature_input)
     first = first_rows(g)
     d = view_of(d)[first]  # one name per view
     out = {"dihedral": {"test": {k: view_rates(gate, f, s, g, d == k) for k in DIHEDRAL}}}
@@ -193,13 +206,20 @@ def measure_test(gate: OODGate, runner, spec, paths: list, capture_limit: int | 
         return out
     sub = _subsample(paths, capture_limit)
     f, s, d, g = collect_views(runner, spec, sub, capture_views(), gate.stats, "ood: test, capture families",
-                               tiles=tiles, return_groups=True)
+                               tiles=tiles, return_groups=True, feature_input=gate.feature_input)
     d = view_of(d)[first_rows(g)]
     family = np.array([x.split("@")[0] for x in d])
     out["captures"] = {"set": "test", "images": len(sub), "severity": "moderate",
                        "families": {n: view_rates(gate, f, s, g, family == n) for n in dict.fromkeys(family)},
                        "severities": {k: view_rates(gate, f, s, g, d == k) for k in dict.fromkeys(d)}}
     return out
+
+
+def _reads(gate: OODGate) -> str:
+    """What the feature distance reads, in words."""
+    if gate.feature_input == "ood_map":
+        return "per-channel mean and standard deviation of the model's ood_map output, its last residual block"
+    return "the model's pooled features output"
 
 
 def _rule(gate: OODGate, report: dict, n_train: int, n_val: int) -> str:
@@ -223,7 +243,7 @@ def _rule(gate: OODGate, report: dict, n_train: int, n_val: int) -> str:
         tail = "flagged if either exceeds its threshold; one inference per image"
     return (f"field fit: {report['fit']['train_images']} training images, each with {v['n_views']} random views "
             f"(one of the 8 rotations/flips, then with probability {v['capture_p']:g} one capture family at a "
-            f"moderate severity: {', '.join(v['families'])}), {inputs}; features: low-rank "
+            f"moderate severity: {', '.join(v['families'])}), {inputs}; features ({_reads(gate)}): low-rank "
             f"Mahalanobis ({len(gate.variances)} PCA directions + residual), threshold = {p:g}th percentile of "
             f"{val} ({report['fit']['val_images']} images with the same kind of views); image "
             f"colour statistics of the eyepiece field of view (the photo when it has none): {m:g} x the same "

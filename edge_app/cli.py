@@ -54,8 +54,12 @@ def register(sub) -> None:
     c.add_argument("--percentile", type=float, default=99.0, help="validation percentile for thresholds (default 99)")
     c.add_argument("--components", type=int, default=32, help="PCA directions of the feature model (default 32)")
     c.add_argument("--image-margin", type=float, default=None,
-                   help="image-statistics threshold = this x its validation percentile (default 1.25 for the "
-                        "field fit, 1.5 for plain)")
+                   help="image-statistics threshold = this x its validation percentile (default 1.5 for the "
+                        "field fit on ood_map and for plain, 1.25 for the field fit on features)")
+    c.add_argument("--feature-input", choices=("auto", "ood_map", "features"), default="auto",
+                   help="model output the feature distance reads: ood_map (the last residual block's map, "
+                        "added by `leukedge compress`), features (the pooled features), auto (default): "
+                        "ood_map when the model file has it")
     c.add_argument("--fit", choices=("field", "plain"), default="field",
                    help="field (default): fit on training images plus random rotated/flipped and capture-augmented "
                         "views of them (one inference per image at run time); plain: the images as they are "
@@ -143,8 +147,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                                  max_per_split=args.max_per_split, image_margin=args.image_margin,
                                  method=args.fit, views=views, train_limit=args.train_limit or None,
                                  capture_limit=args.capture_limit,
-                                 tiles={"auto": None, "tiles": True, "centre": False}[args.inputs])
-    print(f"OOD gate of {Path(args.release).name} ({args.fit} fit): feature threshold {report['threshold']:.3f} "
+                                 tiles={"auto": None, "tiles": True, "centre": False}[args.inputs],
+                                 feature_input=None if args.feature_input == "auto" else args.feature_input)
+    print(f"OOD gate of {Path(args.release).name} ({args.fit} fit, reads {report['fit']['feature_input']}): "
+          f"feature threshold {report['threshold']:.3f} "
           f"({args.percentile:g}th percentile of validation), image threshold {report['image_threshold']:.3f} "
           f"({report['image_margin']:g} x that percentile)")
     print(f"{'set':<28} {'n':>6} {'flagged':>8} {'features':>9} {'image':>7}")

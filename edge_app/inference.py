@@ -282,6 +282,11 @@ class Screener:
         self.spec = self.release.spec
         self.runner = make_runner(self.release.model_path, num_threads, None)  # hash checked by load_release
         check_model_io(self.runner, self.spec, self.release.model_path)  # before any image is scored
+        gate = self.release.ood
+        if gate is not None and gate.feature_input not in (getattr(self.runner, "outputs", None) or {}):
+            raise ModelError(f"{self.release.model_path.name}: no '{gate.feature_input}' output, which the release's "
+                             f"OOD gate reads (outputs: {sorted(getattr(self.runner, 'outputs', None) or {})})",
+                             "the model file and ood.npz come from different releases: download the release again")
         self.quality_cfg = quality or QualityConfig()
         self.threshold = float(self.spec.threshold)
         self.num_threads = num_threads
@@ -333,8 +338,9 @@ class Screener:
             out = self.runner.run(normalize(shown, pre))
             probs = np.asarray(out["probability"], np.float64).reshape(-1)
             ratio = None
-            if gate is not None and out.get("features") is not None:
-                ratio = gate.check(out["features"], None)[2].get("features")
+            vec = gate.vector(out) if gate is not None else None
+            if vec is not None:
+                ratio = gate.check(vec, None)[2].get("features")
             results.append(TileResult(i, box, float(self.spec.positive_probability(probs)), probs,
                                       tile_quality(raw, self.quality_cfg), ratio,
                                       out.get("cam") if heatmap else None))
@@ -410,7 +416,7 @@ class Screener:
         t["heatmap"] = time.perf_counter()
         gate = self.release.ood
         if gate is not None:
-            res.ood, score, details = gate.check(out.get("features"), rgb)
+            res.ood, score, details = gate.check(gate.vector(out), rgb)
             res.ood_score, res.ood_details = round(score, 4), details
         t["ood"] = time.perf_counter()
         return self._decide(res, t, t0)

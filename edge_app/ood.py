@@ -11,6 +11,15 @@ VALIDATION split (a percentile of the validation distances, 99th by default):
   lab's stain or a photo of something else even when a small model's features do not
   (its threshold has a margin: :data:`IMAGE_MARGIN` times the validation percentile).
 
+What the feature distance reads (``OODGate.feature_input``): ``features``, the pooled vector the
+head reads (releases before session 22), or ``ood_map``, the per-channel mean and standard
+deviation of the last residual block's activations (the model output added by
+:mod:`leukedge.compress.ood_map`; :func:`gate_vector`). Measured on the EfficientNet-Lite0
+releases (docs/captures.md section 14): ``features`` flag 60-96% of the PBC lymphocyte crops,
+``ood_map`` 100%, and neither flags warm or cool light, so with ``ood_map`` the coarse image
+statistics no longer carry the lymphocyte target and keep a wider margin
+(:data:`MAP_IMAGE_MARGIN`).
+
 An image is flagged when either distance exceeds its threshold. The score reported is
 the larger of ``distance / threshold`` of the two (``> 1`` means flagged). Everything is
 stored in ``ood.npz`` beside ``spec.json`` and referenced by ``spec.ood``. Only numpy and
@@ -54,6 +63,11 @@ METHOD = "mahalanobis"
 IMAGE_MARGIN = 1.5
 #: The same for the field fit, whose validation views already span moderate capture conditions.
 FIELD_IMAGE_MARGIN = 1.25
+#: The same for a gate reading ``ood_map`` (the features then flag the lymphocyte crops alone; the
+#: image statistics stay a backstop for gross mismatches and no longer flag warm light).
+MAP_IMAGE_MARGIN = 1.5
+#: What the feature distance reads (module docstring): the model output of that name.
+FEATURE_INPUTS = ("features", "ood_map")
 #: What the image-statistics distance measures: the decoded photo (plain fit), or its
 #: eyepiece field of view (field fit; see :func:`gate_image`).
 IMAGE_INPUTS = ("photo", "field")
@@ -80,6 +94,22 @@ def image_stats(rgb: np.ndarray) -> np.ndarray:
     lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
     sat = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)[..., 1].astype(np.float64)
     return np.concatenate([lab.mean(0), lab.std(0), [sat.mean(), sat.std()]]).astype(np.float64)
+
+
+def gate_vector(outputs: dict, feature_input: str = "features") -> np.ndarray | None:
+    """The vector the feature distance reads from a model's outputs (None when the model lacks
+    that output): ``features`` as it is, or ``ood_map`` (H, W, C) pooled to its per-channel mean
+    and standard deviation (2C values)."""
+    if feature_input not in FEATURE_INPUTS:
+        raise ValueError(f"unknown feature input {feature_input!r} (choose from {FEATURE_INPUTS})")
+    out = outputs.get(feature_input)
+    if out is None:
+        return None
+    a = np.asarray(out, np.float64)
+    if feature_input == "features":
+        return a.reshape(-1)
+    a = a.reshape(-1, a.shape[-1])
+    return np.concatenate([a.mean(0), a.std(0)])
 
 
 def gate_image(rgb: np.ndarray, image_input: str = "photo") -> np.ndarray:
@@ -110,6 +140,8 @@ class OODGate:
         image_input: what the image statistics measure (:data:`IMAGE_INPUTS`; ``photo`` for
             old ``ood.npz`` files).
         fit_method: ``plain`` or ``field`` (module docstring).
+        feature_input: the model output the feature distance reads (:data:`FEATURE_INPUTS`;
+            ``features`` for old ``ood.npz`` files).
     """
 
     mean: np.ndarray
@@ -124,6 +156,7 @@ class OODGate:
     info: dict = field(default_factory=dict)
     image_input: str = "photo"
     fit_method: str = "plain"
+    feature_input: str = "features"
 
     # ----- distances ------------------------------------------------------------------
     def feature_distance(self, features: np.ndarray) -> np.ndarray:
@@ -143,6 +176,10 @@ class OODGate:
         s = np.atleast_2d(np.asarray(stats, np.float64)) - self.img_mean
         return np.sqrt(np.einsum("ni,ij,nj->n", s, self.img_precision, s))
 
+    def vector(self, outputs: dict) -> np.ndarray | None:
+        """What the feature distance reads from one model run's outputs (:func:`gate_vector`)."""
+        return gate_vector(outputs, self.feature_input)
+
     def stats(self, rgb: np.ndarray) -> np.ndarray:
         """The image statistics of a decoded photo, measured the way this gate was fitted."""
         return image_stats(gate_image(rgb, self.image_input))
@@ -150,9 +187,14 @@ class OODGate:
     def check(self, features: np.ndarray | None, rgb: np.ndarray | None) -> tuple[bool, float, dict]:
         """Gate one image: (flagged, score, details). ``score > 1`` means flagged.
 
-        ``rgb`` is the decoded photo (before any preprocessing)."""
+        ``features`` is :meth:`vector` of the model's outputs; ``rgb`` the decoded photo
+        (before any preprocessing)."""
         ratios = {}
         if features is not None:
+            if np.size(features) != len(self.mean):
+                raise ModelError(f"the OOD gate reads {len(self.mean)} values of the model's '{self.feature_input}' "
+                                 f"output, the model gave {np.size(features)}",
+                                 "the ood.npz belongs to another model: re-run `leukedge app calibrate-ood`")
             ratios["features"] = float(self.feature_distance(features)[0] / self.threshold)
         if rgb is not None and self.img_mean is not None and self.img_threshold:
             ratios["image"] = float(self.image_distance(self.stats(rgb))[0] / self.img_threshold)
@@ -170,6 +212,8 @@ class OODGate:
                           img_threshold=np.float64(self.img_threshold))
         if self.fit_method != "plain" or self.image_input != "photo":  # old readers never see these keys
             arrays.update(fit_method=np.str_(self.fit_method), image_input=np.str_(self.image_input))
+        if self.feature_input != "features":
+            arrays.update(feature_input=np.str_(self.feature_input))
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         return atomic_write_bytes(path, buf.getvalue())
@@ -191,9 +235,12 @@ class OODGate:
                            img_threshold=float(z["img_threshold"]) if img else None,
                            percentile=float(z["percentile"]) if "percentile" in z.files else 99.0,
                            fit_method=str(z["fit_method"]) if "fit_method" in z.files else "plain",
-                           image_input=str(z["image_input"]) if "image_input" in z.files else "photo")
+                           image_input=str(z["image_input"]) if "image_input" in z.files else "photo",
+                           feature_input=str(z["feature_input"]) if "feature_input" in z.files else "features")
             if gate.image_input not in IMAGE_INPUTS:
                 raise ValueError(f"unknown image input {gate.image_input!r}")
+            if gate.feature_input not in FEATURE_INPUTS:
+                raise ValueError(f"unknown feature input {gate.feature_input!r}")
             return gate
         except FileNotFoundError:
             raise ModelError(f"{p}: OOD statistics file is missing",

@@ -123,7 +123,7 @@ def field_views(cfg: FieldViews):
 
 
 def collect_views(runner, spec, paths, make_views=identity_views, stats_fn=None, desc: str = "features",
-                  tiles: bool = False, return_groups: bool = False):
+                  tiles: bool = False, return_groups: bool = False, feature_input: str = "features"):
     """Features (N, D), image statistics (N, 8) and view descriptions (N,) of image files
     under views, scored with ``runner`` through the release's own preprocessing.
 
@@ -140,6 +140,8 @@ def collect_views(runner, spec, paths, make_views=identity_views, stats_fn=None,
             False: one row per view, the centre input of :func:`leukedge.preprocess.preprocess`.
         return_groups: also return (N,) ints, the view each row belongs to (rows of one view
             share it; :func:`field_flags` applies the tile screen's field rule with them).
+        feature_input: the model output a row's features come from (``features``, or ``ood_map``
+            pooled: :func:`leukedge.edge_app.ood.gate_vector`).
 
     Unreadable files are skipped (logged).
     """
@@ -149,7 +151,7 @@ def collect_views(runner, spec, paths, make_views=identity_views, stats_fn=None,
     from leukedge.preprocess import field_tiles, normalize, preprocess
     from leukedge.progress import progress
 
-    from .ood import image_stats
+    from .ood import gate_vector, image_stats
     from .tiling import tile_quality
 
     stats_fn = stats_fn or image_stats
@@ -181,10 +183,12 @@ def collect_views(runner, spec, paths, make_views=identity_views, stats_fn=None,
             n_views += 1
             for x, st, d in rows:
                 out = runner.run(x)
-                if "features" not in out:
-                    raise ModelError(f"the model has no 'features' output (outputs: {sorted(out)})",
-                                     "re-export it with `leukedge compress` (outputs probability, cam, features)")
-                feats.append(np.asarray(out["features"], np.float64).reshape(-1))
+                vec = gate_vector(out, feature_input)
+                if vec is None:
+                    raise ModelError(f"the model has no '{feature_input}' output (outputs: {sorted(out)})",
+                                     "re-export it with `leukedge compress` (outputs probability, cam, features"
+                                     + (", ood_map)" if feature_input == "ood_map" else ")"))
+                feats.append(vec)
                 stats.append(st)
                 descs.append(d)
                 groups.append(n_views - 1)

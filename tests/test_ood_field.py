@@ -149,12 +149,19 @@ def test_calibrate_ood_cli_default_is_the_field_fit(tiny_release, small_dataset,
             "--split", str(manifest), "--ood-data", str(ood_dir), "--components", "8", "--capture-limit", "1"]
     r = subprocess.run(base, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert "(field fit)" in r.stdout and "test flip_rot270" in r.stdout and "test + jpeg" in r.stdout
+    assert "(field fit, reads features)" in r.stdout and "test flip_rot270" in r.stdout and "test + jpeg" in r.stdout
     report = json.loads((copy / "ood.json").read_text())
-    assert report["fit"]["method"] == "field" and report["image_margin"] == 1.25
+    # the tiny CNN has no residual block, so no ood_map output: the gate reads the pooled features
+    assert report["fit"]["method"] == "field" and report["fit"]["feature_input"] == "features"
+    assert report["image_margin"] == 1.25
     assert report["rates"]["val_views"]["n"] == 4 * report["rates"]["val"]["n"]
     assert report["rates"]["lymph"]["flagged"] > report["rates"]["test"]["flagged"] + 0.5
     assert OODGate.load(copy / "ood.npz").fit_method == "field"
+    before = (copy / "ood.npz").read_bytes()
+    r = subprocess.run(base + ["--feature-input", "ood_map"], capture_output=True, text=True, timeout=120)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode != 0 and "Traceback" not in r.stderr and last.startswith("leukedge: error:")
+    assert "cannot read 'ood_map'" in last and (copy / "ood.npz").read_bytes() == before
     r = subprocess.run(base + ["--fit", "rotated"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "invalid choice" in r.stderr and "Traceback" not in r.stderr
     before = (copy / "ood.npz").read_bytes()

@@ -209,7 +209,7 @@ def _single_input_reference(screener, path):
     out = screener.runner.run(normalize(shown, screener.spec.preprocess))
     p = float(screener.spec.positive_probability(np.asarray(out["probability"], np.float64).reshape(-1)))
     gate = screener.release.ood
-    ood = gate.check(out.get("features"), rgb) if gate is not None else (False, None, None)
+    ood = gate.check(gate.vector(out), rgb) if gate is not None else (False, None, None)
     return shown, p, normalise(out["cam"], (shown.shape[1], shown.shape[0])) if "cam" in out else None, ood
 
 
