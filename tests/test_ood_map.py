@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_app import tiny_release  # noqa: F401  (fixture)
 
 from leukedge.capture_sim import FAMILIES
 from leukedge.compress.ood_map import OOD_OUTPUT, add_ood_output, find_tap
@@ -110,3 +111,29 @@ def test_released_gate_flags_lymphocyte_crops_and_passes_warm_light(release, lym
     results = [scr.screen_image(warm.apply(load_image(aria_dir / p), 0.3, np.random.default_rng(i)))
                for i, p in enumerate(test)]
     assert sum(r.ood for r in results) == 0, [r.ood_details for r in results if r.ood]
+
+
+def test_a_release_being_written_gets_the_output_when_its_graph_has_one(tmp_path, tiny_release):
+    """compress writes every model file through Release.write_bytes: with ood_map null (the default)
+    the output is added when the graph has a residual block and the file is left as it is when not
+    (the reason recorded); with ood_map true a graph without one is refused."""
+    from leukedge.compress.release import Release
+
+    lite0 = _strip_output((SUBTYPE / f"{SUBTYPE.name}.int8.tflite").read_bytes(), OOD_OUTPUT)
+    tiny = next(tiny_release.glob("*.int8.tflite")).read_bytes()
+    rel = Release(tmp_path / "auto", ood_map=None)
+    rel.write_bytes("auto.int8.tflite", lite0)
+    rel.write_bytes("auto.float32.tflite", tiny)
+    assert OOD_OUTPUT in LiteRunner(rel.path("auto.int8.tflite"), 1).outputs
+    assert rel.path("auto.float32.tflite").read_bytes() == tiny
+    assert rel.ood_map_outputs["auto.int8.tflite"]["shape"] == [1, 7, 7, 192]
+    assert "no 4-D ADD or CONCATENATION" in rel.ood_map_outputs["auto.float32.tflite"]["skipped"]
+    rel.abort()
+    strict = Release(tmp_path / "strict", ood_map=True)
+    with pytest.raises(ModelError, match="no 4-D ADD"):
+        strict.write_bytes("strict.int8.tflite", tiny)
+    strict.abort()
+    off = Release(tmp_path / "off", ood_map=False)
+    off.write_bytes("off.int8.tflite", lite0)
+    assert off.path("off.int8.tflite").read_bytes() == lite0 and not off.ood_map_outputs
+    off.abort()

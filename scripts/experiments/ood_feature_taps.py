@@ -15,11 +15,10 @@ Section 14 of docs/captures.md has the result; `leukedge compress` now exposes t
 """
 from __future__ import annotations
 
-import glob
-import os
 import sys
 
 import numpy as np
+from _ood_study import Study, collect
 
 BLOCKS = ("lite_b2_add", "lite_b4_add", "lite_b7_add", "lite_b10_add", "lite_b14_add")
 
@@ -52,54 +51,25 @@ class TapRunner:
         return {"features": np.concatenate(out)}
 
 
-def collect(model: str, data: str) -> dict:
-    from leukedge.edge_app.calibrate import TRAIN_LIMIT, _subsample, split_paths
+def main(model: str = "models/efficientnet-lite0-subtype", cache: str = "") -> int:
     from leukedge.edge_app.inference import load_release
-    from leukedge.edge_app.ood import gate_image, image_stats
-    from leukedge.edge_app.ood_views import FieldViews, capture_views, collect_views, field_views, identity_views
 
     rel = load_release(model, allow_unsigned=True)
     runner = TapRunner(rel.model_path)
-    sp = split_paths(f"{model}/split.csv", data)
-    pbc = sorted(glob.glob(f"{data}/../pbc-lymphocytes/**/*.jpg", recursive=True))
-    stats_fn = lambda rgb: image_stats(gate_image(rgb, "field"))  # noqa: E731
-    z = {"dims": np.array(runner.dims)}
-    for name, paths, views in (("train", _subsample(sp["train"], TRAIN_LIMIT), field_views(FieldViews())),
-                               ("val", sp["val"], field_views(FieldViews(seed=1))),
-                               ("test", sp["test"], identity_views), ("pbc", pbc, identity_views),
-                               ("wb", sp["val"][::2], capture_views(["white_balance"]))):
-        f, s, d, g = collect_views(runner, rel.spec, paths, views, stats_fn, name, tiles=True, return_groups=True)
-        z.update({f"{name}_f": f.astype(np.float32), f"{name}_s": s, f"{name}_d": d, f"{name}_g": g})
-    return z
-
-
-def main(model: str = "models/efficientnet-lite0-subtype", cache: str = "", data: str = "../shared/data/aria-all") -> int:
-    from leukedge.edge_app.ood import fit_gate
-    from leukedge.edge_app.ood_views import first_rows, view_of, view_rates
-
-    if cache and os.path.exists(cache):
-        z = dict(np.load(cache, allow_pickle=False))
-    else:
-        z = collect(model, data)
-        if cache:
-            np.savez(cache, **z)
-    off = np.r_[0, np.cumsum(z["dims"])]
-    K = {k: z[f"{k}_f"].astype(np.float64) for k in ("train", "val", "test", "pbc", "wb")}
-    G = {k: z[f"{k}_g"] for k in K}
-    S = {k: z[f"{k}_s"] for k in K}
-    ident = view_of(z["val_d"])[first_rows(G["val"])] == "identity"
-    wb = view_of(z["wb_d"])[first_rows(G["wb"])]
-    half = np.arange(int(first_rows(G["pbc"]).sum())) % 2 == 0
+    z = collect(runner, rel, warm=True, cache=cache)
+    st = Study(z)
+    dims = np.asarray(z["dims"]) if "dims" in z else np.asarray(runner.dims)
+    off = np.r_[0, np.cumsum(dims)]
     print(f"{model}: flagged by the features alone (32 directions), per photo")
     for i, name in enumerate(BLOCKS + ("features",)):
         cols = slice(off[i], off[i + 1])
-        g = fit_gate(K["train"][:, cols], K["val"][:, cols], n_components=32)
+        g = st.fit(cols)
 
-        def rate(key, sel=None):
-            return view_rates(g, K[key][:, cols], S[key], G[key], sel)["flagged_by_features"]
-        print(f"  {name:13s} val {rate('val', ident):.3f} test {rate('test'):.3f} crops {rate('pbc', half):.3f}/"
-              f"{rate('pbc', ~half):.3f} warm+0.3 {rate('wb', wb == 'white_balance@0.3'):.3f} "
-              f"cool-0.3 {rate('wb', wb == 'white_balance@-0.3'):.3f}")
+        def rate(key, **kw):
+            return st.rates(g, key, cols, **kw)["flagged_by_features"]
+        print(f"  {name:13s} val {rate('val', view='identity'):.3f} test {rate('test'):.3f} crops "
+              f"{rate('pbc', half=True):.3f}/{rate('pbc', half=False):.3f} warm+0.3 "
+              f"{rate('wb', view='white_balance@0.3'):.3f} cool-0.3 {rate('wb', view='white_balance@-0.3'):.3f}")
     return 0
 
 
