@@ -175,11 +175,13 @@ def test_committed_releases_carry_a_recipe_naming_their_source_and_data(release)
         assert r.source.name == release.name and r.source.note
         record = json.loads((release / "compress.json").read_text())
         if r.source.sha256 != sha256_file(release / r.source.model_file):
-            # the source release's float32 file (in git history), re-exported or with a new spec
-            # embedded: compress.json names that file by the same sha256 and says which
+            # the source release's float32 file (in git history), re-exported, with a new spec
+            # embedded or with the ood_map output listed: compress.json names that file by the same
+            # sha256 and says which
             assert record["source_release"]["float32_sha256"] == r.source.sha256
             assert (record.get("float32_reexported", {}).get("old_sha256") == r.source.sha256
-                    or record["source_release"].get("spec_embedded"))
+                    or record["source_release"].get("spec_embedded")
+                    or r.source.model_file in (record.get("ood_map") or {}).get("files", []))
         assert r.source.made_from["file"].startswith("runs/") and r.source.made_from["file"].endswith("best.h5")
     else:  # made from a training run: named with its checkpoint's sha256, and how it was trained
         assert r.source.kind == "run" and r.source.model_file == "best.h5" and len(r.source.sha256) == 64
