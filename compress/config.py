@@ -58,6 +58,8 @@ class CompressConfig:
             the source's / measured / the default, see :class:`leukedge.compress.recipe.ScreeningRecipe`).
         ood_map: add the OOD gate's feature-map output ``ood_map`` to every model file (recipe key
             ``screening.ood_map``; None: when the graph has a residual block; :mod:`leukedge.compress.ood_map`).
+        min_sharpness: the photo-sharpness limit written into the spec (recipe key
+            ``screening.min_sharpness``; None: the source's).
         data_dir: data folder (None: the run's config.json, else the default).
         parity: run parity (and evaluation/card) after writing the files.
         selective: when int8 fails a gate, keep the worst ops in float until it passes.
@@ -87,6 +89,7 @@ class CompressConfig:
     cell_diameter: float | None = None
     scale_tolerance: float | None = None
     ood_map: bool | None = None
+    min_sharpness: float | None = None
     data_dir: str | None = None
     parity: bool = True
     selective: bool = True

@@ -148,9 +148,15 @@ def magnification_changes(cfg: "CompressConfig", spec: ModelSpec) -> bool:
             or (cfg.scale_tolerance is not None and (cap is None or cap.scale_tolerance != cfg.scale_tolerance)))
 
 
+def sharpness_changes(cfg: "CompressConfig", spec: ModelSpec) -> bool:
+    """True when the recipe sets a photo-sharpness limit other than ``spec``'s."""
+    cap = spec.preprocess.capture
+    return cfg.min_sharpness is not None and (cap is None or cap.min_sharpness != cfg.min_sharpness)
+
+
 def screening_changes(cfg: "CompressConfig", spec: ModelSpec) -> bool:
     """True when the recipe's ``screening`` section changes ``spec``'s capture settings."""
-    return tile_rule_changes(cfg, spec) or magnification_changes(cfg, spec)
+    return tile_rule_changes(cfg, spec) or magnification_changes(cfg, spec) or sharpness_changes(cfg, spec)
 
 
 def _training_diameter(rows, limit: int = 200) -> float:
@@ -173,7 +179,7 @@ def _training_diameter(rows, limit: int = 200) -> float:
 def _screening_spec(cfg: "CompressConfig", spec: ModelSpec, rows=()) -> ModelSpec:
     """``spec`` with the recipe's ``screening`` section in ``preprocess.capture``: magnification
     switched on (at the recipe's red-cell diameter, else the spec's, else measured on the
-    training smears) or off, its tolerance, and the tile rule."""
+    training smears) or off, its tolerance, the tile rule and the photo-sharpness limit."""
 
     from leukedge.spec import with_magnification
 
@@ -196,6 +202,14 @@ def _screening_spec(cfg: "CompressConfig", spec: ModelSpec, rows=()) -> ModelSpe
         log.info("screening: tiles combined by %s (was %s)", cfg.tile_rule, spec.preprocess.capture.tile_rule)
         spec = dataclasses.replace(spec, preprocess=spec.preprocess.replace(
             capture=dataclasses.replace(spec.preprocess.capture, tile_rule=cfg.tile_rule)))
+    if sharpness_changes(cfg, spec):
+        from leukedge.capture import CaptureConfig
+
+        cap = spec.preprocess.capture or CaptureConfig()
+        log.info("screening: photos answered from sharpness %g (was %s)", cfg.min_sharpness,
+                 cap.min_sharpness if cap.min_sharpness is not None else "the app's default")
+        spec = dataclasses.replace(spec, preprocess=spec.preprocess.replace(
+            capture=dataclasses.replace(cap, min_sharpness=float(cfg.min_sharpness))))
     return spec
 
 

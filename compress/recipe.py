@@ -102,8 +102,11 @@ class ScreeningRecipe:
             :class:`leukedge.capture.CaptureConfig`.
         ood_map: list the last residual block's map as one more model output, ``ood_map``, which
             the OOD gate then reads instead of the pooled features (:mod:`leukedge.compress.ood_map`;
-            no operator or weight changes); None: when the graph has a residual block (EfficientNet,
+            no operator or weight changes); null: when the graph has a residual block (EfficientNet,
             not the test suite's tiny CNN); false: the files as before (the gate reads ``features``).
+        min_sharpness: the photo-quality gate's "blurry" limit for this model, written into the
+            spec's ``preprocess.capture`` (the app asks for a retake below it); None: the source's,
+            else the app's default (15). Chosen on validation with ``scripts/experiments/blur_gate.py``.
     """
 
     tile_rule: str | None = None
@@ -111,6 +114,7 @@ class ScreeningRecipe:
     cell_diameter: float | None = None
     scale_tolerance: float | None = None
     ood_map: bool | None = None
+    min_sharpness: float | None = None
 
     def __post_init__(self):
         self.check()
@@ -126,7 +130,8 @@ class ScreeningRecipe:
             raise ConfigError(f"screening.ood_map must be true, false or null, got {self.ood_map!r}")
         if self.magnification is not None and not isinstance(self.magnification, bool):
             raise ConfigError(f"screening.magnification must be true, false or null, got {self.magnification!r}")
-        for key, lo, hi in (("cell_diameter", 2.0, 500.0), ("scale_tolerance", 0.0, 0.9)):
+        for key, lo, hi in (("cell_diameter", 2.0, 500.0), ("scale_tolerance", 0.0, 0.9),
+                            ("min_sharpness", 0.0, 1000.0)):
             v = getattr(self, key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi):
                 raise ConfigError(f"screening.{key} must be a number in [{lo}, {hi}] or null, got {v!r}")

@@ -49,6 +49,10 @@ class CaptureConfig:
         color_target: target statistics (:func:`leukedge.colornorm.fit_targets`).
         tile_rule: how tile probabilities combine (:func:`combine_tiles`).
         max_tiles: at most this many tiles per photo (a grid of up to sqrt(max_tiles) per side).
+        min_sharpness: the photo-quality gate's "blurry" limit validated for this model (variance
+            of the Laplacian; None: the app's default, ``QualityConfig.min_sharpness``). Not a
+            preprocessing step: how sharp a photo must be before this model answers it, chosen on
+            validation (``scripts/experiments/blur_gate.py``, docs/captures.md 14).
     """
 
     fov_crop: bool = False
@@ -61,8 +65,13 @@ class CaptureConfig:
     color_target: dict = field(default_factory=dict)
     tile_rule: str = "max"
     max_tiles: int = 9
+    min_sharpness: float | None = None
 
     def __post_init__(self):
+        if self.min_sharpness is not None and (isinstance(self.min_sharpness, bool) or not
+                                               isinstance(self.min_sharpness, (int, float)) or
+                                               not 0 <= self.min_sharpness <= 1000):
+            raise ConfigError(f"capture min_sharpness must be a number in [0, 1000] or null, got {self.min_sharpness!r}")
         if self.color not in colornorm.COLOR_METHODS:
             raise ConfigError(f"unknown colour normalisation '{self.color}'", f"choose one of {colornorm.COLOR_METHODS}")
         if self.tile_rule not in TILE_RULES:

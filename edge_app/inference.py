@@ -269,7 +269,8 @@ class Screener:
         release: a release folder ``models/<name>`` (or a loaded :class:`Release`).
         num_threads: interpreter threads.
         variant: model file variant (``int8`` by default).
-        quality: quality thresholds.
+        quality: quality thresholds (default: the app's, with the limits the spec validated for its model:
+            :meth:`QualityConfig.for_spec`).
         allow_unsigned: accept a release whose signature is missing, wrong or untrusted
             (development only: every result then says ``signature: unsigned``).
     """
@@ -287,7 +288,7 @@ class Screener:
             raise ModelError(f"{self.release.model_path.name}: no '{gate.feature_input}' output, which the release's "
                              f"OOD gate reads (outputs: {sorted(getattr(self.runner, 'outputs', None) or {})})",
                              "the model file and ood.npz come from different releases: download the release again")
-        self.quality_cfg = quality or QualityConfig()
+        self.quality_cfg = quality or QualityConfig.for_spec(self.spec)
         self.threshold = float(self.spec.threshold)
         self.num_threads = num_threads
         self.warmup()

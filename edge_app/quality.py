@@ -57,6 +57,15 @@ class QualityConfig:
     max_fov_offset: float = 0.35
     min_fov_inside: float = 0.92
 
+    @classmethod
+    def for_spec(cls, spec) -> "QualityConfig":
+        """The defaults with the limits a release's spec validated for its model
+        (``preprocess.capture.min_sharpness``)."""
+        cap = getattr(getattr(spec, "preprocess", None), "capture", None)
+        if cap is not None and cap.min_sharpness is not None:
+            return cls(min_sharpness=float(cap.min_sharpness))
+        return cls()
+
 
 @dataclass
 class QualityReport:
