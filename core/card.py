@@ -286,7 +286,8 @@ def build_card(release_dir) -> dict:
                   "input_size": spec.preprocess.input_size, "preprocessing": spec.preprocess.steps(),
                   "outputs": spec.outputs, "head": spec.head,
                   "ood_gate": {"method": spec.ood.method, "threshold": spec.ood.threshold, "rule": spec.ood.rule,
-                               "stats_file": spec.ood.stats_file}},
+                               "stats_file": spec.ood.stats_file},
+                  "photo_quality": {"min_sharpness": getattr(spec.preprocess.capture, "min_sharpness", None)}},
         "threshold": {"value": spec.threshold, "rule": default_rule},
         "operating_points": [o.__dict__ for o in spec.operating_points],
         "intended_use": INTENDED_USE,
@@ -359,6 +360,10 @@ def card_markdown(card: dict) -> str:
     page.p(f"Preprocessing (leukedge.preprocess, from spec.json): {steps}. Out-of-distribution gate: "
            f"{m['ood_gate']['method']}" + (f" (threshold {m['ood_gate']['threshold']:.4g}: {m['ood_gate']['rule']})"
                                             if m["ood_gate"]["threshold"] is not None else "") + ".")
+    sharp = (m.get("photo_quality") or {}).get("min_sharpness")
+    page.p("Photo quality: the app asks to refocus below sharpness "
+           + (f"{sharp:g} (variance of the Laplacian; validated for this model, docs/captures.md 14)." if sharp is not None
+              else "15, the app's default (variance of the Laplacian)."))
     iu = card["intended_use"]
     page.h("Intended use")
     page.bullets([iu["use"], f"Users: {iu['users']}", f"Action: {iu['action']}"])

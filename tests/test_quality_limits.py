@@ -43,3 +43,14 @@ def test_densenet201_keeps_the_default_limit():
 
     s = Screener("models/densenet201-binary", num_threads=1)
     assert s.quality_cfg.min_sharpness == 15.0
+
+
+@pytest.mark.parametrize("name,limit", [("efficientnet-lite0-subtype", 10.0), ("densenet201-binary", None)])
+def test_the_card_says_where_refocus_retakes_start(name, limit):
+    import json
+    from pathlib import Path
+
+    card = json.loads(Path(f"models/{name}/card.json").read_text())
+    assert card["model"]["photo_quality"]["min_sharpness"] == limit
+    line = next(x for x in Path(f"models/{name}/card.md").read_text().splitlines() if x.startswith("Photo quality"))
+    assert ("below sharpness 10 " in line) if limit else ("15, the app's default" in line)

@@ -2,5 +2,5 @@
   "algorithm": "ed25519",
   "key_id": "ef70c59d36a288af",
   "signed_file": "card.json",
-  "signature": "WC0luEI0guNwSrroQP4vo1v5BksHhyQ6yh4K6kz/nHLnr4F62gJWvTWXCDgeKawNTRVGlijl6YeIsvyvAa/TDg=="
+  "signature": "Bn5ls8u0WhkTa6LXbaJqU9AW1x1+nYT6GynjpbEuXrFv33mZM575P2z57CV1sEoE3AJLV6oxq0isg1L7bN26Cw=="
 }
