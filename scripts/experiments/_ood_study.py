@@ -64,6 +64,23 @@ class Study:
         return fit_gate(self.K["train"][:, cols], self.K["val"][:, cols], self.S["train"][first_rows(self.G["train"])],
                         self.S["val"][first_rows(self.G["val"])], n_components=n_components, image_margin=image_margin)
 
+    def row(self, gate, cols=slice(None), by: str = "flagged") -> dict:
+        """The standard rows of a study, one number each (``by``: ``flagged`` by either distance, or
+        ``flagged_by_features`` / ``flagged_by_image``): validation (identity views), test, the crops
+        in two halves and, when collected, the validation smears under warm +0.3 / cool -0.3 light."""
+        out = {"val": self.rates(gate, "val", cols, "identity")[by], "test": self.rates(gate, "test", cols)[by],
+               "crops even": self.rates(gate, "pbc", cols, half=True)[by],
+               "crops odd": self.rates(gate, "pbc", cols, half=False)[by]}
+        if "wb" in self.K:
+            out["warm+0.3"] = self.rates(gate, "wb", cols, "white_balance@0.3")[by]
+            out["cool-0.3"] = self.rates(gate, "wb", cols, "white_balance@-0.3")[by]
+        return out
+
+    @staticmethod
+    def line(row: dict) -> str:
+        """``row`` as one printed line."""
+        return " ".join(f"{k} {v:.3f}" for k, v in row.items())
+
     def rates(self, gate, key: str, cols=slice(None), view: str | None = None, half=None) -> dict:
         """:func:`view_rates` of set ``key`` (only its views named ``view``; crops: ``half`` True/False)."""
         from leukedge.edge_app.ood_views import view_rates

@@ -63,13 +63,7 @@ def main(model: str = "models/efficientnet-lite0-subtype", cache: str = "") -> i
     print(f"{model}: flagged by the features alone (32 directions), per photo")
     for i, name in enumerate(BLOCKS + ("features",)):
         cols = slice(off[i], off[i + 1])
-        g = st.fit(cols)
-
-        def rate(key, **kw):
-            return st.rates(g, key, cols, **kw)["flagged_by_features"]
-        print(f"  {name:13s} val {rate('val', view='identity'):.3f} test {rate('test'):.3f} crops "
-              f"{rate('pbc', half=True):.3f}/{rate('pbc', half=False):.3f} warm+0.3 "
-              f"{rate('wb', view='white_balance@0.3'):.3f} cool-0.3 {rate('wb', view='white_balance@-0.3'):.3f}")
+        print(f"  {name:13s} {st.line(st.row(st.fit(cols), cols, 'flagged_by_features'))}")
     return 0
 
 

@@ -51,11 +51,8 @@ def main(model: str = "models/densenet201-binary", cache: str = "") -> int:
         for k in (8, 32, 128):
             for margin in (1.25, 1.5):
                 g = st.fit(cols, k, margin)
-                v, t, p = st.rates(g, "val", cols, "identity"), st.rates(g, "test", cols), st.rates(g, "pbc", cols)
-                w = st.rates(g, "wb", cols, "white_balance@0.3")
-                print(f"{name:13s} k={k:3d} margin {margin}: val {v['flagged']:.3f} test {t['flagged']:.3f} "
-                      f"({t['flagged_by_features']:.3f}) crops {p['flagged']:.3f} ({p['flagged_by_features']:.3f}) "
-                      f"warm+0.3 {w['flagged']:.3f}")
+                print(f"{name:13s} k={k:3d} margin {margin}: {st.line(st.row(g, cols))}; by the features alone: "
+                      f"{st.line(st.row(g, cols, 'flagged_by_features'))}")
     return 0
 
 
