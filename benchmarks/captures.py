@@ -7,7 +7,9 @@ release's :class:`leukedge.edge_app.inference.Screener`, the path of ``leukedge 
 threshold). Each answer is one of:
 
 * ``correct``: scored, and the leukemia decision matches the smear's class;
-* ``retake``: the quality gate asked for a retake (its advice is counted too);
+* ``retake``: the quality gate asked for a retake (its advice is counted too); a photo it found
+  over-exposed or blurred but the release referred anyway (its ``rule_in``) is scored as an answer
+  and counted under ``rule_in`` by quality status;
 * ``flagged``: the OOD gate flagged it;
 * ``wrong``: scored with the wrong decision; ``missed`` counts the wrong answers on
   leukemia smears (called negative), a subset of ``wrong``.
@@ -147,7 +149,7 @@ def run_captures(cfg: CaptureBenchConfig) -> dict:
     norm = normalizer(cfg, rows, spec.preprocess.input_size)
     screener = Screener(release, num_threads=cfg.threads)
     conditions = [("none", 0, False)] + [(f.name, s, s in f.moderate) for f in fams for s in f.severities]
-    counts = {(c[0], c[1]): dict.fromkeys(OUTCOMES + ("error", "n"), 0) | {"advice": {}, "subtype_correct": 0, "ood": []}
+    counts = {(c[0], c[1]): dict.fromkeys(OUTCOMES + ("error", "n"), 0) | {"advice": {}, "rule_in": {}, "subtype_correct": 0, "ood": []}
               for c in conditions}
     t0 = time.perf_counter()
     for i, r, rgb, positive in smears(chosen, spec, "captures"):
@@ -167,6 +169,8 @@ def run_captures(cfg: CaptureBenchConfig) -> dict:
                 c["missed"] += 1
             if o == "retake":
                 c["advice"][res.quality] = c["advice"].get(res.quality, 0) + 1
+            elif getattr(res, "rule_in", False):  # referred although the quality gate found the photo wanting
+                c["rule_in"][res.quality] = c["rule_in"].get(res.quality, 0) + 1
             if o == "correct" and res.probabilities and r["class"] in res.probabilities:
                 c["subtype_correct"] += int(max(res.probabilities, key=res.probabilities.get) == r["class"])
     results = []
@@ -175,7 +179,7 @@ def run_captures(cfg: CaptureBenchConfig) -> dict:
         n = max(c["n"], 1)
         row = {"family": name, "severity": sev, "moderate": moderate, "n": c["n"],
                **{k: c[k] for k in OUTCOMES}, "error": c["error"],
-               "rates": {k: round(c[k] / n, 4) for k in OUTCOMES}, "advice": c["advice"],
+               "rates": {k: round(c[k] / n, 4) for k in OUTCOMES}, "advice": c["advice"], "rule_in": c["rule_in"],
                "ood_score_median": round(float(np.median(c["ood"])), 4) if c["ood"] else None}
         if spec.task == "subtype":
             row["subtype_correct"] = c["subtype_correct"]

@@ -29,13 +29,18 @@ def markdown(doc: dict) -> str:
              f"{d['n_smears']} {d['split']}-split smears ({', '.join(f'{k} {v}' for k, v in d['classes'].items())}), "
              f"normalisation before screening: `{doc['normalize']}`, seed {doc['seed']}. "
              "Each smear perturbed and screened like `leukedge predict` (quality gate, OOD gate, the spec's "
-             f"threshold {m['threshold']:.4g}). *moderate* marks the severities issue 19's targets cover.", "",
+             f"threshold {m['threshold']:.4g}). *moderate* marks the severities issue 19's targets cover. "
+             "*referred anyway*: photos the quality gate found over-exposed or blurred, answered \"refer\" for a "
+             "strong score (the release's rule_in; counted as answers).", "",
              "| family | severity | moderate | correct | retake | flagged | wrong | missed leukemia | retake advice "
              "| median OOD score |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["results"]:
         rt = r["rates"]
         adv = ", ".join(f"{k} {v}" for k, v in sorted(r["advice"].items())) or ""
+        if r.get("rule_in"):
+            adv = "; ".join(x for x in (adv, "referred anyway: " + ", ".join(
+                f"{k} {v}" for k, v in sorted(r["rule_in"].items()))) if x)
         lines.append(f"| {r['family']} | {r['severity']} | {'yes' if r['moderate'] else ''} | {_pct(rt['correct'])} | "
                      f"{_pct(rt['retake'])} | {_pct(rt['flagged'])} | {_pct(rt['wrong'])} | {r['missed']} | {adv} | "
                      f"{'' if r.get('ood_score_median') is None else format(r['ood_score_median'], '.2f')} |")

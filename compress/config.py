@@ -60,6 +60,8 @@ class CompressConfig:
             ``screening.ood_map``; None: when the graph has a residual block; :mod:`leukedge.compress.ood_map`).
         min_sharpness: the photo-sharpness limit written into the spec (recipe key
             ``screening.min_sharpness``; None: the source's).
+        rule_in: the over-exposed / blurred photo's "refer anyway" probability written into the
+            spec (recipe key ``screening.rule_in``; None: the source's).
         data_dir: data folder (None: the run's config.json, else the default).
         parity: run parity (and evaluation/card) after writing the files.
         selective: when int8 fails a gate, keep the worst ops in float until it passes.
@@ -90,6 +92,7 @@ class CompressConfig:
     scale_tolerance: float | None = None
     ood_map: bool | None = None
     min_sharpness: float | None = None
+    rule_in: float | None = None
     data_dir: str | None = None
     parity: bool = True
     selective: bool = True

@@ -149,9 +149,10 @@ def magnification_changes(cfg: "CompressConfig", spec: ModelSpec) -> bool:
 
 
 def sharpness_changes(cfg: "CompressConfig", spec: ModelSpec) -> bool:
-    """True when the recipe sets a photo-sharpness limit other than ``spec``'s."""
+    """True when the recipe sets a photo-quality limit (``min_sharpness``, ``rule_in``) other than ``spec``'s."""
     cap = spec.preprocess.capture
-    return cfg.min_sharpness is not None and (cap is None or cap.min_sharpness != cfg.min_sharpness)
+    return any(getattr(cfg, k) is not None and (cap is None or getattr(cap, k) != getattr(cfg, k))
+               for k in ("min_sharpness", "rule_in"))
 
 
 def screening_changes(cfg: "CompressConfig", spec: ModelSpec) -> bool:
@@ -206,10 +207,10 @@ def _screening_spec(cfg: "CompressConfig", spec: ModelSpec, rows=()) -> ModelSpe
         from leukedge.capture import CaptureConfig
 
         cap = spec.preprocess.capture or CaptureConfig()
-        log.info("screening: photos answered from sharpness %g (was %s)", cfg.min_sharpness,
-                 cap.min_sharpness if cap.min_sharpness is not None else "the app's default")
-        spec = dataclasses.replace(spec, preprocess=spec.preprocess.replace(
-            capture=dataclasses.replace(cap, min_sharpness=float(cfg.min_sharpness))))
+        new = {k: float(getattr(cfg, k)) for k in ("min_sharpness", "rule_in") if getattr(cfg, k) is not None}
+        for k, v in new.items():
+            log.info("screening: %s %g (was %s)", k, v, getattr(cap, k) if getattr(cap, k) is not None else "the default")
+        spec = dataclasses.replace(spec, preprocess=spec.preprocess.replace(capture=dataclasses.replace(cap, **new)))
     return spec
 
 

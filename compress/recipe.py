@@ -107,6 +107,9 @@ class ScreeningRecipe:
         min_sharpness: the photo-quality gate's "blurry" limit for this model, written into the
             spec's ``preprocess.capture`` (the app asks for a retake below it); None: the source's,
             else the app's default (15). Chosen on validation with ``scripts/experiments/blur_gate.py``.
+        rule_in: the probability of leukemia at or above which an over-exposed or blurred photo is
+            answered "refer" instead of "retake", written into the spec's ``preprocess.capture``;
+            None: the source's, else never. Chosen on validation with ``scripts/experiments/rule_in.py``.
     """
 
     tile_rule: str | None = None
@@ -115,6 +118,7 @@ class ScreeningRecipe:
     scale_tolerance: float | None = None
     ood_map: bool | None = None
     min_sharpness: float | None = None
+    rule_in: float | None = None
 
     def __post_init__(self):
         self.check()
@@ -131,7 +135,7 @@ class ScreeningRecipe:
         if self.magnification is not None and not isinstance(self.magnification, bool):
             raise ConfigError(f"screening.magnification must be true, false or null, got {self.magnification!r}")
         for key, lo, hi in (("cell_diameter", 2.0, 500.0), ("scale_tolerance", 0.0, 0.9),
-                            ("min_sharpness", 0.0, 1000.0)):
+                            ("min_sharpness", 0.0, 1000.0), ("rule_in", 0.01, 1.0)):
             v = getattr(self, key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi):
                 raise ConfigError(f"screening.{key} must be a number in [{lo}, {hi}] or null, got {v!r}")

@@ -53,6 +53,12 @@ class CaptureConfig:
             of the Laplacian; None: the app's default, ``QualityConfig.min_sharpness``). Not a
             preprocessing step: how sharp a photo must be before this model answers it, chosen on
             validation (``scripts/experiments/blur_gate.py``, docs/captures.md 14).
+        rule_in: the probability of leukemia at or above which a photo the quality gate finds
+            over-exposed or blurred is still answered "refer" instead of "retake" (a washed-out
+            or soft photo can still show leukemia signs, but it can never clear a patient: below
+            this it stays a retake); None: every such photo is a retake. Chosen on validation
+            (``scripts/experiments/rule_in.py``, docs/captures.md 15); never below the decision
+            threshold in use.
     """
 
     fov_crop: bool = False
@@ -66,8 +72,12 @@ class CaptureConfig:
     tile_rule: str = "max"
     max_tiles: int = 9
     min_sharpness: float | None = None
+    rule_in: float | None = None
 
     def __post_init__(self):
+        if self.rule_in is not None and (isinstance(self.rule_in, bool) or not isinstance(self.rule_in, (int, float))
+                                         or not 0 < self.rule_in <= 1):
+            raise ConfigError(f"capture rule_in must be a probability in (0, 1] or null, got {self.rule_in!r}")
         if self.min_sharpness is not None and (isinstance(self.min_sharpness, bool) or not
                                                isinstance(self.min_sharpness, (int, float)) or
                                                not 0 <= self.min_sharpness <= 1000):

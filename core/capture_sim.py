@@ -24,7 +24,11 @@ How each family is simulated (severity unit in brackets):
 * ``exposure`` [factor]: linear-light intensity times the factor (sRGB decoded, scaled,
   re-encoded, clipped).
 * ``stain_intensity`` [signed fraction]: haematoxylin and eosin optical densities both
-  scaled by ``1 + s`` (``skimage.color.rgb2hed`` / ``hed2rgb``).
+  scaled by ``1 + s``: the photo's optical density ``-log(rgb)`` unmixed with scikit-image's
+  H-E-DAB matrices (``skimage.color.hed_from_rgb`` / ``rgb_from_hed``), scaled and mixed back.
+  Unlike ``rgb2hed`` / ``hed2rgb``, no concentration is clipped at 0, so severity 0 returns the
+  photo unchanged (the clipped round trip alone moved these smears by ~5-8 grey levels and was
+  what the stain rows measured until 2026-12-07, docs/captures.md 15).
 * ``stain_balance`` [signed fraction]: haematoxylin times ``1 + s``, eosin times ``1 - s``.
 * ``jpeg`` [quality]: re-encoded with ``cv2.imencode`` at that JPEG quality.
 * ``noise`` [level 1-3]: Poisson-Gaussian sensor noise in linear light: photon count
@@ -50,7 +54,7 @@ from typing import Callable
 
 import cv2
 import numpy as np
-from skimage.color import hed2rgb, rgb2hed
+from skimage.color import hed_from_rgb, rgb_from_hed
 
 from .errors import ConfigError
 
@@ -159,10 +163,13 @@ def exposure(rgb: np.ndarray, severity: float, rng: np.random.Generator) -> np.n
 
 
 def _hed(rgb: np.ndarray, h_gain: float, e_gain: float) -> np.ndarray:
-    hed = rgb2hed(rgb)
-    hed[..., 0] *= h_gain
-    hed[..., 1] *= e_gain
-    out = hed2rgb(hed)
+    """Haematoxylin and eosin optical densities times the gains, nothing else changed (linear
+    unmixing in optical density, no clipping of negative concentrations: gains 1 are the identity)."""
+    od = -np.log(np.maximum(rgb.astype(np.float64) / 255.0, 1e-6))
+    conc = od @ hed_from_rgb
+    conc[..., 0] *= h_gain
+    conc[..., 1] *= e_gain
+    out = np.exp(-(conc @ rgb_from_hed))
     return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
 
 

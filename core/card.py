@@ -287,7 +287,8 @@ def build_card(release_dir) -> dict:
                   "outputs": spec.outputs, "head": spec.head,
                   "ood_gate": {"method": spec.ood.method, "threshold": spec.ood.threshold, "rule": spec.ood.rule,
                                "stats_file": spec.ood.stats_file},
-                  "photo_quality": {"min_sharpness": getattr(spec.preprocess.capture, "min_sharpness", None)}},
+                  "photo_quality": {"min_sharpness": getattr(spec.preprocess.capture, "min_sharpness", None),
+                                    "rule_in": getattr(spec.preprocess.capture, "rule_in", None)}},
         "threshold": {"value": spec.threshold, "rule": default_rule},
         "operating_points": [o.__dict__ for o in spec.operating_points],
         "intended_use": INTENDED_USE,
@@ -361,9 +362,14 @@ def card_markdown(card: dict) -> str:
            f"{m['ood_gate']['method']}" + (f" (threshold {m['ood_gate']['threshold']:.4g}: {m['ood_gate']['rule']})"
                                             if m["ood_gate"]["threshold"] is not None else "") + ".")
     sharp = (m.get("photo_quality") or {}).get("min_sharpness")
+    rule_in = (m.get("photo_quality") or {}).get("rule_in")
     page.p("Photo quality: the app asks to refocus below sharpness "
            + (f"{sharp:g} (variance of the Laplacian; validated for this model, docs/captures.md 14)." if sharp is not None
-              else "15, the app's default (variance of the Laplacian)."))
+              else "15, the app's default (variance of the Laplacian).")
+           + (f" An over-exposed or blurred photo is answered only when its probability of leukemia is at least "
+              f"{rule_in:g} (refer); otherwise, and for every other quality problem, the app asks for a retake "
+              "(docs/captures.md 15)." if rule_in is not None else
+              " Every photo the quality gate finds over-exposed, under-exposed, blurred, off-centre or too small is a retake."))
     iu = card["intended_use"]
     page.h("Intended use")
     page.bullets([iu["use"], f"Users: {iu['users']}", f"Action: {iu['action']}"])

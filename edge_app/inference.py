@@ -205,6 +205,8 @@ class Screening:
     ``decision`` is ``positive``/``negative`` (the spec's decision at ``threshold``) when
     the image was scored, ``retake`` for a bad-quality image, ``out-of-distribution`` for
     an image unlike the training smears, ``None`` when it could not be read (``error``).
+    An over-exposed or blurred photo with a strong leukemia score is ``positive`` with
+    ``rule_in`` true and its ``quality`` still saying what was wrong (:meth:`QualityConfig.rules_in`).
     """
 
     path: str | None
@@ -229,6 +231,8 @@ class Screening:
     heatmap: np.ndarray | None = None        # normalised Grad-CAM in [0, 1], resized to ``image``
     heatmap_rgb: np.ndarray | None = None    # heatmap through a colour map (S, S, 3) uint8
     timings: dict[str, float] = field(default_factory=dict)
+    rule_in: bool = False                    # answered "positive" although the quality gate found the photo
+                                             # over-exposed or blurred (QualityConfig.rules_in)
     tiles: int | None = None                 # tiles screened (None: one input, magnification off)
     tiling: dict | None = None               # per-tile answers and the field rule's choices
 
@@ -258,6 +262,7 @@ class Screening:
                 "model_version": self.model_version, "model_sha256": self.model_sha256,
                 "image_sha256": self.image_sha256, "timings_ms": self.timings,
                 "model_variant": self.model_variant, "parity": self.parity, "signature": self.signature,
+                "rule_in": self.rule_in,
                 **({"tiles": self.tiles, "tiling": self.tiling} if self.tiles is not None else {})}
 
 
@@ -425,7 +430,8 @@ class Screener:
     def _decide(self, res: Screening, t: dict, t0: float) -> Screening:
         """The decision from the gates and the probability, and the stage timings."""
         if res.quality != "ok":
-            res.decision = RETAKE
+            res.rule_in = not res.ood and self.quality_cfg.rules_in(res.quality, res.probability, self.threshold)
+            res.decision = self.spec.decide(res.probability, self.threshold) if res.rule_in else RETAKE
         elif res.ood:
             res.decision = OOD
         else:

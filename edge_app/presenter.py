@@ -167,6 +167,13 @@ def metrics_sentence(release, threshold: float | None = None) -> str:
     return _("This model's sensitivity and specificity are not in its card.")
 
 
+def rule_in_sentence(quality: str | None) -> str:
+    """Why a photo the quality gate found too bright or blurred still has a result (a strong score)."""
+    return _("This photo is {quality}, but the signs of leukemia in it were strong enough to refer. A photo like "
+             "this never clears a patient: without strong signs it is a retake.").format(
+        quality=_(QUALITY_WORDS.get(quality or "", quality or "")))
+
+
 def model_line(name: str, version: str, sha256: str | None, variant: str = "", parity: str | None = None) -> str:
     text = _("Model: {name} v{version} ({sha})").format(name=name, version=version, sha=short_hash(sha256))
     if parity == "fail":
@@ -197,6 +204,8 @@ def present(screening, release) -> dict:
         out["probability"] = _("Model score: {p:.2f} (refers at {t:.2f} or above)").format(
             p=screening.probability, t=screening.threshold)
         out["detail"] = metrics_sentence(release, screening.threshold)
+        if getattr(screening, "rule_in", False):
+            out["detail"] = rule_in_sentence(screening.quality) + " " + out["detail"]
         if screening.probabilities:
             out["subtypes"] = _("Subtype scores:") + " " + "   ".join(
                 f"{k} {p:.2f}" for k, p in screening.probabilities.items())

@@ -45,6 +45,9 @@ class QualityConfig:
         max_fov_offset: largest distance of the field of view's centre from the frame's
             centre, as a fraction of its radius.
         min_fov_inside: smallest fraction of the field of view's disc inside the frame.
+        rule_in: probability of leukemia at or above which an over-exposed or blurred photo
+            (:data:`RULE_IN_STATUSES`) is answered "refer" instead of "retake" (None: never; the
+            release's ``preprocess.capture.rule_in``, docs/captures.md 15).
     """
 
     measure_side: int = 256
@@ -56,15 +59,27 @@ class QualityConfig:
     max_dark_fraction: float = 0.40
     max_fov_offset: float = 0.35
     min_fov_inside: float = 0.92
+    rule_in: float | None = None
 
     @classmethod
     def for_spec(cls, spec) -> "QualityConfig":
         """The defaults with the limits a release's spec validated for its model
-        (``preprocess.capture.min_sharpness``)."""
+        (``preprocess.capture.min_sharpness`` and ``rule_in``)."""
         cap = getattr(getattr(spec, "preprocess", None), "capture", None)
-        if cap is not None and cap.min_sharpness is not None:
-            return cls(min_sharpness=float(cap.min_sharpness))
-        return cls()
+        if cap is None:
+            return cls()
+        kw = {"rule_in": getattr(cap, "rule_in", None)}
+        if cap.min_sharpness is not None:
+            kw["min_sharpness"] = float(cap.min_sharpness)
+        return cls(**kw)
+
+    def rules_in(self, status: str, probability: float | None, threshold: float) -> bool:
+        """True when a photo of quality ``status`` is answered "refer" anyway: the status only
+        washes out or softens the cells (:data:`RULE_IN_STATUSES`) and the probability of leukemia
+        is at or above ``rule_in`` and the decision ``threshold``. A photo these statuses could
+        clear is never answered: it stays a retake."""
+        return (self.rule_in is not None and status in RULE_IN_STATUSES and probability is not None
+                and probability >= max(float(self.rule_in), float(threshold)))
 
 
 @dataclass
@@ -103,6 +118,11 @@ GUIDANCE = {
     "under-exposed": "The image is too dark. Increase the microscope light and retake.",
     "off-centre": "The field of view is not centred. Centre the bright circle in the camera view and retake.",
 }
+
+#: Statuses a strong leukemia score may answer anyway (:meth:`QualityConfig.rules_in`): over-exposure
+#: and blur hide detail, they were not seen to create blasts on validation (docs/captures.md 15).
+#: A photo too small, off-centre or too dark is always a retake.
+RULE_IN_STATUSES = ("over-exposed", "blurry")
 
 #: Short advice by status: what fixes the problem.
 ADVICE = {"too small": "move closer", "blurry": "focus", "over-exposed": "less light",

@@ -50,6 +50,25 @@ def test_random_families_depend_on_the_seed(smears):
         assert not np.array_equal(a, b), name
 
 
+def test_the_stain_families_change_the_stain_and_nothing_else(smears):
+    """Gains of 1 return the photo (skimage's rgb2hed -> hed2rgb does not: it clips negative
+    concentrations and moved these smears by ~5-8 grey levels, docs/captures.md 15), and a gain
+    scales exactly that stain's optical density."""
+    from skimage.color import hed_from_rgb, rgb2hed as clipped, hed2rgb
+
+    from leukedge.capture_sim import _hed
+
+    rgb = smears[1]
+    assert np.abs(_hed(rgb, 1.0, 1.0).astype(int) - rgb).max() <= 1
+    assert np.abs(np.round(hed2rgb(clipped(rgb)) * 255) - rgb).mean() > 2     # what the old family did at 0
+    od = lambda im: -np.log(np.maximum(im.astype(float) / 255, 1e-6)) @ hed_from_rgb  # noqa: E731
+    keep = (rgb > 20).all(-1) & (rgb < 235).all(-1)          # no clipping at 0 / 255 either way
+    h0, h1 = od(rgb)[keep], od(_hed(rgb, 1.3, 1.0))[keep]
+    big = np.abs(h0[:, 0]) > 0.05
+    assert abs(np.median(h1[big, 0] / h0[big, 0]) - 1.3) < 0.05
+    assert np.abs(h1[:, 1:] - h0[:, 1:]).mean() < 0.02                  # eosin and DAB untouched
+
+
 def test_families_change_the_image_in_the_expected_direction(smears):
     rgb = smears[1]
     ratio = lambda im: im[..., 0].astype(float).mean() / im[..., 2].astype(float).mean()  # noqa: E731

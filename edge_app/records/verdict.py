@@ -1,7 +1,8 @@
 """One verdict per sample from its fields of view: the documented rule (docs/sample-verdict.md).
 
 A field is *usable* when the model scored it (quality ok, not out-of-distribution, image
-readable). With ``K = VerdictRule.min_usable`` (default 2, validated on the test split):
+readable), or when the photo was too bright or blurred but the release referred it for a strong
+score (``Screening.rule_in``: such a field is always positive, never a negative). With ``K = VerdictRule.min_usable`` (default 2, validated on the test split):
 
 - ``refer``: any usable field is positive (a single positive field refers the sample);
 - ``no_signs``: at least K usable fields and all of them negative;
