@@ -297,6 +297,23 @@ def test_bench_captures_cli_writes_the_result(tmp_path, aria_dir):
     assert (tmp_path / "cap.png").stat().st_size > 1000 and "| flip |" in (tmp_path / "cap.md").read_text()
 
 
+def test_bench_captures_counts_the_blurred_photos_referred_anyway(tmp_path, aria_dir):
+    """A release with rule_in: strongly blurred leukemia smears are answered (scored) and counted
+    under ``rule_in`` by quality status, and the Markdown says so."""
+    from leukedge.cli import main
+
+    out = tmp_path / "cap.json"
+    rc = main(["-q", "bench", "captures", "--model", str(ROOT / "models" / "efficientnet-lite0-binary"),
+               "--data", str(aria_dir), "--limit", "4", "--families", "defocus", "--json", str(out),
+               "--md", str(tmp_path / "cap.md")])
+    assert rc == 0
+    rows = {r["severity"]: r for r in json.loads(out.read_text())["results"] if r["family"] == "defocus"}
+    assert sum(rows[5]["rule_in"].values()) >= 1 and set(rows[5]["rule_in"]) == {"blurry"}
+    for r in rows.values():
+        assert sum(r["rule_in"].values()) <= r["correct"] + r["wrong"] - r["missed"]   # only ever a "refer"
+    assert "referred anyway: blurry" in (tmp_path / "cap.md").read_text()
+
+
 def test_bench_captures_bad_input_is_a_one_line_error(capsys, aria_dir):
     from leukedge.cli import main
 
