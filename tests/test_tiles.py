@@ -18,10 +18,11 @@ from leukedge.imageio import load_image
 from leukedge.preprocess import PreprocessConfig, field_tiles, preprocess_uint8
 
 ROOT = Path(__file__).resolve().parents[1]
-#: The ``predict --json`` keys of a single-input result before tiling existed.
+#: The ``predict --json`` keys of a single-input result (no ``tiles`` / ``tiling``): those before tiling
+#: existed, and ``rule_in`` (session 23).
 OLD_JSON_KEYS = ["path", "probability", "decision", "ood", "quality", "probabilities", "error", "ood_score",
                  "threshold", "model", "model_version", "model_sha256", "image_sha256", "timings_ms",
-                 "model_variant", "parity", "signature"]
+                 "model_variant", "parity", "signature", "rule_in"]
 
 
 # ----- the cut -----------------------------------------------------------------------------------
@@ -237,7 +238,9 @@ def test_the_gate_is_fitted_on_what_the_tile_screen_feeds_it(loaded, smear_paths
     assert len(f1) == 3 and list(d1) == ["identity"] * 3
     dist = gate.feature_distance(f)
     # a threshold between the tile distances of the first photo, so that the rule is exercised
-    gate.threshold = float(np.sort(dist[g == 0])[len(dist[g == 0]) // 2]) if (g == 0).sum() > 1 else gate.threshold
+    # (half-way between two tile distances: a threshold equal to one of them makes the comparison a float tie)
+    d0 = np.sort(dist[g == 0])
+    gate.threshold = float((d0[len(d0) // 2 - 1] + d0[len(d0) // 2]) / 2) if len(d0) > 1 else gate.threshold
     fl = field_flags(gate, f, st, g)
     for k, path in enumerate(paths):
         res = s.screen_image(path, heatmap=False)
