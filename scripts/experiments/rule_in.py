@@ -10,7 +10,7 @@ printed per family and severity as correct / retake / flagged / wrong / missed l
 the benign photos it would refer (``false refer``) and the highest probability of a benign photo
 the quality gate sends back. docs/captures.md 15 ran this.
 
-    python scripts/experiments/rule_in.py models/<name> [records.json]
+    python scripts/experiments/rule_in.py models/<name> [records.json] [--allow-unsigned]
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ CONDITIONS = [("none", 0), ("exposure", 1.3), ("exposure", 1.5), ("exposure", 2.
 CANDIDATES = (None, "threshold", 0.8, 0.9, 0.95)
 
 
-def record(folder: str) -> list[dict]:
+def record(folder: str, allow_unsigned: bool = False) -> list[dict]:
     """One record per (smear, condition): class, quality status, OOD, probability, threshold."""
     import dataclasses
 
@@ -34,7 +34,7 @@ def record(folder: str) -> list[dict]:
     from leukedge.imageio import load_image
     from leukedge.split import read_manifest
 
-    release = Screener(folder, num_threads=2)
+    release = Screener(folder, num_threads=2, allow_unsigned=allow_unsigned)
     s = Screener(release.release, num_threads=2,
                  quality=dataclasses.replace(QualityConfig.for_spec(release.spec), rule_in=None))
     rows = [r for r in read_manifest(f"{folder}/split.csv", "../shared/data/aria-all") if r["split"] == "val"][::2]
@@ -62,11 +62,12 @@ def outcome(r: dict, rule_in) -> str:
     return "wrong" if r["benign"] else "missed"
 
 
-def main(folder: str = "models/efficientnet-lite0-binary", cache: str | None = None) -> int:
+def main(folder: str = "models/efficientnet-lite0-binary", *args: str) -> int:
+    cache = next((a for a in args if not a.startswith("--")), None)
     if cache and Path(cache).is_file():
         recs = json.loads(Path(cache).read_text())
     else:
-        recs = record(folder)
+        recs = record(folder, "--allow-unsigned" in args)
         if cache:
             Path(cache).write_text(json.dumps(recs))
     thr = recs[0]["thr"]

@@ -6,7 +6,7 @@ screened by the release's Screener like ``leukedge predict``. Prints, per condit
 and the five highest probabilities. The capture bench's 60 test smears hold only 10 benign ones,
 so this is where the stain rows' wrong answers are measured with all of them (docs/captures.md 15).
 
-    python scripts/experiments/stain_specificity.py models/<name> [val|test]
+    python scripts/experiments/stain_specificity.py models/<name> [val|test] [--allow-unsigned]
 """
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import sys
 from collections import Counter
 
 
-def main(folder: str = "models/efficientnet-lite0-binary", subset: str = "test") -> int:
+def main(folder: str = "models/efficientnet-lite0-binary", subset: str = "test", *flags: str) -> int:
     from leukedge.capture_sim import apply_capture
     from leukedge.edge_app.inference import Screener
     from leukedge.imageio import load_image
     from leukedge.split import read_manifest
 
-    s = Screener(folder, num_threads=2)
+    s = Screener(folder, num_threads=2, allow_unsigned="--allow-unsigned" in flags)
     rows = [r for r in read_manifest(f"{folder}/split.csv", "../shared/data/aria-all")
             if r["split"] == subset and r["class"] == "Benign"]
     images = [load_image(r["abspath"]) for r in rows]
