@@ -14,6 +14,11 @@ threshold). Each answer is one of:
 * ``wrong``: scored with the wrong decision; ``missed`` counts the wrong answers on
   leukemia smears (called negative), a subset of ``wrong``.
 
+Each row also says which smears it got wrong (``wrong_smears``, manifest paths) and how many of
+its wrong / missed answers are on smears the clean photo answered correctly (``wrong_new`` /
+``missed_new``): the errors the capture condition caused, apart from the model's own errors on the
+lab's photos (the clean row). ``ci`` holds exact (Clopper-Pearson) 95% intervals of the correct and wrong rates.
+
 ``normalize`` optionally runs capture normalisation (:mod:`leukedge.capture`) on each
 perturbed photo before it reaches the Screener, as an app-side step: the committed models
 were not trained with it, so those numbers are an indication of what it could absorb.
@@ -34,6 +39,7 @@ from leukedge.colornorm import COLOR_METHODS, fit_targets
 from leukedge.edge_app.inference import Screener, load_release
 from leukedge.errors import ConfigError, DataError, ImageError
 from leukedge.imageio import load_image
+from leukedge.metrics import clopper_pearson
 from leukedge.progress import progress
 from leukedge.split import read_manifest
 
@@ -149,8 +155,10 @@ def run_captures(cfg: CaptureBenchConfig) -> dict:
     norm = normalizer(cfg, rows, spec.preprocess.input_size)
     screener = Screener(release, num_threads=cfg.threads)
     conditions = [("none", 0, False)] + [(f.name, s, s in f.moderate) for f in fams for s in f.severities]
-    counts = {(c[0], c[1]): dict.fromkeys(OUTCOMES + ("error", "n"), 0) | {"advice": {}, "rule_in": {}, "subtype_correct": 0, "ood": []}
+    counts = {(c[0], c[1]): dict.fromkeys(OUTCOMES + ("error", "n"), 0)
+              | {"advice": {}, "rule_in": {}, "subtype_correct": 0, "ood": [], "wrong_smears": []}
               for c in conditions}
+    clean_ok: set[int] = set()
     t0 = time.perf_counter()
     for i, r, rgb, positive in smears(chosen, spec, "captures"):
         for fi, (name, sev, _) in enumerate(conditions):
@@ -165,8 +173,11 @@ def run_captures(cfg: CaptureBenchConfig) -> dict:
                 c["ood"].append(res.ood_score)
             o = outcome(res, positive)
             c[o] += 1
-            if o == "wrong" and positive:
-                c["missed"] += 1
+            if name == "none" and o == "correct":
+                clean_ok.add(i)
+            if o == "wrong":
+                c["wrong_smears"].append((i, r["path"], positive))
+                c["missed"] += int(positive)
             if o == "retake":
                 c["advice"][res.quality] = c["advice"].get(res.quality, 0) + 1
             elif getattr(res, "rule_in", False):  # referred although the quality gate found the photo wanting
@@ -177,9 +188,14 @@ def run_captures(cfg: CaptureBenchConfig) -> dict:
     for name, sev, moderate in conditions:
         c = counts[(name, sev)]
         n = max(c["n"], 1)
+        new = [(path, pos) for i, path, pos in c["wrong_smears"] if i in clean_ok]
         row = {"family": name, "severity": sev, "moderate": moderate, "n": c["n"],
                **{k: c[k] for k in OUTCOMES}, "error": c["error"],
-               "rates": {k: round(c[k] / n, 4) for k in OUTCOMES}, "advice": c["advice"], "rule_in": c["rule_in"],
+               "rates": {k: round(c[k] / n, 4) for k in OUTCOMES},
+               "ci": {k: [round(v, 4) for v in clopper_pearson(c[k], c["n"])] for k in ("correct", "wrong")} if c["n"] else {},
+               "wrong_new": len(new), "missed_new": sum(pos for _, pos in new),
+               "wrong_smears": [path for _, path, _ in c["wrong_smears"]],
+               "advice": c["advice"], "rule_in": c["rule_in"],
                "ood_score_median": round(float(np.median(c["ood"])), 4) if c["ood"] else None}
         if spec.task == "subtype":
             row["subtype_correct"] = c["subtype_correct"]
@@ -197,9 +213,13 @@ def run_captures(cfg: CaptureBenchConfig) -> dict:
                      for f in fams},
         "results": results,
         "summary": {
+            "moderate_rows": len(mod),
+            "moderate_rows_90": sum(r["rates"]["correct"] >= 0.9 for r in mod),
             "moderate_min_correct": min((r["rates"]["correct"] for r in mod), default=None),
             "moderate_max_wrong": max((r["rates"]["wrong"] for r in mod), default=None),
             "moderate_missed": sum(r["missed"] for r in mod),
+            "moderate_max_wrong_new": max((r["wrong_new"] / max(r["n"], 1) for r in mod), default=None),
+            "moderate_missed_new": sum(r["missed_new"] for r in mod),
             "clean_correct": results[0]["rates"]["correct"],
         },
         "seconds": round(time.perf_counter() - t0, 1),

@@ -31,23 +31,39 @@ def markdown(doc: dict) -> str:
              "Each smear perturbed and screened like `leukedge predict` (quality gate, OOD gate, the spec's "
              f"threshold {m['threshold']:.4g}). *moderate* marks the severities issue 19's targets cover. "
              "*referred anyway*: photos the quality gate found over-exposed or blurred, answered \"refer\" for a "
-             "strong score (the release's rule_in; counted as answers).", "",
-             "| family | severity | moderate | correct | retake | flagged | wrong | missed leukemia | retake advice "
-             "| median OOD score |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "strong score (the release's rule_in; counted as answers). *caused by the capture*: wrong answers "
+             "(missed leukemia) on smears whose clean photo was answered correctly, i.e. not the model's own "
+             "errors on the lab's photos. Brackets: exact 95% interval of the correct rate.", "",
+             "| family | severity | moderate | correct | retake | flagged | wrong | missed leukemia "
+             "| caused by the capture | retake advice | median OOD score |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["results"]:
         rt = r["rates"]
         adv = ", ".join(f"{k} {v}" for k, v in sorted(r["advice"].items())) or ""
         if r.get("rule_in"):
             adv = "; ".join(x for x in (adv, "referred anyway: " + ", ".join(
                 f"{k} {v}" for k, v in sorted(r["rule_in"].items()))) if x)
-        lines.append(f"| {r['family']} | {r['severity']} | {'yes' if r['moderate'] else ''} | {_pct(rt['correct'])} | "
-                     f"{_pct(rt['retake'])} | {_pct(rt['flagged'])} | {_pct(rt['wrong'])} | {r['missed']} | {adv} | "
+        ci = r.get("ci", {}).get("correct")
+        correct = _pct(rt["correct"]) + (f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "")
+        new = f"{r['wrong_new']} ({r['missed_new']})" if "wrong_new" in r and r["family"] != "none" else ""
+        lines.append(f"| {r['family']} | {r['severity']} | {'yes' if r['moderate'] else ''} | {correct} | "
+                     f"{_pct(rt['retake'])} | {_pct(rt['flagged'])} | {_pct(rt['wrong'])} | {r['missed']} | {new} | {adv} | "
                      f"{'' if r.get('ood_score_median') is None else format(r['ood_score_median'], '.2f')} |")
     s = doc["summary"]
     lines += ["", f"Moderate severities: lowest correct {_pct(s['moderate_min_correct'] or 0)}, highest wrong "
               f"{_pct(s['moderate_max_wrong'] or 0)}, missed leukemia {s['moderate_missed']} "
-              "(targets: >= 90% correct, <= 1% wrong, 0 missed)."]
+              "(targets: >= 90% correct, <= 1% wrong, 0 missed)"
+              + (f"; caused by the capture: highest wrong {_pct(s['moderate_max_wrong_new'] or 0)}, missed leukemia "
+                 f"{s['moderate_missed_new']}" if "moderate_missed_new" in s else "") + "."]
+    wrong = {}
+    for r in doc["results"]:
+        for path in r.get("wrong_smears", []):
+            wrong.setdefault(path, []).append(r)
+    if wrong:
+        lines += ["", "Smears answered wrongly (rows, of " + str(len(doc["results"])) + "):", ""]
+        for path, rows in sorted(wrong.items(), key=lambda kv: -len(kv[1])):
+            clean = any(r["family"] == "none" for r in rows)
+            lines.append(f"* `{path}`: {len(rows)}" + (" (also clean: the model's own error)" if clean else ""))
     return "\n".join(lines) + "\n"
 
 

@@ -62,6 +62,9 @@ class CompressConfig:
             ``screening.min_sharpness``; None: the source's).
         rule_in: the over-exposed / blurred photo's "refer anyway" probability written into the
             spec (recipe key ``screening.rule_in``; None: the source's).
+        views: rotated / mirrored views averaged per model input, written into the spec (recipe
+            key ``screening.views``; None: the source's); a change re-chooses the operating points
+            on validation.
         data_dir: data folder (None: the run's config.json, else the default).
         parity: run parity (and evaluation/card) after writing the files.
         selective: when int8 fails a gate, keep the worst ops in float until it passes.
@@ -93,6 +96,7 @@ class CompressConfig:
     ood_map: bool | None = None
     min_sharpness: float | None = None
     rule_in: float | None = None
+    views: int | None = None
     data_dir: str | None = None
     parity: bool = True
     selective: bool = True

@@ -148,16 +148,60 @@ def magnification_changes(cfg: "CompressConfig", spec: ModelSpec) -> bool:
             or (cfg.scale_tolerance is not None and (cap is None or cap.scale_tolerance != cfg.scale_tolerance)))
 
 
+#: ``screening`` keys copied into ``preprocess.capture`` as they are (photo-quality limits, views).
+CAPTURE_VALUES = ("min_sharpness", "rule_in", "views")
+
+
 def sharpness_changes(cfg: "CompressConfig", spec: ModelSpec) -> bool:
-    """True when the recipe sets a photo-quality limit (``min_sharpness``, ``rule_in``) other than ``spec``'s."""
+    """True when the recipe sets a photo-quality limit (``min_sharpness``, ``rule_in``) or a number
+    of views other than ``spec``'s."""
     cap = spec.preprocess.capture
     return any(getattr(cfg, k) is not None and (cap is None or getattr(cap, k) != getattr(cfg, k))
-               for k in ("min_sharpness", "rule_in"))
+               for k in CAPTURE_VALUES)
+
+
+def views_of(spec: ModelSpec) -> int:
+    cap = spec.preprocess.capture
+    return cap.views if cap is not None else 1
 
 
 def screening_changes(cfg: "CompressConfig", spec: ModelSpec) -> bool:
     """True when the recipe's ``screening`` section changes ``spec``'s capture settings."""
     return tile_rule_changes(cfg, spec) or magnification_changes(cfg, spec) or sharpness_changes(cfg, spec)
+
+
+def _views_operating_points(spec: ModelSpec, f32: bytes, rows, record: dict) -> ModelSpec:
+    """``spec`` with its operating points chosen again on the validation split, scored by the
+    float32 file with the spec's views (the training run chose them on one view; averaging over
+    views moves the probabilities, so the old threshold would no longer be the validated one)."""
+    from leukedge.metrics import choose_threshold
+    from leukedge.predictors import TFLitePredictor, score_paths
+
+    val = [r for r in rows if r["split"] == "val"]
+    if not val:
+        raise DataError("screening.views: the split has no validation rows to choose the threshold on",
+                        "use a split manifest with a val split")
+    with tempfile.TemporaryDirectory(prefix="leukedge-views-") as tmp:
+        path = Path(tmp) / "float32.tflite"
+        path.write_bytes(f32)
+        sc = score_paths(TFLitePredictor(path, spec), [r["abspath"] for r in val], keep=(),
+                         desc=f"operating points, {views_of(spec)} views")
+    truth = {r["abspath"]: int(r["class"] != spec.negative_class) for r in val}
+    y = np.array([truth[p] for p in sc.paths])
+    k = views_of(spec)
+    points = [dataclasses.replace(o, rule=f"{o.rule}; each image scored as the mean of {k} rotated / mirrored views")
+              if o.name != "0.5" else o for o in choose_threshold(y, sc.probability)]
+    old = spec.threshold
+    spec = dataclasses.replace(spec, operating_points=points,
+                               threshold=float(next(p.threshold for p in points if p.name == "default")))
+    record["operating_points"] = {
+        "chosen_on": "validation", "file": "float32", "views": k, "n": int(len(y)),
+        "unreadable": len(sc.errors), "threshold": {"old": old, "new": spec.threshold},
+        "note": "the recipe changed screening.views, so the operating points were chosen again "
+                "(leukedge.metrics.choose_threshold) on validation scores with the new views"}
+    log.info("screening: %d views; threshold %.4g -> %.4g, chosen again on %d validation images", k, old,
+             spec.threshold, len(y))
+    return spec
 
 
 def _training_diameter(rows, limit: int = 200) -> float:
@@ -207,7 +251,8 @@ def _screening_spec(cfg: "CompressConfig", spec: ModelSpec, rows=()) -> ModelSpe
         from leukedge.capture import CaptureConfig
 
         cap = spec.preprocess.capture or CaptureConfig()
-        new = {k: float(getattr(cfg, k)) for k in ("min_sharpness", "rule_in") if getattr(cfg, k) is not None}
+        new = {k: (int if k == "views" else float)(getattr(cfg, k)) for k in CAPTURE_VALUES
+               if getattr(cfg, k) is not None and getattr(cfg, k) != getattr(cap, k)}
         for k, v in new.items():
             log.info("screening: %s %g (was %s)", k, v, getattr(cap, k) if getattr(cap, k) is not None else "the default")
         spec = dataclasses.replace(spec, preprocess=spec.preprocess.replace(capture=dataclasses.replace(cap, **new)))
@@ -479,6 +524,9 @@ def build_files(cfg: CompressConfig, src: Source, rows, release) -> Built:
         model = timed("load_keras", lambda: load_keras_model(src.model_file))
         spec = _heatmap_spec(cfg, _screening_spec(cfg, spec, rows), model)
         f32 = timed("float32", lambda: export.convert(model, spec, QuantizationConfig.for_float32()))
+    if views_of(spec) != views_of(src.spec):
+        spec = timed("operating_points", lambda: _views_operating_points(spec, f32, rows, record))
+        f32 = export.embed_spec(f32, spec)
     built = Built(spec, model, float32=f32, record=record)
     release.write_bytes(release.model_name("float32"), f32)
     if "int8" in cfg.variants or "int16x8" in cfg.variants or cfg.prune is not None:

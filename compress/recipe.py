@@ -110,6 +110,11 @@ class ScreeningRecipe:
         rule_in: the probability of leukemia at or above which an over-exposed or blurred photo is
             answered "refer" instead of "retake", written into the spec's ``preprocess.capture``;
             None: the source's, else never. Chosen on validation with ``scripts/experiments/rule_in.py``.
+        views: screen each model input in this many rotated / mirrored views and average the
+            probability (1, 2, 4 or 8; :mod:`leukedge.views`), written into the spec's
+            ``preprocess.capture``; when it changes the spec's, the operating points are chosen
+            again on the validation split with those views (the float32 file). None: the source's.
+            Measured with ``scripts/experiments/tta.py`` (docs/captures.md 16).
     """
 
     tile_rule: str | None = None
@@ -119,6 +124,7 @@ class ScreeningRecipe:
     ood_map: bool | None = None
     min_sharpness: float | None = None
     rule_in: float | None = None
+    views: int | None = None
 
     def __post_init__(self):
         self.check()
@@ -126,6 +132,7 @@ class ScreeningRecipe:
     def check(self) -> None:
         """Refuse an unknown rule or a bad value (one line); ``--set`` and loading call it too."""
         from leukedge.capture import TILE_RULES
+        from leukedge.views import VIEWS
 
         if self.tile_rule is not None and self.tile_rule not in TILE_RULES:
             raise ConfigError(f"screening.tile_rule: unknown rule '{self.tile_rule}'",
@@ -139,6 +146,8 @@ class ScreeningRecipe:
             v = getattr(self, key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi):
                 raise ConfigError(f"screening.{key} must be a number in [{lo}, {hi}] or null, got {v!r}")
+        if self.views is not None and (isinstance(self.views, bool) or self.views not in VIEWS):
+            raise ConfigError(f"screening.views must be one of {', '.join(map(str, VIEWS))} or null, got {self.views!r}")
         if self.magnification is False and (self.cell_diameter is not None or self.scale_tolerance is not None):
             raise ConfigError("screening.cell_diameter / scale_tolerance need screening.magnification true or null",
                               "drop them, or set screening.magnification=true")

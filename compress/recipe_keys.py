@@ -48,7 +48,7 @@ def to_config(recipe: CompressRecipe, source: str, out: str, data_dir: str | Non
     sc = recipe.screening
     cfg.tile_rule, cfg.magnification = sc.tile_rule, sc.magnification
     cfg.cell_diameter, cfg.scale_tolerance = sc.cell_diameter, sc.scale_tolerance
-    cfg.ood_map, cfg.min_sharpness, cfg.rule_in = sc.ood_map, sc.min_sharpness, sc.rule_in
+    cfg.ood_map, cfg.min_sharpness, cfg.rule_in, cfg.views = sc.ood_map, sc.min_sharpness, sc.rule_in, sc.views
     return cfg
 
 
@@ -60,7 +60,8 @@ def from_config(cfg) -> CompressRecipe:
             setattr(section, fname, _copy(getattr(cfg, attr)))
     return CompressRecipe(quantize=sections["quantize"], heatmap=HeatmapRecipe(cfg.heatmap, cfg.heatmap_layer),
                           screening=ScreeningRecipe(cfg.tile_rule, cfg.magnification, cfg.cell_diameter,
-                                                    cfg.scale_tolerance, cfg.ood_map, cfg.min_sharpness, cfg.rule_in),
+                                                    cfg.scale_tolerance, cfg.ood_map, cfg.min_sharpness, cfg.rule_in,
+                                                    cfg.views),
                           prune=_copy(cfg.prune), qat=_copy(cfg.qat),
                           gates=dataclasses.replace(cfg.gates), checks=sections["checks"])
 

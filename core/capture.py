@@ -28,6 +28,7 @@ import numpy as np
 
 from . import colornorm
 from .errors import ConfigError
+from .views import VIEWS
 
 TILE_RULES = ("max", "mean", "noisy_or")
 
@@ -59,6 +60,10 @@ class CaptureConfig:
             this it stays a retake); None: every such photo is a retake. Chosen on validation
             (``scripts/experiments/rule_in.py``, docs/captures.md 15); never below the decision
             threshold in use.
+        views: each model input is run in this many orientations (1, 2, 4 or 8 dihedral views:
+            rotations by 90 degrees and mirror images) and the probability averaged
+            (:mod:`leukedge.views`); 1: the input as it is. The threshold is chosen on validation
+            with the same views.
     """
 
     fov_crop: bool = False
@@ -73,8 +78,12 @@ class CaptureConfig:
     max_tiles: int = 9
     min_sharpness: float | None = None
     rule_in: float | None = None
+    views: int = 1
 
     def __post_init__(self):
+        if isinstance(self.views, bool) or self.views not in VIEWS:
+            raise ConfigError(f"capture views must be one of {VIEWS}, got {self.views!r}",
+                              "1 (the input as it is), 2 (and its mirror image), 4 (the 90-degree rotations) or 8")
         if self.rule_in is not None and (isinstance(self.rule_in, bool) or not isinstance(self.rule_in, (int, float))
                                          or not 0 < self.rule_in <= 1):
             raise ConfigError(f"capture rule_in must be a probability in (0, 1] or null, got {self.rule_in!r}")
@@ -111,6 +120,9 @@ class CaptureConfig:
         if self.color != "none":
             out.append({"step": "color", "method": self.color, "target": self.color_target})
         out.append({"step": "cut", "single": "centre square", "tiles": self.tile_rule, "max_tiles": self.max_tiles})
+        if self.views > 1:
+            out.append({"step": "views", "n": self.views, "combine": "mean probability over the dihedral views; "
+                        "heatmap and OOD features from the unrotated input"})
         return out
 
     def to_dict(self) -> dict:

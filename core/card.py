@@ -495,6 +495,9 @@ def card_markdown(card: dict) -> str:
                     for name, r in ood["rates"].items()])  # calibrate-ood records plain fractions
     if card.get("benchmarks"):
         page.h("Benchmarks")
+        cap = capture_sentence(card["benchmarks"].get("captures.json"))
+        if cap:
+            page.p(cap)
         page.bullets(f"{name}: see bench/{name}" for name in card["benchmarks"])
     d = card["data"]
     page.h("Data")
@@ -514,6 +517,23 @@ def card_markdown(card: dict) -> str:
         for f in card["figures"]:
             page.img(f, Path(f).stem)
     return page.markdown()
+
+
+def capture_sentence(doc: dict | None) -> str | None:
+    """One paragraph of a ``bench captures`` result's summary (None without one)."""
+    s = (doc or {}).get("summary") or {}
+    if s.get("moderate_min_correct") is None:
+        return None
+    d = doc.get("data") or {}
+    rows = f"{s['moderate_rows_90']} of {s['moderate_rows']} rows >= 90% correct, " if "moderate_rows" in s else ""
+    caused = (f" (caused by the capture, i.e. on smears whose clean photo was answered correctly: "
+              f"{s['moderate_missed_new']} missed, at most {_pct(s['moderate_max_wrong_new'])}% wrong in a row)"
+              if "moderate_missed_new" in s else "")
+    return (f"Capture robustness (`leukedge bench captures`, {d.get('n_smears', '?')} {d.get('split', 'test')}-split "
+            f"smears, every capture family at issue 19's moderate severities): {rows}lowest "
+            f"{_pct(s['moderate_min_correct'])}% correct, highest {_pct(s['moderate_max_wrong'])}% wrong, missed "
+            f"leukemia summed over the rows {s['moderate_missed']}{caused}; the clean photos "
+            f"{_pct(s.get('clean_correct'))}% correct. Per family and severity: bench/captures.md.")
 
 
 def _f(v, digits=4):

@@ -29,6 +29,7 @@ from .progress import progress
 from .release_check import UNVERIFIED, card_files, verify_release
 from .runtime import LiteRunner, batch_threads
 from .spec import ModelSpec
+from .views import mean_over_views
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,13 @@ class Predictor:
         raise ModelError(f"{self.name}: no heatmaps without a 'cam' output")
 
     def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Run a float32 batch (N, S, S, 3); returns named outputs with a batch dimension."""
-        out = self.raw(np.asarray(x, dtype=np.float32))
+        """Run a float32 batch (N, S, S, 3); returns named outputs with a batch dimension.
+
+        With ``preprocess.capture.views`` > 1 the probability is the mean over that many
+        rotated / mirrored views of each input (:mod:`leukedge.views`), as the app screens."""
+        cap = self.spec.preprocess.capture
+        out = mean_over_views(self.raw, np.asarray(x, dtype=np.float32), cap.views if cap is not None else 1,
+                              axes=(1, 2))
         probs = np.asarray(out["probability"], dtype=np.float64).reshape(len(x), -1)
         out["probabilities"] = probs
         if self.spec.task == "binary":

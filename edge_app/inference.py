@@ -33,6 +33,7 @@ from leukedge.heatmap import ALPHA, blend, colorize, normalise
 from leukedge.imageio import decode_image, read_image_bytes
 from leukedge.model_check import check_model_io
 from leukedge.preprocess import field_tiles, normalize, preprocess_uint8
+from leukedge.views import mean_over_views
 from leukedge.release_check import UNVERIFIED, inside, verify_release
 from leukedge.release_check import card_files  # noqa: F401  (re-exported: older callers import it from here)
 from leukedge.spec import ModelSpec
@@ -324,6 +325,12 @@ class Screener:
                          "choose one of: " + ", ".join(o.name for o in self.operating_points()))
 
     # screening ------------------------------------------------------------------------
+    def _run(self, x: np.ndarray) -> dict:
+        """One model input through the interpreter, in the spec's number of views
+        (``preprocess.capture.views``: the probability averaged, :mod:`leukedge.views`)."""
+        cap = self.spec.preprocess.capture
+        return mean_over_views(self.runner.run, x, cap.views if cap is not None else 1)
+
     def _base(self, path) -> Screening:
         r = self.release
         return Screening(path=path, threshold=self.threshold, model_name=r.name, model_version=r.version,
@@ -341,7 +348,7 @@ class Screener:
         gate = self.release.ood
         results = []
         for i, (shown, raw, box) in enumerate(zip(cut.inputs, cut.raw, cut.boxes)):
-            out = self.runner.run(normalize(shown, pre))
+            out = self._run(normalize(shown, pre))
             probs = np.asarray(out["probability"], np.float64).reshape(-1)
             ratio = None
             vec = gate.vector(out) if gate is not None else None
@@ -409,7 +416,7 @@ class Screener:
         shown = preprocess_uint8(rgb, self.spec.preprocess)
         x = normalize(shown, self.spec.preprocess)
         t["preprocess"] = time.perf_counter()
-        out = self.runner.run(x)
+        out = self._run(x)
         t["inference"] = time.perf_counter()
         probs = np.asarray(out["probability"], np.float64).reshape(-1)
         res.probability = float(self.spec.positive_probability(probs))

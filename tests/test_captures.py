@@ -294,7 +294,73 @@ def test_bench_captures_cli_writes_the_result(tmp_path, aria_dir):
     for r in doc["results"]:
         assert {"correct", "retake", "flagged", "wrong", "missed", "rates", "advice", "n"} <= set(r)
         assert r["n"] == 4 and r["correct"] + r["retake"] + r["flagged"] + r["wrong"] + r["error"] == 4
+        # which smears were wrong, and how many of those the capture caused (the clean photo was right)
+        assert len(r["wrong_smears"]) == r["wrong"] and 0 <= r["missed_new"] <= r["wrong_new"] <= r["wrong"]
+        assert r["missed_new"] <= r["missed"]
+        lo, hi = r["ci"]["correct"]
+        assert lo <= r["rates"]["correct"] <= hi and 0 <= lo < hi <= 1
+    clean = doc["results"][0]
+    assert clean["family"] == "none" and clean["wrong_new"] == 0   # nothing to compare the clean photo with
+    assert doc["summary"]["moderate_missed_new"] <= doc["summary"]["moderate_missed"]
+    mod = [r for r in doc["results"] if r["moderate"]]
+    assert doc["summary"]["moderate_rows"] == len(mod) == 5                 # flip 1-3, eyepiece 1-2
+    assert doc["summary"]["moderate_rows_90"] == sum(r["rates"]["correct"] >= 0.9 for r in mod)
+    from leukedge.card import capture_sentence                              # the card's paragraph
+
+    sentence = capture_sentence(doc)
+    assert f"{doc['summary']['moderate_rows_90']} of 5 rows >= 90% correct" in sentence
+    assert f"missed leukemia summed over the rows {doc['summary']['moderate_missed']}" in sentence
     assert (tmp_path / "cap.png").stat().st_size > 1000 and "| flip |" in (tmp_path / "cap.md").read_text()
+
+
+def test_bench_captures_separates_the_capture_errors_from_the_model_errors(monkeypatch):
+    """A smear wrong in the clean row and under a condition is the model's error; one wrong only
+    under the condition is counted as caused by the capture, and the Markdown lists both."""
+    from types import SimpleNamespace
+
+    from leukedge.benchmarks import captures as cap
+    from leukedge.benchmarks.captures_report import markdown
+
+    class Release:
+        folder = ROOT / "models" / "efficientnet-lite0-binary"
+        name, version, variant, model_sha256 = "fake", "0", "int8", "0" * 64
+        spec = SimpleNamespace(name="fake", task="binary", preprocess=SimpleNamespace(input_size=8),
+                               label_of=lambda c: int(c != "Benign"))
+
+    rows = [{"path": f"{c}/{i}.jpg", "class": c, "split": "test", "abspath": ""} for i, c in
+            enumerate(["Early", "Benign", "Pre", "Pro"])]
+    wrong_when = {("none", 0): {0}, ("flip", 1): {0, 1, 2}}   # smear 0: the model's; 1 and 2: the capture's
+
+    class Screener:
+        threshold = 0.5
+
+        def __init__(self, *a, **k):
+            self.calls = 0
+
+        def screen_image(self, img, heatmap=False):
+            i, cond = divmod(self.calls, 4)
+            self.calls += 1
+            cond = [("none", 0), ("flip", 1), ("flip", 2), ("flip", 3)][cond]
+            positive = rows[i]["class"] != "Benign"
+            wrong = i in wrong_when.get(cond, set())
+            return SimpleNamespace(error=None, decision="positive" if positive != wrong else "negative",
+                                   ood_score=0.5, quality="ok", rule_in=False, probabilities=None)
+
+    # the counting only: a scripted screener (the CLI test above screens real smears with the release)
+    monkeypatch.setattr(cap, "load_release", lambda *a, **k: Release())
+    monkeypatch.setattr(cap, "_manifest", lambda cfg, folder: rows)
+    monkeypatch.setattr(cap, "Screener", Screener)
+    monkeypatch.setattr(cap, "smears", lambda rs, spec, desc: ((i, r, np.zeros((8, 8, 3), np.uint8),
+                                                                r["class"] != "Benign") for i, r in enumerate(rs)))
+    doc = cap.run_captures(cap.CaptureBenchConfig(model="x", data="x", families=["flip"]))
+    row = {(r["family"], r["severity"]): r for r in doc["results"]}
+    assert row[("none", 0)]["wrong"] == 1 and row[("none", 0)]["missed"] == 1
+    f1 = row[("flip", 1)]
+    assert (f1["wrong"], f1["missed"], f1["wrong_new"], f1["missed_new"]) == (3, 2, 2, 1)
+    assert f1["wrong_smears"] == ["Early/0.jpg", "Benign/1.jpg", "Pre/2.jpg"]
+    assert row[("flip", 2)]["wrong"] == 0 and row[("flip", 2)]["ci"]["correct"][1] == 1.0
+    md = markdown(doc)
+    assert "`Early/0.jpg`: 2 (also clean: the model's own error)" in md and "`Benign/1.jpg`: 1" in md
 
 
 def test_bench_captures_counts_the_blurred_photos_referred_anyway(tmp_path, aria_dir):
