@@ -142,6 +142,21 @@ def _seed(base: int, i: int, fam: int, sev: int) -> np.random.Generator:
     return np.random.default_rng([base, i, fam, sev])
 
 
+def summarize(results: list[dict]) -> dict:
+    """The summary of a result's rows: the moderate rows' worst and summed outcomes, the clean row."""
+    mod = [r for r in results if r["moderate"]]
+    return {
+        "moderate_rows": len(mod),
+        "moderate_rows_90": sum(r["rates"]["correct"] >= 0.9 for r in mod),
+        "moderate_min_correct": min((r["rates"]["correct"] for r in mod), default=None),
+        "moderate_max_wrong": max((r["rates"]["wrong"] for r in mod), default=None),
+        "moderate_missed": sum(r["missed"] for r in mod),
+        "moderate_max_wrong_new": max((r["wrong_new"] / max(r["n"], 1) for r in mod), default=None),
+        "moderate_missed_new": sum(r["missed_new"] for r in mod),
+        "clean_correct": results[0]["rates"]["correct"],
+    }
+
+
 def run_captures(cfg: CaptureBenchConfig) -> dict:
     """Run the benchmark; returns the result document (schema :data:`SCHEMA`)."""
     fams = [get_family(n) for n in cfg.families]
@@ -200,7 +215,6 @@ def run_captures(cfg: CaptureBenchConfig) -> dict:
         if spec.task == "subtype":
             row["subtype_correct"] = c["subtype_correct"]
         results.append(row)
-    mod = [r for r in results if r["moderate"]]
     n_classes = {k: sum(1 for r in chosen if r["class"] == k) for k in sorted({r["class"] for r in chosen})}
     return {
         "schema": SCHEMA, "leukedge_version": __version__,
@@ -212,15 +226,6 @@ def run_captures(cfg: CaptureBenchConfig) -> dict:
         "families": {f.name: {"unit": f.unit, "severities": list(f.severities), "moderate": list(f.moderate)}
                      for f in fams},
         "results": results,
-        "summary": {
-            "moderate_rows": len(mod),
-            "moderate_rows_90": sum(r["rates"]["correct"] >= 0.9 for r in mod),
-            "moderate_min_correct": min((r["rates"]["correct"] for r in mod), default=None),
-            "moderate_max_wrong": max((r["rates"]["wrong"] for r in mod), default=None),
-            "moderate_missed": sum(r["missed"] for r in mod),
-            "moderate_max_wrong_new": max((r["wrong_new"] / max(r["n"], 1) for r in mod), default=None),
-            "moderate_missed_new": sum(r["missed_new"] for r in mod),
-            "clean_correct": results[0]["rates"]["correct"],
-        },
+        "summary": summarize(results),
         "seconds": round(time.perf_counter() - t0, 1),
     }
