@@ -34,7 +34,7 @@ import numpy as np
 
 from leukedge import __version__
 from leukedge.capture import CaptureConfig, prepare_field
-from leukedge.capture_sim import FAMILIES, get_family
+from leukedge.capture_sim import FAMILIES, get_family, mosaic_field
 from leukedge.colornorm import COLOR_METHODS, fit_targets
 from leukedge.edge_app.inference import Screener, load_release
 from leukedge.errors import ConfigError, DataError, ImageError
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "leukedge-captures v1"
 OUTCOMES = ("correct", "retake", "flagged", "wrong", "missed")
+FIELDS = ("mirror", "mosaic")
 NORMALIZATIONS = ("none", "fov") + tuple(f"fov+{m}" for m in COLOR_METHODS if m != "none")
 
 
@@ -67,6 +68,10 @@ class CaptureBenchConfig:
         threads: interpreter threads.
         subset: the split of the manifest the smears come from (``test``; ``val`` to tune).
         allow_unsigned: development only: screen with a release whose signature is missing or wrong.
+        field: how the ``magnification`` family makes a lower-power photo: ``mirror`` (the smear
+            tiled with its mirror images, the family itself) or ``mosaic`` (the smear and up to 8
+            neighbouring smears of its split group, :func:`leukedge.capture_sim.mosaic_field`: real,
+            different cells, so a tile rule does not see one cell several times).
     """
 
     model: str
@@ -81,6 +86,7 @@ class CaptureBenchConfig:
     threads: int | None = None
     subset: str = "test"
     allow_unsigned: bool = False
+    field: str = "mirror"
 
 
 def pick_rows(rows: list[dict], limit: int | None) -> list[dict]:
@@ -96,6 +102,17 @@ def _manifest(cfg: CaptureBenchConfig, folder: Path) -> list[dict]:
     if not split.is_file():
         raise DataError(f"{split}: no split manifest", "pass --split CSV (e.g. splits/aria-all.split.csv)")
     return read_manifest(split, cfg.data)
+
+
+def neighbours_of(row: dict, rows: list[dict], n: int = 8) -> list[dict]:
+    """Up to ``n`` other rows of ``row``'s split group (the same slide), nearest in file order."""
+    if not row.get("group"):
+        return []
+    same = sorted((r for r in rows if r.get("group") == row["group"] and r["path"] != row["path"]),
+                  key=lambda r: r["path"])
+    at = sum(r["path"] < row["path"] for r in same)  # the row's place among them
+    order = sorted(range(len(same)), key=lambda k: (abs(k - at + 0.5), k))
+    return [same[k] for k in order[:n]]
 
 
 def normalizer(cfg: CaptureBenchConfig, rows: list[dict], input_size: int):
@@ -175,10 +192,18 @@ def run_captures(cfg: CaptureBenchConfig) -> dict:
               for c in conditions}
     clean_ok: set[int] = set()
     t0 = time.perf_counter()
+    if cfg.field not in FIELDS:
+        raise ConfigError(f"unknown field '{cfg.field}'", f"choose one of {', '.join(FIELDS)}")
+    mosaic = cfg.field == "mosaic" and any(f.name == "magnification" for f in fams)
     for i, r, rgb, positive in smears(chosen, spec, "captures"):
+        near = [load_image(x["abspath"]) for x in neighbours_of(r, test)] if mosaic else None
         for fi, (name, sev, _) in enumerate(conditions):
-            img = rgb if name == "none" else get_family(name).apply(
-                rgb, sev, _seed(cfg.seed, i, list(FAMILIES).index(name), get_family(name).severities.index(sev)))
+            if name == "none":
+                img = rgb
+            else:
+                rng = _seed(cfg.seed, i, list(FAMILIES).index(name), get_family(name).severities.index(sev))
+                img = (mosaic_field([rgb] + near, sev, rng) if near is not None and name == "magnification"
+                       else get_family(name).apply(rgb, sev, rng))
             if norm is not None:
                 img = norm(img)
             res = screener.screen_image(img, heatmap=False)
@@ -222,7 +247,7 @@ def run_captures(cfg: CaptureBenchConfig) -> dict:
                   "sha256": release.model_sha256, "task": spec.task, "threshold": screener.threshold},
         "data": {"folder": Path(cfg.data).name, "split": cfg.subset, "n_smears": len(chosen), "limit": cfg.limit,
                  "classes": n_classes},
-        "normalize": cfg.normalize, "seed": cfg.seed,
+        "normalize": cfg.normalize, "seed": cfg.seed, "field": cfg.field,
         "families": {f.name: {"unit": f.unit, "severities": list(f.severities), "moderate": list(f.moderate)}
                      for f in fams},
         "results": results,

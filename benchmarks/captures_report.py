@@ -28,7 +28,9 @@ def markdown(doc: dict) -> str:
     lines = [f"# Capture robustness: {m['name']} ({m['variant']})", "",
              f"{d['n_smears']} {d['split']}-split smears ({', '.join(f'{k} {v}' for k, v in d['classes'].items())}), "
              f"normalisation before screening: `{doc['normalize']}`, seed {doc['seed']}. "
-             "Each smear perturbed and screened like `leukedge predict` (quality gate, OOD gate, the spec's "
+             + ("Lower-magnification photos: mosaics of each smear and up to 8 neighbouring smears of its split "
+                "group (`--field mosaic`). " if doc.get("field") == "mosaic" else "")
+             + "Each smear perturbed and screened like `leukedge predict` (quality gate, OOD gate, the spec's "
              f"threshold {m['threshold']:.4g}). *moderate* marks the severities issue 19's targets cover. "
              "*referred anyway*: photos the quality gate found over-exposed or blurred, answered \"refer\" for a "
              "strong score (the release's rule_in; counted as answers). *caused by the capture*: wrong answers "

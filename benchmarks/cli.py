@@ -82,9 +82,9 @@ def register(sub) -> None:
     t.add_argument("--eyepiece-level", type=int, default=2, metavar="L",
                    help="tiles: each factor also through an eyepiece of this level (1-3; 0: none; default 2)")
     t.add_argument("--field", choices=("mirror", "mosaic"), default="mirror",
-                   help="tiles: a lower-magnification photo is the smear tiled with its mirror images (mirror, the "
-                        "default, as bench captures) or a mosaic of the smear and 8 neighbouring smears of its split "
-                        "group (mosaic: real, different cells; docs/captures.md 13)")
+                   help="captures and tiles: a lower-magnification photo is the smear tiled with its mirror images "
+                        "(mirror, the default) or a mosaic of the smear and 8 neighbouring smears of its split "
+                        "group (mosaic: real, different cells; docs/captures.md 13, 16)")
     p.set_defaults(func=cmd_bench, _parser=p)
 
 
@@ -258,7 +258,7 @@ def cmd_captures(args: argparse.Namespace) -> int:
 
     cfg = CaptureBenchConfig(model=args.model, data=str(resolve_data_dir(args.data)), split=args.split,
                              limit=args.limit, seed=args.seed, variant=args.variant, normalize=args.normalize,
-                             subset=args.subset, allow_unsigned=args.allow_unsigned,
+                             subset=args.subset, allow_unsigned=args.allow_unsigned, field=args.field,
                              threads=int(args.threads) if args.threads and args.threads.isdigit() else None)
     if args.families:
         cfg.families = [f.strip() for f in args.families.split(",") if f.strip()]

@@ -42,7 +42,7 @@ from leukedge.spec import with_magnification
 from leukedge.split import read_manifest
 from leukedge.train.augment import fit_capture_config
 
-from .captures import OUTCOMES, outcome, pick_rows, smears
+from .captures import FIELDS, OUTCOMES, neighbours_of, outcome, pick_rows, smears
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +103,6 @@ def _conditions(cfg: TileRuleConfig) -> list[tuple[str, float]]:
     return out
 
 
-FIELDS = ("mirror", "mosaic")
-
-
 def make_photo(rgb: np.ndarray, kind: str, factor: float, eyepiece_level: int, seed: list[int],
                neighbours: list[np.ndarray] | None = None) -> np.ndarray:
     """The full-field photo of one smear: magnification ``factor`` (with ``neighbours``: a mosaic of
@@ -157,17 +154,6 @@ def _prepare(cfg: TileRuleConfig):
         off = dataclasses.replace(release, spec=dataclasses.replace(
             release.spec, preprocess=release.spec.preprocess.replace(capture=dataclasses.replace(cap, magnification=False))))
     return release, off, pick_rows(val, cfg.limit), measured, source, val
-
-
-def neighbours_of(row: dict, rows: list[dict], n: int = 8) -> list[dict]:
-    """Up to ``n`` other rows of ``row``'s split group (the same slide), nearest in file order."""
-    if not row.get("group"):
-        return []
-    same = sorted((r for r in rows if r.get("group") == row["group"] and r["path"] != row["path"]),
-                  key=lambda r: r["path"])
-    at = sum(r["path"] < row["path"] for r in same)  # the row's place among them
-    order = sorted(range(len(same)), key=lambda k: (abs(k - at + 0.5), k))
-    return [same[k] for k in order[:n]]
 
 
 def _rates(group: list[dict], rule: str, threshold: float, gated: bool) -> dict:

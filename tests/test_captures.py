@@ -363,6 +363,25 @@ def test_bench_captures_separates_the_capture_errors_from_the_model_errors(monke
     assert "`Early/0.jpg`: 2 (also clean: the model's own error)" in md and "`Benign/1.jpg`: 1" in md
 
 
+def test_bench_captures_can_make_lower_power_photos_from_neighbouring_smears(tmp_path, aria_dir):
+    """--field mosaic: the magnification rows are mosaics of each smear and its split-group
+    neighbours (real, different cells), and the result says so; a mirror field is the default."""
+    from leukedge.cli import main
+
+    out = {}
+    for field in ("mirror", "mosaic"):
+        out[field] = tmp_path / f"{field}.json"
+        assert main(["-q", "bench", "captures", "--model", str(ROOT / "models" / "efficientnet-lite0-binary"),
+                     "--data", str(aria_dir), "--limit", "3", "--families", "magnification", "--field", field,
+                     "--json", str(out[field]), "--md", str(tmp_path / f"{field}.md")]) == 0
+    docs = {k: json.loads(v.read_text()) for k, v in out.items()}
+    assert docs["mirror"]["field"] == "mirror" and docs["mosaic"]["field"] == "mosaic"
+    assert "mosaics of each smear" in (tmp_path / "mosaic.md").read_text()
+    assert "mosaics of each smear" not in (tmp_path / "mirror.md").read_text()
+    medians = {k: [r["ood_score_median"] for r in d["results"] if r["family"] == "magnification"] for k, d in docs.items()}
+    assert medians["mirror"] != medians["mosaic"]                  # other photos were screened
+
+
 def test_bench_captures_counts_the_blurred_photos_referred_anyway(tmp_path, aria_dir):
     """A release with rule_in: strongly blurred leukemia smears are answered (scored) and counted
     under ``rule_in`` by quality status, and the Markdown says so."""
