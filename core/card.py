@@ -495,9 +495,10 @@ def card_markdown(card: dict) -> str:
                     for name, r in ood["rates"].items()])  # calibrate-ood records plain fractions
     if card.get("benchmarks"):
         page.h("Benchmarks")
-        cap = capture_sentence(card["benchmarks"].get("captures.json"))
-        if cap:
-            page.p(cap)
+        for name in ("captures.json", "captures-mosaic.json"):
+            cap = capture_sentence(card["benchmarks"].get(name))
+            if cap:
+                page.p(cap)
         page.bullets(f"{name}: see bench/{name}" for name in card["benchmarks"])
     d = card["data"]
     page.h("Data")
@@ -529,11 +530,14 @@ def capture_sentence(doc: dict | None) -> str | None:
     caused = (f" (caused by the capture, i.e. on smears whose clean photo was answered correctly: "
               f"{s['moderate_missed_new']} missed, at most {_pct(s['moderate_max_wrong_new'])}% wrong in a row)"
               if "moderate_missed_new" in s else "")
+    what = ("lower-power photos made of each smear and its neighbours on the same slide, `--field mosaic`"
+            if doc.get("field") == "mosaic" else "every capture family")
     return (f"Capture robustness (`leukedge bench captures`, {d.get('n_smears', '?')} {d.get('split', 'test')}-split "
-            f"smears, every capture family at issue 19's moderate severities): {rows}lowest "
+            f"smears, {what}, at issue 19's moderate severities): {rows}lowest "
             f"{_pct(s['moderate_min_correct'])}% correct, highest {_pct(s['moderate_max_wrong'])}% wrong, missed "
             f"leukemia summed over the rows {s['moderate_missed']}{caused}; the clean photos "
-            f"{_pct(s.get('clean_correct'))}% correct. Per family and severity: bench/captures.md.")
+            f"{_pct(s.get('clean_correct'))}% correct. Per family and severity: "
+            f"bench/{'captures-mosaic' if doc.get('field') == 'mosaic' else 'captures'}.md.")
 
 
 def _f(v, digits=4):

@@ -40,7 +40,7 @@ RUNTIME_EXTRAS = ("spec.json", "ood.json")
 #: (``leukedge release sign`` lists them in the card), so that editing the recipe, the parity
 #: verdicts or the measured numbers after signing is detected like a swapped model file.
 PROVENANCE_FILES = ("recipe.json", "compress.json", "split.csv", "evaluation.json", "parity.json",
-                    "parity-val.json", "bench/captures.json")
+                    "parity-val.json", "bench/captures.json", "bench/captures-mosaic.json")
 #: A card larger than this is not a card (it is read whole into memory).
 MAX_CARD_BYTES = 10 * 1000 * 1000
 
