@@ -2,5 +2,5 @@
   "algorithm": "ed25519",
   "key_id": "ef70c59d36a288af",
   "signed_file": "card.json",
-  "signature": "IDxA402tMHreSG96c+vz5zj+vitEOAxhQxvzdDDGSYE7Qph5H/lnO+POShw0c5edLM3i5MxCRnriFDpa1q2eBA=="
+  "signature": "eqIngVnhshCQXLYJfIieaVTh5ZjCpt6KbYwLnQ6nAsf54RT+qk4ER92g59GVAzotUFPdEWbUWr4vVm3LEDDIAQ=="
 }
