@@ -219,7 +219,8 @@ def run_captures(cfg: CaptureBenchConfig) -> dict:
                 c["wrong_smears"].append((i, r["path"], positive))
                 c["missed"] += int(positive)
             if o == "retake":
-                c["advice"][res.quality] = c["advice"].get(res.quality, 0) + 1
+                why = "borderline" if getattr(res, "borderline", False) else res.quality  # grey zone, not the photo
+                c["advice"][why] = c["advice"].get(why, 0) + 1
             elif getattr(res, "rule_in", False):  # referred although the quality gate found the photo wanting
                 c["rule_in"][res.quality] = c["rule_in"].get(res.quality, 0) + 1
             if o == "correct" and res.probabilities and r["class"] in res.probabilities:
@@ -244,7 +245,8 @@ def run_captures(cfg: CaptureBenchConfig) -> dict:
     return {
         "schema": SCHEMA, "leukedge_version": __version__,
         "model": {"name": spec.name, "version": release.version, "variant": release.variant,
-                  "sha256": release.model_sha256, "task": spec.task, "threshold": screener.threshold},
+                  "sha256": release.model_sha256, "task": spec.task, "threshold": screener.threshold,
+                  "rule_out": getattr(screener, "rule_out", None)},
         "data": {"folder": Path(cfg.data).name, "split": cfg.subset, "n_smears": len(chosen), "limit": cfg.limit,
                  "classes": n_classes},
         "normalize": cfg.normalize, "seed": cfg.seed, "field": cfg.field,

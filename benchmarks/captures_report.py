@@ -33,7 +33,11 @@ def markdown(doc: dict) -> str:
              + "Each smear perturbed and screened like `leukedge predict` (quality gate, OOD gate, the spec's "
              f"threshold {m['threshold']:.4g}). *moderate* marks the severities issue 19's targets cover. "
              "*referred anyway*: photos the quality gate found over-exposed or blurred, answered \"refer\" for a "
-             "strong score (the release's rule_in; counted as answers). *caused by the capture*: wrong answers "
+             "strong score (the release's rule_in; counted as answers). "
+             + (f"*borderline*: photos of good quality scoring in the grey zone ({m['rule_out']:g} up to the "
+                "threshold: the release's rule_out), answered \"take another field\" (counted as retakes). "
+                if m.get("rule_out") is not None else "")
+             + "*caused by the capture*: wrong answers "
              "(missed leukemia) on smears whose clean photo was answered correctly, i.e. not the model's own "
              "errors on the lab's photos. Brackets: exact 95% interval of the correct rate.", "",
              "| family | severity | moderate | correct | retake | flagged | wrong | missed leukemia "

@@ -62,6 +62,9 @@ class CompressConfig:
             ``screening.min_sharpness``; None: the source's).
         rule_in: the over-exposed / blurred photo's "refer anyway" probability written into the
             spec (recipe key ``screening.rule_in``; None: the source's).
+        rule_out: the grey zone's lower edge written into the spec: below the threshold and at or
+            above it a photo is "borderline, take another field" (recipe key ``screening.rule_out``;
+            None: the source's).
         views: rotated / mirrored views averaged per model input, written into the spec (recipe
             key ``screening.views``; None: the source's); a change re-chooses the operating points
             on validation.
@@ -96,6 +99,7 @@ class CompressConfig:
     ood_map: bool | None = None
     min_sharpness: float | None = None
     rule_in: float | None = None
+    rule_out: float | None = None
     views: int | None = None
     data_dir: str | None = None
     parity: bool = True

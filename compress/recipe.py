@@ -110,6 +110,10 @@ class ScreeningRecipe:
         rule_in: the probability of leukemia at or above which an over-exposed or blurred photo is
             answered "refer" instead of "retake", written into the spec's ``preprocess.capture``;
             None: the source's, else never. Chosen on validation with ``scripts/experiments/rule_in.py``.
+        rule_out: the grey zone's lower edge, written into the spec's ``preprocess.capture``: a
+            photo scoring from here up to the decision threshold is "borderline, take another field"
+            instead of "no signs"; None: the source's, else no zone. Chosen on validation with
+            ``scripts/experiments/rule_out.py`` (docs/captures.md 17).
         views: screen each model input in this many rotated / mirrored views and average the
             probability (1, 2, 4 or 8; :mod:`leukedge.views`), written into the spec's
             ``preprocess.capture``; when it changes the spec's, the operating points are chosen
@@ -124,6 +128,7 @@ class ScreeningRecipe:
     ood_map: bool | None = None
     min_sharpness: float | None = None
     rule_in: float | None = None
+    rule_out: float | None = None
     views: int | None = None
 
     def __post_init__(self):
@@ -142,7 +147,8 @@ class ScreeningRecipe:
         if self.magnification is not None and not isinstance(self.magnification, bool):
             raise ConfigError(f"screening.magnification must be true, false or null, got {self.magnification!r}")
         for key, lo, hi in (("cell_diameter", 2.0, 500.0), ("scale_tolerance", 0.0, 0.9),
-                            ("min_sharpness", 0.0, 1000.0), ("rule_in", 0.01, 1.0)):
+                            ("min_sharpness", 0.0, 1000.0), ("rule_in", 0.01, 1.0),
+                            ("rule_out", 0.001, 0.99)):
             v = getattr(self, key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi):
                 raise ConfigError(f"screening.{key} must be a number in [{lo}, {hi}] or null, got {v!r}")

@@ -60,6 +60,13 @@ class CaptureConfig:
             this it stays a retake); None: every such photo is a retake. Chosen on validation
             (``scripts/experiments/rule_in.py``, docs/captures.md 15); never below the decision
             threshold in use.
+        rule_out: the grey zone's lower edge: a photo the gates pass is answered "no signs" only
+            when its probability of leukemia is below this; from here up to the decision threshold
+            it is *borderline*, no answer: "take another field of view" (a field the sample verdict
+            does not count). Like the rule-out / observe / rule-in zones of a two-threshold
+            diagnostic test. None: every probability below the threshold is "no signs". Chosen on
+            validation photos under the capture families (``scripts/experiments/rule_out.py``,
+            docs/captures.md 17); no zone when the threshold in use is at or below it.
         views: each model input is run in this many orientations (1, 2, 4 or 8 dihedral views:
             rotations by 90 degrees and mirror images) and the probability averaged
             (:mod:`leukedge.views`); 1: the input as it is. The threshold is chosen on validation
@@ -78,6 +85,7 @@ class CaptureConfig:
     max_tiles: int = 9
     min_sharpness: float | None = None
     rule_in: float | None = None
+    rule_out: float | None = None
     views: int = 1
 
     def __post_init__(self):
@@ -87,6 +95,11 @@ class CaptureConfig:
         if self.rule_in is not None and (isinstance(self.rule_in, bool) or not isinstance(self.rule_in, (int, float))
                                          or not 0 < self.rule_in <= 1):
             raise ConfigError(f"capture rule_in must be a probability in (0, 1] or null, got {self.rule_in!r}")
+        if self.rule_out is not None and (isinstance(self.rule_out, bool) or not isinstance(self.rule_out, (int, float))
+                                          or not 0 < self.rule_out < 1):
+            raise ConfigError(f"capture rule_out must be a probability in (0, 1) or null, got {self.rule_out!r}")
+        if self.rule_in is not None and self.rule_out is not None and self.rule_out >= self.rule_in:
+            raise ConfigError(f"capture rule_out ({self.rule_out}) must be below rule_in ({self.rule_in})")
         if self.min_sharpness is not None and (isinstance(self.min_sharpness, bool) or not
                                                isinstance(self.min_sharpness, (int, float)) or
                                                not 0 <= self.min_sharpness <= 1000):

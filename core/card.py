@@ -288,7 +288,8 @@ def build_card(release_dir) -> dict:
                   "ood_gate": {"method": spec.ood.method, "threshold": spec.ood.threshold, "rule": spec.ood.rule,
                                "stats_file": spec.ood.stats_file},
                   "photo_quality": {"min_sharpness": getattr(spec.preprocess.capture, "min_sharpness", None),
-                                    "rule_in": getattr(spec.preprocess.capture, "rule_in", None)}},
+                                    "rule_in": getattr(spec.preprocess.capture, "rule_in", None),
+                                    "rule_out": getattr(spec.preprocess.capture, "rule_out", None)}},
         "threshold": {"value": spec.threshold, "rule": default_rule},
         "operating_points": [o.__dict__ for o in spec.operating_points],
         "intended_use": INTENDED_USE,
@@ -363,13 +364,17 @@ def card_markdown(card: dict) -> str:
                                             if m["ood_gate"]["threshold"] is not None else "") + ".")
     sharp = (m.get("photo_quality") or {}).get("min_sharpness")
     rule_in = (m.get("photo_quality") or {}).get("rule_in")
+    rule_out = (m.get("photo_quality") or {}).get("rule_out")
     page.p("Photo quality: the app asks to refocus below sharpness "
            + (f"{sharp:g} (variance of the Laplacian; validated for this model, docs/captures.md 14)." if sharp is not None
               else "15, the app's default (variance of the Laplacian).")
            + (f" An over-exposed or blurred photo is answered only when its probability of leukemia is at least "
               f"{rule_in:g} (refer); otherwise, and for every other quality problem, the app asks for a retake "
               "(docs/captures.md 15)." if rule_in is not None else
-              " Every photo the quality gate finds over-exposed, under-exposed, blurred, off-centre or too small is a retake."))
+              " Every photo the quality gate finds over-exposed, under-exposed, blurred, off-centre or too small is a retake.")
+           + (f" Grey zone: a photo scoring from {rule_out:g} up to the decision threshold is answered \"borderline, "
+              "take another field\", never \"no signs\" (the sample verdict does not count it; docs/captures.md 17)."
+              if rule_out is not None else ""))
     iu = card["intended_use"]
     page.h("Intended use")
     page.bullets([iu["use"], f"Users: {iu['users']}", f"Action: {iu['action']}"])

@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 VARIANTS = ("int8", "pruned-int8", "float32")
 #: Decision words for statuses that are not a score.
 RETAKE, OOD, ERROR = "retake", "out-of-distribution", "error"
+#: What a borderline photo's retake says (``preprocess.capture.rule_out``: a score in the grey zone).
+BORDERLINE_GUIDANCE = ("The result is borderline: the score is close to the decision threshold. Take another "
+                       "field of view (another area of the smear) and screen it.")
 
 
 # ----- release folder -------------------------------------------------------------------
@@ -208,6 +211,9 @@ class Screening:
     an image unlike the training smears, ``None`` when it could not be read (``error``).
     An over-exposed or blurred photo with a strong leukemia score is ``positive`` with
     ``rule_in`` true and its ``quality`` still saying what was wrong (:meth:`QualityConfig.rules_in`).
+    A photo the gates pass whose score lies in the release's grey zone (``preprocess.capture.rule_out``
+    up to the threshold) is ``retake`` with ``borderline`` true and ``quality`` ``ok``: no answer,
+    take another field (:meth:`Screener.in_grey_zone`).
     """
 
     path: str | None
@@ -234,6 +240,8 @@ class Screening:
     timings: dict[str, float] = field(default_factory=dict)
     rule_in: bool = False                    # answered "positive" although the quality gate found the photo
                                              # over-exposed or blurred (QualityConfig.rules_in)
+    borderline: bool = False                 # a retake because the score is in the grey zone (rule_out up to
+                                             # the threshold), not because of the photo
     tiles: int | None = None                 # tiles screened (None: one input, magnification off)
     tiling: dict | None = None               # per-tile answers and the field rule's choices
 
@@ -243,6 +251,8 @@ class Screening:
 
     @property
     def guidance(self) -> str:
+        if self.borderline:
+            return BORDERLINE_GUIDANCE
         return guidance(self.quality) if self.quality else ""
 
     def overlay(self, alpha: float = ALPHA) -> np.ndarray | None:
@@ -263,7 +273,7 @@ class Screening:
                 "model_version": self.model_version, "model_sha256": self.model_sha256,
                 "image_sha256": self.image_sha256, "timings_ms": self.timings,
                 "model_variant": self.model_variant, "parity": self.parity, "signature": self.signature,
-                "rule_in": self.rule_in,
+                "rule_in": self.rule_in, "borderline": self.borderline,
                 **({"tiles": self.tiles, "tiling": self.tiling} if self.tiles is not None else {})}
 
 
@@ -296,6 +306,8 @@ class Screener:
                              "the model file and ood.npz come from different releases: download the release again")
         self.quality_cfg = quality or QualityConfig.for_spec(self.spec)
         self.threshold = float(self.spec.threshold)
+        #: the grey zone's lower edge (``preprocess.capture.rule_out``; None: no zone)
+        self.rule_out = getattr(self.spec.preprocess.capture, "rule_out", None)
         self.num_threads = num_threads
         self.warmup()
         self.load_ms = (time.perf_counter() - t0) * 1000
@@ -323,6 +335,13 @@ class Screener:
                 return self.threshold
         raise ModelError(f"no operating point '{name}' in {self.spec.name}",
                          "choose one of: " + ", ".join(o.name for o in self.operating_points()))
+
+    def in_grey_zone(self, probability: float | None) -> bool:
+        """True when ``probability`` is at or above the release's ``rule_out`` and below the threshold
+        in use: too close to the threshold to clear the photo (no zone when the threshold is at or
+        below ``rule_out``, or the release has none)."""
+        return (self.rule_out is not None and probability is not None
+                and float(self.rule_out) <= probability < self.threshold)
 
     # screening ------------------------------------------------------------------------
     def _run(self, x: np.ndarray) -> dict:
@@ -441,6 +460,8 @@ class Screener:
             res.decision = self.spec.decide(res.probability, self.threshold) if res.rule_in else RETAKE
         elif res.ood:
             res.decision = OOD
+        elif self.in_grey_zone(res.probability):
+            res.borderline, res.decision = True, RETAKE
         else:
             res.decision = self.spec.decide(res.probability, self.threshold)
         prev = t0

@@ -38,6 +38,10 @@ VERDICT_TEXT = {
                        "(another lab, stain or magnification, or not a smear). Check the slide and the photo and "
                        "retake; if it still cannot be assessed, refer the sample.")),
 }
+#: A retake for a score in the release's grey zone (Screening.borderline): headline, what to do next.
+BORDERLINE_TEXT = (N_("Borderline: take another field"),
+                   N_("No result for this photo: its score is too close to the decision threshold to clear it. "
+                      "Screen another field of view of the same slide."))
 #: English headlines (kept for callers and tests that compare with them).
 POSITIVE, NEGATIVE, RETAKE, OOD = (VERDICT_TEXT[k][0] for k in (REFER, NO_SIGNS, RETAKE_V, CANNOT_ASSESS))
 ERROR = N_("This file cannot be read")
@@ -53,6 +57,8 @@ QUALITY_ADVICE = (
     N_("The image is too bright. Lower the microscope light or the camera exposure and retake."),
     N_("The image is too dark. Increase the microscope light and retake."),
     N_("The field of view is not centred. Centre the bright circle in the camera view and retake."),
+    N_("The result is borderline: the score is close to the decision threshold. Take another field of view "
+       "(another area of the smear) and screen it."),
 )
 
 #: Quality statuses (edge_app/quality.py), shown in the record detail.
@@ -200,6 +206,8 @@ def present(screening, release) -> dict:
                    detail=screening.error)
     elif v == RETAKE_V:
         out["detail"] = _(screening.guidance) if screening.guidance else ""
+        if getattr(screening, "borderline", False):  # the photo was fine: its score was in the grey zone
+            out.update(headline=_(BORDERLINE_TEXT[0]), next_step=_(BORDERLINE_TEXT[1]))
     elif v in (REFER, NO_SIGNS):
         out["probability"] = _("Model score: {p:.2f} (refers at {t:.2f} or above)").format(
             p=screening.probability, t=screening.threshold)
@@ -334,21 +342,23 @@ def sample_verdict_texts(verdict, card) -> dict:
     return verdict_text(verdict, card, tr=_).to_dict()
 
 
-def field_words(status: str, probability) -> str:
-    """A field's result in words; the model score only when the field was scored."""
-    return score_text(status, probability, tr=_)
+def field_words(status: str, probability, quality: str | None = None) -> str:
+    """A field's result in words; the model score only when the field was scored (``quality``: the
+    field's quality status, which tells a borderline score from a bad photo)."""
+    return score_text(status, probability, tr=_, quality=quality)
 
 
-def field_line(n: int, status: str, probability, voided: bool = False, reason: str | None = None) -> str:
+def field_line(n: int, status: str, probability, voided: bool = False, reason: str | None = None,
+               quality: str | None = None) -> str:
     """``Field 2: image quality too low: no result`` (voided fields say so, with the reason)."""
-    text = _("Field {n}: {words}").format(n=n, words=field_words(status, probability))
+    text = _("Field {n}: {words}").format(n=n, words=field_words(status, probability, quality))
     if voided:
         text += " - " + _("voided ({reason})").format(reason=reason or "-")
     return text
 
 
 def sample_field_lines(sample) -> list[str]:
-    return [field_line(f.seq, f.status, f.probability, f.voided, f.void_reason) for f in sample.fields]
+    return [field_line(f.seq, f.status, f.probability, f.voided, f.void_reason, f.quality) for f in sample.fields]
 
 
 def field_advice(screening) -> str:
@@ -396,7 +406,7 @@ def sample_detail(sample, card=None) -> str:
     out.append(f"[b]{_('Fields of view')}:[/b]")
     for f in sample.fields:
         model = f"{f.model_name} v{f.model_version} ({f.model_variant}, {signature_words(f.signature_status)})"
-        out.append(" - " + field_line(f.seq, f.status, f.probability, f.voided, f.void_reason)
+        out.append(" - " + field_line(f.seq, f.status, f.probability, f.voided, f.void_reason, f.quality)
                    + f"; {f.created.display()}; {model}; {_('image fingerprint')} {short_hash(f.image_sha256)}")
     out.append(f"[b]{_('Audit trail')}:[/b]")
     for e in sample.events:

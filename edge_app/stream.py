@@ -56,7 +56,7 @@ class TableWriter:
         path = printable(r.path or "")
         name = path if len(path) <= 40 else "..." + path[-37:]
         prob = "" if r.probability is None or not r.scored else f"{r.probability:.3f}"  # hidden scores stay hidden
-        return (f"{name:<40} {prob:>6} {r.decision or '-':<20} {r.quality or '-':<14} "
+        return (f"{name:<40} {prob:>6} {('retake (borderline)' if getattr(r, 'borderline', False) else r.decision) or '-':<20} {r.quality or '-':<14} "
                 f"{'yes' if r.ood else 'no':<5} {printable(r.error or '')}")
 
 

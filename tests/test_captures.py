@@ -332,7 +332,7 @@ def test_bench_captures_separates_the_capture_errors_from_the_model_errors(monke
     wrong_when = {("none", 0): {0}, ("flip", 1): {0, 1, 2}}   # smear 0: the model's; 1 and 2: the capture's
 
     class Screener:
-        threshold = 0.5
+        threshold, rule_out = 0.5, 0.2
 
         def __init__(self, *a, **k):
             self.calls = 0
@@ -343,6 +343,9 @@ def test_bench_captures_separates_the_capture_errors_from_the_model_errors(monke
             cond = [("none", 0), ("flip", 1), ("flip", 2), ("flip", 3)][cond]
             positive = rows[i]["class"] != "Benign"
             wrong = i in wrong_when.get(cond, set())
+            if (i, cond) == (3, ("flip", 3)):                     # a score in the grey zone: "take another field"
+                return SimpleNamespace(error=None, decision="retake", borderline=True, ood_score=0.5, quality="ok",
+                                       rule_in=False, probabilities=None)
             return SimpleNamespace(error=None, decision="positive" if positive != wrong else "negative",
                                    ood_score=0.5, quality="ok", rule_in=False, probabilities=None)
 
@@ -359,8 +362,11 @@ def test_bench_captures_separates_the_capture_errors_from_the_model_errors(monke
     assert (f1["wrong"], f1["missed"], f1["wrong_new"], f1["missed_new"]) == (3, 2, 2, 1)
     assert f1["wrong_smears"] == ["Early/0.jpg", "Benign/1.jpg", "Pre/2.jpg"]
     assert row[("flip", 2)]["wrong"] == 0 and row[("flip", 2)]["ci"]["correct"][1] == 1.0
+    assert row[("flip", 3)]["retake"] == 1 and row[("flip", 3)]["advice"] == {"borderline": 1}
+    assert doc["model"]["rule_out"] == 0.2
     md = markdown(doc)
     assert "`Early/0.jpg`: 2 (also clean: the model's own error)" in md and "`Benign/1.jpg`: 1" in md
+    assert "*borderline*: photos of good quality scoring in the grey zone (0.2 up to the threshold" in md
 
 
 def test_bench_captures_can_make_lower_power_photos_from_neighbouring_smears(tmp_path, aria_dir):

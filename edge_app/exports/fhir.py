@@ -26,7 +26,7 @@ from fhir.resources.R4B.bundle import Bundle
 
 from ..records.clock import Stamp
 from ..records.store import FieldRecord, SampleRecord
-from ..records.wording import FIELD_WORDS, HEADLINES, verdict_text
+from ..records.wording import FIELD_WORDS, HEADLINES, result_words, verdict_text
 from .naming import export_name, write_new
 
 SYSTEM = "https://leukedge.example.org/fhir/CodeSystem"
@@ -86,7 +86,7 @@ def _observation(f: FieldRecord, sample: SampleRecord, media_refs: list[str]) ->
            "effectiveDateTime": f.created.iso_local(),
            "valueCodeableConcept": {"coding": [{"system": FIELD_SYSTEM, "code": f.status,
                                                 "display": FIELD_WORDS[f.status]}],
-                                    "text": FIELD_WORDS[f.status]},
+                                    "text": result_words(f.status, f.quality)},
            "device": {"display": _device(f)},
            "identifier": [{"system": "urn:leukedge:field-uid", "value": f.uid}],
            "derivedFrom": [{"reference": r} for r in media_refs]}
@@ -105,7 +105,7 @@ def _observation(f: FieldRecord, sample: SampleRecord, media_refs: list[str]) ->
         reason = "error" if f.status == "unreadable" else "not-performed"
         obs["component"] = [{"code": {"text": "model score for leukemia (0-1)"},
                              "dataAbsentReason": {"coding": [{"system": ABSENT, "code": reason}],
-                                                  "text": f"no score: {FIELD_WORDS[f.status]}"}}]
+                                                  "text": f"no score: {result_words(f.status, f.quality)}"}}]
     obs["note"] = [{"text": n} for n in notes]
     return obs
 

@@ -81,7 +81,7 @@ def _field_block(pdf: FPDF, f: FieldRecord) -> None:
         x += THUMB_MM + 4
     pdf.set_xy(x, y)
     pdf.set_font("Helvetica", size=9)
-    lines = [f"Result: {score_text(f.status, f.probability)}"]
+    lines = [f"Result: {score_text(f.status, f.probability, quality=f.quality)}"]
     if f.probability is not None and f.threshold is not None:
         lines.append(f"Refer threshold: {f.threshold:.2f}")
     if f.quality and f.quality != "ok":

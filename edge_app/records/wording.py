@@ -50,6 +50,17 @@ COLOURS = {REFER: (0.78, 0.16, 0.16, 1), NO_SIGNS: (0.13, 0.55, 0.25, 1), TAKE_M
 FIELD_WORDS = {"positive": N_("signs of leukemia"), "negative": N_("no signs found"),
                RETAKE: N_("image quality too low: no result"), OOD: N_("unlike the smears the model knows: no result"),
                UNREADABLE: N_("image could not be read: no result")}
+#: A retake whose photo passed the quality gate: the score was in the release's grey zone
+#: (``preprocess.capture.rule_out`` up to the threshold; Screening.borderline).
+BORDERLINE_WORDS = N_("borderline score: no result, another field needed")
+
+
+def result_words(status: str, quality: str | None = None) -> str:
+    """The words for a field's status (untranslated); a retake of a photo of good quality is a
+    borderline score, not a quality problem."""
+    if status == RETAKE and quality == "ok":
+        return BORDERLINE_WORDS
+    return FIELD_WORDS.get(status, N_("no result"))
 
 
 @dataclass(frozen=True)
@@ -149,9 +160,10 @@ def shown_probability(status: str, probability) -> float | None:
     return float(probability)
 
 
-def score_text(status: str, probability, tr: Callable[[str], str] = _same) -> str:
-    """``signs of leukemia (model score 0.93)`` for a scored field; the reason there is no score otherwise."""
+def score_text(status: str, probability, tr: Callable[[str], str] = _same, quality: str | None = None) -> str:
+    """``signs of leukemia (model score 0.93)`` for a scored field; the reason there is no score
+    otherwise (``quality``, the field's quality status, tells a borderline score from a bad photo)."""
     p = shown_probability(status, probability)
     if p is None:
-        return tr(FIELD_WORDS[status]) if status in FIELD_WORDS else tr(N_("no result"))
+        return tr(result_words(status, quality))
     return tr(N_("{words} (model score {p})")).format(words=tr(FIELD_WORDS[status]), p=f"{p:.2f}")

@@ -76,7 +76,7 @@ class ResultScreen(Screen):
         self.finished = False
         self._verdict(verdict, card, full=False)
         self.field_title = _("Sample {id}, field {n}").format(id=sample_id, n=n)
-        words = presenter.field_words(status, res.probability)
+        words = presenter.field_words(status, res.probability, res.quality)
         self.probability_text = words[:1].upper() + words[1:]
         self.detail_text = presenter.field_advice(res)
         self.subtype_text = (_("Subtype scores:") + " " + "   ".join(f"{k} {p:.2f}" for k, p in res.probabilities.items())
@@ -84,7 +84,7 @@ class ResultScreen(Screen):
         self.model_text = presenter.model_line(res.model_name, res.model_version, res.model_sha256,
                                                res.model_variant, res.parity)
         self.note_text = ""
-        self._lines = self._lines[:n - 1] + [presenter.field_line(n, status, res.probability)]
+        self._lines = self._lines[:n - 1] + [presenter.field_line(n, status, res.probability, quality=res.quality)]
         self._fields()
         self.show_heatmap = bool(res.scored and res.heatmap_rgb is not None)
         self.base_texture = to_texture(res.image) if res.image is not None else None
