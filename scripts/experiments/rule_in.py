@@ -62,14 +62,20 @@ def outcome(r: dict, rule_in) -> str:
     return "wrong" if r["benign"] else "missed"
 
 
-def main(folder: str = "models/efficientnet-lite0-binary", *args: str) -> int:
+def cached(folder: str, args, make=None) -> list[dict]:
+    """The records of ``make(folder, allow_unsigned)`` (default :func:`record`), read from / written to
+    the first non-option argument when one is given (``rule_out.py`` shares it)."""
     cache = next((a for a in args if not a.startswith("--")), None)
     if cache and Path(cache).is_file():
-        recs = json.loads(Path(cache).read_text())
-    else:
-        recs = record(folder, "--allow-unsigned" in args)
-        if cache:
-            Path(cache).write_text(json.dumps(recs))
+        return json.loads(Path(cache).read_text())
+    recs = (make or record)(folder, "--allow-unsigned" in args)
+    if cache:
+        Path(cache).write_text(json.dumps(recs))
+    return recs
+
+
+def main(folder: str = "models/efficientnet-lite0-binary", *args: str) -> int:
+    recs = cached(folder, args)
     thr = recs[0]["thr"]
     sent_back = [r for r in recs if r["benign"] and r["quality"] != "ok" and not r["ood"]]
     print(f"{folder}: {len(recs) // len(CONDITIONS)} validation smears, threshold {thr:.4f}; benign photos the "

@@ -20,10 +20,8 @@ of the clean or moderate rows is then missed. It is printed with the table of ca
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
-from pathlib import Path
 
 CANDIDATES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 #: families screened on every validation smear (the others on every 2nd)
@@ -71,13 +69,9 @@ def choose(recs: list[dict]) -> float:
 
 
 def main(folder: str = "models/efficientnet-lite0-subtype", *args: str) -> int:
-    cache = next((a for a in args if not a.startswith("--")), None)
-    if cache and Path(cache).is_file():
-        recs = json.loads(Path(cache).read_text())
-    else:
-        recs = record(folder, "--allow-unsigned" in args)
-        if cache:
-            Path(cache).write_text(json.dumps(recs))
+    from rule_in import cached
+
+    recs = cached(folder, args, record)
     thr = recs[0]["thr"]
     moderate = {(f, s) for f, s, m in conditions() if m}
     ans = [r for r in recs if (r["fam"], r["sev"]) in moderate and r["quality"] == "ok" and not r["ood"]]
