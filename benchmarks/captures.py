@@ -171,6 +171,10 @@ def summarize(results: list[dict]) -> dict:
         "moderate_max_wrong_new": max((r["wrong_new"] / max(r["n"], 1) for r in mod), default=None),
         "moderate_missed_new": sum(r["missed_new"] for r in mod),
         "clean_correct": results[0]["rates"]["correct"],
+        # answered "borderline, take another field" (the release's grey zone, counted as retakes)
+        "moderate_borderline": sum(r["advice"].get("borderline", 0) for r in mod),
+        "moderate_photos": sum(r["n"] for r in mod),
+        "clean_borderline": results[0]["advice"].get("borderline", 0),
     }
 
 

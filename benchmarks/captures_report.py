@@ -60,7 +60,10 @@ def markdown(doc: dict) -> str:
               f"{_pct(s['moderate_max_wrong'] or 0)}, missed leukemia {s['moderate_missed']} "
               "(targets: >= 90% correct, <= 1% wrong, 0 missed)"
               + (f"; caused by the capture: highest wrong {_pct(s['moderate_max_wrong_new'] or 0)}, missed leukemia "
-                 f"{s['moderate_missed_new']}" if "moderate_missed_new" in s else "") + "."]
+                 f"{s['moderate_missed_new']}" if "moderate_missed_new" in s else "")
+              + (f"; borderline (take another field): {s['moderate_borderline']} of {s['moderate_photos']} photos, "
+                 f"{s['clean_borderline']} clean" if m.get("rule_out") is not None and "moderate_borderline" in s
+                 else "") + "."]
     wrong = {}
     for r in doc["results"]:
         for path in r.get("wrong_smears", []):

@@ -535,13 +535,17 @@ def capture_sentence(doc: dict | None) -> str | None:
     caused = (f" (caused by the capture, i.e. on smears whose clean photo was answered correctly: "
               f"{s['moderate_missed_new']} missed, at most {_pct(s['moderate_max_wrong_new'])}% wrong in a row)"
               if "moderate_missed_new" in s else "")
+    rule_out = (doc.get("model") or {}).get("rule_out")
+    zone = (f"; answered \"borderline, take another field\" (scores in the grey zone from {rule_out:g} up to the "
+            f"threshold): {s['moderate_borderline']} of the moderate rows' {s['moderate_photos']} photos and "
+            f"{s['clean_borderline']} of the clean ones" if rule_out is not None and "moderate_borderline" in s else "")
     what = ("lower-power photos made of each smear and its neighbours on the same slide, `--field mosaic`"
             if doc.get("field") == "mosaic" else "every capture family")
     return (f"Capture robustness (`leukedge bench captures`, {d.get('n_smears', '?')} {d.get('split', 'test')}-split "
             f"smears, {what}, at issue 19's moderate severities): {rows}lowest "
             f"{_pct(s['moderate_min_correct'])}% correct, highest {_pct(s['moderate_max_wrong'])}% wrong, missed "
             f"leukemia summed over the rows {s['moderate_missed']}{caused}; the clean photos "
-            f"{_pct(s.get('clean_correct'))}% correct. Per family and severity: "
+            f"{_pct(s.get('clean_correct'))}% correct{zone}. Per family and severity: "
             f"bench/{'captures-mosaic' if doc.get('field') == 'mosaic' else 'captures'}.md.")
 
 

@@ -364,6 +364,12 @@ def test_bench_captures_separates_the_capture_errors_from_the_model_errors(monke
     assert row[("flip", 2)]["wrong"] == 0 and row[("flip", 2)]["ci"]["correct"][1] == 1.0
     assert row[("flip", 3)]["retake"] == 1 and row[("flip", 3)]["advice"] == {"borderline": 1}
     assert doc["model"]["rule_out"] == 0.2
+    assert (doc["summary"]["moderate_borderline"], doc["summary"]["moderate_photos"], doc["summary"]["clean_borderline"]) \
+        == (1, 12, 0)
+    from leukedge.card import capture_sentence
+
+    assert "borderline, take another field\" (scores in the grey zone from 0.2 up to the threshold): 1 of the " \
+           "moderate rows' 12 photos and 0 of the clean ones" in capture_sentence(doc)
     md = markdown(doc)
     assert "`Early/0.jpg`: 2 (also clean: the model's own error)" in md and "`Benign/1.jpg`: 1" in md
     assert "*borderline*: photos of good quality scoring in the grey zone (0.2 up to the threshold" in md
