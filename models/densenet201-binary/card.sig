@@ -2,5 +2,5 @@
   "algorithm": "ed25519",
   "key_id": "ef70c59d36a288af",
   "signed_file": "card.json",
-  "signature": "eqIngVnhshCQXLYJfIieaVTh5ZjCpt6KbYwLnQ6nAsf54RT+qk4ER92g59GVAzotUFPdEWbUWr4vVm3LEDDIAQ=="
+  "signature": "3qStvMplZ6IYzN+ECBBPI7xdFDY23DWzR2nKC9WHwGi/QsLE2sb14BSUXvi+RuL+Mfz2apwqCEx90/zUht6OBg=="
 }

@@ -2,5 +2,5 @@
   "algorithm": "ed25519",
   "key_id": "ef70c59d36a288af",
   "signed_file": "card.json",
-  "signature": "UGTkigMdqTegakNz9S0j5BvFJ69JifqT9rFFCyxpxwgQb2CJIJdY1CbFvBN8RYYfKcGhkKDyVBquRPWHpjjVCw=="
+  "signature": "XymSaRTST8FuSdntB8IVcUUooGuNtdjc7LgQ23zb4l9Wnl2uV9iBjR/l9YDZ10dd2Li8yYcFa1ZViSIFd9flCQ=="
 }
