@@ -68,8 +68,36 @@ def choose(recs: list[dict]) -> float:
     return math.floor(low / 0.05 + 1e-9) * 0.05
 
 
+def row_correct(recs: list[dict], rule_out: float | None, rule_in: float | None) -> dict:
+    """Share of correct answers per moderate row (clean excluded) with the zone from ``rule_out``: a
+    degraded photo is "refer" when the release's ``rule_in`` answers it, else a retake; a flagged photo
+    is not an answer; a photo in the zone is a retake (issue 19's other target: >= 90% correct)."""
+    from leukedge.edge_app.quality import QualityConfig
+
+    q = QualityConfig(rule_in=rule_in)
+    rows: dict = {}
+    for r in recs:
+        key = (r["fam"], r["sev"])
+        if key not in {(f, s) for f, s, m in conditions() if m and f != "none"}:
+            continue
+        if r["quality"] != "ok":
+            ok = not r["ood"] and not r["benign"] and q.rules_in(r["quality"], r["p"], r["thr"])
+        elif r["ood"] or (rule_out is not None and rule_out <= r["p"] < r["thr"]):
+            ok = False
+        else:
+            ok = (r["p"] >= r["thr"]) != r["benign"]
+        n, c = rows.get(key, (0, 0))
+        rows[key] = (n + 1, c + int(ok))
+    return {k: c / n for k, (n, c) in rows.items()}
+
+
 def main(folder: str = "models/efficientnet-lite0-subtype", *args: str) -> int:
+    import json
+    from pathlib import Path
+
     from rule_in import cached
+
+    rule_in = json.loads(Path(folder, "spec.json").read_text())["preprocess"].get("capture", {}).get("rule_in")
 
     recs = cached(folder, args, record)
     thr = recs[0]["thr"]
@@ -81,8 +109,8 @@ def main(folder: str = "models/efficientnet-lite0-subtype", *args: str) -> int:
           f"{len(leuk)} leukemia and {len(ben)} benign photos answered (quality ok, not flagged); "
           f"lowest leukemia probabilities {', '.join(f'{p:.3f}' for p in leuk[:8])}")
     print("| rule_out | leukemia missed (below it) | leukemia borderline (were missed) | benign borderline "
-          "(were correct) | clean row: benign / leukemia borderline |")
-    print("|---|---|---|---|---|")
+          "(were correct) | clean row: benign / leukemia borderline | moderate rows >= 90% correct (lowest) |")
+    print("|---|---|---|---|---|---|")
     clean = [r for r in ans if r["fam"] == "none"]
     for c in (None,) + CANDIDATES:
         lo = thr if c is None else c
@@ -91,9 +119,12 @@ def main(folder: str = "models/efficientnet-lite0-subtype", *args: str) -> int:
         band_b = sum(lo <= p < thr for p in ben)
         cb = sum(lo <= r["p"] < thr for r in clean if r["benign"])
         cl = sum(lo <= r["p"] < thr for r in clean if not r["benign"])
+        rc = row_correct(recs, c, rule_in)
         print(f"| {'none' if c is None else c} | {miss} | {band_l} | {band_b} of {len(ben)} "
-              f"({100 * band_b / max(len(ben), 1):.1f}%) | {cb} / {cl} |")
-    print(f"rule (lowest answered leukemia probability, rounded down to 0.05): rule_out = {choose(recs):.2f}")
+              f"({100 * band_b / max(len(ben), 1):.1f}%) | {cb} / {cl} | {sum(v >= 0.9 for v in rc.values())} of "
+              f"{len(rc)} ({100 * min(rc.values()):.1f}%, {min(rc, key=rc.get)[0]} {min(rc, key=rc.get)[1]}) |")
+    print(f"rule (lowest answered leukemia probability, rounded down to 0.05): rule_out = {choose(recs):.2f}; "
+          "check the last column against issue 19's >= 90% correct per row before releasing it")
     return 0
 
 
