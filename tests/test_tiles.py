@@ -19,10 +19,10 @@ from leukedge.preprocess import PreprocessConfig, field_tiles, preprocess_uint8
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The ``predict --json`` keys of a single-input result (no ``tiles`` / ``tiling``): those before tiling
-#: existed, and ``rule_in`` (session 23).
+#: existed, ``rule_in`` (session 23) and ``borderline`` (session 25).
 OLD_JSON_KEYS = ["path", "probability", "decision", "ood", "quality", "probabilities", "error", "ood_score",
                  "threshold", "model", "model_version", "model_sha256", "image_sha256", "timings_ms",
-                 "model_variant", "parity", "signature", "rule_in"]
+                 "model_variant", "parity", "signature", "rule_in", "borderline"]
 
 
 # ----- the cut -----------------------------------------------------------------------------------
