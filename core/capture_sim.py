@@ -46,6 +46,13 @@ How each family is simulated (severity unit in brackets):
   function) of that radius.
 * ``motion`` [length px]: convolution with a line of that length at an angle from ``rng``
   (the phone moving during the exposure).
+* ``phone`` [level 1-3]: a *compound* field photo, several families at once in the order a real
+  capture happens (:data:`PHONE_LEVELS`): slide stain (intensity, level 2-3) -> the slide turned
+  (any angle) -> motion blur (level 3) -> ``eyepiece`` at the same level -> white balance and
+  exposure -> sensor ``noise`` at the same level -> JPEG. Each part's strength is drawn from
+  ``rng`` within the level's range, so one level is a spread of photos, not one parameter set.
+  It measures what the single families cannot: whether their errors add up. A benchmark
+  composite only: training draws its parts independently (:mod:`leukedge.train.augment`).
 """
 from __future__ import annotations
 
@@ -272,6 +279,46 @@ def motion(rgb: np.ndarray, severity: float, rng: np.random.Generator) -> np.nda
     return cv2.filter2D(rgb, -1, k, borderType=cv2.BORDER_REFLECT_101)
 
 
+#: Level -> ranges of the compound ``phone`` family's parts (drawn uniformly; exposure log-uniform).
+PHONE_LEVELS = {
+    1: {"eyepiece": 1, "white_balance": 0.15, "exposure": (0.7, 1.3), "noise": 1, "jpeg": (50, 85),
+        "stain_intensity": 0.0, "motion": 0.0},
+    2: {"eyepiece": 2, "white_balance": 0.3, "exposure": (0.5, 1.5), "noise": 2, "jpeg": (20, 50),
+        "stain_intensity": 0.2, "motion": 0.0},
+    3: {"eyepiece": 3, "white_balance": 0.3, "exposure": (0.5, 1.5), "noise": 3, "jpeg": (10, 30),
+        "stain_intensity": 0.4, "motion": 5.0},
+}
+
+
+def phone_parts(level: int, rng: np.random.Generator) -> list[tuple[str, float]]:
+    """The ``(family, severity)`` steps of one compound phone photo at ``level`` (drawn from ``rng``)."""
+    lv = PHONE_LEVELS[int(np.clip(round(level), 1, 3))]
+    parts: list[tuple[str, float]] = []
+    if lv["stain_intensity"]:
+        parts.append(("stain_intensity", float(rng.uniform(-lv["stain_intensity"], lv["stain_intensity"]))))
+    parts.append(("rotation", float(rng.uniform(0.0, 360.0))))
+    if lv["motion"]:
+        parts.append(("motion", float(rng.uniform(2.0, lv["motion"]))))
+    lo, hi = lv["exposure"]
+    parts += [("eyepiece", float(lv["eyepiece"])),
+              ("white_balance", float(rng.uniform(-lv["white_balance"], lv["white_balance"]))),
+              ("exposure", float(np.exp(rng.uniform(np.log(lo), np.log(hi))))),
+              ("noise", float(lv["noise"])),
+              ("jpeg", float(round(rng.uniform(*lv["jpeg"]))))]
+    return parts
+
+
+def phone(rgb: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
+    """A compound field photo at level ``severity`` (:func:`phone_parts`, module docstring)."""
+    for name, sev in phone_parts(int(round(severity)), rng):
+        rgb = FAMILIES[name].fn(rgb, sev, rng)
+    return rgb
+
+
+#: Families made of other families (benchmark only; not a training augmentation, not an OOD-fit view).
+COMPOUND = ("phone",)
+
+
 # ----- registry -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CaptureFamily:
@@ -322,6 +369,8 @@ FAMILIES: dict[str, CaptureFamily] = {f.name: f for f in (
                   (0.5, 1.0)),
     CaptureFamily("defocus", defocus, (1, 2, 3, 5), (1, 2), "disk radius px", (0.5, 3.0)),
     CaptureFamily("motion", motion, (3, 7, 13), (3, 7), "line length px", (2, 9)),
+    CaptureFamily("phone", phone, (1, 2, 3), (1, 2), "level: eyepiece + stain + any rotation + white balance + "
+                  "exposure + noise + JPEG at once (PHONE_LEVELS)", (1, 3)),
 )}
 
 

@@ -111,17 +111,30 @@ def _registered(folder: Path, spec: ModelSpec, file_name: str) -> Predictor:
     return loader(folder, spec, file_name)
 
 
-def _release_file(folder: Path, spec: ModelSpec, variant: str | None) -> Path:
-    variants = (variant,) if variant else RELEASE_VARIANTS
-    for v in variants:
-        f = folder / f"{folder.name}.{v}.tflite"
-        if f.exists():
-            return f
+def release_model_file(folder: Path, name: str, variant: str | None = None,
+                       variants: tuple = RELEASE_VARIANTS) -> Path:
+    """The release's model file of ``variant`` (default: the first of ``variants`` present).
+
+    Files are ``<name>.<variant>.tflite``. A folder copied under another name (``runs/x/``) still
+    finds them, by the spec's ``name`` or by the variant suffix; it never falls back to another
+    variant (a renamed folder once ran its float32 file where the int8 one was meant).
+    """
+    folder = Path(folder)
+    for v in (variant,) if variant else variants:
+        for stem in dict.fromkeys((folder.name, name)):
+            if (folder / f"{stem}.{v}.tflite").is_file():
+                return folder / f"{stem}.{v}.tflite"
+        hits = sorted(folder.glob(f"*.{v}.tflite"))
+        if len(hits) == 1:
+            return hits[0]
     found = sorted(p.name for p in folder.glob("*.tflite"))
-    if found and not variant:
-        return folder / found[0]
-    raise ModelError(f"{folder}: no {variant or 'TFLite'} model file" + (f" (found {found})" if found else ""),
-                     "run `leukedge compress RUN --out " + str(folder) + "` first")
+    raise ModelError(f"{folder}: no {variant or ' / '.join(variants)} model file" + (f" (found {found})" if found else ""),
+                     f"run `leukedge compress RUN --out {folder}` first" if not found
+                     else "choose a variant that is present with --variant")
+
+
+def _release_file(folder: Path, spec: ModelSpec, variant: str | None) -> Path:
+    return release_model_file(folder, spec.name, variant)
 
 
 def card_sha256(folder: Path) -> dict[str, str]:

@@ -32,6 +32,7 @@ from leukedge.fileio import sha256_file
 from leukedge.heatmap import ALPHA, blend, colorize, normalise
 from leukedge.imageio import decode_image, read_image_bytes
 from leukedge.model_check import check_model_io
+from leukedge.predictors import release_model_file
 from leukedge.preprocess import field_tiles, normalize, preprocess_uint8
 from leukedge.views import mean_over_views
 from leukedge.release_check import UNVERIFIED, inside, verify_release
@@ -86,7 +87,7 @@ class Release:
     def variant(self) -> str:
         """The model file's variant (``int8``, ``pruned-int8``, ``float32``...)."""
         stem = self.model_path.name[:-len(".tflite")]
-        return stem[len(self.folder.name) + 1:] if stem.startswith(self.folder.name + ".") else stem
+        return stem.rsplit(".", 1)[-1]  # <name>.<variant>: no variant has a dot, the folder may be renamed
 
     @property
     def parity(self) -> dict | None:
@@ -158,15 +159,7 @@ def load_release(folder: str | os.PathLike, variant: str | None = None, load_ood
         raise ModelError(f"{folder}: no such model folder", hint)
     check = verify_release(folder, allow_unsigned)
     spec, card, files = check.spec, check.card, check.files
-    variants = (variant,) if variant else VARIANTS
-    model_path = next((folder / f"{folder.name}.{v}.tflite" for v in variants
-                       if (folder / f"{folder.name}.{v}.tflite").is_file()), None)
-    if model_path is None:
-        found = sorted(p.name for p in folder.glob("*.tflite"))
-        if variant or not found:
-            raise ModelError(f"{folder}: no {variant or 'int8'} model file" + (f" (found {found})" if found else ""),
-                             "re-export the release with `leukedge compress`")
-        model_path = folder / found[0]
+    model_path = release_model_file(folder, spec.name, variant, VARIANTS)
     if model_path.name not in files:
         raise ModelError(f"{model_path}: not listed in card.json, cannot verify it", "re-export the release")
     gate = None

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from leukedge.capture_sim import FAMILIES
+from leukedge.capture_sim import COMPOUND, FAMILIES
 from leukedge.errors import ConfigError
 
 from .ood import DIHEDRAL, dihedral
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 #: Capture families a field view samples by default (all registered families; ``rotation``
 #: adds non-quarter angles, ``flip`` is covered by the dihedral views).
-FIT_FAMILIES = tuple(n for n in FAMILIES if n != "flip")
+FIT_FAMILIES = tuple(n for n in FAMILIES if n != "flip" and n not in COMPOUND)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from skimage.color import rgb2hed
 
 from leukedge.capture import (CaptureConfig, combine_tiles, crop_fov, detect_fov, estimate_cell_diameter,
                               prepare_field, tiles)
-from leukedge.capture_sim import FAMILIES, apply_capture, get_family, mirror_field
+from leukedge.capture_sim import COMPOUND, FAMILIES, apply_capture, get_family, mirror_field
 from leukedge.colornorm import fit_targets, lab_stats, normalize_color
 from leukedge.errors import ConfigError
 from leukedge.imageio import load_image
@@ -112,6 +112,34 @@ def test_unknown_family_and_bad_severity_are_one_line_errors(smears):
         get_family("jpg")
     with pytest.raises(ConfigError, match="flip severity"):
         apply_capture("flip", smears[0], 4)
+
+
+def test_the_phone_composite_is_its_parts_in_capture_order(smears):
+    """The compound ``phone`` family is exactly its drawn parts applied in order (same rng stream),
+    its parts grow with the level, and it stays out of training and the OOD fit."""
+    from leukedge.capture_sim import PHONE_LEVELS, phone_parts
+    from leukedge.edge_app.ood_views import FIT_FAMILIES
+    from leukedge.train.augment import check_captures
+
+    rgb = smears[3]
+    rng_a, rng_b = np.random.default_rng(11), np.random.default_rng(11)
+    out = FAMILIES["phone"].apply(rgb, 2, rng_a)
+    ref = rgb
+    for name, sev in phone_parts(2, rng_b):
+        ref = FAMILIES[name].fn(ref, sev, rng_b)
+    assert np.array_equal(out, ref)
+    for level in (1, 2, 3):
+        parts = dict(phone_parts(level, np.random.default_rng(level)))
+        assert parts["eyepiece"] == level and parts["noise"] == level
+        lo, hi = PHONE_LEVELS[level]["exposure"]
+        assert lo <= parts["exposure"] <= hi and abs(parts["white_balance"]) <= PHONE_LEVELS[level]["white_balance"]
+        assert ("motion" in parts) == (level == 3) and ("stain_intensity" in parts) == (level > 1)
+    qual = [dict(phone_parts(lv, np.random.default_rng(k)))["jpeg"] for lv in (1, 3) for k in range(20)]
+    assert min(qual[:20]) > max(qual[20:])                                  # level 3 compresses harder
+    assert detect_fov(out) is not None                                     # an eyepiece photo: a circular field
+    assert "phone" in COMPOUND and "phone" not in FIT_FAMILIES
+    with pytest.raises(ConfigError, match="composite"):
+        check_captures({"phone": 0.3})
 
 
 # ----- field of view --------------------------------------------------------------------------
@@ -454,7 +482,7 @@ def test_robust_preset_switches_the_capture_augmentations_on_and_old_presets_kee
     from leukedge.train.config import PRESETS, ROBUST_CAPTURES, TrainConfig, from_preset
 
     robust = from_preset("robust").validate()
-    assert robust.augment.captures == ROBUST_CAPTURES and set(ROBUST_CAPTURES) == set(FAMILIES)
+    assert robust.augment.captures == ROBUST_CAPTURES and set(ROBUST_CAPTURES) == set(FAMILIES) - set(COMPOUND)
     for name in set(PRESETS) - {"robust"}:
         assert from_preset(name).augment.captures == {}
     old = TrainConfig.from_dict({"augment": {"rotation_degrees": 10.0}})   # a config.json from before

@@ -93,3 +93,30 @@ def test_tampered_release_file_is_refused(tmp_path):
     (dst / f"{src.name}.int8.tflite").write_bytes(bytes(data))
     with pytest.raises(ModelError, match="sha256"):
         load_predictor(dst)
+
+
+def test_a_release_copied_under_another_name_still_runs_its_int8_file(tmp_path, smear_paths):
+    """A release folder copied to ``runs/x/`` must run the same int8 file as the original: once it
+    silently fell back to the alphabetically first file (float32) in `predict`, `bench`, `evaluate`."""
+    import shutil
+
+    from leukedge.edge_app.inference import Screener, load_release
+    from leukedge.errors import ModelError
+
+    src = Path("models/efficientnet-lite0-subtype")
+    copy = tmp_path / "candidate"
+    shutil.copytree(src, copy)
+    rel = load_release(copy)
+    assert rel.model_path.name == f"{src.name}.int8.tflite" and rel.variant == "int8"
+    assert load_predictor(copy).name == f"{src.name}.int8.tflite"
+    img = str(smear_paths["Pre"][0])
+    a = Screener(load_release(src)).screen_image(img, heatmap=False).probability
+    assert a is not None and Screener(rel).screen_image(img, heatmap=False).probability == a
+    with pytest.raises(ModelError, match="no pruned-int8 model file"):
+        load_release(copy, variant="pruned-int8")
+    (copy / f"{src.name}.int8.tflite").unlink()
+    with pytest.raises(ModelError, match="listed in the model card but missing"):
+        load_release(copy, allow_unsigned=True)
+    from leukedge.predictors import release_model_file
+    with pytest.raises(ModelError, match=r"no int8 model file \(found \['efficientnet-lite0-subtype.float32"):
+        release_model_file(copy, src.name, "int8")

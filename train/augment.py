@@ -22,7 +22,7 @@ import logging
 import numpy as np
 
 from leukedge.capture import CaptureConfig, estimate_cell_diameter
-from leukedge.capture_sim import FAMILIES, get_family
+from leukedge.capture_sim import COMPOUND, FAMILIES, get_family
 from leukedge.colornorm import fit_targets
 from leukedge.errors import ConfigError
 from leukedge.imageio import load_image
@@ -42,6 +42,9 @@ def check_captures(captures: dict) -> dict:
     """Validate ``{family: probability}``; returns it (unknown family / bad probability -> ConfigError)."""
     for name, p in (captures or {}).items():
         get_family(name)
+        if name in COMPOUND:
+            raise ConfigError(f"capture augmentation '{name}' is a benchmark composite of other families",
+                              "switch on its parts instead (e.g. eyepiece, white_balance, exposure, noise, jpeg)")
         if not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
             raise ConfigError(f"capture augmentation '{name}': probability must be in [0, 1], got {p}")
     return dict(captures or {})
