@@ -34,7 +34,7 @@ import numpy as np
 
 from leukedge import __version__
 from leukedge.capture import CaptureConfig, prepare_field
-from leukedge.capture_sim import FAMILIES, get_family, mosaic_field
+from leukedge.capture_sim import COMPOUND, FAMILIES, get_family, mosaic_field
 from leukedge.colornorm import COLOR_METHODS, fit_targets
 from leukedge.edge_app.inference import Screener, load_release
 from leukedge.errors import ConfigError, DataError, ImageError
@@ -160,9 +160,20 @@ def _seed(base: int, i: int, fam: int, sev: int) -> np.random.Generator:
 
 
 def summarize(results: list[dict]) -> dict:
-    """The summary of a result's rows: the moderate rows' worst and summed outcomes, the clean row."""
-    mod = [r for r in results if r["moderate"]]
-    return {
+    """The summary of a result's rows: the moderate rows' worst and summed outcomes, the clean row.
+
+    The ``moderate_*`` keys cover the single families (issue 19's targets, one family at a time);
+    compound families (:data:`leukedge.capture_sim.COMPOUND`, several families in one photo) are
+    summarised apart under ``compound``: per family and severity, its outcome rates and counts."""
+    mod = [r for r in results if r["moderate"] and r["family"] not in COMPOUND]
+    comp = {}
+    for r in results:
+        if r["family"] in COMPOUND:
+            comp.setdefault(r["family"], {})[f"{r['severity']:g}"] = {
+                "moderate": r["moderate"], "n": r["n"], **{k: r["rates"][k] for k in ("correct", "retake", "flagged", "wrong")},
+                "missed": r["missed"], "missed_new": r.get("missed_new"),
+                "borderline": r["advice"].get("borderline", 0)}
+    return ({"compound": comp} if comp else {}) | {
         "moderate_rows": len(mod),
         "moderate_rows_90": sum(r["rates"]["correct"] >= 0.9 for r in mod),
         "moderate_min_correct": min((r["rates"]["correct"] for r in mod), default=None),

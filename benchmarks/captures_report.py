@@ -64,6 +64,9 @@ def markdown(doc: dict) -> str:
               + (f"; borderline (take another field): {s['moderate_borderline']} of {s['moderate_photos']} photos, "
                  f"{s['clean_borderline']} clean" if m.get("rule_out") is not None and "moderate_borderline" in s
                  else "") + "."]
+    if s.get("compound"):
+        lines += ["", compound_sentence(s["compound"]) + " The moderate summary above covers the single families "
+                  "(issue 19's targets, one family at a time); compound rows are several families in one photo."]
     wrong = {}
     for r in doc["results"]:
         for path in r.get("wrong_smears", []):
@@ -74,6 +77,19 @@ def markdown(doc: dict) -> str:
             clean = any(r["family"] == "none" for r in rows)
             lines.append(f"* `{path}`: {len(rows)}" + (" (also clean: the model's own error)" if clean else ""))
     return "\n".join(lines) + "\n"
+
+
+def compound_sentence(compound: dict) -> str:
+    """One sentence of the compound rows (``summary["compound"]``): per family and level, correct /
+    flagged / wrong and missed leukemia (caused by the capture)."""
+    parts = []
+    for fam, levels in compound.items():
+        rows = "; ".join(f"level {sev}{' (moderate)' if v['moderate'] else ''}: {_pct(v['correct'])} correct, "
+                         f"{_pct(v['retake'])} retake, {_pct(v['flagged'])} flagged, {_pct(v['wrong'])} wrong, "
+                         f"{v['missed']} missed leukemia ({v.get('missed_new', 0)} caused by the capture)"
+                         for sev, v in levels.items())
+        parts.append(f"`{fam}` ({rows})")
+    return "Compound field photos (several capture families at once, docs/captures.md 18): " + ", ".join(parts) + "."
 
 
 def plot(doc: dict, out) -> Path:

@@ -541,12 +541,18 @@ def capture_sentence(doc: dict | None) -> str | None:
             f"{s['clean_borderline']} of the clean ones" if rule_out is not None and "moderate_borderline" in s else "")
     what = ("lower-power photos made of each smear and its neighbours on the same slide, `--field mosaic`"
             if doc.get("field") == "mosaic" else "every capture family")
+    compound = "".join(
+        f" Compound field photos (`{fam}`: several capture families in one photo, not counted in the rows above): "
+        + "; ".join(f"level {sev} {_pct(v['correct'])}% correct, {_pct(v['flagged'])}% flagged, {_pct(v['wrong'])}% "
+                    f"wrong, {v['missed']} missed leukemia ({v.get('missed_new', 0)} caused by the capture)"
+                    for sev, v in levels.items()) + "."
+        for fam, levels in (s.get("compound") or {}).items())
     return (f"Capture robustness (`leukedge bench captures`, {d.get('n_smears', '?')} {d.get('split', 'test')}-split "
             f"smears, {what}, at issue 19's moderate severities): {rows}lowest "
             f"{_pct(s['moderate_min_correct'])}% correct, highest {_pct(s['moderate_max_wrong'])}% wrong, missed "
             f"leukemia summed over the rows {s['moderate_missed']}{caused}; the clean photos "
             f"{_pct(s.get('clean_correct'))}% correct{zone}. Per family and severity: "
-            f"bench/{'captures-mosaic' if doc.get('field') == 'mosaic' else 'captures'}.md.")
+            f"bench/{'captures-mosaic' if doc.get('field') == 'mosaic' else 'captures'}.md.{compound}")
 
 
 def _f(v, digits=4):

@@ -403,6 +403,41 @@ def test_bench_captures_separates_the_capture_errors_from_the_model_errors(monke
     assert "*borderline*: photos of good quality scoring in the grey zone (0.2 up to the threshold" in md
 
 
+def test_compound_rows_are_summarised_apart_from_the_single_family_targets():
+    """The ``moderate_*`` summary stays the single families' (issue 19's targets); the compound
+    ``phone`` rows get their own summary, Markdown sentence and card sentence."""
+    from leukedge.benchmarks.captures import summarize
+    from leukedge.benchmarks.captures_report import markdown
+    from leukedge.card import capture_sentence
+
+    def row(fam, sev, moderate, correct, flagged, missed, missed_new=0, n=100):
+        wrong = 100 - correct - flagged
+        return {"family": fam, "severity": sev, "moderate": moderate, "n": n, "correct": correct, "retake": 0,
+                "flagged": flagged, "wrong": wrong, "missed": missed, "error": 0, "wrong_new": missed_new,
+                "missed_new": missed_new, "wrong_smears": [], "advice": {}, "rule_in": {}, "ood_score_median": 0.5,
+                "rates": {"correct": correct / n, "retake": 0.0, "flagged": flagged / n, "wrong": wrong / n,
+                          "missed": missed / n}}
+
+    results = [row("none", 0, False, 99, 0, 1), row("jpeg", 20, True, 95, 3, 2, 1),
+               row("phone", 1, True, 97, 2, 1), row("phone", 2, True, 80, 18, 2, 1), row("phone", 3, False, 30, 69, 1)]
+    s = summarize(results)
+    assert s["moderate_rows"] == 1 and s["moderate_min_correct"] == 0.95 and s["moderate_missed"] == 2
+    assert s["moderate_photos"] == 100
+    assert list(s["compound"]["phone"]) == ["1", "2", "3"]
+    assert s["compound"]["phone"]["2"] == {"moderate": True, "n": 100, "correct": 0.8, "retake": 0.0,
+                                           "flagged": 0.18, "wrong": 0.02, "missed": 2, "missed_new": 1,
+                                           "borderline": 0}
+    assert "phone" not in summarize(results[:2]).get("compound", {})
+    doc = {"schema": "leukedge-captures v1", "model": {"name": "m", "variant": "int8", "threshold": 0.5},
+           "data": {"n_smears": 100, "split": "val", "classes": {}}, "normalize": "none", "seed": 0,
+           "results": results, "summary": s}
+    assert "level 2 (moderate): 80% correct, 0% retake, 18% flagged, 2% wrong, 2 missed leukemia (1 caused by " \
+           "the capture)" in markdown(doc)
+    assert "1 of 1 rows >= 90% correct" in capture_sentence(doc)
+    assert "Compound field photos (`phone`: several capture families in one photo, not counted in the rows " \
+           "above): level 1 97.0% correct, 2.0% flagged, 1.0% wrong, 1 missed leukemia" in capture_sentence(doc)
+
+
 def test_bench_captures_can_make_lower_power_photos_from_neighbouring_smears(tmp_path, aria_dir):
     """--field mosaic: the magnification rows are mosaics of each smear and its split-group
     neighbours (real, different cells), and the result says so; a mirror field is the default."""
