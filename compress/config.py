@@ -68,6 +68,8 @@ class CompressConfig:
         views: rotated / mirrored views averaged per model input, written into the spec (recipe
             key ``screening.views``; None: the source's); a change re-chooses the operating points
             on validation.
+        min_scale: the smallest magnification rescale factor written into the spec (recipe key
+            ``screening.min_scale``; None: the source's).
         data_dir: data folder (None: the run's config.json, else the default).
         parity: run parity (and evaluation/card) after writing the files.
         selective: when int8 fails a gate, keep the worst ops in float until it passes.
@@ -101,6 +103,7 @@ class CompressConfig:
     rule_in: float | None = None
     rule_out: float | None = None
     views: int | None = None
+    min_scale: float | None = None
     data_dir: str | None = None
     parity: bool = True
     selective: bool = True

@@ -149,13 +149,12 @@ def magnification_changes(cfg: "CompressConfig", spec: ModelSpec) -> bool:
 
 
 #: ``screening`` keys copied into ``preprocess.capture`` as they are (photo-quality limits, views).
-CAPTURE_VALUES = ("min_sharpness", "rule_in", "rule_out", "views")
+CAPTURE_VALUES = ("min_sharpness", "rule_in", "rule_out", "views", "min_scale")
 
 
 def sharpness_changes(cfg: "CompressConfig", spec: ModelSpec) -> bool:
     """True when the recipe sets a photo-quality limit (``min_sharpness``, ``rule_in``), a grey zone
-    (``rule_out``) or a number
-    of views other than ``spec``'s."""
+    (``rule_out``), a number of views or a smallest rescale factor (``min_scale``) other than ``spec``'s."""
     cap = spec.preprocess.capture
     return any(getattr(cfg, k) is not None and (cap is None or getattr(cap, k) != getattr(cfg, k))
                for k in CAPTURE_VALUES)

@@ -119,6 +119,12 @@ class ScreeningRecipe:
             ``preprocess.capture``; when it changes the spec's, the operating points are chosen
             again on the validation split with those views (the float32 file). None: the source's.
             Measured with ``scripts/experiments/tta.py`` (docs/captures.md 16).
+        min_scale: the smallest magnification rescale factor, written into the spec's
+            ``preprocess.capture``: a photo whose red cells are k times the training size is
+            shrunk by ``max(1/k, min_scale)``. A phone's full-resolution eyepiece photo has cells
+            5-15 times wider in pixels than the lab's (the ``resolution`` capture family); 0.05
+            covers every photo under the 40-megapixel input limit. None: the source's (0.5 before
+            2026-12-07, which left such photos at 3x the training cell size: docs/captures.md 18).
     """
 
     tile_rule: str | None = None
@@ -130,6 +136,7 @@ class ScreeningRecipe:
     rule_in: float | None = None
     rule_out: float | None = None
     views: int | None = None
+    min_scale: float | None = None
 
     def __post_init__(self):
         self.check()
@@ -148,14 +155,16 @@ class ScreeningRecipe:
             raise ConfigError(f"screening.magnification must be true, false or null, got {self.magnification!r}")
         for key, lo, hi in (("cell_diameter", 2.0, 500.0), ("scale_tolerance", 0.0, 0.9),
                             ("min_sharpness", 0.0, 1000.0), ("rule_in", 0.01, 1.0),
-                            ("rule_out", 0.001, 0.99)):
+                            ("rule_out", 0.001, 0.99), ("min_scale", 0.01, 1.0)):
             v = getattr(self, key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi):
                 raise ConfigError(f"screening.{key} must be a number in [{lo}, {hi}] or null, got {v!r}")
         if self.views is not None and (isinstance(self.views, bool) or self.views not in VIEWS):
             raise ConfigError(f"screening.views must be one of {', '.join(map(str, VIEWS))} or null, got {self.views!r}")
-        if self.magnification is False and (self.cell_diameter is not None or self.scale_tolerance is not None):
-            raise ConfigError("screening.cell_diameter / scale_tolerance need screening.magnification true or null",
+        if self.magnification is False and (self.cell_diameter is not None or self.scale_tolerance is not None
+                                            or self.min_scale is not None):
+            raise ConfigError("screening.cell_diameter / scale_tolerance / min_scale need screening.magnification "
+                              "true or null",
                               "drop them, or set screening.magnification=true")
 
 

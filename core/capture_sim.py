@@ -46,13 +46,21 @@ How each family is simulated (severity unit in brackets):
   function) of that radius.
 * ``motion`` [length px]: convolution with a line of that length at an angle from ``rng``
   (the phone moving during the exposure).
+* ``resolution`` [factor k > 1]: the photo sampled with k times more pixels per cell (bicubic
+  upscale, no new detail): a phone's 12-48 MP sensor behind an eyepiece shows a red cell 5-15 times
+  wider in pixels than the lab camera's 224-px smear did (a 12 MP photo whose eyepiece circle is
+  2,000 px across: k ~ 6).
 * ``phone`` [level 1-3]: a *compound* field photo, several families at once in the order a real
   capture happens (:data:`PHONE_LEVELS`): slide stain (intensity, level 2-3) -> the slide turned
-  (any angle) -> motion blur (level 3) -> ``eyepiece`` at the same level -> white balance and
-  exposure -> sensor ``noise`` at the same level -> JPEG. Each part's strength is drawn from
+  (any angle) -> motion blur (level 3) -> ``eyepiece`` at the same level -> the phone's
+  ``resolution`` -> white balance and exposure -> sensor ``noise`` at the same level -> JPEG. Each part's strength is drawn from
   ``rng`` within the level's range, so one level is a spread of photos, not one parameter set.
   It measures what the single families cannot: whether their errors add up. A benchmark
   composite only: training draws its parts independently (:mod:`leukedge.train.augment`).
+
+``resolution`` and ``phone`` are benchmark families only (:data:`BENCH_ONLY`): not training
+augmentations (the preprocessing's magnification normalisation undoes the resolution) and not
+views of the OOD gate's fit.
 """
 from __future__ import annotations
 
@@ -241,6 +249,14 @@ def magnification(rgb: np.ndarray, severity: float, rng: np.random.Generator) ->
     return cv2.resize(field, (w, h), interpolation=cv2.INTER_AREA)
 
 
+def resolution(rgb: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
+    k = float(severity)
+    if not 1.0 <= k <= 10.0:
+        raise ConfigError(f"resolution factor must be in [1, 10], got {k}")
+    h, w = rgb.shape[:2]
+    return cv2.resize(rgb, (round(w * k), round(h * k)), interpolation=cv2.INTER_CUBIC) if k != 1.0 else rgb.copy()
+
+
 def mosaic_field(images: list[np.ndarray], factor: float, rng: np.random.Generator) -> np.ndarray:
     """A lower-magnification full-field photo made of *different* real smears (not mirror images).
 
@@ -281,12 +297,12 @@ def motion(rgb: np.ndarray, severity: float, rng: np.random.Generator) -> np.nda
 
 #: Level -> ranges of the compound ``phone`` family's parts (drawn uniformly; exposure log-uniform).
 PHONE_LEVELS = {
-    1: {"eyepiece": 1, "white_balance": 0.15, "exposure": (0.7, 1.3), "noise": 1, "jpeg": (50, 85),
-        "stain_intensity": 0.0, "motion": 0.0},
-    2: {"eyepiece": 2, "white_balance": 0.3, "exposure": (0.5, 1.5), "noise": 2, "jpeg": (20, 50),
-        "stain_intensity": 0.2, "motion": 0.0},
-    3: {"eyepiece": 3, "white_balance": 0.3, "exposure": (0.5, 1.5), "noise": 3, "jpeg": (10, 30),
-        "stain_intensity": 0.4, "motion": 5.0},
+    1: {"eyepiece": 1, "resolution": (1.5, 2.5), "white_balance": 0.15, "exposure": (0.7, 1.3), "noise": 1,
+        "jpeg": (50, 85), "stain_intensity": 0.0, "motion": 0.0},
+    2: {"eyepiece": 2, "resolution": (3.0, 5.0), "white_balance": 0.3, "exposure": (0.5, 1.5), "noise": 2,
+        "jpeg": (20, 50), "stain_intensity": 0.2, "motion": 0.0},
+    3: {"eyepiece": 3, "resolution": (5.0, 7.0), "white_balance": 0.3, "exposure": (0.5, 1.5), "noise": 3,
+        "jpeg": (10, 30), "stain_intensity": 0.4, "motion": 5.0},
 }
 
 
@@ -301,6 +317,7 @@ def phone_parts(level: int, rng: np.random.Generator) -> list[tuple[str, float]]
         parts.append(("motion", float(rng.uniform(2.0, lv["motion"]))))
     lo, hi = lv["exposure"]
     parts += [("eyepiece", float(lv["eyepiece"])),
+              ("resolution", float(rng.uniform(*lv["resolution"]))),
               ("white_balance", float(rng.uniform(-lv["white_balance"], lv["white_balance"]))),
               ("exposure", float(np.exp(rng.uniform(np.log(lo), np.log(hi))))),
               ("noise", float(lv["noise"])),
@@ -315,8 +332,10 @@ def phone(rgb: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndar
     return rgb
 
 
-#: Families made of other families (benchmark only; not a training augmentation, not an OOD-fit view).
+#: Families made of other families (summarised apart from the single families' targets).
 COMPOUND = ("phone",)
+#: Benchmark families only: not training augmentations, not views of the OOD gate's fit.
+BENCH_ONLY = ("resolution",) + COMPOUND
 
 
 # ----- registry -------------------------------------------------------------------------------
@@ -369,6 +388,8 @@ FAMILIES: dict[str, CaptureFamily] = {f.name: f for f in (
                   (0.5, 1.0)),
     CaptureFamily("defocus", defocus, (1, 2, 3, 5), (1, 2), "disk radius px", (0.5, 3.0)),
     CaptureFamily("motion", motion, (3, 7, 13), (3, 7), "line length px", (2, 9)),
+    CaptureFamily("resolution", resolution, (2, 4, 6, 8), (2, 4, 6), "pixels per cell x k (a phone's sensor: "
+                  "a 12 MP eyepiece photo is k ~ 6)", (1.0, 8.0)),
     CaptureFamily("phone", phone, (1, 2, 3), (1, 2), "level: eyepiece + stain + any rotation + white balance + "
                   "exposure + noise + JPEG at once (PHONE_LEVELS)", (1, 3)),
 )}

@@ -500,8 +500,8 @@ def card_markdown(card: dict) -> str:
                     for name, r in ood["rates"].items()])  # calibrate-ood records plain fractions
     if card.get("benchmarks"):
         page.h("Benchmarks")
-        for name in ("captures.json", "captures-mosaic.json"):
-            cap = capture_sentence(card["benchmarks"].get(name))
+        for name in sorted(n for n in card["benchmarks"] if n.startswith("captures")):  # captures, -mosaic, -phone
+            cap = capture_sentence(card["benchmarks"].get(name), name)
             if cap:
                 page.p(cap)
         page.bullets(f"{name}: see bench/{name}" for name in card["benchmarks"])
@@ -525,10 +525,11 @@ def card_markdown(card: dict) -> str:
     return page.markdown()
 
 
-def capture_sentence(doc: dict | None) -> str | None:
-    """One paragraph of a ``bench captures`` result's summary (None without one)."""
+def capture_sentence(doc: dict | None, name: str = "captures.json") -> str | None:
+    """One paragraph of a ``bench captures`` result's summary (None without one); ``name`` is its
+    file in ``bench/`` (the paragraph points to the Markdown beside it)."""
     s = (doc or {}).get("summary") or {}
-    if s.get("moderate_min_correct") is None:
+    if s.get("moderate_min_correct") is None and not s.get("compound"):
         return None
     d = doc.get("data") or {}
     rows = f"{s['moderate_rows_90']} of {s['moderate_rows']} rows >= 90% correct, " if "moderate_rows" in s else ""
@@ -539,20 +540,29 @@ def capture_sentence(doc: dict | None) -> str | None:
     zone = (f"; answered \"borderline, take another field\" (scores in the grey zone from {rule_out:g} up to the "
             f"threshold): {s['moderate_borderline']} of the moderate rows' {s['moderate_photos']} photos and "
             f"{s['clean_borderline']} of the clean ones" if rule_out is not None and "moderate_borderline" in s else "")
+    from .capture_sim import FAMILIES
+
+    fams = list(doc.get("families") or [])
+    left = [f for f in FAMILIES if fams and f not in fams]
     what = ("lower-power photos made of each smear and its neighbours on the same slide, `--field mosaic`"
-            if doc.get("field") == "mosaic" else "every capture family")
+            if doc.get("field") == "mosaic" else f"the families {', '.join(fams)}" if 0 < len(fams) <= 3
+            else f"every capture family but {', '.join(left)}" if left else "every capture family")
+    limit = f" (`--limit {d['limit']}`, spread evenly over the split)" if d.get("limit") else ""
+    md = "bench/" + name.removesuffix(".json") + ".md"
     compound = "".join(
         f" Compound field photos (`{fam}`: several capture families in one photo, not counted in the rows above): "
         + "; ".join(f"level {sev} {_pct(v['correct'])}% correct, {_pct(v['flagged'])}% flagged, {_pct(v['wrong'])}% "
                     f"wrong, {v['missed']} missed leukemia ({v.get('missed_new', 0)} caused by the capture)"
                     for sev, v in levels.items()) + "."
         for fam, levels in (s.get("compound") or {}).items())
-    return (f"Capture robustness (`leukedge bench captures`, {d.get('n_smears', '?')} {d.get('split', 'test')}-split "
-            f"smears, {what}, at issue 19's moderate severities): {rows}lowest "
+    head = (f"Capture robustness (`leukedge bench captures`, {d.get('n_smears', '?')} {d.get('split', 'test')}-split "
+            f"smears{limit}, {what}")
+    if s.get("moderate_min_correct") is None:  # compound rows only
+        return f"{head}): the clean photos {_pct(s.get('clean_correct'))}% correct. Per level: {md}.{compound}"
+    return (f"{head}, at issue 19's moderate severities): {rows}lowest "
             f"{_pct(s['moderate_min_correct'])}% correct, highest {_pct(s['moderate_max_wrong'])}% wrong, missed "
             f"leukemia summed over the rows {s['moderate_missed']}{caused}; the clean photos "
-            f"{_pct(s.get('clean_correct'))}% correct{zone}. Per family and severity: "
-            f"bench/{'captures-mosaic' if doc.get('field') == 'mosaic' else 'captures'}.md.{compound}")
+            f"{_pct(s.get('clean_correct'))}% correct{zone}. Per family and severity: {md}.{compound}")
 
 
 def _f(v, digits=4):

@@ -69,7 +69,7 @@ def register(sub) -> None:
                    help="field fit: probability a view also gets a moderate capture family (default 0.75)")
     c.add_argument("--view-families", default=None,
                    help="field fit: comma list of the capture families the views sample (default: all but flip and the "
-                        "compound phone); "
+                        "benchmark-only resolution and phone); "
                         "leave out a family the model does not answer correctly (see `leukedge bench captures`), "
                         "so the gate keeps flagging it")
     c.add_argument("--train-limit", type=int, default=300,

@@ -11,7 +11,7 @@ from skimage.color import rgb2hed
 
 from leukedge.capture import (CaptureConfig, combine_tiles, crop_fov, detect_fov, estimate_cell_diameter,
                               prepare_field, tiles)
-from leukedge.capture_sim import COMPOUND, FAMILIES, apply_capture, get_family, mirror_field
+from leukedge.capture_sim import BENCH_ONLY, COMPOUND, FAMILIES, apply_capture, get_family, mirror_field
 from leukedge.colornorm import fit_targets, lab_stats, normalize_color
 from leukedge.errors import ConfigError
 from leukedge.imageio import load_image
@@ -436,6 +436,18 @@ def test_compound_rows_are_summarised_apart_from_the_single_family_targets():
     assert "1 of 1 rows >= 90% correct" in capture_sentence(doc)
     assert "Compound field photos (`phone`: several capture families in one photo, not counted in the rows " \
            "above): level 1 97.0% correct, 2.0% flagged, 1.0% wrong, 1 missed leukemia" in capture_sentence(doc)
+    # a bench of the compound family alone (the releases' bench/captures-phone.json): no single-family rows
+    only = dict(doc, results=[results[0]] + results[2:], families={"phone": {}},
+                data={"n_smears": 100, "split": "test", "limit": 100, "classes": {}})
+    only["summary"] = summarize(only["results"])
+    assert only["summary"]["moderate_min_correct"] is None
+    text = capture_sentence(only, "captures-phone.json")
+    assert text.startswith("Capture robustness (`leukedge bench captures`, 100 test-split smears (`--limit 100`, "
+                           "spread evenly over the split), the families phone): the clean photos 99.0% correct. "
+                           "Per level: bench/captures-phone.md.")
+    assert "level 2 (moderate)" not in text and "level 2 80.0% correct, 18.0% flagged" in text
+    assert "every capture family but resolution, phone" in capture_sentence(
+        dict(doc, families={f: {} for f in FAMILIES if f not in BENCH_ONLY}))
 
 
 def test_bench_captures_can_make_lower_power_photos_from_neighbouring_smears(tmp_path, aria_dir):
@@ -517,7 +529,7 @@ def test_robust_preset_switches_the_capture_augmentations_on_and_old_presets_kee
     from leukedge.train.config import PRESETS, ROBUST_CAPTURES, TrainConfig, from_preset
 
     robust = from_preset("robust").validate()
-    assert robust.augment.captures == ROBUST_CAPTURES and set(ROBUST_CAPTURES) == set(FAMILIES) - set(COMPOUND)
+    assert robust.augment.captures == ROBUST_CAPTURES and set(ROBUST_CAPTURES) == set(FAMILIES) - set(BENCH_ONLY)
     for name in set(PRESETS) - {"robust"}:
         assert from_preset(name).augment.captures == {}
     old = TrainConfig.from_dict({"augment": {"rotation_degrees": 10.0}})   # a config.json from before

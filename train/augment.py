@@ -22,7 +22,7 @@ import logging
 import numpy as np
 
 from leukedge.capture import CaptureConfig, estimate_cell_diameter
-from leukedge.capture_sim import COMPOUND, FAMILIES, get_family
+from leukedge.capture_sim import BENCH_ONLY, COMPOUND, FAMILIES, get_family
 from leukedge.colornorm import fit_targets
 from leukedge.errors import ConfigError
 from leukedge.imageio import load_image
@@ -45,6 +45,9 @@ def check_captures(captures: dict) -> dict:
         if name in COMPOUND:
             raise ConfigError(f"capture augmentation '{name}' is a benchmark composite of other families",
                               "switch on its parts instead (e.g. eyepiece, white_balance, exposure, noise, jpeg)")
+        if name in BENCH_ONLY:
+            raise ConfigError(f"capture augmentation '{name}' is a benchmark family only",
+                              "the preprocessing's magnification normalisation undoes it; leave it out")
         if not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
             raise ConfigError(f"capture augmentation '{name}': probability must be in [0, 1], got {p}")
     return dict(captures or {})

@@ -1,0 +1,100 @@
+"""A phone's full-resolution photo: red cells many times wider in pixels than the lab camera's.
+
+The ``resolution`` capture family makes one from a real smear; the releases' ``min_scale``
+(recipe key ``screening.min_scale``) lets magnification normalisation shrink it back to the
+training cell size (docs/captures.md 18). Real releases on real smears.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from leukedge.capture import CaptureConfig, estimate_cell_diameter, prepare_field
+from leukedge.capture_sim import BENCH_ONLY, FAMILIES, apply_capture
+from leukedge.compress.recipe import ScreeningRecipe
+from leukedge.errors import ConfigError
+from leukedge.imageio import load_image
+from leukedge.spec import ModelSpec
+
+#: the value the releases with magnification normalisation carry (None: magnification off)
+RELEASED = {"efficientnet-lite0-subtype": 0.05, "efficientnet-lite0-binary": 0.05, "densenet201-binary": None}
+
+
+def test_the_resolution_family_samples_the_same_smear_with_more_pixels(smear_paths):
+    rgb = load_image(smear_paths["Pro"][0])
+    for k in FAMILIES["resolution"].severities:
+        out = apply_capture("resolution", rgb, k)
+        assert out.shape[:2] == (round(rgb.shape[0] * k), round(rgb.shape[1] * k))
+        d0, d1 = estimate_cell_diameter(rgb), estimate_cell_diameter(out)
+        assert abs(np.log(d1 / (k * d0))) < 0.2, (k, d0, d1)            # cells k times wider
+    with pytest.raises(ConfigError, match="resolution factor"):
+        apply_capture("resolution", rgb, 12)
+    assert "resolution" in BENCH_ONLY
+
+
+def test_min_scale_is_checked_where_it_is_set():
+    for bad in (0.0, 1.5, True, "small"):
+        with pytest.raises(ConfigError, match="min_scale"):
+            ScreeningRecipe(min_scale=bad)
+    with pytest.raises(ConfigError, match="magnification"):
+        ScreeningRecipe(magnification=False, min_scale=0.1)
+    with pytest.raises(ConfigError, match="min_scale"):
+        CaptureConfig(min_scale=0.0)
+    assert ScreeningRecipe(min_scale=0.05).min_scale == 0.05
+
+
+def test_the_recipe_key_reaches_the_spec():
+    from leukedge.compress.config import CompressConfig
+    from leukedge.compress.pipeline import _screening_spec
+    from leukedge.compress.recipe_keys import from_config
+
+    spec = ModelSpec.from_dict(json.loads(Path("models/efficientnet-lite0-subtype/spec.json").read_text()))
+    cfg = CompressConfig(source="s", out="o", min_scale=0.2)
+    assert _screening_spec(cfg, spec).preprocess.capture.min_scale == 0.2
+    assert from_config(cfg).screening.min_scale == 0.2
+    assert _screening_spec(CompressConfig(source="s", out="o"), spec) is spec       # not set: the source's
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED))
+def test_each_release_carries_its_min_scale_in_spec_and_recipe(name):
+    spec = ModelSpec.from_dict(json.loads(Path(f"models/{name}/spec.json").read_text()))
+    cap = spec.preprocess.capture
+    if RELEASED[name] is None:
+        assert not cap.magnification
+        return
+    assert cap.magnification and cap.min_scale == RELEASED[name]
+    recipe = json.loads(Path(f"models/{name}/recipe.json").read_text())
+    assert recipe["screening"]["min_scale"] == RELEASED[name]
+
+
+def test_a_full_resolution_eyepiece_photo_is_brought_back_to_the_training_cell_size(smear_paths):
+    """A 6x eyepiece photo (a 12 MP phone's pixels per cell): with the release's min_scale the field
+    reaches the model at the training cell size; with the old 0.5 it stayed at ~3x."""
+    spec = ModelSpec.from_dict(json.loads(Path("models/efficientnet-lite0-subtype/spec.json").read_text()))
+    cap = spec.preprocess.capture
+    rgb = load_image(smear_paths["Pre"][1])
+    photo = apply_capture("resolution", FAMILIES["eyepiece"].apply(rgb, 1, np.random.default_rng(0)), 6)
+    field, info = prepare_field(photo, cap, spec.preprocess.input_size)
+    assert info["scale"] < 0.25 and abs(np.log(estimate_cell_diameter(field) / cap.cell_diameter)) < 0.3
+    import dataclasses
+
+    old, info_old = prepare_field(photo, dataclasses.replace(cap, min_scale=0.5), spec.preprocess.input_size)
+    assert info_old["scale"] == 0.5 and estimate_cell_diameter(old) > 2.2 * cap.cell_diameter
+
+
+@pytest.mark.parametrize("name", ["efficientnet-lite0-subtype", "efficientnet-lite0-binary"])
+def test_the_release_answers_a_full_resolution_phone_photo_like_the_lab_photo(name, smear_paths):
+    """Through the release's Screener (like `leukedge predict`): a leukemia and a benign smear,
+    photographed through the eyepiece at 1x, 4x and 6x the lab's pixels per cell, are answered,
+    not flagged, with the lab photo's decision."""
+    from leukedge.edge_app.inference import Screener
+
+    s = Screener(f"models/{name}", num_threads=1)
+    for cls in ("Pre", "Benign"):
+        rgb = load_image(smear_paths[cls][0])
+        lab = s.screen_image(rgb, heatmap=False)
+        eye = FAMILIES["eyepiece"].apply(rgb, 1, np.random.default_rng(3))
+        for k in (1, 4, 6):
+            res = s.screen_image(apply_capture("resolution", eye, k) if k > 1 else eye, heatmap=False)
+            assert not res.ood and res.decision == lab.decision, (name, cls, k, res.decision, res.ood_score)
