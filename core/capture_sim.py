@@ -317,11 +317,12 @@ def phone_parts(level: int, rng: np.random.Generator) -> list[tuple[str, float]]
         parts.append(("motion", float(rng.uniform(2.0, lv["motion"]))))
     lo, hi = lv["exposure"]
     parts += [("eyepiece", float(lv["eyepiece"])),
-              ("resolution", float(rng.uniform(*lv["resolution"]))),
               ("white_balance", float(rng.uniform(-lv["white_balance"], lv["white_balance"]))),
               ("exposure", float(np.exp(rng.uniform(np.log(lo), np.log(hi))))),
               ("noise", float(lv["noise"])),
               ("jpeg", float(round(rng.uniform(*lv["jpeg"]))))]
+    # drawn last (so the other parts are those of the first, lab-pixel version), applied after the eyepiece
+    parts.insert(parts.index(("eyepiece", float(lv["eyepiece"]))) + 1, ("resolution", float(rng.uniform(*lv["resolution"]))))
     return parts
 
 
