@@ -75,19 +75,25 @@ def test_a_full_resolution_eyepiece_photo_is_brought_back_to_the_training_cell_s
     cap = spec.preprocess.capture
     rgb = load_image(smear_paths["Pre"][1])
     photo = apply_capture("resolution", FAMILIES["eyepiece"].apply(rgb, 1, np.random.default_rng(0)), 6)
+    lab = estimate_cell_diameter(rgb)
     field, info = prepare_field(photo, cap, spec.preprocess.input_size)
-    assert info["scale"] < 0.25 and abs(np.log(estimate_cell_diameter(field) / cap.cell_diameter)) < 0.3
+    assert abs(np.log(info["cell_diameter"] / (6 * lab))) < 0.2                  # measured 6x the lab photo's
+    # cells at the training size, or a little above where the field would shrink below one model input
+    assert info["scale"] < 0.25 and 0.99 < info["cell_diameter"] * info["scale"] / cap.cell_diameter < 1.6
+    assert min(field.shape[:2]) >= spec.preprocess.input_size
     import dataclasses
 
     old, info_old = prepare_field(photo, dataclasses.replace(cap, min_scale=0.5), spec.preprocess.input_size)
-    assert info_old["scale"] == 0.5 and estimate_cell_diameter(old) > 2.2 * cap.cell_diameter
+    assert info_old["scale"] == 0.5 and info_old["cell_diameter"] * 0.5 > 2.2 * cap.cell_diameter  # left at ~3x
+    assert old.shape[0] > 2 * field.shape[0]
 
 
 @pytest.mark.parametrize("name", ["efficientnet-lite0-subtype", "efficientnet-lite0-binary"])
 def test_the_release_answers_a_full_resolution_phone_photo_like_the_lab_photo(name, smear_paths):
     """Through the release's Screener (like `leukedge predict`): a leukemia and a benign smear,
-    photographed through the eyepiece at 1x, 4x and 6x the lab's pixels per cell, are answered,
-    not flagged, with the lab photo's decision."""
+    photographed through the eyepiece at 1x, 4x and 6x the lab's pixels per cell, are not flagged
+    and never get the opposite of the lab photo's decision (at most "borderline, take another
+    field"); the leukemia smear is referred at every size."""
     from leukedge.edge_app.inference import Screener
 
     s = Screener(f"models/{name}", num_threads=1)
@@ -97,4 +103,6 @@ def test_the_release_answers_a_full_resolution_phone_photo_like_the_lab_photo(na
         eye = FAMILIES["eyepiece"].apply(rgb, 1, np.random.default_rng(3))
         for k in (1, 4, 6):
             res = s.screen_image(apply_capture("resolution", eye, k) if k > 1 else eye, heatmap=False)
-            assert not res.ood and res.decision == lab.decision, (name, cls, k, res.decision, res.ood_score)
+            assert not res.ood and res.decision in (lab.decision, "retake"), (name, cls, k, res.decision, res.ood_score)
+            assert res.decision == "positive" or cls == "Benign", (name, k, res.probability)
+            assert res.decision != "retake" or res.borderline, (name, cls, k, res.quality)
