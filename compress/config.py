@@ -70,6 +70,8 @@ class CompressConfig:
             on validation.
         min_scale: the smallest magnification rescale factor written into the spec (recipe key
             ``screening.min_scale``; None: the source's).
+        shrink: ``exact`` or ``fewest``, the magnification shrink rule written into the spec (recipe
+            key ``screening.shrink``; None: the source's).
         data_dir: data folder (None: the run's config.json, else the default).
         parity: run parity (and evaluation/card) after writing the files.
         selective: when int8 fails a gate, keep the worst ops in float until it passes.
@@ -104,6 +106,7 @@ class CompressConfig:
     rule_out: float | None = None
     views: int | None = None
     min_scale: float | None = None
+    shrink: str | None = None
     data_dir: str | None = None
     parity: bool = True
     selective: bool = True

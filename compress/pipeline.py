@@ -149,12 +149,13 @@ def magnification_changes(cfg: "CompressConfig", spec: ModelSpec) -> bool:
 
 
 #: ``screening`` keys copied into ``preprocess.capture`` as they are (photo-quality limits, views).
-CAPTURE_VALUES = ("min_sharpness", "rule_in", "rule_out", "views", "min_scale")
+CAPTURE_VALUES = ("min_sharpness", "rule_in", "rule_out", "views", "min_scale", "shrink")
 
 
 def sharpness_changes(cfg: "CompressConfig", spec: ModelSpec) -> bool:
     """True when the recipe sets a photo-quality limit (``min_sharpness``, ``rule_in``), a grey zone
-    (``rule_out``), a number of views or a smallest rescale factor (``min_scale``) other than ``spec``'s."""
+    (``rule_out``), a number of views, a smallest rescale factor (``min_scale``) or a shrink rule (``shrink``)
+    other than ``spec``'s."""
     cap = spec.preprocess.capture
     return any(getattr(cfg, k) is not None and (cap is None or getattr(cap, k) != getattr(cfg, k))
                for k in CAPTURE_VALUES)
@@ -251,10 +252,11 @@ def _screening_spec(cfg: "CompressConfig", spec: ModelSpec, rows=()) -> ModelSpe
         from leukedge.capture import CaptureConfig
 
         cap = spec.preprocess.capture or CaptureConfig()
-        new = {k: (int if k == "views" else float)(getattr(cfg, k)) for k in CAPTURE_VALUES
+        kinds = {"views": int, "shrink": str}
+        new = {k: kinds.get(k, float)(getattr(cfg, k)) for k in CAPTURE_VALUES
                if getattr(cfg, k) is not None and getattr(cfg, k) != getattr(cap, k)}
         for k, v in new.items():
-            log.info("screening: %s %g (was %s)", k, v, getattr(cap, k) if getattr(cap, k) is not None else "the default")
+            log.info("screening: %s %s (was %s)", k, v, getattr(cap, k) if getattr(cap, k) is not None else "the default")
         spec = dataclasses.replace(spec, preprocess=spec.preprocess.replace(capture=dataclasses.replace(cap, **new)))
     return spec
 

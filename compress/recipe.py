@@ -125,6 +125,10 @@ class ScreeningRecipe:
             5-15 times wider in pixels than the lab's (the ``resolution`` capture family); 0.05
             covers every photo under the 40-megapixel input limit. None: the source's (0.5 before
             2026-12-07, which left such photos at 3x the training cell size: docs/captures.md 18).
+        shrink: ``exact`` or ``fewest``: how far a photo with larger cells than the training
+            smears' is shrunk (:class:`leukedge.capture.CaptureConfig`), written into the spec's
+            ``preprocess.capture``; None: the source's (``exact`` before 2026-12-08).
+            Measured with ``scripts/experiments/shrink_rule.py`` (docs/captures.md 19).
     """
 
     tile_rule: str | None = None
@@ -137,18 +141,22 @@ class ScreeningRecipe:
     rule_out: float | None = None
     views: int | None = None
     min_scale: float | None = None
+    shrink: str | None = None
 
     def __post_init__(self):
         self.check()
 
     def check(self) -> None:
         """Refuse an unknown rule or a bad value (one line); ``--set`` and loading call it too."""
-        from leukedge.capture import TILE_RULES
+        from leukedge.capture import SHRINK_RULES, TILE_RULES
         from leukedge.views import VIEWS
 
         if self.tile_rule is not None and self.tile_rule not in TILE_RULES:
             raise ConfigError(f"screening.tile_rule: unknown rule '{self.tile_rule}'",
                               f"choose one of {', '.join(TILE_RULES)} (or null: the training run's)")
+        if self.shrink is not None and self.shrink not in SHRINK_RULES:
+            raise ConfigError(f"screening.shrink: unknown rule {self.shrink!r}",
+                              f"choose one of {', '.join(SHRINK_RULES)} (or null: the source's)")
         if self.ood_map is not None and not isinstance(self.ood_map, bool):
             raise ConfigError(f"screening.ood_map must be true, false or null, got {self.ood_map!r}")
         if self.magnification is not None and not isinstance(self.magnification, bool):
@@ -162,8 +170,8 @@ class ScreeningRecipe:
         if self.views is not None and (isinstance(self.views, bool) or self.views not in VIEWS):
             raise ConfigError(f"screening.views must be one of {', '.join(map(str, VIEWS))} or null, got {self.views!r}")
         if self.magnification is False and (self.cell_diameter is not None or self.scale_tolerance is not None
-                                            or self.min_scale is not None):
-            raise ConfigError("screening.cell_diameter / scale_tolerance / min_scale need screening.magnification "
+                                            or self.min_scale is not None or self.shrink is not None):
+            raise ConfigError("screening.cell_diameter / scale_tolerance / min_scale / shrink need screening.magnification "
                               "true or null",
                               "drop them, or set screening.magnification=true")
 

@@ -49,7 +49,7 @@ def to_config(recipe: CompressRecipe, source: str, out: str, data_dir: str | Non
     cfg.tile_rule, cfg.magnification = sc.tile_rule, sc.magnification
     cfg.cell_diameter, cfg.scale_tolerance = sc.cell_diameter, sc.scale_tolerance
     cfg.ood_map, cfg.min_sharpness, cfg.rule_in, cfg.views = sc.ood_map, sc.min_sharpness, sc.rule_in, sc.views
-    cfg.rule_out, cfg.min_scale = sc.rule_out, sc.min_scale
+    cfg.rule_out, cfg.min_scale, cfg.shrink = sc.rule_out, sc.min_scale, sc.shrink
     return cfg
 
 
@@ -62,7 +62,7 @@ def from_config(cfg) -> CompressRecipe:
     return CompressRecipe(quantize=sections["quantize"], heatmap=HeatmapRecipe(cfg.heatmap, cfg.heatmap_layer),
                           screening=ScreeningRecipe(cfg.tile_rule, cfg.magnification, cfg.cell_diameter,
                                                     cfg.scale_tolerance, cfg.ood_map, cfg.min_sharpness, cfg.rule_in,
-                                                    cfg.rule_out, cfg.views, cfg.min_scale),
+                                                    cfg.rule_out, cfg.views, cfg.min_scale, cfg.shrink),
                           prune=_copy(cfg.prune), qat=_copy(cfg.qat),
                           gates=dataclasses.replace(cfg.gates), checks=sections["checks"])
 

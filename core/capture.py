@@ -31,6 +31,7 @@ from .errors import ConfigError
 from .views import VIEWS
 
 TILE_RULES = ("max", "mean", "noisy_or")
+SHRINK_RULES = ("exact", "fewest")
 
 
 @dataclass
@@ -46,6 +47,11 @@ class CaptureConfig:
         max_scale: largest rescale factor applied.
         scale_tolerance: factors within ``1 +- tolerance`` are not applied (estimate noise and
             the lab's own spread: 0.3 leaves ~99% of validation smears as they are, docs/captures.md 12).
+        shrink: how far a photo with larger cells than the training smears' is shrunk. ``exact``:
+            to ``cell_diameter`` (a field a little larger than one input is then screened as
+            overlapping tiles); ``fewest``: only as far as the tolerance needs (cells at
+            ``cell_diameter / (1 + scale_tolerance)``, the smallest size a lab photo is left at),
+            so the field holds the fewest model inputs (docs/captures.md 19).
         color: ``none``, ``background``, ``reinhard`` or ``macenko``.
         color_target: target statistics (:func:`leukedge.colornorm.fit_targets`).
         tile_rule: how tile probabilities combine (:func:`combine_tiles`).
@@ -87,8 +93,12 @@ class CaptureConfig:
     rule_in: float | None = None
     rule_out: float | None = None
     views: int = 1
+    shrink: str = "exact"
 
     def __post_init__(self):
+        if self.shrink not in SHRINK_RULES:
+            raise ConfigError(f"capture shrink must be one of {SHRINK_RULES}, got {self.shrink!r}",
+                              "exact (to the training cell size) or fewest (only as far as the tolerance needs)")
         if isinstance(self.views, bool) or self.views not in VIEWS:
             raise ConfigError(f"capture views must be one of {VIEWS}, got {self.views!r}",
                               "1 (the input as it is), 2 (and its mirror image), 4 (the 90-degree rotations) or 8")
@@ -130,6 +140,8 @@ class CaptureConfig:
             out.append({"step": "magnification", "cell_diameter": self.cell_diameter,
                         "estimator": "granulometry",
                         "scale_range": [self.min_scale, self.max_scale], "tolerance": self.scale_tolerance})
+            if self.shrink != "exact":
+                out[-1]["shrink"] = self.shrink
         if self.color != "none":
             out.append({"step": "color", "method": self.color, "target": self.color_target})
         out.append({"step": "cut", "single": "centre square", "tiles": self.tile_rule, "max_tiles": self.max_tiles})
@@ -316,7 +328,11 @@ def magnification_estimate(rgb: np.ndarray, cfg: CaptureConfig) -> tuple[float, 
     if not d:
         return 1.0, None
     f = float(np.clip(cfg.cell_diameter / d, cfg.min_scale, cfg.max_scale))
-    return (1.0 if abs(f - 1.0) <= cfg.scale_tolerance else f), float(d)
+    if abs(f - 1.0) <= cfg.scale_tolerance:
+        return 1.0, float(d)
+    if f < 1.0 and cfg.shrink == "fewest":
+        f = max(cfg.cell_diameter / (d * (1.0 + cfg.scale_tolerance)), cfg.min_scale)
+    return f, float(d)
 
 
 def magnification_scale(rgb: np.ndarray, cfg: CaptureConfig) -> float:

@@ -55,7 +55,7 @@ def test_a_release_recipe_round_trips_through_the_config(release):
     again = json.loads(json.dumps(back.to_dict()))
     if "ood_map" not in on_disk.get("screening", {}):               # made before the key: it reads as false
         assert again["screening"].pop("ood_map") is False
-    for key in ("min_sharpness", "rule_in", "rule_out", "views", "min_scale"):  # made before the key: the source's
+    for key in ("min_sharpness", "rule_in", "rule_out", "views", "min_scale", "shrink"):  # made before the key: the source's
         if key not in on_disk.get("screening", {}):
             assert again["screening"].pop(key) is None
     assert {k: again[k] for k in on_disk} == on_disk                 # recipe.json -> config -> recipe.json

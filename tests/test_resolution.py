@@ -4,13 +4,14 @@ The ``resolution`` capture family makes one from a real smear; the releases' ``m
 (recipe key ``screening.min_scale``) lets magnification normalisation shrink it back to the
 training cell size (docs/captures.md 18). Real releases on real smears.
 """
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from leukedge.capture import CaptureConfig, estimate_cell_diameter, prepare_field
+from leukedge.capture import CaptureConfig, estimate_cell_diameter, prepare_field, tile_boxes
 from leukedge.capture_sim import BENCH_ONLY, FAMILIES, apply_capture
 from leukedge.compress.recipe import ScreeningRecipe
 from leukedge.errors import ConfigError
@@ -81,8 +82,6 @@ def test_a_full_resolution_eyepiece_photo_is_brought_back_to_the_training_cell_s
     # cells at the training size, or a little above where the field would shrink below one model input
     assert info["scale"] < 0.25 and 0.99 < info["cell_diameter"] * info["scale"] / cap.cell_diameter < 1.6
     assert min(field.shape[:2]) >= spec.preprocess.input_size
-    import dataclasses
-
     old, info_old = prepare_field(photo, dataclasses.replace(cap, min_scale=0.5), spec.preprocess.input_size)
     assert info_old["scale"] == 0.5 and info_old["cell_diameter"] * 0.5 > 2.2 * cap.cell_diameter  # left at ~3x
     assert old.shape[0] > 2 * field.shape[0]
@@ -106,3 +105,50 @@ def test_the_release_answers_a_full_resolution_phone_photo_like_the_lab_photo(na
             assert not res.ood and res.decision in (lab.decision, "retake"), (name, cls, k, res.decision, res.ood_score)
             assert res.decision == "positive" or cls == "Benign", (name, k, res.probability)
             assert res.decision != "retake" or res.borderline, (name, cls, k, res.quality)
+
+
+def test_the_shrink_rule_is_checked_where_it_is_set():
+    from leukedge.compress.config import CompressConfig
+    from leukedge.compress.pipeline import _screening_spec
+    from leukedge.compress.recipe_keys import from_config
+
+    for bad in ("least", 1, True):
+        with pytest.raises(ConfigError, match="shrink"):
+            ScreeningRecipe(shrink=bad)
+        with pytest.raises(ConfigError, match="shrink"):
+            CaptureConfig(shrink=bad)
+    with pytest.raises(ConfigError, match="magnification"):
+        ScreeningRecipe(magnification=False, shrink="fewest")
+    spec = ModelSpec.from_dict(json.loads(Path("models/efficientnet-lite0-subtype/spec.json").read_text()))
+    assert spec.preprocess.capture.shrink == "exact"                      # a spec made before the key
+    cfg = CompressConfig(source="s", out="o", shrink="fewest")
+    new = _screening_spec(cfg, spec).preprocess.capture
+    assert new.shrink == "fewest" and new.steps()[1]["shrink"] == "fewest"
+    assert from_config(cfg).screening.shrink == "fewest"
+    assert ModelSpec.from_dict(json.loads(json.dumps(dataclasses.replace(spec, preprocess=spec.preprocess.replace(
+        capture=new)).to_dict()))).preprocess.capture.shrink == "fewest"   # spec.json round trip
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_fewest_shrinks_a_full_resolution_photo_to_one_input_with_cells_inside_the_tolerance(k, smear_paths):
+    """``exact`` brings the cells of a k-times photo to the training size, leaving a field larger than
+    one input (tiles); ``fewest`` shrinks further, to the smallest cell size a lab photo is left at,
+    or to one input, whichever is larger. A lab photo is left alone by both."""
+    spec = ModelSpec.from_dict(json.loads(Path("models/efficientnet-lite0-subtype/spec.json").read_text()))
+    exact = spec.preprocess.capture
+    fewest = dataclasses.replace(exact, shrink="fewest")
+    side = spec.preprocess.input_size
+    for path in (smear_paths["Benign"][0], smear_paths["Pre"][0]):
+        rgb = load_image(path)
+        lab = [prepare_field(rgb, c, side)[1]["scale"] for c in (exact, fewest)]
+        assert lab[0] == lab[1]
+        photo = apply_capture("resolution", rgb, k)
+        (fe, ie), (ff, i_f) = (prepare_field(photo, c, side) for c in (exact, fewest))
+        assert ie["cell_diameter"] == i_f["cell_diameter"] and i_f["scale"] <= ie["scale"] < 1
+        cells = i_f["cell_diameter"] * i_f["scale"]
+        assert cells >= exact.cell_diameter / (1 + exact.scale_tolerance) - 0.1       # inside the tolerance
+        assert min(ff.shape[:2]) >= side and ff.shape[0] * ff.shape[1] <= fe.shape[0] * fe.shape[1]
+        assert len(tile_boxes(ff.shape, side)) <= len(tile_boxes(fe.shape, side))
+    # the last (Pre) smear's photo: exact leaves a field just over one input (4 overlapping tiles),
+    # fewest one input, as its lab photo is screened
+    assert len(tile_boxes(fe.shape, side)) == 4 and ff.shape[:2] == (side, side)
