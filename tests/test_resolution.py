@@ -73,7 +73,7 @@ def test_a_full_resolution_eyepiece_photo_is_brought_back_to_the_training_cell_s
     """A 6x eyepiece photo (a 12 MP phone's pixels per cell): with the release's min_scale the field
     reaches the model at the training cell size; with the old 0.5 it stayed at ~3x."""
     spec = ModelSpec.from_dict(json.loads(Path("models/efficientnet-lite0-subtype/spec.json").read_text()))
-    cap = spec.preprocess.capture
+    cap = dataclasses.replace(spec.preprocess.capture, shrink="exact")   # the rule this test is about
     rgb = load_image(smear_paths["Pre"][1])
     photo = apply_capture("resolution", FAMILIES["eyepiece"].apply(rgb, 1, np.random.default_rng(0)), 6)
     lab = estimate_cell_diameter(rgb)
@@ -119,7 +119,9 @@ def test_the_shrink_rule_is_checked_where_it_is_set():
             CaptureConfig(shrink=bad)
     with pytest.raises(ConfigError, match="magnification"):
         ScreeningRecipe(magnification=False, shrink="fewest")
-    spec = ModelSpec.from_dict(json.loads(Path("models/efficientnet-lite0-subtype/spec.json").read_text()))
+    doc = json.loads(Path("models/efficientnet-lite0-subtype/spec.json").read_text())
+    doc["preprocess"]["capture"].pop("shrink", None)
+    spec = ModelSpec.from_dict(doc)
     assert spec.preprocess.capture.shrink == "exact"                      # a spec made before the key
     cfg = CompressConfig(source="s", out="o", shrink="fewest")
     new = _screening_spec(cfg, spec).preprocess.capture
@@ -135,7 +137,7 @@ def test_fewest_shrinks_a_full_resolution_photo_to_one_input_with_cells_inside_t
     one input (tiles); ``fewest`` shrinks further, to the smallest cell size a lab photo is left at,
     or to one input, whichever is larger. A lab photo is left alone by both."""
     spec = ModelSpec.from_dict(json.loads(Path("models/efficientnet-lite0-subtype/spec.json").read_text()))
-    exact = spec.preprocess.capture
+    exact = dataclasses.replace(spec.preprocess.capture, shrink="exact")
     fewest = dataclasses.replace(exact, shrink="fewest")
     side = spec.preprocess.input_size
     for path in (smear_paths["Benign"][0], smear_paths["Pre"][0]):
@@ -152,3 +154,10 @@ def test_fewest_shrinks_a_full_resolution_photo_to_one_input_with_cells_inside_t
     # the last (Pre) smear's photo: exact leaves a field just over one input (4 overlapping tiles),
     # fewest one input, as its lab photo is screened
     assert len(tile_boxes(fe.shape, side)) == 4 and ff.shape[:2] == (side, side)
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED))
+def test_each_release_carries_the_shrink_rule_of_its_recipe(name):
+    spec = ModelSpec.from_dict(json.loads(Path(f"models/{name}/spec.json").read_text()))
+    recipe = json.loads(Path(f"models/{name}/recipe.json").read_text())
+    assert spec.preprocess.capture.shrink == (recipe["screening"].get("shrink") or "exact")
