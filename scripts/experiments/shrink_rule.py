@@ -7,11 +7,12 @@ smallest factor that still puts the cells within the tolerance (``cell_diameter 
 tolerance)``), never below one model input, so such a photo becomes one input, as a lab photo is.
 
 For the validation smears (all of them, or ``--n`` spread evenly), the lab photo, the lab photo
-upsampled k = 2 and 4 times (the ``resolution`` family) and the compound ``phone`` photo at
+upsampled k = 2, 4 and 6 times (the ``resolution`` family) and the compound ``phone`` photo at
 ``--phone-levels`` (seeded per smear) are screened with the release's spec under each rule (a
 photo both rules rescale alike is screened once). Prints correct / retake / flagged / wrong /
 missed per rule and photo, and the smears whose answer differs; ``--json`` keeps every answer.
-docs/captures.md 19. ~6 s per smear on this 2-core machine.
+docs/captures.md 19. With the defaults below ~12 s of CPU per smear here (the level-3 phone photos are
+2,000 x 2,700 px): ~80 min for the 393 validation smears.
 
     python scripts/experiments/shrink_rule.py models/<name> [--n 100] [--json OUT.json]
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 
@@ -40,8 +42,8 @@ def main(argv=None) -> int:
     ap.add_argument("release")
     ap.add_argument("--n", type=int, default=0, help="smears spread evenly over the split (0: all)")
     ap.add_argument("--subset", default="val")
-    ap.add_argument("--ks", default="1,2,4", help="resolution factors (1: the lab photo)")
-    ap.add_argument("--phone-levels", default="2")
+    ap.add_argument("--ks", default="1,2,4,6", help="resolution factors (1: the lab photo)")
+    ap.add_argument("--phone-levels", default="1,2,3")
     ap.add_argument("--data", default="../shared/data/aria-all")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
@@ -68,6 +70,8 @@ def main(argv=None) -> int:
             second = first if same else outcome(screeners["fewest"].screen_image(img, heatmap=False), pos)
             out[p]["exact"].append(first)
             out[p]["fewest"].append(second)
+        if (i + 1) % 25 == 0:
+            print(f"{i + 1} / {len(rows)} smears", file=sys.stderr, flush=True)
     cols = ("correct", "retake", "flagged", "wrong", "missed")
     print(f"{rel.name}, {len(rows)} {a.subset} smears")
     print(f"{'photo':>13} {'rule':>7} " + " ".join(f"{c:>8}" for c in cols))
